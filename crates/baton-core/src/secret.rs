@@ -1,0 +1,522 @@
+//! A secret, its versions, and the rules for adding versions, deleting and restoring.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::labels::attach_label;
+use crate::{AWSCURRENT, CoreError};
+
+/// Milliseconds since the Unix epoch, UTC. Time is always an input to this crate.
+pub type Timestamp = i64;
+
+const DAY_MS: Timestamp = 24 * 60 * 60 * 1000;
+
+/// A secret value may be at most this many bytes, as in AWS.
+pub const VALUE_BYTES_MAX: usize = 65_536;
+/// A secret may carry at most this many staging labels across all of its versions.
+pub const LABELS_PER_SECRET_MAX: usize = 20;
+/// Versions without labels beyond this count are pruned once they are older than a day.
+pub const DEPRECATED_VERSIONS_MAX: usize = 100;
+
+/// A key/value tag on a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+/// Whether a version holds a string or binary value. The value itself is sealed elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretValueKind {
+    String,
+    Binary,
+}
+
+impl SecretValueKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretValueKind::String => "string",
+            SecretValueKind::Binary => "binary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "string" => Some(SecretValueKind::String),
+            "binary" => Some(SecretValueKind::Binary),
+            _ => None,
+        }
+    }
+}
+
+/// One version of a secret. The value is sealed by `baton-crypto` before it reaches the domain,
+/// so this type never holds plaintext.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub version_id: String,
+    pub created_at: Timestamp,
+    /// Staging labels, kept sorted. A version with none is deprecated.
+    pub labels: BTreeSet<String>,
+    pub kind: SecretValueKind,
+    pub sealed_value: Vec<u8>,
+}
+
+impl fmt::Debug for VersionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VersionRecord")
+            .field("version_id", &self.version_id)
+            .field("created_at", &self.created_at)
+            .field("labels", &self.labels)
+            .field("kind", &self.kind)
+            .field("sealed_value_len", &self.sealed_value.len())
+            .finish()
+    }
+}
+
+/// A version about to be added.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub version_id: String,
+    pub kind: SecretValueKind,
+    pub sealed_value: Vec<u8>,
+    /// Labels to attach; `None` means the AWS default, `[AWSCURRENT]`.
+    pub labels: Option<Vec<String>>,
+}
+
+/// The rotation settings that RotateSecret stores. The engine that acts on them is separate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationConfig {
+    pub enabled: bool,
+    pub lambda_arn: Option<String>,
+    pub rules: Option<RotationRules>,
+    pub last_rotated_at: Option<Timestamp>,
+}
+
+/// AWS's RotationRulesType.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationRules {
+    pub automatically_after_days: Option<i64>,
+    pub duration: Option<String>,
+    pub schedule_expression: Option<String>,
+}
+
+/// Whether a secret is live or waiting out its recovery window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionState {
+    Active,
+    Scheduled {
+        deleted_at: Timestamp,
+        purge_at: Timestamp,
+    },
+}
+
+/// A secret with all of its versions: the unit that the store loads and saves atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    /// Internal, immutable identity; bound into the authenticated data of every sealed value.
+    pub id: String,
+    pub account_id: String,
+    pub region: String,
+    pub name: String,
+    pub arn: String,
+    pub description: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub tags: Vec<Tag>,
+    pub resource_policy: Option<String>,
+    pub rotation: RotationConfig,
+    pub created_at: Timestamp,
+    pub last_changed_at: Timestamp,
+    pub last_accessed_at: Option<Timestamp>,
+    pub deletion: DeletionState,
+    /// The secret's data key, wrapped by the root key.
+    pub wrapped_data_key: Vec<u8>,
+    pub versions: Vec<VersionRecord>,
+    /// Incremented by every save; the store refuses a save whose expected revision is stale.
+    pub revision: i64,
+}
+
+impl SecretRecord {
+    pub fn version(&self, version_id: &str) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| v.version_id == version_id)
+    }
+
+    pub fn version_with_label(&self, label: &str) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| v.labels.contains(label))
+    }
+
+    pub fn is_scheduled_for_deletion(&self) -> bool {
+        matches!(self.deletion, DeletionState::Scheduled { .. })
+    }
+
+    /// Refuses an operation on a secret that waits out its recovery window.
+    pub fn ensure_not_deleted(&self) -> Result<(), CoreError> {
+        if self.is_scheduled_for_deletion() {
+            return Err(CoreError::InvalidRequest(
+                "You can't perform this operation on the secret because it was marked for deletion."
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds a version and attaches its labels, as CreateSecret and PutSecretValue do.
+    ///
+    /// Moving AWSCURRENT moves AWSPREVIOUS to the version that held it. The first version of a
+    /// secret always gets AWSCURRENT. Afterwards, deprecated versions are pruned.
+    pub fn add_version(&mut self, new: NewVersion, now: Timestamp) -> Result<(), CoreError> {
+        self.ensure_not_deleted()?;
+        if self.version(&new.version_id).is_some() {
+            return Err(CoreError::ResourceExists(
+                "You can't modify an existing version, you can only create a new version."
+                    .to_owned(),
+            ));
+        }
+        let mut labels: Vec<String> = new.labels.unwrap_or_else(|| vec![AWSCURRENT.to_owned()]);
+        for label in &labels {
+            crate::validate_version_stage(label)?;
+        }
+        if self.version_with_label(AWSCURRENT).is_none() && !labels.iter().any(|l| l == AWSCURRENT)
+        {
+            labels.push(AWSCURRENT.to_owned());
+        }
+        let mut next = self.clone();
+        next.versions.push(VersionRecord {
+            version_id: new.version_id.clone(),
+            created_at: now,
+            labels: BTreeSet::new(),
+            kind: new.kind,
+            sealed_value: new.sealed_value,
+        });
+        for label in &labels {
+            attach_label(&mut next, label, &new.version_id);
+        }
+        next.check_label_limit()?;
+        next.prune_deprecated(now);
+        next.last_changed_at = now;
+        next.check_invariants();
+        *self = next;
+        Ok(())
+    }
+
+    pub(crate) fn check_label_limit(&self) -> Result<(), CoreError> {
+        let count: usize = self.versions.iter().map(|v| v.labels.len()).sum();
+        if count > LABELS_PER_SECRET_MAX {
+            return Err(CoreError::LimitExceeded(format!(
+                "A secret can have at most {LABELS_PER_SECRET_MAX} staging labels attached \
+                 across its versions; this request would attach {count}."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest versions without labels while there are more than
+    /// `DEPRECATED_VERSIONS_MAX` of them, but never one younger than a day.
+    pub fn prune_deprecated(&mut self, now: Timestamp) {
+        let mut deprecated: Vec<(Timestamp, String)> = self
+            .versions
+            .iter()
+            .filter(|v| v.labels.is_empty())
+            .map(|v| (v.created_at, v.version_id.clone()))
+            .collect();
+        if deprecated.len() <= DEPRECATED_VERSIONS_MAX {
+            return;
+        }
+        deprecated.sort();
+        let excess = deprecated.len() - DEPRECATED_VERSIONS_MAX;
+        let doomed: BTreeSet<String> = deprecated
+            .into_iter()
+            .take(excess)
+            .filter(|(created_at, _)| now - created_at > DAY_MS)
+            .map(|(_, id)| id)
+            .collect();
+        self.versions.retain(|v| !doomed.contains(&v.version_id));
+    }
+
+    /// Starts the recovery window, or marks the secret for immediate purge with `window_days = 0`.
+    pub fn schedule_deletion(&mut self, window_days: i64, now: Timestamp) -> Result<(), CoreError> {
+        self.ensure_not_deleted()?;
+        self.deletion = DeletionState::Scheduled {
+            deleted_at: now,
+            purge_at: now + window_days * DAY_MS,
+        };
+        self.last_changed_at = now;
+        Ok(())
+    }
+
+    /// Cancels a scheduled deletion.
+    pub fn restore(&mut self, now: Timestamp) -> Result<(), CoreError> {
+        if !self.is_scheduled_for_deletion() {
+            // AWS treats restoring a live secret as a successful no-op.
+            return Ok(());
+        }
+        self.deletion = DeletionState::Active;
+        self.last_changed_at = now;
+        Ok(())
+    }
+
+    /// Adds or overwrites tags by key.
+    pub fn tag(&mut self, tags: Vec<Tag>, now: Timestamp) -> Result<(), CoreError> {
+        for tag in tags {
+            match self.tags.iter_mut().find(|t| t.key == tag.key) {
+                Some(existing) => existing.value = tag.value,
+                None => self.tags.push(tag),
+            }
+        }
+        if self.tags.len() > TAGS_PER_SECRET_MAX {
+            return Err(CoreError::LimitExceeded(format!(
+                "A secret can have at most {TAGS_PER_SECRET_MAX} tags."
+            )));
+        }
+        self.last_changed_at = now;
+        Ok(())
+    }
+
+    pub fn untag(&mut self, keys: &[String], now: Timestamp) {
+        self.tags.retain(|t| !keys.contains(&t.key));
+        self.last_changed_at = now;
+    }
+
+    /// Asserts the invariants that every saved secret must satisfy. A breach is a programmer
+    /// error, so it panics in debug builds; the database constraints catch it in release builds.
+    pub fn check_invariants(&self) {
+        let mut seen = BTreeSet::new();
+        for version in &self.versions {
+            for label in &version.labels {
+                debug_assert!(
+                    seen.insert(label.as_str()),
+                    "label {label} attached to two versions of secret {}",
+                    self.id
+                );
+            }
+        }
+        debug_assert!(
+            self.versions.is_empty() || self.version_with_label(AWSCURRENT).is_some(),
+            "secret {} has versions but none is AWSCURRENT",
+            self.id
+        );
+    }
+}
+
+/// A secret may carry at most this many tags, as in AWS.
+pub const TAGS_PER_SECRET_MAX: usize = 50;
+
+/// Picks the version that GetSecretValue returns: by id, by label, or AWSCURRENT by default.
+/// When both are given, the version must carry the label.
+pub fn resolve_version<'a>(
+    secret: &'a SecretRecord,
+    version_id: Option<&str>,
+    version_stage: Option<&str>,
+) -> Result<&'a VersionRecord, CoreError> {
+    match (version_id, version_stage) {
+        (Some(id), stage) => {
+            let version = secret.version(id).ok_or_else(|| {
+                CoreError::ResourceNotFound(format!(
+                    "Secrets Manager can't find the specified secret value for VersionId: {id}"
+                ))
+            })?;
+            if let Some(stage) = stage
+                && !version.labels.contains(stage)
+            {
+                return Err(CoreError::InvalidRequest(format!(
+                    "You provided a VersionStage that is not associated to the provided VersionId. \
+                     VersionId {id} does not have staging label {stage}."
+                )));
+            }
+            Ok(version)
+        }
+        (None, stage) => {
+            let stage = stage.unwrap_or(AWSCURRENT);
+            secret.version_with_label(stage).ok_or_else(|| {
+                CoreError::ResourceNotFound(format!(
+                    "Secrets Manager can't find the specified secret value for staging label: {stage}"
+                ))
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::AWSPREVIOUS;
+
+    pub(crate) fn empty_secret() -> SecretRecord {
+        SecretRecord {
+            id: "s1".into(),
+            account_id: "000000000000".into(),
+            region: "us-east-1".into(),
+            name: "app/key".into(),
+            arn: "arn:aws:secretsmanager:us-east-1:000000000000:secret:app/key-AbCdEf".into(),
+            description: None,
+            kms_key_id: None,
+            tags: vec![],
+            resource_policy: None,
+            rotation: RotationConfig::default(),
+            created_at: 0,
+            last_changed_at: 0,
+            last_accessed_at: None,
+            deletion: DeletionState::Active,
+            wrapped_data_key: vec![],
+            versions: vec![],
+            revision: 0,
+        }
+    }
+
+    pub(crate) fn put(secret: &mut SecretRecord, id: &str, labels: Option<&[&str]>, now: Timestamp) {
+        secret
+            .add_version(
+                NewVersion {
+                    version_id: id.into(),
+                    kind: SecretValueKind::String,
+                    sealed_value: id.as_bytes().to_vec(),
+                    labels: labels.map(|l| l.iter().map(|s| s.to_string()).collect()),
+                },
+                now,
+            )
+            .expect("add_version");
+    }
+
+    pub(crate) fn labels_of(secret: &SecretRecord, id: &str) -> Vec<String> {
+        secret
+            .version(id)
+            .map(|v| v.labels.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn putting_a_value_moves_current_to_the_new_version_and_previous_to_the_old() {
+        let mut s = empty_secret();
+        put(&mut s, "v1", None, 1);
+        put(&mut s, "v2", None, 2);
+        assert_eq!(labels_of(&s, "v2"), [AWSCURRENT]);
+        assert_eq!(labels_of(&s, "v1"), [AWSPREVIOUS]);
+        put(&mut s, "v3", None, 3);
+        assert_eq!(labels_of(&s, "v3"), [AWSCURRENT]);
+        assert_eq!(labels_of(&s, "v2"), [AWSPREVIOUS]);
+        assert!(labels_of(&s, "v1").is_empty(), "v1 is deprecated");
+    }
+
+    #[test]
+    fn the_first_version_always_becomes_current() {
+        let mut s = empty_secret();
+        put(&mut s, "v1", Some(&["AWSPENDING"]), 1);
+        assert_eq!(labels_of(&s, "v1"), ["AWSCURRENT", "AWSPENDING"]);
+    }
+
+    #[test]
+    fn a_pending_version_leaves_current_in_place() {
+        let mut s = empty_secret();
+        put(&mut s, "v1", None, 1);
+        put(&mut s, "v2", Some(&["AWSPENDING"]), 2);
+        assert_eq!(labels_of(&s, "v1"), [AWSCURRENT]);
+        assert_eq!(labels_of(&s, "v2"), ["AWSPENDING"]);
+    }
+
+    #[test]
+    fn an_existing_version_id_cannot_be_reused() {
+        let mut s = empty_secret();
+        put(&mut s, "v1", None, 1);
+        let err = s
+            .add_version(
+                NewVersion {
+                    version_id: "v1".into(),
+                    kind: SecretValueKind::String,
+                    sealed_value: vec![1],
+                    labels: None,
+                },
+                2,
+            )
+            .unwrap_err();
+        assert!(matches!(err, CoreError::ResourceExists(_)));
+        assert_eq!(s.versions.len(), 1);
+    }
+
+    #[test]
+    fn label_limit_is_enforced_without_changing_the_secret() {
+        let mut s = empty_secret();
+        let labels: Vec<String> = (0..19).map(|i| format!("L{i}")).collect();
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        put(&mut s, "v1", Some(&refs), 1);
+        assert_eq!(s.versions[0].labels.len(), 20);
+        let before = s.clone();
+        let err = s
+            .add_version(
+                NewVersion {
+                    version_id: "v2".into(),
+                    kind: SecretValueKind::String,
+                    sealed_value: vec![],
+                    labels: Some(vec!["AWSCURRENT".into(), "extra".into()]),
+                },
+                2,
+            )
+            .unwrap_err();
+        assert!(matches!(err, CoreError::LimitExceeded(_)));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn deprecated_versions_are_pruned_past_100_once_older_than_a_day() {
+        let mut s = empty_secret();
+        for i in 0..105 {
+            put(&mut s, &format!("v{i:03}"), None, i);
+        }
+        // 103 deprecated versions, all younger than a day: nothing pruned.
+        assert_eq!(s.versions.len(), 105);
+        put(&mut s, "late", None, 2 * DAY_MS);
+        // 104 deprecated now; the 4 oldest go.
+        assert_eq!(s.versions.len(), 102);
+        assert!(s.version("v000").is_none());
+        assert!(s.version("v003").is_none());
+        assert!(s.version("v004").is_some());
+    }
+
+    #[test]
+    fn resolving_versions_by_id_and_stage() {
+        let mut s = empty_secret();
+        put(&mut s, "v1", None, 1);
+        put(&mut s, "v2", None, 2);
+        assert_eq!(resolve_version(&s, None, None).unwrap().version_id, "v2");
+        assert_eq!(
+            resolve_version(&s, None, Some(AWSPREVIOUS)).unwrap().version_id,
+            "v1"
+        );
+        assert_eq!(resolve_version(&s, Some("v1"), None).unwrap().version_id, "v1");
+        assert!(matches!(
+            resolve_version(&s, Some("v1"), Some(AWSCURRENT)),
+            Err(CoreError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            resolve_version(&s, None, Some("AWSPENDING")),
+            Err(CoreError::ResourceNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn deleted_secrets_refuse_new_versions_until_restored() {
+        let mut s = empty_secret();
+        put(&mut s, "v1", None, 1);
+        s.schedule_deletion(7, 10).unwrap();
+        assert_eq!(
+            s.deletion,
+            DeletionState::Scheduled {
+                deleted_at: 10,
+                purge_at: 10 + 7 * DAY_MS
+            }
+        );
+        assert!(matches!(
+            s.add_version(
+                NewVersion {
+                    version_id: "v2".into(),
+                    kind: SecretValueKind::String,
+                    sealed_value: vec![],
+                    labels: None
+                },
+                11
+            ),
+            Err(CoreError::InvalidRequest(_))
+        ));
+        s.restore(12).unwrap();
+        put(&mut s, "v2", None, 13);
+        assert_eq!(labels_of(&s, "v2"), [AWSCURRENT]);
+    }
+}
