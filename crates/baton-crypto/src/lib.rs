@@ -1,1 +1,39 @@
-//! placeholder
+//! Cryptography for Baton: envelope encryption at rest, secret memory, random passwords and the
+//! SigV4 key derivation.
+//!
+//! Architecture invariant: every secret byte that this crate hands out lives in a
+//! [`SecretBytes`], which wipes itself on drop and never prints its contents. One backend,
+//! aws-lc-rs, does all of the work.
+
+mod envelope;
+mod password;
+mod secret_bytes;
+pub mod sigv4;
+
+pub use envelope::{DataKey, RootKey, SEALED_FORMAT_V1};
+pub use password::{
+    PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, PasswordError, PasswordOptions, random_password,
+};
+pub use secret_bytes::SecretBytes;
+
+/// A cryptographic operation failed. Messages never include key material or plaintext.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    #[error("sealed value is malformed or was not sealed for this context")]
+    OpenFailed,
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("root key file {path}: {reason}")]
+    RootKeyFile { path: String, reason: String },
+}
+
+/// Fills `buf` with bytes from the operating system's secure random number generator.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    aws_lc_rs::rand::fill(buf).map_err(|_| CryptoError::Random)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}

@@ -1,0 +1,269 @@
+//! Envelope encryption: a root key wraps one data key per secret; each version's value is sealed
+//! with its secret's data key under AES-256-GCM.
+//!
+//! Sealed format v1: `0x01 || nonce (12 bytes) || ciphertext || tag (16 bytes)`. The caller
+//! passes authenticated data that names what the value belongs to (secret id and version id), so
+//! a sealed value copied to another row fails to open.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use zeroize::Zeroize;
+
+use crate::{CryptoError, SecretBytes, fill_random};
+
+/// The first byte of every sealed value written by this version of Baton.
+pub const SEALED_FORMAT_V1: u8 = 1;
+const KEY_LEN: usize = 32;
+const ROOT_KEY_FILE_HEADER: &str = "baton-root-key-v1";
+
+struct AeadKey(LessSafeKey);
+
+impl AeadKey {
+    fn new(bytes: &[u8]) -> Self {
+        // AES_256_GCM accepts exactly 32 bytes; every caller passes a KEY_LEN buffer.
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte AES-256-GCM key");
+        AeadKey(LessSafeKey::new(unbound))
+    }
+
+    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce)?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + 16);
+        out.push(SEALED_FORMAT_V1);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let mut body = out.split_off(1 + NONCE_LEN);
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut body,
+            )
+            .map_err(|_| CryptoError::OpenFailed)?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<SecretBytes, CryptoError> {
+        if sealed.len() < 1 + NONCE_LEN || sealed[0] != SEALED_FORMAT_V1 {
+            return Err(CryptoError::OpenFailed);
+        }
+        let nonce: [u8; NONCE_LEN] = sealed[1..1 + NONCE_LEN]
+            .try_into()
+            .map_err(|_| CryptoError::OpenFailed)?;
+        let mut buf = sealed[1 + NONCE_LEN..].to_vec();
+        let opened = self
+            .0
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+            .map(|plaintext| plaintext.len());
+        match opened {
+            Ok(plaintext_len) => {
+                buf.truncate(plaintext_len);
+                Ok(SecretBytes::new(buf))
+            }
+            Err(_) => {
+                // The buffer may hold partly decrypted bytes; wipe it before it is freed.
+                buf.zeroize();
+                Err(CryptoError::OpenFailed)
+            }
+        }
+    }
+}
+
+/// The root of trust: wraps every data key. Loaded from a 0600 file at start-up.
+pub struct RootKey {
+    key: AeadKey,
+}
+
+impl std::fmt::Debug for RootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootKey([REDACTED])")
+    }
+}
+
+impl RootKey {
+    pub fn from_bytes(bytes: &SecretBytes) -> Result<Self, CryptoError> {
+        if bytes.len() != KEY_LEN {
+            return Err(CryptoError::OpenFailed);
+        }
+        Ok(RootKey {
+            key: AeadKey::new(bytes.expose()),
+        })
+    }
+
+    pub fn generate() -> Result<(Self, SecretBytes), CryptoError> {
+        let mut raw = vec![0u8; KEY_LEN];
+        fill_random(&mut raw)?;
+        let bytes = SecretBytes::new(raw);
+        Ok((Self::from_bytes(&bytes)?, bytes))
+    }
+
+    /// Loads the root key file, or creates it with mode 0600 if it does not exist.
+    /// Returns the key and whether it was created.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), CryptoError> {
+        let file_error = |reason: String| CryptoError::RootKeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        match fs::read_to_string(path) {
+            Ok(text) => {
+                let mode = fs::metadata(path)
+                    .map_err(|e| file_error(e.to_string()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    return Err(file_error(format!(
+                        "permissions are {:o}; the root key file must not be readable by group or others (chmod 600)",
+                        mode & 0o777
+                    )));
+                }
+                let text = SecretBytes::from(text);
+                let body = std::str::from_utf8(text.expose())
+                    .map_err(|_| file_error("not UTF-8".to_owned()))?
+                    .trim();
+                let hex_part = body
+                    .strip_prefix(ROOT_KEY_FILE_HEADER)
+                    .ok_or_else(|| file_error(format!("does not start with {ROOT_KEY_FILE_HEADER}")))?
+                    .trim();
+                let bytes = SecretBytes::new(
+                    hex::decode(hex_part).map_err(|_| file_error("key is not valid hex".to_owned()))?,
+                );
+                if bytes.len() != KEY_LEN {
+                    return Err(file_error(format!("key must be {KEY_LEN} bytes")));
+                }
+                Ok((Self::from_bytes(&bytes)?, false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (key, bytes) = Self::generate()?;
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| file_error(e.to_string()))?;
+                let text = SecretBytes::from(format!(
+                    "{ROOT_KEY_FILE_HEADER} {}\n",
+                    hex::encode(bytes.expose())
+                ));
+                file.write_all(text.expose())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| file_error(e.to_string()))?;
+                Ok((key, true))
+            }
+            Err(e) => Err(file_error(e.to_string())),
+        }
+    }
+
+    /// Wraps a data key for the secret (or other owner) named by `context`.
+    pub fn wrap(&self, data_key: &DataKey, context: &str) -> Result<Vec<u8>, CryptoError> {
+        self.key
+            .seal(data_key.bytes.expose(), &wrap_aad(context))
+    }
+
+    pub fn unwrap(&self, wrapped: &[u8], context: &str) -> Result<DataKey, CryptoError> {
+        let bytes = self.key.open(wrapped, &wrap_aad(context))?;
+        DataKey::from_bytes(bytes)
+    }
+
+    /// Seals a small secret directly under the root key, such as an access key's secret half.
+    pub fn seal(&self, plaintext: &[u8], aad: &str) -> Result<Vec<u8>, CryptoError> {
+        self.key.seal(plaintext, aad.as_bytes())
+    }
+
+    pub fn open(&self, sealed: &[u8], aad: &str) -> Result<SecretBytes, CryptoError> {
+        self.key.open(sealed, aad.as_bytes())
+    }
+}
+
+fn wrap_aad(context: &str) -> Vec<u8> {
+    format!("baton:data-key:v1:{context}").into_bytes()
+}
+
+/// A per-secret data key. Its bytes are wiped when it is dropped.
+pub struct DataKey {
+    bytes: SecretBytes,
+    key: AeadKey,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey([REDACTED])")
+    }
+}
+
+impl DataKey {
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut raw = vec![0u8; KEY_LEN];
+        fill_random(&mut raw)?;
+        Self::from_bytes(SecretBytes::new(raw))
+    }
+
+    fn from_bytes(bytes: SecretBytes) -> Result<Self, CryptoError> {
+        if bytes.len() != KEY_LEN {
+            return Err(CryptoError::OpenFailed);
+        }
+        let key = AeadKey::new(bytes.expose());
+        Ok(DataKey { bytes, key })
+    }
+
+    pub fn seal(&self, plaintext: &[u8], aad: &str) -> Result<Vec<u8>, CryptoError> {
+        self.key.seal(plaintext, aad.as_bytes())
+    }
+
+    pub fn open(&self, sealed: &[u8], aad: &str) -> Result<SecretBytes, CryptoError> {
+        self.key.open(sealed, aad.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_the_same_authenticated_data() {
+        let (root, _) = RootKey::generate().unwrap();
+        let dk = DataKey::generate().unwrap();
+        let wrapped = root.wrap(&dk, "secret-1").unwrap();
+        let dk2 = root.unwrap(&wrapped, "secret-1").unwrap();
+        assert!(root.unwrap(&wrapped, "secret-2").is_err(), "wrapped key bound to its secret");
+
+        let sealed = dk.seal(b"the plaintext", "secret-1/v1").unwrap();
+        assert_eq!(sealed[0], SEALED_FORMAT_V1);
+        assert!(!sealed.windows(13).any(|w| w == b"the plaintext"));
+        assert_eq!(dk2.open(&sealed, "secret-1/v1").unwrap().expose(), b"the plaintext");
+        assert!(dk2.open(&sealed, "secret-1/v2").is_err(), "moved to another version");
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(dk2.open(&tampered, "secret-1/v1").is_err());
+    }
+
+    #[test]
+    fn two_seals_of_the_same_value_differ() {
+        let dk = DataKey::generate().unwrap();
+        assert_ne!(dk.seal(b"x", "a").unwrap(), dk.seal(b"x", "a").unwrap());
+    }
+
+    #[test]
+    fn root_key_file_is_created_0600_and_reloads_to_the_same_key() {
+        let dir = std::env::temp_dir().join(format!("baton-rk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("root.key");
+        let (k1, created) = RootKey::load_or_create(&path).unwrap();
+        assert!(created);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let (k2, created) = RootKey::load_or_create(&path).unwrap();
+        assert!(!created);
+        let sealed = k1.seal(b"v", "ctx").unwrap();
+        assert_eq!(k2.open(&sealed, "ctx").unwrap().expose(), b"v");
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = RootKey::load_or_create(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
