@@ -1,1 +1,114 @@
-//! placeholder
+//! Persistence for Baton: one [`Store`] trait, an embedded SQLite engine (the default) and a
+//! PostgreSQL engine for several nodes, and a conformance suite that both must pass.
+//!
+//! Architecture invariants:
+//! - the store never sees plaintext: secret values and access-key secrets arrive sealed;
+//! - the store checks no business rule except those the database enforces better than code
+//!   (a label is on at most one version of a secret; a name is unique in its namespace);
+//! - every write of a secret is one transaction, guarded by the secret's revision, so a writer
+//!   that read a stale secret fails with [`StoreError::Conflict`] instead of overwriting.
+
+use async_trait::async_trait;
+use baton_core::{SecretRecord, Timestamp};
+
+pub mod conformance;
+mod postgres;
+mod schema;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// What a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A secret with this name already exists in the namespace, live or scheduled for deletion.
+    #[error("a secret with this name already exists in the namespace")]
+    NameTaken,
+    /// The secret changed since it was read; reload and retry.
+    #[error("the secret was changed concurrently; retry")]
+    Conflict,
+    /// The row or record does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A database constraint refused the write (a bug upstream: the domain should have caught it).
+    #[error("database constraint violated: {0}")]
+    Constraint(String),
+    /// The database returned data this version of Baton cannot read.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// An access key that Baton issued. The secret half is sealed under the root key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    pub access_key_id: String,
+    pub sealed_secret: Vec<u8>,
+    pub user_name: String,
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for AccessKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeyRecord")
+            .field("access_key_id", &self.access_key_id)
+            .field("user_name", &self.user_name)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The persistence interface. Both engines implement it identically; see [`conformance`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new secret with its versions. Fails with [`StoreError::NameTaken`] if the
+    /// namespace already holds the name.
+    async fn insert_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
+
+    /// Writes a changed secret if its stored revision still equals `secret.revision`, and
+    /// returns the new revision. Versions are immutable once written: new ones are inserted,
+    /// pruned ones deleted, and labels and tags replaced, all in one transaction.
+    async fn save_secret(&self, secret: &SecretRecord) -> Result<i64, StoreError>;
+
+    async fn find_secret_by_name(
+        &self,
+        account_id: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<SecretRecord>, StoreError>;
+
+    async fn find_secret_by_arn(&self, arn: &str) -> Result<Option<SecretRecord>, StoreError>;
+
+    /// All secrets of a namespace, oldest first.
+    async fn list_secrets(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Vec<SecretRecord>, StoreError>;
+
+    /// Removes a secret and everything it owns.
+    async fn delete_secret(&self, secret_id: &str) -> Result<(), StoreError>;
+
+    /// Ids of secrets whose recovery window ended at or before `now`, at most `limit` of them.
+    async fn secrets_due_for_purge(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<(), StoreError>;
+    async fn find_access_key(
+        &self,
+        access_key_id: &str,
+    ) -> Result<Option<AccessKeyRecord>, StoreError>;
+    async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError>;
+    /// Returns whether a key was deleted.
+    async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError>;
+
+    /// Checks that the database answers; used by readiness probes.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

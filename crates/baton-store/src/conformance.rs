@@ -1,0 +1,261 @@
+//! The conformance suite: behaviour every [`Store`] engine must show. Each check is a public
+//! async function, so the engines' test files run the same list; see `tests/conformance.rs`.
+//!
+//! Checks use fresh ids and account numbers, so they can share one database with other runs.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use baton_core::{
+    AWSCURRENT, AWSPREVIOUS, DeletionState, NewVersion, RotationConfig, RotationRules,
+    SecretRecord, SecretValueKind, Tag,
+};
+
+use crate::{AccessKeyRecord, Store, StoreError};
+
+fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A secret in a namespace of its own, with one current version.
+pub fn sample_secret(name: &str) -> SecretRecord {
+    let id = unique("sec-");
+    let account_id = unique("acct-");
+    let mut secret = SecretRecord {
+        arn: format!("arn:aws:secretsmanager:us-east-1:{account_id}:secret:{name}-{}", &id[..6]),
+        id,
+        account_id,
+        region: "us-east-1".into(),
+        name: name.into(),
+        description: Some("a description".into()),
+        kms_key_id: None,
+        tags: vec![
+            Tag {
+                key: "team".into(),
+                value: "payments".into(),
+            },
+            Tag {
+                key: "env".into(),
+                value: "prod".into(),
+            },
+        ],
+        resource_policy: None,
+        rotation: RotationConfig {
+            enabled: true,
+            lambda_arn: Some("arn:aws:lambda:us-east-1:1:function:f".into()),
+            rules: Some(RotationRules {
+                automatically_after_days: None,
+                duration: Some("2h".into()),
+                schedule_expression: Some("rate(4 hours)".into()),
+            }),
+            last_rotated_at: None,
+        },
+        created_at: 1_000,
+        last_changed_at: 1_000,
+        last_accessed_at: None,
+        deletion: DeletionState::Active,
+        wrapped_data_key: vec![1, 2, 3],
+        versions: vec![],
+        revision: 0,
+    };
+    add(&mut secret, "v1", None, 1_000);
+    secret
+}
+
+fn add(secret: &mut SecretRecord, id: &str, labels: Option<&[&str]>, now: i64) {
+    secret
+        .add_version(
+            NewVersion {
+                version_id: id.into(),
+                kind: SecretValueKind::String,
+                sealed_value: format!("sealed-{id}").into_bytes(),
+                labels: labels.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            },
+            now,
+        )
+        .expect("valid version");
+}
+
+fn labels(secret: &SecretRecord, id: &str) -> BTreeSet<String> {
+    secret.version(id).map(|v| v.labels.clone()).unwrap_or_default()
+}
+
+pub async fn inserted_secret_reads_back_identically(store: &dyn Store) {
+    let secret = sample_secret("app/db");
+    store.insert_secret(&secret).await.unwrap();
+    let by_name = store
+        .find_secret_by_name(&secret.account_id, "us-east-1", "app/db")
+        .await
+        .unwrap()
+        .expect("found by name");
+    assert_eq!(by_name, secret);
+    let by_arn = store.find_secret_by_arn(&secret.arn).await.unwrap();
+    assert_eq!(by_arn.as_ref(), Some(&secret));
+    assert!(
+        store
+            .find_secret_by_name(&secret.account_id, "eu-west-1", "app/db")
+            .await
+            .unwrap()
+            .is_none(),
+        "regions are separate namespaces"
+    );
+}
+
+pub async fn names_are_unique_per_namespace(store: &dyn Store) {
+    let secret = sample_secret("dup");
+    store.insert_secret(&secret).await.unwrap();
+    let mut twin = sample_secret("dup");
+    twin.account_id = secret.account_id.clone();
+    assert!(matches!(
+        store.insert_secret(&twin).await,
+        Err(StoreError::NameTaken)
+    ));
+    let mut other_region = twin.clone();
+    other_region.region = "eu-west-1".into();
+    other_region.arn = format!("{}-eu", twin.arn);
+    store.insert_secret(&other_region).await.unwrap();
+}
+
+pub async fn saves_add_versions_and_move_labels(store: &dyn Store) {
+    let mut secret = sample_secret("rotating");
+    store.insert_secret(&secret).await.unwrap();
+    add(&mut secret, "v2", None, 2_000);
+    add(&mut secret, "v3", Some(&["AWSPENDING"]), 3_000);
+    secret.tags.retain(|t| t.key != "env");
+    secret.deletion = DeletionState::Scheduled {
+        deleted_at: 4_000,
+        purge_at: 5_000,
+    };
+    secret.revision = store.save_secret(&secret).await.unwrap();
+    let loaded = store.find_secret_by_arn(&secret.arn).await.unwrap().unwrap();
+    assert_eq!(loaded, secret);
+    assert_eq!(labels(&loaded, "v2"), BTreeSet::from([AWSCURRENT.to_owned()]));
+    assert_eq!(labels(&loaded, "v1"), BTreeSet::from([AWSPREVIOUS.to_owned()]));
+    assert_eq!(labels(&loaded, "v3"), BTreeSet::from(["AWSPENDING".to_owned()]));
+}
+
+pub async fn pruned_versions_are_deleted(store: &dyn Store) {
+    let mut secret = sample_secret("pruned");
+    store.insert_secret(&secret).await.unwrap();
+    add(&mut secret, "v2", None, 2_000);
+    add(&mut secret, "v3", None, 3_000);
+    secret.versions.retain(|v| v.version_id != "v1");
+    secret.revision = store.save_secret(&secret).await.unwrap();
+    let loaded = store.find_secret_by_arn(&secret.arn).await.unwrap().unwrap();
+    let ids: Vec<&str> = loaded.versions.iter().map(|v| v.version_id.as_str()).collect();
+    assert_eq!(ids, ["v2", "v3"]);
+}
+
+pub async fn stale_revision_is_a_conflict_and_writes_nothing(store: &dyn Store) {
+    let secret = sample_secret("cas");
+    store.insert_secret(&secret).await.unwrap();
+    let mut first = secret.clone();
+    add(&mut first, "v2", None, 2_000);
+    first.revision = store.save_secret(&first).await.unwrap();
+    assert_eq!(first.revision, secret.revision + 1);
+
+    let mut stale = secret.clone();
+    add(&mut stale, "v9", None, 2_500);
+    assert!(matches!(
+        store.save_secret(&stale).await,
+        Err(StoreError::Conflict)
+    ));
+    let loaded = store.find_secret_by_arn(&secret.arn).await.unwrap().unwrap();
+    assert_eq!(loaded, first);
+}
+
+/// The database itself refuses a label on two versions, even if code above it is wrong, and
+/// the refused transaction leaves nothing behind.
+pub async fn database_refuses_a_label_on_two_versions(store: &dyn Store) {
+    let mut secret = sample_secret("constraint");
+    store.insert_secret(&secret).await.unwrap();
+    add(&mut secret, "v2", Some(&["AWSPENDING"]), 2_000);
+    let before_bad_write = secret.clone();
+    let mut corrupt = secret.clone();
+    for version in &mut corrupt.versions {
+        version.labels.insert(AWSCURRENT.to_owned());
+    }
+    assert!(matches!(
+        store.save_secret(&corrupt).await,
+        Err(StoreError::Constraint(_))
+    ));
+    let loaded = store.find_secret_by_arn(&secret.arn).await.unwrap().unwrap();
+    assert_eq!(loaded.versions.len(), 1, "the refused write added no version");
+    assert_eq!(loaded.revision, before_bad_write.revision);
+}
+
+pub async fn listing_is_per_namespace_and_oldest_first(store: &dyn Store) {
+    let first = sample_secret("list-a");
+    let mut second = sample_secret("list-b");
+    second.account_id = first.account_id.clone();
+    second.created_at = first.created_at + 1;
+    store.insert_secret(&second).await.unwrap();
+    store.insert_secret(&first).await.unwrap();
+    let listed = store
+        .list_secrets(&first.account_id, "us-east-1")
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["list-a", "list-b"]);
+}
+
+pub async fn purge_finds_due_secrets_and_deletes_everything(store: &dyn Store) {
+    let mut due = sample_secret("due");
+    due.deletion = DeletionState::Scheduled {
+        deleted_at: 0,
+        purge_at: -50_000_000,
+    };
+    store.insert_secret(&due).await.unwrap();
+    let ids = store.secrets_due_for_purge(-49_999_999, 1_000).await.unwrap();
+    assert!(ids.contains(&due.id), "{ids:?}");
+    let early = store.secrets_due_for_purge(-50_000_001, 1_000).await.unwrap();
+    assert!(!early.contains(&due.id));
+    store.delete_secret(&due.id).await.unwrap();
+    assert!(store.find_secret_by_arn(&due.arn).await.unwrap().is_none());
+    // The name is free again.
+    let mut again = sample_secret("due");
+    again.account_id = due.account_id.clone();
+    store.insert_secret(&again).await.unwrap();
+}
+
+pub async fn access_keys_round_trip(store: &dyn Store) {
+    let key = AccessKeyRecord {
+        access_key_id: unique("BTN"),
+        sealed_secret: vec![9, 9, 9],
+        user_name: "admin".into(),
+        created_at: 42,
+    };
+    store.insert_access_key(&key).await.unwrap();
+    assert_eq!(
+        store.find_access_key(&key.access_key_id).await.unwrap(),
+        Some(key.clone())
+    );
+    assert!(store.list_access_keys().await.unwrap().contains(&key));
+    assert!(store.insert_access_key(&key).await.is_err(), "ids are unique");
+    assert!(store.delete_access_key(&key.access_key_id).await.unwrap());
+    assert!(!store.delete_access_key(&key.access_key_id).await.unwrap());
+    assert_eq!(store.find_access_key(&key.access_key_id).await.unwrap(), None);
+    store.ping().await.unwrap();
+}
+
+/// Every check, by name, for engines' test files that run them in a loop.
+pub const CHECKS: &[&str] = &[
+    "inserted_secret_reads_back_identically",
+    "names_are_unique_per_namespace",
+    "saves_add_versions_and_move_labels",
+    "pruned_versions_are_deleted",
+    "stale_revision_is_a_conflict_and_writes_nothing",
+    "database_refuses_a_label_on_two_versions",
+    "listing_is_per_namespace_and_oldest_first",
+    "purge_finds_due_secrets_and_deletes_everything",
+    "access_keys_round_trip",
+];

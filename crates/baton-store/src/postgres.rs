@@ -1,0 +1,425 @@
+//! The PostgreSQL engine, for several Baton nodes sharing one database.
+//!
+//! Migrations take a transaction-scoped advisory lock, so nodes starting together apply each
+//! migration once. The pool is bounded; statements are prepared and cached per connection.
+
+use async_trait::async_trait;
+use baton_core::{SecretRecord, Timestamp};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, Row, types::ToSql};
+
+use crate::schema::{self, SecretRow};
+use crate::{AccessKeyRecord, Store, StoreError};
+
+/// Connections the pool holds at most.
+const POOL_SIZE_MAX: usize = 16;
+/// An arbitrary constant naming Baton's migration lock.
+const MIGRATION_LOCK_KEY: i64 = 0x6261_746f_6e00;
+
+/// The PostgreSQL engine.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PostgresStore")
+    }
+}
+
+fn backend(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error()
+        && db.code().code().starts_with("23")
+    {
+        return StoreError::Constraint(db.message().to_owned());
+    }
+    StoreError::Backend(e.to_string())
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Backend(format!("connection pool: {e}"))
+}
+
+impl PostgresStore {
+    /// Connects to `url` (a `postgres://` URL) and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE_MAX)
+            .build()
+            .map_err(|e| StoreError::Backend(format!("connection pool: {e}")))?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .map_err(backend)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(backend)?;
+        for (version, body) in schema::MIGRATIONS {
+            let applied = tx
+                .query_opt(
+                    "SELECT version FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .await
+                .map_err(backend)?;
+            if applied.is_none() {
+                let body = body.replace("{blob}", "BYTEA").replace("{bigint}", "BIGINT");
+                tx.batch_execute(&body).await.map_err(backend)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[version],
+                )
+                .await
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+}
+
+fn read_secret_row(r: &Row) -> SecretRow {
+    SecretRow {
+        id: r.get(0),
+        account_id: r.get(1),
+        region: r.get(2),
+        name: r.get(3),
+        arn: r.get(4),
+        description: r.get(5),
+        kms_key_id: r.get(6),
+        resource_policy: r.get(7),
+        rotation_enabled: r.get(8),
+        rotation_lambda_arn: r.get(9),
+        rotation_after_days: r.get(10),
+        rotation_duration: r.get(11),
+        rotation_schedule: r.get(12),
+        rotation_rules_set: r.get(13),
+        last_rotated_at: r.get(14),
+        created_at: r.get(15),
+        last_changed_at: r.get(16),
+        last_accessed_at: r.get(17),
+        deleted_at: r.get(18),
+        purge_at: r.get(19),
+        wrapped_data_key: r.get(20),
+        revision: r.get(21),
+    }
+}
+
+async fn load_children(
+    client: &impl GenericClient,
+    row: SecretRow,
+) -> Result<SecretRecord, StoreError> {
+    let id = row.id.clone();
+    let versions = client
+        .query(schema::SELECT_VERSIONS, &[&id])
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let labels = client
+        .query(schema::SELECT_LABELS, &[&id])
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let tags = client
+        .query(schema::SELECT_TAGS, &[&id])
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    row.into_record(versions, labels, tags)
+}
+
+async fn find_one(
+    client: &impl GenericClient,
+    where_clause: &str,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<Option<SecretRecord>, StoreError> {
+    let query = format!("SELECT {} FROM secrets WHERE {where_clause}", schema::SECRET_COLUMNS);
+    match client.query_opt(&query, args).await.map_err(backend)? {
+        Some(row) => Ok(Some(load_children(client, read_secret_row(&row)).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn write_children(
+    tx: &deadpool_postgres::Transaction<'_>,
+    secret: &SecretRecord,
+) -> Result<(), StoreError> {
+    let existing: Vec<String> = tx
+        .query(schema::SELECT_VERSION_IDS, &[&secret.id])
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.execute(schema::DELETE_LABELS, &[&secret.id])
+        .await
+        .map_err(backend)?;
+    for gone in existing.iter().filter(|id| secret.version(id).is_none()) {
+        tx.execute(schema::DELETE_VERSION, &[&secret.id, gone])
+            .await
+            .map_err(backend)?;
+    }
+    for version in &secret.versions {
+        if !existing.contains(&version.version_id) {
+            tx.execute(
+                schema::INSERT_VERSION,
+                &[
+                    &secret.id,
+                    &version.version_id,
+                    &version.created_at,
+                    &version.kind.as_str(),
+                    &version.sealed_value,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        }
+        for label in &version.labels {
+            tx.execute(schema::INSERT_LABEL, &[&secret.id, label, &version.version_id])
+                .await
+                .map_err(backend)?;
+        }
+    }
+    tx.execute(schema::DELETE_TAGS, &[&secret.id])
+        .await
+        .map_err(backend)?;
+    for (position, tag) in secret.tags.iter().enumerate() {
+        tx.execute(
+            schema::INSERT_TAG,
+            &[&secret.id, &(position as i64), &tag.key, &tag.value],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn read_access_key(r: &Row) -> AccessKeyRecord {
+    AccessKeyRecord {
+        access_key_id: r.get(0),
+        sealed_secret: r.get(1),
+        user_name: r.get(2),
+        created_at: r.get(3),
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = SecretRow::from_record(secret);
+        let inserted = tx
+            .execute(
+                &format!("{} ON CONFLICT (account_id, region, name) DO NOTHING", schema::INSERT_SECRET),
+                &[
+                    &row.id,
+                    &row.account_id,
+                    &row.region,
+                    &row.name,
+                    &row.arn,
+                    &row.description,
+                    &row.kms_key_id,
+                    &row.resource_policy,
+                    &row.rotation_enabled,
+                    &row.rotation_lambda_arn,
+                    &row.rotation_after_days,
+                    &row.rotation_duration,
+                    &row.rotation_schedule,
+                    &row.rotation_rules_set,
+                    &row.last_rotated_at,
+                    &row.created_at,
+                    &row.last_changed_at,
+                    &row.last_accessed_at,
+                    &row.deleted_at,
+                    &row.purge_at,
+                    &row.wrapped_data_key,
+                    &row.revision,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        if inserted == 0 {
+            return Err(StoreError::NameTaken);
+        }
+        write_children(&tx, secret).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn save_secret(&self, secret: &SecretRecord) -> Result<i64, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let row = SecretRow::from_record(secret);
+        let updated = tx
+            .execute(
+                schema::UPDATE_SECRET,
+                &[
+                    &row.id,
+                    &row.revision,
+                    &row.description,
+                    &row.kms_key_id,
+                    &row.resource_policy,
+                    &row.rotation_enabled,
+                    &row.rotation_lambda_arn,
+                    &row.rotation_after_days,
+                    &row.rotation_duration,
+                    &row.rotation_schedule,
+                    &row.rotation_rules_set,
+                    &row.last_rotated_at,
+                    &row.last_changed_at,
+                    &row.last_accessed_at,
+                    &row.deleted_at,
+                    &row.purge_at,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        if updated == 0 {
+            return Err(StoreError::Conflict);
+        }
+        write_children(&tx, secret).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(secret.revision + 1)
+    }
+
+    async fn find_secret_by_name(
+        &self,
+        account_id: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        find_one(
+            &client,
+            "account_id = $1 AND region = $2 AND name = $3",
+            &[&account_id, &region, &name],
+        )
+        .await
+    }
+
+    async fn find_secret_by_arn(&self, arn: &str) -> Result<Option<SecretRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        find_one(&client, "arn = $1", &[&arn]).await
+    }
+
+    async fn list_secrets(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Vec<SecretRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let query = format!(
+            "SELECT {} FROM secrets WHERE account_id = $1 AND region = $2 ORDER BY created_at, id",
+            schema::SECRET_COLUMNS
+        );
+        let rows = client
+            .query(&query, &[&account_id, &region])
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(load_children(&client, read_secret_row(&row)).await?);
+        }
+        Ok(out)
+    }
+
+    async fn delete_secret(&self, secret_id: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client
+            .execute(schema::DELETE_SECRET, &[&secret_id])
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn secrets_due_for_purge(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query(schema::DUE_FOR_PURGE, &[&now, &i64::from(limit)])
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client
+            .execute(
+                schema::INSERT_ACCESS_KEY,
+                &[&key.access_key_id, &key.sealed_secret, &key.user_name, &key.created_at],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn find_access_key(
+        &self,
+        access_key_id: &str,
+    ) -> Result<Option<AccessKeyRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query_opt(schema::SELECT_ACCESS_KEY, &[&access_key_id])
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(read_access_key))
+    }
+
+    async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query(schema::LIST_ACCESS_KEYS, &[])
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(read_access_key)
+            .collect())
+    }
+
+    async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let n = client
+            .execute(schema::DELETE_ACCESS_KEY, &[&access_key_id])
+            .await
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client.query_one("SELECT 1", &[]).await.map_err(backend)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,450 @@
+//! The embedded engine: one SQLite file in WAL mode, driven from tokio's blocking pool.
+//!
+//! One connection behind a mutex serialises writers, which is what SQLite does anyway; reads
+//! are short and keep the lock for microseconds. `synchronous = FULL` because a secrets
+//! manager must not lose an acknowledged write on power loss.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use baton_core::{SecretRecord, Timestamp};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::schema::{self, SecretRow};
+use crate::{AccessKeyRecord, Store, StoreError};
+
+/// The SQLite engine.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn sql(statement: &str) -> String {
+    statement.replace('$', "?")
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Constraint(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path).map_err(backend)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(backend)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("sqlite connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(backend)?;
+    for (version, body) in schema::MIGRATIONS {
+        let tx = conn.transaction().map_err(backend)?;
+        let applied: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        if applied.is_none() {
+            let body = body.replace("{blob}", "BLOB").replace("{bigint}", "INTEGER");
+            tx.execute_batch(&body).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
+                [version],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn read_secret_row(r: &Row<'_>) -> rusqlite::Result<SecretRow> {
+    Ok(SecretRow {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        region: r.get(2)?,
+        name: r.get(3)?,
+        arn: r.get(4)?,
+        description: r.get(5)?,
+        kms_key_id: r.get(6)?,
+        resource_policy: r.get(7)?,
+        rotation_enabled: r.get(8)?,
+        rotation_lambda_arn: r.get(9)?,
+        rotation_after_days: r.get(10)?,
+        rotation_duration: r.get(11)?,
+        rotation_schedule: r.get(12)?,
+        rotation_rules_set: r.get(13)?,
+        last_rotated_at: r.get(14)?,
+        created_at: r.get(15)?,
+        last_changed_at: r.get(16)?,
+        last_accessed_at: r.get(17)?,
+        deleted_at: r.get(18)?,
+        purge_at: r.get(19)?,
+        wrapped_data_key: r.get(20)?,
+        revision: r.get(21)?,
+    })
+}
+
+fn load_children(conn: &Connection, row: SecretRow) -> Result<SecretRecord, StoreError> {
+    let id = row.id.clone();
+    let versions = conn
+        .prepare_cached(&sql(schema::SELECT_VERSIONS))
+        .and_then(|mut s| {
+            s.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(backend)?;
+    let labels = conn
+        .prepare_cached(&sql(schema::SELECT_LABELS))
+        .and_then(|mut s| {
+            s.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(backend)?;
+    let tags = conn
+        .prepare_cached(&sql(schema::SELECT_TAGS))
+        .and_then(|mut s| {
+            s.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(backend)?;
+    row.into_record(versions, labels, tags)
+}
+
+fn find_one(
+    conn: &Connection,
+    where_clause: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Option<SecretRecord>, StoreError> {
+    let query = format!("SELECT {} FROM secrets WHERE {where_clause}", schema::SECRET_COLUMNS);
+    let row = conn
+        .prepare_cached(&query)
+        .and_then(|mut s| s.query_row(args, read_secret_row).optional())
+        .map_err(backend)?;
+    row.map(|row| load_children(conn, row)).transpose()
+}
+
+/// Writes versions, labels and tags of `secret` inside an open transaction.
+fn write_children(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<(), StoreError> {
+    let existing: Vec<String> = tx
+        .prepare_cached(&sql(schema::SELECT_VERSION_IDS))
+        .and_then(|mut s| {
+            s.query_map([&secret.id], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(backend)?;
+    tx.execute(&sql(schema::DELETE_LABELS), [&secret.id])
+        .map_err(backend)?;
+    for gone in existing
+        .iter()
+        .filter(|id| secret.version(id).is_none())
+    {
+        tx.execute(&sql(schema::DELETE_VERSION), params![secret.id, gone])
+            .map_err(backend)?;
+    }
+    for version in &secret.versions {
+        if !existing.contains(&version.version_id) {
+            tx.execute(
+                &sql(schema::INSERT_VERSION),
+                params![
+                    secret.id,
+                    version.version_id,
+                    version.created_at,
+                    version.kind.as_str(),
+                    version.sealed_value
+                ],
+            )
+            .map_err(backend)?;
+        }
+        for label in &version.labels {
+            tx.execute(
+                &sql(schema::INSERT_LABEL),
+                params![secret.id, label, version.version_id],
+            )
+            .map_err(backend)?;
+        }
+    }
+    tx.execute(&sql(schema::DELETE_TAGS), [&secret.id])
+        .map_err(backend)?;
+    for (position, tag) in secret.tags.iter().enumerate() {
+        tx.execute(
+            &sql(schema::INSERT_TAG),
+            params![secret.id, position as i64, tag.key, tag.value],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn read_access_key(r: &Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
+    Ok(AccessKeyRecord {
+        access_key_id: r.get(0)?,
+        sealed_secret: r.get(1)?,
+        user_name: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        let secret = secret.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM secrets WHERE account_id = ?1 AND region = ?2 AND name = ?3",
+                    params![secret.account_id, secret.region, secret.name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            if taken.is_some() {
+                return Err(StoreError::NameTaken);
+            }
+            let row = SecretRow::from_record(&secret);
+            tx.execute(
+                &sql(schema::INSERT_SECRET),
+                params![
+                    row.id,
+                    row.account_id,
+                    row.region,
+                    row.name,
+                    row.arn,
+                    row.description,
+                    row.kms_key_id,
+                    row.resource_policy,
+                    row.rotation_enabled,
+                    row.rotation_lambda_arn,
+                    row.rotation_after_days,
+                    row.rotation_duration,
+                    row.rotation_schedule,
+                    row.rotation_rules_set,
+                    row.last_rotated_at,
+                    row.created_at,
+                    row.last_changed_at,
+                    row.last_accessed_at,
+                    row.deleted_at,
+                    row.purge_at,
+                    row.wrapped_data_key,
+                    row.revision
+                ],
+            )
+            .map_err(backend)?;
+            write_children(&tx, &secret)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn save_secret(&self, secret: &SecretRecord) -> Result<i64, StoreError> {
+        let secret = secret.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let row = SecretRow::from_record(&secret);
+            let updated = tx
+                .execute(
+                    &sql(schema::UPDATE_SECRET),
+                    params![
+                        row.id,
+                        row.revision,
+                        row.description,
+                        row.kms_key_id,
+                        row.resource_policy,
+                        row.rotation_enabled,
+                        row.rotation_lambda_arn,
+                        row.rotation_after_days,
+                        row.rotation_duration,
+                        row.rotation_schedule,
+                        row.rotation_rules_set,
+                        row.last_rotated_at,
+                        row.last_changed_at,
+                        row.last_accessed_at,
+                        row.deleted_at,
+                        row.purge_at
+                    ],
+                )
+                .map_err(backend)?;
+            if updated == 0 {
+                return Err(StoreError::Conflict);
+            }
+            write_children(&tx, &secret)?;
+            tx.commit().map_err(backend)?;
+            Ok(secret.revision + 1)
+        })
+        .await
+    }
+
+    async fn find_secret_by_name(
+        &self,
+        account_id: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        let (a, r, n) = (account_id.to_owned(), region.to_owned(), name.to_owned());
+        self.with(move |conn| {
+            find_one(
+                conn,
+                "account_id = ?1 AND region = ?2 AND name = ?3",
+                &[&a, &r, &n],
+            )
+        })
+        .await
+    }
+
+    async fn find_secret_by_arn(&self, arn: &str) -> Result<Option<SecretRecord>, StoreError> {
+        let arn = arn.to_owned();
+        self.with(move |conn| find_one(conn, "arn = ?1", &[&arn])).await
+    }
+
+    async fn list_secrets(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Vec<SecretRecord>, StoreError> {
+        let (a, r) = (account_id.to_owned(), region.to_owned());
+        self.with(move |conn| {
+            let query = format!(
+                "SELECT {} FROM secrets WHERE account_id = ?1 AND region = ?2 ORDER BY created_at, id",
+                schema::SECRET_COLUMNS
+            );
+            let rows = conn
+                .prepare_cached(&query)
+                .and_then(|mut s| {
+                    s.query_map(params![a, r], read_secret_row)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)?;
+            rows.into_iter().map(|row| load_children(conn, row)).collect()
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, secret_id: &str) -> Result<(), StoreError> {
+        let id = secret_id.to_owned();
+        self.with(move |conn| {
+            conn.execute(&sql(schema::DELETE_SECRET), [&id])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn secrets_due_for_purge(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with(move |conn| {
+            conn.prepare_cached(&sql(schema::DUE_FOR_PURGE))
+                .and_then(|mut s| {
+                    s.query_map(params![now, limit], |r| r.get(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_access_key(&self, key: &AccessKeyRecord) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.with(move |conn| {
+            conn.execute(
+                &sql(schema::INSERT_ACCESS_KEY),
+                params![key.access_key_id, key.sealed_secret, key.user_name, key.created_at],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_access_key(
+        &self,
+        access_key_id: &str,
+    ) -> Result<Option<AccessKeyRecord>, StoreError> {
+        let id = access_key_id.to_owned();
+        self.with(move |conn| {
+            conn.prepare_cached(&sql(schema::SELECT_ACCESS_KEY))
+                .and_then(|mut s| s.query_row([&id], read_access_key).optional())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError> {
+        self.with(move |conn| {
+            conn.prepare_cached(schema::LIST_ACCESS_KEYS)
+                .and_then(|mut s| {
+                    s.query_map([], read_access_key)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError> {
+        let id = access_key_id.to_owned();
+        self.with(move |conn| {
+            let n = conn
+                .execute(&sql(schema::DELETE_ACCESS_KEY), [&id])
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}

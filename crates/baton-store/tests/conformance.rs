@@ -1,0 +1,65 @@
+//! Runs the store conformance suite against SQLite (always) and PostgreSQL (when
+//! `BATON_TEST_POSTGRES_URL` is set; CI sets it).
+
+use baton_store::{PostgresStore, SqliteStore, Store, conformance};
+
+async fn sqlite() -> (Box<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("baton.db")).unwrap();
+    (Box::new(store), dir)
+}
+
+async fn postgres() -> Option<Box<dyn Store>> {
+    match std::env::var("BATON_TEST_POSTGRES_URL") {
+        Ok(url) => Some(Box::new(
+            PostgresStore::connect(&url).await.expect("connect to BATON_TEST_POSTGRES_URL"),
+        )),
+        Err(_) => {
+            eprintln!("SKIPPED: BATON_TEST_POSTGRES_URL is not set; PostgreSQL conformance not run");
+            None
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite_engine {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let (store, _dir) = sqlite().await;
+                    conformance::$check(&*store).await;
+                }
+            )*
+        }
+        mod postgres_engine {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    if let Some(store) = postgres().await {
+                        conformance::$check(&*store).await;
+                    }
+                }
+            )*
+        }
+        #[test]
+        fn every_conformance_check_runs_on_both_engines() {
+            let listed: Vec<&str> = vec![$(stringify!($check)),*];
+            assert_eq!(listed, conformance::CHECKS);
+        }
+    };
+}
+
+conformance!(
+    inserted_secret_reads_back_identically,
+    names_are_unique_per_namespace,
+    saves_add_versions_and_move_labels,
+    pruned_versions_are_deleted,
+    stale_revision_is_a_conflict_and_writes_nothing,
+    database_refuses_a_label_on_two_versions,
+    listing_is_per_namespace_and_oldest_first,
+    purge_finds_due_secrets_and_deletes_everything,
+    access_keys_round_trip,
+);
