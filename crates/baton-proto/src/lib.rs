@@ -1,1 +1,453 @@
-//! placeholder
+//! Wire types of the AWS JSON 1.1 protocol for Secrets Manager, and of Baton's own operations
+//! (target prefix `baton.`). This crate holds the only serde types that cross the network.
+//!
+//! Request types ignore unknown members, so an SDK newer than this server still works; all
+//! fields are optional at this layer and required ones are checked by the server, which can then
+//! name the missing field in an AWS-shaped error.
+//!
+//! Timestamps are seconds since the Unix epoch as JSON numbers, as the AWS JSON protocol sends
+//! them. Binary values are base64 strings.
+
+use serde::{Deserialize, Serialize};
+
+/// The target prefix of AWS Secrets Manager operations.
+pub const SECRETS_MANAGER_TARGET_PREFIX: &str = "secretsmanager.";
+/// The target prefix of Baton's own operations.
+pub const BATON_TARGET_PREFIX: &str = "baton.";
+/// The content type of every request and response.
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// An AWS error body. Service errors use `Message`; errors of the request front end
+/// (authentication, serialization) use `message`, as AWS does. Clients accept either.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    #[serde(rename = "__type")]
+    pub error_type: String,
+    #[serde(rename = "Message", alias = "message")]
+    pub message: String,
+}
+
+macro_rules! wire {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+        #[serde(rename_all = "PascalCase")]
+        pub struct $name {
+            $(
+                $(#[$fmeta])*
+                #[serde(default, skip_serializing_if = "crate::is_default")]
+                pub $field: $ty,
+            )*
+        }
+
+        impl std::fmt::Debug for $name {
+            #[allow(unused_mut)]
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut s = f.debug_struct(stringify!($name));
+                $(
+                    if SENSITIVE_FIELDS.contains(&stringify!($field)) {
+                        s.field(stringify!($field), &"[REDACTED]");
+                    } else {
+                        s.field(stringify!($field), &self.$field);
+                    }
+                )*
+                s.finish()
+            }
+        }
+    };
+}
+
+/// Fields whose values are secret: their `Debug` output is redacted whatever the type.
+const SENSITIVE_FIELDS: &[&str] = &[
+    "secret_string",
+    "secret_binary",
+    "random_password",
+    "secret_access_key",
+];
+
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+wire!(Tag { key: Option<String>, value: Option<String> });
+
+wire!(ReplicaRegion { region: Option<String>, kms_key_id: Option<String> });
+
+wire!(ReplicationStatus {
+    region: Option<String>,
+    kms_key_id: Option<String>,
+    status: Option<String>,
+    status_message: Option<String>,
+    last_accessed_date: Option<f64>,
+});
+
+wire!(RotationRules {
+    automatically_after_days: Option<i64>,
+    duration: Option<String>,
+    schedule_expression: Option<String>,
+});
+
+wire!(Filter { key: Option<String>, values: Option<Vec<String>> });
+
+wire!(CreateSecretRequest {
+    name: Option<String>,
+    client_request_token: Option<String>,
+    description: Option<String>,
+    kms_key_id: Option<String>,
+    secret_binary: Option<String>,
+    secret_string: Option<String>,
+    tags: Option<Vec<Tag>>,
+    add_replica_regions: Option<Vec<ReplicaRegion>>,
+    force_overwrite_replica_secret: Option<bool>,
+});
+
+wire!(CreateSecretResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    version_id: Option<String>,
+    replication_status: Option<Vec<ReplicationStatus>>,
+});
+
+wire!(SecretIdRequest { secret_id: Option<String> });
+
+wire!(ArnNameResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+});
+
+wire!(DescribeSecretResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    kms_key_id: Option<String>,
+    rotation_enabled: Option<bool>,
+    #[serde(rename = "RotationLambdaARN")]
+    rotation_lambda_arn: Option<String>,
+    rotation_rules: Option<RotationRules>,
+    last_rotated_date: Option<f64>,
+    last_changed_date: Option<f64>,
+    last_accessed_date: Option<f64>,
+    deleted_date: Option<f64>,
+    next_rotation_date: Option<f64>,
+    tags: Option<Vec<Tag>>,
+    version_ids_to_stages: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    owning_service: Option<String>,
+    created_date: Option<f64>,
+    primary_region: Option<String>,
+    replication_status: Option<Vec<ReplicationStatus>>,
+});
+
+wire!(GetSecretValueRequest {
+    secret_id: Option<String>,
+    version_id: Option<String>,
+    version_stage: Option<String>,
+});
+
+wire!(SecretValue {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    version_id: Option<String>,
+    secret_binary: Option<String>,
+    secret_string: Option<String>,
+    version_stages: Option<Vec<String>>,
+    created_date: Option<f64>,
+});
+
+wire!(BatchGetSecretValueRequest {
+    secret_id_list: Option<Vec<String>>,
+    filters: Option<Vec<Filter>>,
+    max_results: Option<i64>,
+    next_token: Option<String>,
+});
+
+wire!(ApiErrorEntry {
+    secret_id: Option<String>,
+    error_code: Option<String>,
+    message: Option<String>,
+});
+
+wire!(BatchGetSecretValueResponse {
+    secret_values: Option<Vec<SecretValue>>,
+    next_token: Option<String>,
+    errors: Option<Vec<ApiErrorEntry>>,
+});
+
+wire!(PutSecretValueRequest {
+    secret_id: Option<String>,
+    client_request_token: Option<String>,
+    secret_binary: Option<String>,
+    secret_string: Option<String>,
+    version_stages: Option<Vec<String>>,
+    rotation_token: Option<String>,
+});
+
+wire!(PutSecretValueResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    version_id: Option<String>,
+    version_stages: Option<Vec<String>>,
+});
+
+wire!(UpdateSecretRequest {
+    secret_id: Option<String>,
+    client_request_token: Option<String>,
+    description: Option<String>,
+    kms_key_id: Option<String>,
+    secret_binary: Option<String>,
+    secret_string: Option<String>,
+});
+
+wire!(ArnNameVersionResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    version_id: Option<String>,
+});
+
+wire!(UpdateSecretVersionStageRequest {
+    secret_id: Option<String>,
+    version_stage: Option<String>,
+    remove_from_version_id: Option<String>,
+    move_to_version_id: Option<String>,
+});
+
+wire!(StageMove {
+    version_stage: Option<String>,
+    remove_from_version_id: Option<String>,
+    move_to_version_id: Option<String>,
+});
+
+wire!(
+    /// Baton's atomic multi-label move: `baton.UpdateSecretVersionStages`.
+    UpdateSecretVersionStagesRequest {
+        secret_id: Option<String>,
+        moves: Option<Vec<StageMove>>,
+    }
+);
+
+wire!(UpdateSecretVersionStagesResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    version_ids_to_stages: Option<std::collections::BTreeMap<String, Vec<String>>>,
+});
+
+wire!(ListSecretsRequest {
+    include_planned_deletion: Option<bool>,
+    max_results: Option<i64>,
+    next_token: Option<String>,
+    filters: Option<Vec<Filter>>,
+    sort_order: Option<String>,
+    sort_by: Option<String>,
+});
+
+wire!(SecretListEntry {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    kms_key_id: Option<String>,
+    rotation_enabled: Option<bool>,
+    #[serde(rename = "RotationLambdaARN")]
+    rotation_lambda_arn: Option<String>,
+    rotation_rules: Option<RotationRules>,
+    last_rotated_date: Option<f64>,
+    last_changed_date: Option<f64>,
+    last_accessed_date: Option<f64>,
+    deleted_date: Option<f64>,
+    next_rotation_date: Option<f64>,
+    tags: Option<Vec<Tag>>,
+    secret_versions_to_stages: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    owning_service: Option<String>,
+    created_date: Option<f64>,
+    primary_region: Option<String>,
+});
+
+wire!(ListSecretsResponse {
+    secret_list: Option<Vec<SecretListEntry>>,
+    next_token: Option<String>,
+});
+
+wire!(ListSecretVersionIdsRequest {
+    secret_id: Option<String>,
+    max_results: Option<i64>,
+    next_token: Option<String>,
+    include_deprecated: Option<bool>,
+});
+
+wire!(SecretVersionsListEntry {
+    version_id: Option<String>,
+    version_stages: Option<Vec<String>>,
+    last_accessed_date: Option<f64>,
+    created_date: Option<f64>,
+    kms_key_ids: Option<Vec<String>>,
+});
+
+wire!(ListSecretVersionIdsResponse {
+    versions: Option<Vec<SecretVersionsListEntry>>,
+    next_token: Option<String>,
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+});
+
+wire!(DeleteSecretRequest {
+    secret_id: Option<String>,
+    recovery_window_in_days: Option<i64>,
+    force_delete_without_recovery: Option<bool>,
+});
+
+wire!(DeleteSecretResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    deletion_date: Option<f64>,
+});
+
+wire!(TagResourceRequest { secret_id: Option<String>, tags: Option<Vec<Tag>> });
+
+wire!(UntagResourceRequest { secret_id: Option<String>, tag_keys: Option<Vec<String>> });
+
+wire!(Empty {});
+
+wire!(GetRandomPasswordRequest {
+    password_length: Option<i64>,
+    exclude_characters: Option<String>,
+    exclude_numbers: Option<bool>,
+    exclude_punctuation: Option<bool>,
+    exclude_uppercase: Option<bool>,
+    exclude_lowercase: Option<bool>,
+    include_space: Option<bool>,
+    require_each_included_type: Option<bool>,
+});
+
+wire!(GetRandomPasswordResponse { random_password: Option<String> });
+
+wire!(PutResourcePolicyRequest {
+    secret_id: Option<String>,
+    resource_policy: Option<String>,
+    block_public_policy: Option<bool>,
+});
+
+wire!(GetResourcePolicyResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    resource_policy: Option<String>,
+});
+
+wire!(ValidateResourcePolicyRequest {
+    secret_id: Option<String>,
+    resource_policy: Option<String>,
+});
+
+wire!(ValidationErrorsEntry { check_name: Option<String>, error_message: Option<String> });
+
+wire!(ValidateResourcePolicyResponse {
+    policy_validation_passed: Option<bool>,
+    validation_errors: Option<Vec<ValidationErrorsEntry>>,
+});
+
+wire!(ReplicateSecretToRegionsRequest {
+    secret_id: Option<String>,
+    add_replica_regions: Option<Vec<ReplicaRegion>>,
+    force_overwrite_replica_secret: Option<bool>,
+});
+
+wire!(RemoveRegionsFromReplicationRequest {
+    secret_id: Option<String>,
+    remove_replica_regions: Option<Vec<String>>,
+});
+
+wire!(ReplicationResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    replication_status: Option<Vec<ReplicationStatus>>,
+});
+
+wire!(StopReplicationToReplicaResponse {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+});
+
+wire!(RotateSecretRequest {
+    secret_id: Option<String>,
+    client_request_token: Option<String>,
+    #[serde(rename = "RotationLambdaARN")]
+    rotation_lambda_arn: Option<String>,
+    rotation_rules: Option<RotationRules>,
+    rotate_immediately: Option<bool>,
+});
+
+wire!(AccessKey {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    user_name: Option<String>,
+    create_date: Option<f64>,
+});
+
+wire!(CreateAccessKeyRequest { user_name: Option<String> });
+
+wire!(CreateAccessKeyResponse { access_key: Option<AccessKey> });
+
+wire!(ListAccessKeysResponse { access_keys: Option<Vec<AccessKey>> });
+
+wire!(DeleteAccessKeyRequest { access_key_id: Option<String> });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_use_aws_member_names_and_omit_empty_ones() {
+        let response = CreateSecretResponse {
+            arn: Some("arn:x".into()),
+            name: Some("n".into()),
+            version_id: None,
+            replication_status: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&response).unwrap(),
+            r#"{"ARN":"arn:x","Name":"n"}"#
+        );
+        let request: RotateSecretRequest = serde_json::from_str(
+            r#"{"SecretId":"s","RotationLambdaARN":"arn:l","RotationRules":{"AutomaticallyAfterDays":3},"Unknown":1}"#,
+        )
+        .unwrap();
+        assert_eq!(request.rotation_lambda_arn.as_deref(), Some("arn:l"));
+        assert_eq!(
+            request.rotation_rules.unwrap().automatically_after_days,
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn debug_output_redacts_secret_values() {
+        let value = SecretValue {
+            name: Some("db".into()),
+            secret_string: Some("pa55word-xyz".into()),
+            secret_binary: Some("c2VjcmV0".into()),
+            ..Default::default()
+        };
+        let shown = format!("{value:?}");
+        assert!(shown.contains("db"));
+        assert!(!shown.contains("pa55word-xyz") && !shown.contains("c2VjcmV0"), "{shown}");
+        let key = AccessKey {
+            secret_access_key: Some("topsecretkey".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{key:?}").contains("topsecretkey"));
+    }
+
+    #[test]
+    fn error_body_reads_both_message_spellings() {
+        let a: ErrorBody = serde_json::from_str(r#"{"__type":"X","message":"m"}"#).unwrap();
+        let b: ErrorBody = serde_json::from_str(r#"{"__type":"X","Message":"m"}"#).unwrap();
+        assert_eq!(a, b);
+    }
+}
