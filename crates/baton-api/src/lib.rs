@@ -1,1 +1,16 @@
-//! placeholder
+//! Baton's HTTP server: the AWS JSON 1.1 protocol on `POST /`, SigV4 verification against
+//! Baton-issued access keys, AWS error shapes, health and Prometheus metrics.
+//!
+//! Architecture invariant: this crate is the only one that knows both the wire types
+//! (`baton-proto`) and the domain (`baton-core`); conversions between them live here.
+
+mod error;
+mod ops;
+mod policy;
+mod server;
+pub mod sigv4;
+mod state;
+
+pub use error::{ApiError, MessageKey};
+pub use server::{Bootstrap, ServeOptions, Server, StoreChoice};
+pub use state::{Baton, Caller, SIGNING_SERVICE, now_ms};

@@ -3,8 +3,8 @@
 /// A rule of the domain was broken by the request.
 ///
 /// The API layer maps each variant to exactly one AWS error code; see `baton-api`'s `ApiError`.
+/// Deliberately not `non_exhaustive`: the API's mapping to wire codes must match every variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum CoreError {
     /// A parameter has a value the operation does not accept (AWS `InvalidParameterException`).
     #[error("{0}")]

@@ -1,0 +1,1306 @@
+//! The Secrets Manager operations and Baton's own, each a function from a request type of
+//! `baton-proto` to its response type. Rules live in `baton-core`; this module converts
+//! between the wire and the domain, seals and opens values, and retries on write conflicts.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use baton_core::{
+    AWSPENDING, CoreError, DeletionState, LabelMove, NewVersion, RotationConfig,
+    RotationRules, SecretRecord, SecretValueKind, Tag, VALUE_BYTES_MAX, resolve_version,
+};
+use baton_crypto::{DataKey, PasswordOptions, SecretBytes};
+use baton_proto as p;
+use baton_store::StoreError;
+
+use crate::state::{ALPHABET_ARN_SUFFIX, Baton, Caller, now_ms, random_chars, value_aad};
+use crate::{ApiError, policy};
+
+/// A write retries this many times when another writer changed the secret in between.
+const UPDATE_ATTEMPTS_MAX: usize = 8;
+const DAY_MS: i64 = 86_400_000;
+const DESCRIPTION_CHARS_MAX: usize = 2048;
+const TAG_KEY_CHARS_MAX: usize = 128;
+const TAG_VALUE_CHARS_MAX: usize = 256;
+const LIST_RESULTS_MAX: i64 = 100;
+const BATCH_IDS_MAX: usize = 20;
+const RECOVERY_WINDOW_DAYS_DEFAULT: i64 = 30;
+
+/// Whether a write changed the secret, so the caller knows whether to save it.
+enum Outcome<T> {
+    Changed(T),
+    Unchanged(T),
+}
+
+fn required<'a>(value: &'a Option<String>, member: &str) -> Result<&'a str, ApiError> {
+    value.as_deref().ok_or_else(|| ApiError::missing(member))
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+fn length_error(member: &str, op: &str, bound: usize) -> ApiError {
+    ApiError::Validation(format!(
+        "1 validation error detected: Value at '{member}' failed to satisfy constraint: Member \
+         must have length {op} {bound}"
+    ))
+}
+
+fn check_description(description: &Option<String>) -> Result<(), ApiError> {
+    if let Some(d) = description
+        && d.chars().count() > DESCRIPTION_CHARS_MAX
+    {
+        return Err(length_error(
+            "description",
+            "less than or equal to",
+            DESCRIPTION_CHARS_MAX,
+        ));
+    }
+    Ok(())
+}
+
+fn convert_tags(tags: &[p::Tag]) -> Result<Vec<Tag>, ApiError> {
+    tags.iter()
+        .map(|t| {
+            let key = t.key.clone().ok_or_else(|| ApiError::missing("tags.member.key"))?;
+            let value = t.value.clone().unwrap_or_default();
+            if key.is_empty() || key.chars().count() > TAG_KEY_CHARS_MAX {
+                return Err(ApiError::Validation(format!(
+                    "1 validation error detected: Value at 'tags.member.key' failed to satisfy \
+                     constraint: Member must have length between 1 and {TAG_KEY_CHARS_MAX}"
+                )));
+            }
+            if value.chars().count() > TAG_VALUE_CHARS_MAX {
+                return Err(length_error(
+                    "tags.member.value",
+                    "less than or equal to",
+                    TAG_VALUE_CHARS_MAX,
+                ));
+            }
+            if key.starts_with("aws:") {
+                return Err(ApiError::InvalidParameter(
+                    "Tag keys that start with aws: are reserved for AWS use.".to_owned(),
+                ));
+            }
+            Ok(Tag { key, value })
+        })
+        .collect()
+}
+
+fn wire_tags(tags: &[Tag]) -> Option<Vec<p::Tag>> {
+    (!tags.is_empty()).then(|| {
+        tags.iter()
+            .map(|t| p::Tag {
+                key: Some(t.key.clone()),
+                value: Some(t.value.clone()),
+            })
+            .collect()
+    })
+}
+
+fn stages_map(secret: &SecretRecord) -> BTreeMap<String, Vec<String>> {
+    secret
+        .versions
+        .iter()
+        .filter(|v| !v.labels.is_empty())
+        .map(|v| (v.version_id.clone(), v.labels.iter().cloned().collect()))
+        .collect()
+}
+
+fn wire_rules(rules: &Option<RotationRules>) -> Option<p::RotationRules> {
+    rules.as_ref().map(|r| p::RotationRules {
+        automatically_after_days: r.automatically_after_days,
+        duration: r.duration.clone(),
+        schedule_expression: r.schedule_expression.clone(),
+    })
+}
+
+fn deleted_date(secret: &SecretRecord) -> Option<f64> {
+    match secret.deletion {
+        DeletionState::Active => None,
+        DeletionState::Scheduled { deleted_at, .. } => Some(seconds(deleted_at)),
+    }
+}
+
+/// Reads SecretString or SecretBinary from a request: exactly one, within the size limit.
+fn value_input(
+    string: &Option<String>,
+    binary: &Option<String>,
+) -> Result<Option<(SecretValueKind, SecretBytes)>, ApiError> {
+    let (kind, bytes, member) = match (string, binary) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidParameter(
+                "You can't specify both a binary secret value and a string secret value in the \
+                 same secret."
+                    .to_owned(),
+            ));
+        }
+        (None, None) => return Ok(None),
+        (Some(s), None) => (
+            SecretValueKind::String,
+            SecretBytes::from(s.clone()),
+            "secretString",
+        ),
+        (None, Some(b)) => {
+            let decoded = BASE64.decode(b).map_err(|_| {
+                ApiError::Serialization("SecretBinary is not valid base64.".to_owned())
+            })?;
+            (SecretValueKind::Binary, SecretBytes::new(decoded), "secretBinary")
+        }
+    };
+    if bytes.len() > VALUE_BYTES_MAX {
+        return Err(length_error(member, "less than or equal to", VALUE_BYTES_MAX));
+    }
+    Ok(Some((kind, bytes)))
+}
+
+fn token_or_new(token: &Option<String>) -> Result<String, ApiError> {
+    match token {
+        Some(t) => {
+            baton_core::validate_client_request_token(t)?;
+            Ok(t.clone())
+        }
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+    }
+}
+
+impl Baton {
+    /// Finds a secret by name, full ARN or partial ARN (an ARN without its random suffix),
+    /// in the caller's namespace.
+    pub async fn find(&self, caller: &Caller, secret_id: &str) -> Result<SecretRecord, ApiError> {
+        if secret_id.is_empty() {
+            return Err(length_error("secretId", "greater than or equal to", 1));
+        }
+        if secret_id.len() > 2048 {
+            return Err(length_error("secretId", "less than or equal to", 2048));
+        }
+        let found = match baton_core::parse_secret_arn(secret_id) {
+            Some(arn) => {
+                if arn.region != caller.region || arn.account != caller.account_id {
+                    return Err(ApiError::secret_not_found());
+                }
+                match self.store.find_secret_by_arn(secret_id).await? {
+                    Some(secret) => Some(secret),
+                    None => self
+                        .store
+                        .find_secret_by_name(&caller.account_id, &caller.region, arn.resource)
+                        .await?
+                        .filter(|s| s.arn.starts_with(&format!("{secret_id}-"))),
+                }
+            }
+            None => {
+                self.store
+                    .find_secret_by_name(&caller.account_id, &caller.region, secret_id)
+                    .await?
+            }
+        };
+        found.ok_or_else(ApiError::secret_not_found)
+    }
+
+    /// Loads a secret, applies `change`, and saves it if it changed, retrying on conflicts.
+    async fn update<T>(
+        &self,
+        caller: &Caller,
+        secret_id: &str,
+        mut change: impl FnMut(&mut SecretRecord, &Baton) -> Result<Outcome<T>, ApiError>,
+    ) -> Result<(T, SecretRecord), ApiError> {
+        for _ in 0..UPDATE_ATTEMPTS_MAX {
+            let mut secret = self.find(caller, secret_id).await?;
+            match change(&mut secret, self)? {
+                Outcome::Unchanged(out) => return Ok((out, secret)),
+                Outcome::Changed(out) => match self.store.save_secret(&secret).await {
+                    Ok(revision) => {
+                        secret.revision = revision;
+                        return Ok((out, secret));
+                    }
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+        Err(ApiError::Internal(
+            "The secret is being changed by many writers at once; retry the request.".to_owned(),
+        ))
+    }
+
+    fn open_value(
+        &self,
+        data_key: &DataKey,
+        secret: &SecretRecord,
+        version_id: &str,
+    ) -> Result<SecretBytes, ApiError> {
+        let version = secret
+            .version(version_id)
+            .ok_or_else(ApiError::secret_not_found)?;
+        Ok(data_key.open(&version.sealed_value, &value_aad(&secret.id, version_id))?)
+    }
+
+    /// Adds a version, or succeeds without change if the same token already holds the same
+    /// value (a retried request). The same token with another value is refused.
+    fn add_or_match_version(
+        &self,
+        secret: &mut SecretRecord,
+        version_id: &str,
+        (kind, value): &(SecretValueKind, SecretBytes),
+        labels: Option<Vec<String>>,
+        now: i64,
+    ) -> Result<Outcome<()>, ApiError> {
+        let data_key = self.data_key(secret)?;
+        if let Some(existing) = secret.version(version_id) {
+            let existing_kind = existing.kind;
+            let stored = self.open_value(&data_key, secret, version_id)?;
+            if existing_kind == *kind && stored.ct_eq(value.expose()) {
+                return Ok(Outcome::Unchanged(()));
+            }
+            return Err(ApiError::ResourceExists(
+                "You can't modify an existing version, you can only create a new version."
+                    .to_owned(),
+            ));
+        }
+        let sealed_value = data_key.seal(value.expose(), &value_aad(&secret.id, version_id))?;
+        secret.add_version(
+            NewVersion {
+                version_id: version_id.to_owned(),
+                kind: *kind,
+                sealed_value,
+                labels,
+            },
+            now,
+        )?;
+        Ok(Outcome::Changed(()))
+    }
+
+    pub async fn create_secret(
+        &self,
+        caller: &Caller,
+        req: p::CreateSecretRequest,
+    ) -> Result<p::CreateSecretResponse, ApiError> {
+        let name = required(&req.name, "name")?;
+        baton_core::validate_secret_name(name)?;
+        check_description(&req.description)?;
+        let value = value_input(&req.secret_string, &req.secret_binary)?;
+        let version_id = token_or_new(&req.client_request_token)?;
+        let tags = convert_tags(req.tags.as_deref().unwrap_or_default())?;
+        if req.add_replica_regions.as_ref().is_some_and(|r| !r.is_empty()) {
+            return Err(ApiError::InvalidRequest(
+                "Baton does not replicate secrets across regions yet: create the secret without \
+                 AddReplicaRegions."
+                    .to_owned(),
+            ));
+        }
+        let now = now_ms();
+        let id = uuid::Uuid::new_v4().to_string();
+        let data_key = DataKey::generate()?;
+        let mut secret = SecretRecord {
+            arn: format!(
+                "arn:aws:secretsmanager:{}:{}:secret:{name}-{}",
+                caller.region,
+                caller.account_id,
+                random_chars(baton_core::ARN_SUFFIX_LEN, ALPHABET_ARN_SUFFIX)?
+            ),
+            wrapped_data_key: self.root_key.wrap(&data_key, &id)?,
+            id,
+            account_id: caller.account_id.clone(),
+            region: caller.region.clone(),
+            name: name.to_owned(),
+            description: req.description.clone(),
+            kms_key_id: req.kms_key_id.clone(),
+            tags: Vec::new(),
+            resource_policy: None,
+            rotation: RotationConfig::default(),
+            created_at: now,
+            last_changed_at: now,
+            last_accessed_at: None,
+            deletion: DeletionState::Active,
+            versions: Vec::new(),
+            revision: 0,
+        };
+        secret.tag(tags, now)?;
+        if let Some(value) = &value {
+            self.add_or_match_version(&mut secret, &version_id, value, None, now)?;
+        }
+        match self.store.insert_secret(&secret).await {
+            Ok(()) => {}
+            Err(StoreError::NameTaken) => {
+                let existing = self.find(caller, name).await?;
+                if existing.is_scheduled_for_deletion() {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "You can't create this secret because a secret with the name {name} is \
+                         already scheduled for deletion. Restore it with RestoreSecret, or \
+                         delete it now with DeleteSecret and ForceDeleteWithoutRecovery, then \
+                         create it again."
+                    )));
+                }
+                // A retried CreateSecret with the same token and value succeeds unchanged.
+                let mut existing = existing;
+                if let (Some(_), Some(value)) = (&req.client_request_token, &value)
+                    && existing.version(&version_id).is_some()
+                    && let Outcome::Unchanged(()) =
+                        self.add_or_match_version(&mut existing, &version_id, value, None, now)?
+                {
+                    return Ok(p::CreateSecretResponse {
+                        arn: Some(existing.arn),
+                        name: Some(existing.name),
+                        version_id: Some(version_id),
+                        replication_status: None,
+                    });
+                }
+                return Err(ApiError::ResourceExists(format!(
+                    "The operation failed because the secret {name} already exists."
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(p::CreateSecretResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+            version_id: value.map(|_| version_id),
+            replication_status: None,
+        })
+    }
+
+    pub async fn describe_secret(
+        &self,
+        caller: &Caller,
+        req: p::SecretIdRequest,
+    ) -> Result<p::DescribeSecretResponse, ApiError> {
+        let secret = self.find(caller, required(&req.secret_id, "secretId")?).await?;
+        Ok(p::DescribeSecretResponse {
+            version_ids_to_stages: Some(stages_map(&secret)),
+            arn: Some(secret.arn.clone()),
+            name: Some(secret.name.clone()),
+            description: secret.description.clone(),
+            kms_key_id: secret.kms_key_id.clone(),
+            rotation_enabled: Some(secret.rotation.enabled),
+            rotation_lambda_arn: secret.rotation.lambda_arn.clone(),
+            rotation_rules: wire_rules(&secret.rotation.rules),
+            last_rotated_date: secret.rotation.last_rotated_at.map(seconds),
+            last_changed_date: Some(seconds(secret.last_changed_at)),
+            last_accessed_date: secret.last_accessed_at.map(seconds),
+            deleted_date: deleted_date(&secret),
+            next_rotation_date: None,
+            tags: wire_tags(&secret.tags),
+            owning_service: None,
+            created_date: Some(seconds(secret.created_at)),
+            primary_region: Some(secret.region.clone()),
+            replication_status: None,
+        })
+    }
+
+    /// Reads one value. Records the access date at day granularity, as AWS does, which costs
+    /// at most one write per secret per day.
+    async fn read_value(
+        &self,
+        caller: &Caller,
+        secret_id: &str,
+        version_id: Option<&str>,
+        version_stage: Option<&str>,
+    ) -> Result<p::SecretValue, ApiError> {
+        if let Some(v) = version_id {
+            baton_core::validate_client_request_token(v).map_err(|e| match e {
+                CoreError::Validation(m) => {
+                    ApiError::Validation(m.replace("clientRequestToken", "versionId"))
+                }
+                other => other.into(),
+            })?;
+        }
+        if let Some(s) = version_stage {
+            baton_core::validate_version_stage(s)?;
+        }
+        let mut secret = self.find(caller, secret_id).await?;
+        secret.ensure_not_deleted()?;
+        let version = resolve_version(&secret, version_id, version_stage)?;
+        let data_key = self.data_key(&secret)?;
+        let plaintext = self.open_value(&data_key, &secret, &version.version_id)?;
+        let (secret_string, secret_binary) = match version.kind {
+            SecretValueKind::String => (
+                Some(String::from_utf8(plaintext.expose().to_vec()).map_err(|_| {
+                    ApiError::Internal("A stored string value is not UTF-8.".to_owned())
+                })?),
+                None,
+            ),
+            SecretValueKind::Binary => (None, Some(BASE64.encode(plaintext.expose()))),
+        };
+        let value = p::SecretValue {
+            arn: Some(secret.arn.clone()),
+            name: Some(secret.name.clone()),
+            version_id: Some(version.version_id.clone()),
+            secret_binary,
+            secret_string,
+            version_stages: Some(version.labels.iter().cloned().collect()),
+            created_date: Some(seconds(version.created_at)),
+        };
+        let today = now_ms() / DAY_MS * DAY_MS;
+        if secret.last_accessed_at != Some(today) {
+            secret.last_accessed_at = Some(today);
+            // Losing this race to a concurrent writer only delays the access date.
+            match self.store.save_secret(&secret).await {
+                Ok(_) | Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(value)
+    }
+
+    pub async fn get_secret_value(
+        &self,
+        caller: &Caller,
+        req: p::GetSecretValueRequest,
+    ) -> Result<p::SecretValue, ApiError> {
+        self.read_value(
+            caller,
+            required(&req.secret_id, "secretId")?,
+            req.version_id.as_deref(),
+            req.version_stage.as_deref(),
+        )
+        .await
+    }
+
+    pub async fn batch_get_secret_value(
+        &self,
+        caller: &Caller,
+        req: p::BatchGetSecretValueRequest,
+    ) -> Result<p::BatchGetSecretValueResponse, ApiError> {
+        let ids: Vec<String> = match (&req.secret_id_list, &req.filters) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidParameter(
+                    "Either SecretIdList or Filters must be provided, but not both.".to_owned(),
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::InvalidParameter(
+                    "Either SecretIdList or Filters must be provided.".to_owned(),
+                ));
+            }
+            (Some(list), None) => {
+                if req.max_results.is_some() {
+                    return Err(ApiError::InvalidParameter(
+                        "MaxResults can only be used with Filters.".to_owned(),
+                    ));
+                }
+                if list.is_empty() || list.len() > BATCH_IDS_MAX {
+                    return Err(ApiError::Validation(format!(
+                        "1 validation error detected: Value at 'secretIdList' failed to satisfy \
+                         constraint: Member must have length between 1 and {BATCH_IDS_MAX}"
+                    )));
+                }
+                list.clone()
+            }
+            (None, Some(filters)) => {
+                let listed = self
+                    .list_secrets(
+                        caller,
+                        p::ListSecretsRequest {
+                            filters: Some(filters.clone()),
+                            max_results: Some(req.max_results.unwrap_or(BATCH_IDS_MAX as i64)),
+                            next_token: req.next_token.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                let ids = listed
+                    .secret_list
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|s| s.arn)
+                    .collect();
+                let mut response = self.batch_read(caller, ids).await;
+                response.next_token = listed.next_token;
+                return Ok(response);
+            }
+        };
+        Ok(self.batch_read(caller, ids).await)
+    }
+
+    async fn batch_read(&self, caller: &Caller, ids: Vec<String>) -> p::BatchGetSecretValueResponse {
+        let mut values = Vec::new();
+        let mut errors = Vec::new();
+        for id in ids {
+            match self.read_value(caller, &id, None, None).await {
+                Ok(value) => values.push(value),
+                Err(e) => errors.push(p::ApiErrorEntry {
+                    secret_id: Some(id),
+                    error_code: Some(e.error_type().to_owned()),
+                    message: Some(e.to_string()),
+                }),
+            }
+        }
+        p::BatchGetSecretValueResponse {
+            secret_values: Some(values),
+            next_token: None,
+            errors: Some(errors),
+        }
+    }
+
+    pub async fn put_secret_value(
+        &self,
+        caller: &Caller,
+        req: p::PutSecretValueRequest,
+    ) -> Result<p::PutSecretValueResponse, ApiError> {
+        let secret_id = required(&req.secret_id, "secretId")?;
+        let value = value_input(&req.secret_string, &req.secret_binary)?.ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "You must provide either SecretString or SecretBinary.".to_owned(),
+            )
+        })?;
+        let version_id = token_or_new(&req.client_request_token)?;
+        if let Some(stages) = &req.version_stages {
+            if stages.is_empty() || stages.len() > 20 {
+                return Err(ApiError::Validation(
+                    "1 validation error detected: Value at 'versionStages' failed to satisfy \
+                     constraint: Member must have length between 1 and 20"
+                        .to_owned(),
+                ));
+            }
+            for stage in stages {
+                baton_core::validate_version_stage(stage)?;
+            }
+        }
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, secret_id, |secret, baton| {
+                secret.ensure_not_deleted()?;
+                baton.add_or_match_version(
+                    secret,
+                    &version_id,
+                    &value,
+                    req.version_stages.clone(),
+                    now,
+                )
+            })
+            .await?;
+        let stages = secret
+            .version(&version_id)
+            .map(|v| v.labels.iter().cloned().collect());
+        Ok(p::PutSecretValueResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+            version_id: Some(version_id),
+            version_stages: stages,
+        })
+    }
+
+    pub async fn update_secret(
+        &self,
+        caller: &Caller,
+        req: p::UpdateSecretRequest,
+    ) -> Result<p::ArnNameVersionResponse, ApiError> {
+        let secret_id = required(&req.secret_id, "secretId")?;
+        check_description(&req.description)?;
+        let value = value_input(&req.secret_string, &req.secret_binary)?;
+        let version_id = token_or_new(&req.client_request_token)?;
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, secret_id, |secret, baton| {
+                secret.ensure_not_deleted()?;
+                let mut changed = false;
+                if let Some(d) = &req.description
+                    && secret.description.as_ref() != Some(d)
+                {
+                    secret.description = Some(d.clone());
+                    changed = true;
+                }
+                if let Some(k) = &req.kms_key_id
+                    && secret.kms_key_id.as_ref() != Some(k)
+                {
+                    secret.kms_key_id = Some(k.clone());
+                    changed = true;
+                }
+                if let Some(value) = &value
+                    && let Outcome::Changed(()) =
+                        baton.add_or_match_version(secret, &version_id, value, None, now)?
+                {
+                    changed = true;
+                }
+                if changed {
+                    secret.last_changed_at = now;
+                    Ok(Outcome::Changed(()))
+                } else {
+                    Ok(Outcome::Unchanged(()))
+                }
+            })
+            .await?;
+        Ok(p::ArnNameVersionResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+            version_id: value.map(|_| version_id),
+        })
+    }
+
+    pub async fn update_secret_version_stage(
+        &self,
+        caller: &Caller,
+        req: p::UpdateSecretVersionStageRequest,
+    ) -> Result<p::ArnNameResponse, ApiError> {
+        let secret_id = required(&req.secret_id, "secretId")?;
+        let change = LabelMove {
+            label: required(&req.version_stage, "versionStage")?.to_owned(),
+            remove_from_version_id: req.remove_from_version_id.clone(),
+            move_to_version_id: req.move_to_version_id.clone(),
+        };
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, secret_id, |secret, _| {
+                baton_core::move_label(secret, &change, now)?;
+                Ok(Outcome::Changed(()))
+            })
+            .await?;
+        Ok(p::ArnNameResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+        })
+    }
+
+    /// Baton's extension: several label moves in one atomic write.
+    pub async fn update_secret_version_stages(
+        &self,
+        caller: &Caller,
+        req: p::UpdateSecretVersionStagesRequest,
+    ) -> Result<p::UpdateSecretVersionStagesResponse, ApiError> {
+        let secret_id = required(&req.secret_id, "secretId")?;
+        let moves = req
+            .moves
+            .as_ref()
+            .ok_or_else(|| ApiError::missing("moves"))?
+            .iter()
+            .map(|m| {
+                Ok(LabelMove {
+                    label: required(&m.version_stage, "moves.member.versionStage")?.to_owned(),
+                    remove_from_version_id: m.remove_from_version_id.clone(),
+                    move_to_version_id: m.move_to_version_id.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, secret_id, |secret, _| {
+                baton_core::apply_label_moves(secret, &moves, now)?;
+                Ok(Outcome::Changed(()))
+            })
+            .await?;
+        Ok(p::UpdateSecretVersionStagesResponse {
+            version_ids_to_stages: Some(stages_map(&secret)),
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+        })
+    }
+
+    pub async fn list_secrets(
+        &self,
+        caller: &Caller,
+        req: p::ListSecretsRequest,
+    ) -> Result<p::ListSecretsResponse, ApiError> {
+        let max_results = req.max_results.unwrap_or(LIST_RESULTS_MAX);
+        if !(1..=LIST_RESULTS_MAX).contains(&max_results) {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{max_results}' at 'maxResults' failed to \
+                 satisfy constraint: Member must have value between 1 and {LIST_RESULTS_MAX}"
+            )));
+        }
+        let filters = parse_filters(req.filters.as_deref().unwrap_or_default())?;
+        let offset = decode_next_token(&req.next_token)?;
+        let include_deleted = req.include_planned_deletion.unwrap_or(false);
+        let mut secrets: Vec<SecretRecord> = self
+            .store
+            .list_secrets(&caller.account_id, &caller.region)
+            .await?
+            .into_iter()
+            .filter(|s| include_deleted || !s.is_scheduled_for_deletion())
+            .filter(|s| filters.iter().all(|f| f.matches(s)))
+            .collect();
+        sort_secrets(&mut secrets, req.sort_by.as_deref(), req.sort_order.as_deref())?;
+        let total = secrets.len();
+        let page: Vec<p::SecretListEntry> = secrets
+            .into_iter()
+            .skip(offset)
+            .take(max_results as usize)
+            .map(|s| p::SecretListEntry {
+                secret_versions_to_stages: Some(stages_map(&s)),
+                arn: Some(s.arn.clone()),
+                name: Some(s.name.clone()),
+                description: s.description.clone(),
+                kms_key_id: s.kms_key_id.clone(),
+                rotation_enabled: Some(s.rotation.enabled),
+                rotation_lambda_arn: s.rotation.lambda_arn.clone(),
+                rotation_rules: wire_rules(&s.rotation.rules),
+                last_rotated_date: s.rotation.last_rotated_at.map(seconds),
+                last_changed_date: Some(seconds(s.last_changed_at)),
+                last_accessed_date: s.last_accessed_at.map(seconds),
+                deleted_date: deleted_date(&s),
+                next_rotation_date: None,
+                tags: wire_tags(&s.tags),
+                owning_service: None,
+                created_date: Some(seconds(s.created_at)),
+                primary_region: Some(s.region.clone()),
+            })
+            .collect();
+        let next = offset + page.len();
+        Ok(p::ListSecretsResponse {
+            secret_list: Some(page),
+            next_token: (next < total).then(|| encode_next_token(next)),
+        })
+    }
+
+    pub async fn list_secret_version_ids(
+        &self,
+        caller: &Caller,
+        req: p::ListSecretVersionIdsRequest,
+    ) -> Result<p::ListSecretVersionIdsResponse, ApiError> {
+        let secret = self.find(caller, required(&req.secret_id, "secretId")?).await?;
+        let max_results = req.max_results.unwrap_or(LIST_RESULTS_MAX);
+        if !(1..=LIST_RESULTS_MAX).contains(&max_results) {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{max_results}' at 'maxResults' failed to \
+                 satisfy constraint: Member must have value between 1 and {LIST_RESULTS_MAX}"
+            )));
+        }
+        let offset = decode_next_token(&req.next_token)?;
+        let include_deprecated = req.include_deprecated.unwrap_or(false);
+        let mut versions: Vec<_> = secret
+            .versions
+            .iter()
+            .filter(|v| include_deprecated || !v.labels.is_empty())
+            .collect();
+        versions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        let total = versions.len();
+        let page: Vec<p::SecretVersionsListEntry> = versions
+            .into_iter()
+            .skip(offset)
+            .take(max_results as usize)
+            .map(|v| p::SecretVersionsListEntry {
+                version_id: Some(v.version_id.clone()),
+                version_stages: Some(v.labels.iter().cloned().collect()),
+                last_accessed_date: None,
+                created_date: Some(seconds(v.created_at)),
+                kms_key_ids: None,
+            })
+            .collect();
+        let next = offset + page.len();
+        Ok(p::ListSecretVersionIdsResponse {
+            versions: Some(page),
+            next_token: (next < total).then(|| encode_next_token(next)),
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+        })
+    }
+
+    pub async fn delete_secret(
+        &self,
+        caller: &Caller,
+        req: p::DeleteSecretRequest,
+    ) -> Result<p::DeleteSecretResponse, ApiError> {
+        let secret_id = required(&req.secret_id, "secretId")?;
+        let force = req.force_delete_without_recovery.unwrap_or(false);
+        if force && req.recovery_window_in_days.is_some() {
+            return Err(ApiError::InvalidParameter(
+                "You can't use ForceDeleteWithoutRecovery in conjunction with \
+                 RecoveryWindowInDays."
+                    .to_owned(),
+            ));
+        }
+        let window = req
+            .recovery_window_in_days
+            .unwrap_or(RECOVERY_WINDOW_DAYS_DEFAULT);
+        if !(7..=30).contains(&window) {
+            return Err(ApiError::InvalidParameter(
+                "The RecoveryWindowInDays value must be between 7 and 30 days (inclusive)."
+                    .to_owned(),
+            ));
+        }
+        let now = now_ms();
+        if force {
+            let secret = self.find(caller, secret_id).await?;
+            self.store.delete_secret(&secret.id).await?;
+            return Ok(p::DeleteSecretResponse {
+                arn: Some(secret.arn),
+                name: Some(secret.name),
+                deletion_date: Some(seconds(now)),
+            });
+        }
+        let ((), secret) = self
+            .update(caller, secret_id, |secret, _| {
+                secret.schedule_deletion(window, now)?;
+                Ok(Outcome::Changed(()))
+            })
+            .await?;
+        let DeletionState::Scheduled { purge_at, .. } = secret.deletion else {
+            return Err(ApiError::Internal("deletion was not recorded".to_owned()));
+        };
+        Ok(p::DeleteSecretResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+            deletion_date: Some(seconds(purge_at)),
+        })
+    }
+
+    pub async fn restore_secret(
+        &self,
+        caller: &Caller,
+        req: p::SecretIdRequest,
+    ) -> Result<p::ArnNameResponse, ApiError> {
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
+                if !secret.is_scheduled_for_deletion() {
+                    return Ok(Outcome::Unchanged(()));
+                }
+                secret.restore(now)?;
+                Ok(Outcome::Changed(()))
+            })
+            .await?;
+        Ok(p::ArnNameResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+        })
+    }
+
+    pub async fn tag_resource(
+        &self,
+        caller: &Caller,
+        req: p::TagResourceRequest,
+    ) -> Result<p::Empty, ApiError> {
+        let tags = convert_tags(req.tags.as_ref().ok_or_else(|| ApiError::missing("tags"))?)?;
+        let now = now_ms();
+        self.update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
+            secret.ensure_not_deleted()?;
+            secret.tag(tags.clone(), now)?;
+            Ok(Outcome::Changed(()))
+        })
+        .await?;
+        Ok(p::Empty {})
+    }
+
+    pub async fn untag_resource(
+        &self,
+        caller: &Caller,
+        req: p::UntagResourceRequest,
+    ) -> Result<p::Empty, ApiError> {
+        let keys = req.tag_keys.clone().ok_or_else(|| ApiError::missing("tagKeys"))?;
+        let now = now_ms();
+        self.update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
+            secret.ensure_not_deleted()?;
+            secret.untag(&keys, now);
+            Ok(Outcome::Changed(()))
+        })
+        .await?;
+        Ok(p::Empty {})
+    }
+
+    pub fn get_random_password(
+        &self,
+        req: p::GetRandomPasswordRequest,
+    ) -> Result<p::GetRandomPasswordResponse, ApiError> {
+        let defaults = PasswordOptions::default();
+        let length = req.password_length.unwrap_or(i64::from(defaults.length));
+        if !(1..=4096).contains(&length) {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{length}' at 'passwordLength' failed to \
+                 satisfy constraint: Member must have value between 1 and 4096"
+            )));
+        }
+        let options = PasswordOptions {
+            length: length as u32,
+            exclude_characters: req.exclude_characters.clone().unwrap_or_default(),
+            exclude_numbers: req.exclude_numbers.unwrap_or(false),
+            exclude_punctuation: req.exclude_punctuation.unwrap_or(false),
+            exclude_uppercase: req.exclude_uppercase.unwrap_or(false),
+            exclude_lowercase: req.exclude_lowercase.unwrap_or(false),
+            include_space: req.include_space.unwrap_or(false),
+            require_each_included_type: req.require_each_included_type.unwrap_or(true),
+        };
+        let password = baton_crypto::random_password(&options).map_err(|e| match e {
+            baton_crypto::PasswordError::Crypto(c) => ApiError::from(c),
+            other => ApiError::InvalidParameter(other.to_string()),
+        })?;
+        let text = String::from_utf8(password.expose().to_vec())
+            .map_err(|_| ApiError::Internal("password is not UTF-8".to_owned()))?;
+        Ok(p::GetRandomPasswordResponse {
+            random_password: Some(text),
+        })
+    }
+
+    pub async fn put_resource_policy(
+        &self,
+        caller: &Caller,
+        req: p::PutResourcePolicyRequest,
+    ) -> Result<p::ArnNameResponse, ApiError> {
+        let text = required(&req.resource_policy, "resourcePolicy")?;
+        let (doc, findings) = policy::check(text).map_err(ApiError::MalformedPolicyDocument)?;
+        if let Some(first) = findings.first() {
+            return Err(ApiError::MalformedPolicyDocument(first.message.clone()));
+        }
+        if req.block_public_policy.unwrap_or(false) && policy::grants_public_access(&doc) {
+            return Err(ApiError::PublicPolicy(
+                "BlockPublicPolicy is set and the resource policy grants broad access to the \
+                 secret (an Allow for principal \"*\" without a Condition)."
+                    .to_owned(),
+            ));
+        }
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
+                secret.ensure_not_deleted()?;
+                secret.resource_policy = Some(text.to_owned());
+                secret.last_changed_at = now;
+                Ok(Outcome::Changed(()))
+            })
+            .await?;
+        Ok(p::ArnNameResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+        })
+    }
+
+    pub async fn get_resource_policy(
+        &self,
+        caller: &Caller,
+        req: p::SecretIdRequest,
+    ) -> Result<p::GetResourcePolicyResponse, ApiError> {
+        let secret = self.find(caller, required(&req.secret_id, "secretId")?).await?;
+        Ok(p::GetResourcePolicyResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+            resource_policy: secret.resource_policy,
+        })
+    }
+
+    pub async fn delete_resource_policy(
+        &self,
+        caller: &Caller,
+        req: p::SecretIdRequest,
+    ) -> Result<p::ArnNameResponse, ApiError> {
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
+                secret.ensure_not_deleted()?;
+                if secret.resource_policy.is_none() {
+                    return Ok(Outcome::Unchanged(()));
+                }
+                secret.resource_policy = None;
+                secret.last_changed_at = now;
+                Ok(Outcome::Changed(()))
+            })
+            .await?;
+        Ok(p::ArnNameResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+        })
+    }
+
+    pub async fn validate_resource_policy(
+        &self,
+        caller: &Caller,
+        req: p::ValidateResourcePolicyRequest,
+    ) -> Result<p::ValidateResourcePolicyResponse, ApiError> {
+        if let Some(id) = &req.secret_id {
+            self.find(caller, id).await?;
+        }
+        let text = required(&req.resource_policy, "resourcePolicy")?;
+        let (doc, mut findings) =
+            policy::check(text).map_err(ApiError::MalformedPolicyDocument)?;
+        if policy::grants_public_access(&doc) {
+            findings.push(policy::Finding {
+                check_name: "BROAD_ACCESS_CHECK",
+                message: "The policy allows principal \"*\" without a Condition: anyone could \
+                          act on the secret."
+                    .to_owned(),
+            });
+        }
+        Ok(p::ValidateResourcePolicyResponse {
+            policy_validation_passed: Some(findings.is_empty()),
+            validation_errors: Some(
+                findings
+                    .into_iter()
+                    .map(|f| p::ValidationErrorsEntry {
+                        check_name: Some(f.check_name.to_owned()),
+                        error_message: Some(f.message),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    /// Records rotation settings. Baton's rotation engine acts on them; this call never runs a
+    /// rotation itself, so it returns no VersionId.
+    pub async fn rotate_secret(
+        &self,
+        caller: &Caller,
+        req: p::RotateSecretRequest,
+    ) -> Result<p::ArnNameVersionResponse, ApiError> {
+        let rules = req.rotation_rules.as_ref().map(check_rotation_rules).transpose()?;
+        if let Some(token) = &req.client_request_token {
+            baton_core::validate_client_request_token(token)?;
+        }
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
+                secret.ensure_not_deleted()?;
+                let lambda = req
+                    .rotation_lambda_arn
+                    .clone()
+                    .or_else(|| secret.rotation.lambda_arn.clone())
+                    .ok_or_else(|| {
+                        ApiError::InvalidRequest(
+                            "No Lambda rotation function ARN is associated with this secret."
+                                .to_owned(),
+                        )
+                    })?;
+                secret.rotation.enabled = true;
+                secret.rotation.lambda_arn = Some(lambda);
+                if let Some(rules) = &rules {
+                    secret.rotation.rules = Some(rules.clone());
+                }
+                secret.last_changed_at = now;
+                Ok(Outcome::Changed(()))
+            })
+            .await?;
+        Ok(p::ArnNameVersionResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+            version_id: None,
+        })
+    }
+
+    pub async fn cancel_rotate_secret(
+        &self,
+        caller: &Caller,
+        req: p::SecretIdRequest,
+    ) -> Result<p::ArnNameVersionResponse, ApiError> {
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
+                secret.ensure_not_deleted()?;
+                secret.rotation.enabled = false;
+                secret.last_changed_at = now;
+                Ok(Outcome::Changed(()))
+            })
+            .await?;
+        let pending = secret
+            .version_with_label(AWSPENDING)
+            .map(|v| v.version_id.clone());
+        Ok(p::ArnNameVersionResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+            version_id: pending,
+        })
+    }
+
+    pub async fn create_access_key(
+        &self,
+        req: p::CreateAccessKeyRequest,
+    ) -> Result<p::CreateAccessKeyResponse, ApiError> {
+        let user = req.user_name.clone().unwrap_or_else(|| "admin".to_owned());
+        if user.is_empty() || user.len() > 64 {
+            return Err(length_error("userName", "between 1 and", 64));
+        }
+        let (record, secret) = self.issue_access_key(&user, None).await?;
+        Ok(p::CreateAccessKeyResponse {
+            access_key: Some(p::AccessKey {
+                access_key_id: Some(record.access_key_id),
+                secret_access_key: Some(
+                    String::from_utf8(secret.expose().to_vec()).unwrap_or_default(),
+                ),
+                user_name: Some(record.user_name),
+                create_date: Some(seconds(record.created_at)),
+            }),
+        })
+    }
+
+    pub async fn list_access_keys(&self) -> Result<p::ListAccessKeysResponse, ApiError> {
+        let keys = self.store.list_access_keys().await?;
+        Ok(p::ListAccessKeysResponse {
+            access_keys: Some(
+                keys.into_iter()
+                    .map(|k| p::AccessKey {
+                        access_key_id: Some(k.access_key_id),
+                        secret_access_key: None,
+                        user_name: Some(k.user_name),
+                        create_date: Some(seconds(k.created_at)),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    pub async fn delete_access_key(
+        &self,
+        req: p::DeleteAccessKeyRequest,
+    ) -> Result<p::Empty, ApiError> {
+        let id = required(&req.access_key_id, "accessKeyId")?;
+        let keys = self.store.list_access_keys().await?;
+        if !keys.iter().any(|k| k.access_key_id == id) {
+            return Err(ApiError::ResourceNotFound(format!(
+                "Baton has no access key {id}."
+            )));
+        }
+        if keys.len() == 1 {
+            return Err(ApiError::InvalidRequest(
+                "You can't delete the last access key: nobody could call Baton afterwards. \
+                 Create another key first."
+                    .to_owned(),
+            ));
+        }
+        self.store.delete_access_key(id).await?;
+        self.forget_access_key(id);
+        Ok(p::Empty {})
+    }
+
+    /// Removes secrets whose recovery window has ended. Returns how many were purged.
+    pub async fn purge_due(&self, now: i64) -> Result<usize, ApiError> {
+        const PURGE_BATCH_MAX: u32 = 100;
+        let ids = self.store.secrets_due_for_purge(now, PURGE_BATCH_MAX).await?;
+        for id in &ids {
+            self.store.delete_secret(id).await?;
+        }
+        Ok(ids.len())
+    }
+}
+
+fn check_rotation_rules(rules: &p::RotationRules) -> Result<RotationRules, ApiError> {
+    if rules.automatically_after_days.is_some() && rules.schedule_expression.is_some() {
+        return Err(ApiError::InvalidParameter(
+            "You can't specify both AutomaticallyAfterDays and ScheduleExpression.".to_owned(),
+        ));
+    }
+    if let Some(days) = rules.automatically_after_days
+        && !(1..=1000).contains(&days)
+    {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '{days}' at 'rotationRules.automaticallyAfterDays' \
+             failed to satisfy constraint: Member must have value between 1 and 1000"
+        )));
+    }
+    if let Some(expr) = &rules.schedule_expression
+        && !((expr.starts_with("rate(") || expr.starts_with("cron(")) && expr.ends_with(')'))
+    {
+        return Err(ApiError::InvalidParameter(format!(
+            "The schedule expression '{expr}' is invalid: use rate(N units) or cron(...)."
+        )));
+    }
+    if let Some(duration) = &rules.duration {
+        let hours = duration
+            .strip_suffix('h')
+            .and_then(|h| h.parse::<u32>().ok())
+            .filter(|h| (1..=24).contains(h));
+        if hours.is_none() {
+            return Err(ApiError::InvalidParameter(format!(
+                "The rotation window Duration '{duration}' is invalid: use 1h to 24h."
+            )));
+        }
+    }
+    Ok(RotationRules {
+        automatically_after_days: rules.automatically_after_days,
+        duration: rules.duration.clone(),
+        schedule_expression: rules.schedule_expression.clone(),
+    })
+}
+
+/// A ListSecrets filter: values are prefixes, OR-ed; a leading `!` negates a value.
+struct Filter {
+    key: String,
+    values: Vec<String>,
+}
+
+impl Filter {
+    fn matches(&self, secret: &SecretRecord) -> bool {
+        let candidates: Vec<&str> = match self.key.as_str() {
+            "name" => vec![secret.name.as_str()],
+            "description" => secret.description.as_deref().into_iter().collect(),
+            "tag-key" => secret.tags.iter().map(|t| t.key.as_str()).collect(),
+            "tag-value" => secret.tags.iter().map(|t| t.value.as_str()).collect(),
+            "primary-region" => vec![secret.region.as_str()],
+            "owning-service" => vec![],
+            _ => {
+                let mut all = vec![secret.name.as_str()];
+                all.extend(secret.description.as_deref());
+                all.extend(secret.tags.iter().flat_map(|t| [t.key.as_str(), t.value.as_str()]));
+                all
+            }
+        };
+        self.values.iter().any(|value| match value.strip_prefix('!') {
+            Some(negated) => !candidates.iter().any(|c| c.starts_with(negated)),
+            None => candidates.iter().any(|c| c.starts_with(value.as_str())),
+        })
+    }
+}
+
+fn parse_filters(filters: &[p::Filter]) -> Result<Vec<Filter>, ApiError> {
+    const KEYS: [&str; 7] = [
+        "description",
+        "name",
+        "tag-key",
+        "tag-value",
+        "primary-region",
+        "owning-service",
+        "all",
+    ];
+    filters
+        .iter()
+        .map(|f| {
+            let key = f.key.clone().ok_or_else(|| ApiError::missing("filters.member.key"))?;
+            if !KEYS.contains(&key.as_str()) {
+                return Err(ApiError::Validation(format!(
+                    "1 validation error detected: Value '{key}' at 'filters.member.key' failed \
+                     to satisfy constraint: Member must satisfy enum value set: [{}]",
+                    KEYS.join(", ")
+                )));
+            }
+            let values = f.values.clone().unwrap_or_default();
+            if values.is_empty() || values.len() > 10 {
+                return Err(ApiError::InvalidParameter(format!(
+                    "Filter {key} must have between 1 and 10 values."
+                )));
+            }
+            Ok(Filter { key, values })
+        })
+        .collect()
+}
+
+fn sort_secrets(
+    secrets: &mut [SecretRecord],
+    sort_by: Option<&str>,
+    sort_order: Option<&str>,
+) -> Result<(), ApiError> {
+    match sort_by.unwrap_or("created-date") {
+        "created-date" => secrets.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id))),
+        "last-changed-date" => secrets.sort_by_key(|s| s.last_changed_at),
+        "last-accessed-date" => secrets.sort_by_key(|s| s.last_accessed_at),
+        "name" => secrets.sort_by(|a, b| a.name.cmp(&b.name)),
+        other => {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{other}' at 'sortBy' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [created-date, \
+                 last-accessed-date, last-changed-date, name]"
+            )));
+        }
+    }
+    match sort_order.unwrap_or("asc") {
+        "asc" => {}
+        "desc" => secrets.reverse(),
+        other => {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{other}' at 'sortOrder' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [asc, desc]"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn encode_next_token(offset: usize) -> String {
+    BASE64.encode(format!("baton-page-v1:{offset}"))
+}
+
+fn decode_next_token(token: &Option<String>) -> Result<usize, ApiError> {
+    let Some(token) = token else {
+        return Ok(0);
+    };
+    BASE64
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("baton-page-v1:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| ApiError::InvalidNextToken("The NextToken value is invalid.".to_owned()))
+}

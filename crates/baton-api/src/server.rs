@@ -1,0 +1,529 @@
+//! Serving: the listener (plain or TLS), connection and body limits, request timeouts,
+//! graceful shutdown, the purge task, and first-start bootstrap of the root and admin keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use baton_crypto::{RootKey, SecretBytes};
+use baton_proto as p;
+use baton_store::{PostgresStore, SqliteStore, Store};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::state::now_ms;
+use crate::{ApiError, Baton};
+
+/// Which engine stores the data.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// The embedded default: `<data_dir>/baton.db`.
+    Sqlite,
+    /// A `postgres://` URL.
+    Postgres(String),
+}
+
+/// The administrator key to create on first start instead of a random one.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub access_key_id: String,
+    pub secret_access_key: SecretBytes,
+}
+
+/// Everything `baton serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: StoreChoice,
+    /// Defaults to `<data_dir>/root.key`. Several nodes on one database share one root key.
+    pub root_key_file: Option<PathBuf>,
+    pub account_id: String,
+    pub regions: Vec<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub body_bytes_max: usize,
+    pub connections_max: usize,
+    pub request_timeout: Duration,
+    pub purge_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub bootstrap: Option<Bootstrap>,
+}
+
+struct App {
+    baton: Baton,
+    request_timeout: Duration,
+    metrics: PrometheusHandle,
+}
+
+/// A bound, ready server. `run` serves until the shutdown signal.
+pub struct Server {
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    options: ServeOptions,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.options.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])?
+        .install_recorder()?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+fn load_tls(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading TLS certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing TLS certificate {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading TLS private key {}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("TLS certificate and key do not match or are unsupported")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+impl Server {
+    /// Opens the store and root key (creating them on first start), creates the administrator
+    /// key if there is none, and binds the listener.
+    pub async fn bind(options: ServeOptions) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(&options.data_dir)
+            .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&options.data_dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting {}", options.data_dir.display()))?;
+        }
+        let root_key_path = options
+            .root_key_file
+            .clone()
+            .unwrap_or_else(|| options.data_dir.join("root.key"));
+        let (root_key, created) = RootKey::load_or_create(&root_key_path)?;
+        if created {
+            tracing::info!(path = %root_key_path.display(), "created root key (mode 0600); back it up: without it no secret can be read");
+        }
+        let store: Arc<dyn Store> = match &options.store {
+            StoreChoice::Sqlite => {
+                let path = options.data_dir.join("baton.db");
+                Arc::new(
+                    SqliteStore::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?,
+                )
+            }
+            StoreChoice::Postgres(url) => Arc::new(
+                PostgresStore::connect(url)
+                    .await
+                    .context("connecting to PostgreSQL")?,
+            ),
+        };
+        let baton = Baton::new(
+            store,
+            root_key,
+            options.account_id.clone(),
+            options.regions.clone(),
+        );
+        bootstrap_admin(&baton, &options).await?;
+        let tls = match (&options.tls_cert, &options.tls_key) {
+            (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .with_context(|| format!("binding {}", options.listen))?;
+        let app = Arc::new(App {
+            baton,
+            request_timeout: options.request_timeout,
+            metrics: metrics_handle()?,
+        });
+        Ok(Server {
+            app,
+            listener,
+            tls,
+            options,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains open connections for up to the grace
+    /// period.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let Server {
+            app,
+            listener,
+            tls,
+            options,
+        } = self;
+        let router = Router::new()
+            .route("/", post(api))
+            .route("/health", get(health))
+            .route("/metrics", get(metrics))
+            .layer(DefaultBodyLimit::max(options.body_bytes_max))
+            .with_state(app.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let purge = tokio::spawn(purge_loop(app.clone(), options.purge_interval, stop_rx));
+        let connections = Arc::new(Semaphore::new(options.connections_max));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %listener.local_addr()?, scheme, "baton is listening");
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                metrics::counter!("baton_connections_refused_total").increment(1);
+                tracing::warn!(%peer, limit = options.connections_max, "connection limit reached; refusing");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(router.clone());
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let result = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls_stream) => {
+                            watcher
+                                .watch(
+                                    builder
+                                        .serve_connection(TokioIo::new(tls_stream), service)
+                                        .into_owned(),
+                                )
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    },
+                    None => {
+                        watcher
+                            .watch(
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .into_owned(),
+                            )
+                            .await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        tracing::info!("shutting down: no new connections; draining open ones");
+        let _ = stop_tx.send(true);
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(options.shutdown_grace) => {
+                tracing::warn!(grace = ?options.shutdown_grace, "grace period over; closing remaining connections");
+            }
+        }
+        let _ = purge.await;
+        Ok(())
+    }
+}
+
+async fn bootstrap_admin(baton: &Baton, options: &ServeOptions) -> anyhow::Result<()> {
+    if !baton.store.list_access_keys().await?.is_empty() {
+        return Ok(());
+    }
+    let fixed = options
+        .bootstrap
+        .clone()
+        .map(|b| (b.access_key_id, b.secret_access_key));
+    let from_env = fixed.is_some();
+    let (record, secret) = baton
+        .issue_access_key("admin", fixed)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the administrator access key: {e}"))?;
+    let path = options.data_dir.join("credentials");
+    let text = SecretBytes::from(format!(
+        "# Baton administrator key, created {}. Use with AWS_SHARED_CREDENTIALS_FILE and AWS_PROFILE=baton.\n\
+         [baton]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        now_ms() / 1000,
+        record.access_key_id,
+        String::from_utf8_lossy(secret.expose())
+    ));
+    write_private_file(&path, text.expose())?;
+    if from_env {
+        tracing::info!(access_key_id = %record.access_key_id, "created the administrator key from BATON_BOOTSTRAP_* (development and CI only)");
+    } else {
+        // Printed once, on first start only; afterwards it is only in the 0600 file.
+        println!(
+            "\nBaton created an administrator access key. It is shown this once and saved to {} (mode 0600).\n\
+             \n  AWS_ACCESS_KEY_ID={}\n  AWS_SECRET_ACCESS_KEY={}\n",
+            path.display(),
+            record.access_key_id,
+            String::from_utf8_lossy(secret.expose())
+        );
+    }
+    Ok(())
+}
+
+fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+async fn purge_loop(app: Arc<App>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        match app.baton.purge_due(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged secrets whose recovery window ended"),
+            Err(e) => tracing::error!(error = %e, "purge failed; will retry"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+/// The operations served, used as the metrics label; anything else is labelled "unknown".
+const OPERATIONS: &[&str] = &[
+    "secretsmanager.CreateSecret",
+    "secretsmanager.DescribeSecret",
+    "secretsmanager.GetSecretValue",
+    "secretsmanager.BatchGetSecretValue",
+    "secretsmanager.PutSecretValue",
+    "secretsmanager.UpdateSecret",
+    "secretsmanager.UpdateSecretVersionStage",
+    "secretsmanager.ListSecrets",
+    "secretsmanager.ListSecretVersionIds",
+    "secretsmanager.DeleteSecret",
+    "secretsmanager.RestoreSecret",
+    "secretsmanager.TagResource",
+    "secretsmanager.UntagResource",
+    "secretsmanager.GetRandomPassword",
+    "secretsmanager.PutResourcePolicy",
+    "secretsmanager.GetResourcePolicy",
+    "secretsmanager.DeleteResourcePolicy",
+    "secretsmanager.ValidateResourcePolicy",
+    "secretsmanager.RotateSecret",
+    "secretsmanager.CancelRotateSecret",
+    "baton.UpdateSecretVersionStages",
+    "baton.CreateAccessKey",
+    "baton.ListAccessKeys",
+    "baton.DeleteAccessKey",
+];
+
+async fn api(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let operation: &'static str = OPERATIONS
+        .iter()
+        .find(|op| **op == target)
+        .copied()
+        .unwrap_or("unknown");
+    let mut caller_key = String::new();
+    let result = match tokio::time::timeout(
+        app.request_timeout,
+        dispatch(&app, &method, &uri, &headers, &body, &target, &mut caller_key),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::Timeout(format!(
+            "The request did not complete within {:?}.",
+            app.request_timeout
+        ))),
+    };
+    let (status, body, outcome) = match result {
+        Ok(body) => (StatusCode::OK, body, "ok"),
+        Err(e) => {
+            let (status, error_type, _) = e.wire();
+            (status, e.body(), error_type)
+        }
+    };
+    let elapsed = started.elapsed();
+    metrics::counter!("baton_requests_total", "operation" => operation, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("baton_request_duration_seconds", "operation" => operation)
+        .record(elapsed.as_secs_f64());
+    tracing::info!(
+        request_id = %request_id,
+        operation,
+        status = status.as_u16(),
+        outcome,
+        access_key_id = %caller_key,
+        latency_us = elapsed.as_micros() as u64,
+        "request"
+    );
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(p::CONTENT_TYPE));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    response
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8], target: &str) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    // The message names the position and the kind of mismatch, never the offending value,
+    // which could be a secret sent in the wrong field.
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "is not valid JSON"
+            }
+            serde_json::error::Category::Data => "has a member of the wrong type",
+            serde_json::error::Category::Io => "could not be read",
+        };
+        ApiError::Serialization(format!(
+            "The request body for {target} {what} (line {}, column {}).",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::Internal(format!("serializing response: {e}")))
+}
+
+async fn dispatch(
+    app: &App,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    target: &str,
+    caller_key: &mut String,
+) -> Result<Vec<u8>, ApiError> {
+    let baton = &app.baton;
+    let caller = baton
+        .authenticate(method, uri, headers, body, now_ms() / 1000)
+        .await?;
+    caller_key.clone_from(&caller.access_key_id);
+    let c = &caller;
+    macro_rules! op {
+        ($f:ident) => {
+            to_json(&baton.$f(c, parse(body, target)?).await?)
+        };
+    }
+    match target {
+        "secretsmanager.CreateSecret" => op!(create_secret),
+        "secretsmanager.DescribeSecret" => op!(describe_secret),
+        "secretsmanager.GetSecretValue" => op!(get_secret_value),
+        "secretsmanager.BatchGetSecretValue" => op!(batch_get_secret_value),
+        "secretsmanager.PutSecretValue" => op!(put_secret_value),
+        "secretsmanager.UpdateSecret" => op!(update_secret),
+        "secretsmanager.UpdateSecretVersionStage" => op!(update_secret_version_stage),
+        "secretsmanager.ListSecrets" => op!(list_secrets),
+        "secretsmanager.ListSecretVersionIds" => op!(list_secret_version_ids),
+        "secretsmanager.DeleteSecret" => op!(delete_secret),
+        "secretsmanager.RestoreSecret" => op!(restore_secret),
+        "secretsmanager.TagResource" => op!(tag_resource),
+        "secretsmanager.UntagResource" => op!(untag_resource),
+        "secretsmanager.GetRandomPassword" => to_json(&baton.get_random_password(parse(body, target)?)?),
+        "secretsmanager.PutResourcePolicy" => op!(put_resource_policy),
+        "secretsmanager.GetResourcePolicy" => op!(get_resource_policy),
+        "secretsmanager.DeleteResourcePolicy" => op!(delete_resource_policy),
+        "secretsmanager.ValidateResourcePolicy" => op!(validate_resource_policy),
+        "secretsmanager.RotateSecret" => op!(rotate_secret),
+        "secretsmanager.CancelRotateSecret" => op!(cancel_rotate_secret),
+        "baton.UpdateSecretVersionStages" => op!(update_secret_version_stages),
+        "baton.CreateAccessKey" => to_json(&baton.create_access_key(parse(body, target)?).await?),
+        "baton.ListAccessKeys" => to_json(&baton.list_access_keys().await?),
+        "baton.DeleteAccessKey" => to_json(&baton.delete_access_key(parse(body, target)?).await?),
+        "" => Err(ApiError::UnknownOperation(
+            "The request has no X-Amz-Target header naming the operation.".to_owned(),
+        )),
+        other => Err(ApiError::UnknownOperation(format!(
+            "Baton does not support the operation {other}."
+        ))),
+    }
+}

@@ -1,0 +1,218 @@
+//! The server's shared state: the store, the root key, the namespace settings, and the
+//! authentication of callers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::{HeaderMap, Method, Uri};
+use baton_crypto::{DataKey, RootKey, SecretBytes};
+use baton_store::{AccessKeyRecord, Store};
+
+use crate::{ApiError, sigv4};
+
+/// How long a derived signing key is reused before the access key is looked up again. This
+/// bounds how long a key deleted on another node keeps working on this one.
+const SIGNING_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// The cache holds at most this many signing keys; it is cleared when full.
+const SIGNING_KEY_CACHE_MAX: usize = 10_000;
+/// The service name callers sign for.
+pub const SIGNING_SERVICE: &str = "secretsmanager";
+
+/// Who made a request, established by a verified signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub access_key_id: String,
+    pub account_id: String,
+    /// The region from the credential scope: the namespace the request acts on.
+    pub region: String,
+}
+
+/// Shared by every request.
+pub struct Baton {
+    pub store: Arc<dyn Store>,
+    pub root_key: RootKey,
+    pub account_id: String,
+    pub regions: Vec<String>,
+    signing_keys: Mutex<HashMap<String, (SecretBytes, Instant)>>,
+}
+
+impl std::fmt::Debug for Baton {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Baton")
+            .field("account_id", &self.account_id)
+            .field("regions", &self.regions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The server's clock, in milliseconds since the epoch. Only the server and engine read it.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+pub fn access_key_aad(access_key_id: &str) -> String {
+    format!("baton:access-key:v1:{access_key_id}")
+}
+
+pub fn value_aad(secret_id: &str, version_id: &str) -> String {
+    format!("baton:secret-value:v1:{secret_id}:{version_id}")
+}
+
+impl Baton {
+    pub fn new(
+        store: Arc<dyn Store>,
+        root_key: RootKey,
+        account_id: String,
+        regions: Vec<String>,
+    ) -> Self {
+        Baton {
+            store,
+            root_key,
+            account_id,
+            regions,
+            signing_keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Verifies the request's SigV4 signature and returns the caller.
+    pub async fn authenticate(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_seconds: i64,
+    ) -> Result<Caller, ApiError> {
+        let signed = sigv4::parse(headers, now_seconds)?;
+        if signed.security_token.is_some() {
+            return Err(ApiError::UnrecognizedClient(
+                "The security token included in the request is invalid.".to_owned(),
+            ));
+        }
+        if signed.service != SIGNING_SERVICE {
+            return Err(ApiError::InvalidSignature(format!(
+                "Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
+            )));
+        }
+        if !self.regions.contains(&signed.region) {
+            return Err(ApiError::InvalidSignature(format!(
+                "Credential should be scoped to a valid region, not '{}'. This Baton serves: {}.",
+                signed.region,
+                self.regions.join(", ")
+            )));
+        }
+        let cache_key = format!(
+            "{}/{}/{}/{}",
+            signed.access_key_id, signed.scope_date, signed.region, signed.service
+        );
+        let cached = self
+            .signing_keys
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&cache_key).cloned())
+            .filter(|(_, at)| at.elapsed() < SIGNING_KEY_CACHE_TTL)
+            .map(|(key, _)| key);
+        let signing_key = match cached {
+            Some(key) => key,
+            None => {
+                let record = self
+                    .store
+                    .find_access_key(&signed.access_key_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::UnrecognizedClient(
+                            "The security token included in the request is invalid.".to_owned(),
+                        )
+                    })?;
+                let secret = self
+                    .root_key
+                    .open(&record.sealed_secret, &access_key_aad(&record.access_key_id))?;
+                let key = baton_crypto::sigv4::signing_key(
+                    secret.expose(),
+                    &signed.scope_date,
+                    &signed.region,
+                    &signed.service,
+                );
+                if let Ok(mut cache) = self.signing_keys.lock() {
+                    if cache.len() >= SIGNING_KEY_CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(cache_key, (key.clone(), Instant::now()));
+                }
+                key
+            }
+        };
+        let canonical =
+            sigv4::canonical_request(method, uri, headers, &signed.signed_headers, body);
+        sigv4::verify(&signed, &canonical, &signing_key)?;
+        Ok(Caller {
+            access_key_id: signed.access_key_id,
+            account_id: self.account_id.clone(),
+            region: signed.region,
+        })
+    }
+
+    /// Forgets cached signing keys of an access key, so its deletion takes effect at once here.
+    pub fn forget_access_key(&self, access_key_id: &str) {
+        if let Ok(mut cache) = self.signing_keys.lock() {
+            let prefix = format!("{access_key_id}/");
+            cache.retain(|k, _| !k.starts_with(&prefix));
+        }
+    }
+
+    /// Issues a new access key. Returns the record and the secret half, which the caller shows
+    /// once and never again.
+    pub async fn issue_access_key(
+        &self,
+        user_name: &str,
+        fixed: Option<(String, SecretBytes)>,
+    ) -> Result<(AccessKeyRecord, SecretBytes), ApiError> {
+        let (access_key_id, secret) = match fixed {
+            Some(pair) => pair,
+            None => (
+                format!("BTN{}", random_chars(17, ALPHABET_UPPER_DIGITS)?),
+                SecretBytes::from(random_chars(40, ALPHABET_KEY)?),
+            ),
+        };
+        let record = AccessKeyRecord {
+            sealed_secret: self
+                .root_key
+                .seal(secret.expose(), &access_key_aad(&access_key_id))?,
+            access_key_id,
+            user_name: user_name.to_owned(),
+            created_at: now_ms(),
+        };
+        self.store.insert_access_key(&record).await?;
+        Ok((record, secret))
+    }
+
+    pub fn data_key(&self, secret: &baton_core::SecretRecord) -> Result<DataKey, ApiError> {
+        Ok(self.root_key.unwrap(&secret.wrapped_data_key, &secret.id)?)
+    }
+}
+
+pub const ALPHABET_UPPER_DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+pub const ALPHABET_KEY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+pub const ALPHABET_ARN_SUFFIX: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// `n` characters drawn uniformly from `alphabet` (its length must divide 256 or be
+/// rejection-sampled; all alphabets here are sampled by rejection).
+pub fn random_chars(n: usize, alphabet: &[u8]) -> Result<String, ApiError> {
+    let limit = 256 - (256 % alphabet.len());
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        let mut buf = [0u8; 32];
+        baton_crypto::fill_random(&mut buf)?;
+        for b in buf {
+            if (b as usize) < limit && out.len() < n {
+                out.push(alphabet[b as usize % alphabet.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
