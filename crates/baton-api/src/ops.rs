@@ -763,7 +763,7 @@ impl Baton {
             .iter()
             .filter(|v| include_deprecated || !v.labels.is_empty())
             .collect();
-        versions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        versions.sort_by_key(|v| std::cmp::Reverse(v.created_at));
         let total = versions.len();
         let page: Vec<p::SecretVersionsListEntry> = versions
             .into_iter()

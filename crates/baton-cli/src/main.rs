@@ -1,1 +1,65 @@
-fn main() {}
+//! `baton`: the server, and the command line for administrators and developers. Every command
+//! except `serve` talks to a server over the signed API; none reaches into the database.
+
+mod connect;
+mod output;
+mod secret;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about = "Baton: a secrets manager whose rotations never break a request")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Create, read and manage secrets.
+    Secret {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+    },
+    /// Administer the server: access keys.
+    Admin {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: secret::AdminCommand,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Secret { connect, command } => {
+                secret::run_secret(connect.client()?, connect.output, command).await
+            }
+            Command::Admin { connect, command } => {
+                secret::run_admin(connect.client()?, connect.output, command).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

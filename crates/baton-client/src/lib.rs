@@ -1,1 +1,214 @@
-//! placeholder
+//! A client for Baton's AWS-compatible API: signs every request with AWS's own SigV4 signer and
+//! decodes AWS-shaped errors.
+//!
+//! Architecture invariant: this crate depends on no server crate; it knows only the wire types
+//! of `baton-proto`.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use baton_proto::{CONTENT_TYPE, ErrorBody};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroize;
+
+/// The signing service name Baton verifies.
+pub const SIGNING_SERVICE: &str = "secretsmanager";
+/// Where `baton serve` listens by default.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
+
+/// An access key pair. The secret half never appears in `Debug`.
+#[derive(Clone)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl Drop for AccessKey {
+    fn drop(&mut self) {
+        // Wipe the secret half in place before the allocation is freed.
+        self.secret_access_key.zeroize();
+    }
+}
+
+/// Where and as whom to call.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: AccessKey,
+    pub timeout: Duration,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an AWS error.
+    #[error("{error_type}: {message}")]
+    Api {
+        status: u16,
+        error_type: String,
+        message: String,
+    },
+    /// The request did not reach the server, or its answer did not arrive.
+    #[error("could not reach Baton at {endpoint}: {reason}")]
+    Transport { endpoint: String, reason: String },
+    /// The answer was not what the protocol promises.
+    #[error("unexpected response from Baton: {0}")]
+    Decode(String),
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+}
+
+/// A signing client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Client { http, config })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.config.endpoint
+    }
+
+    /// Calls an operation by its full target, e.g. `secretsmanager.GetSecretValue`.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: &str,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let url = format!("{}/", self.config.endpoint.trim_end_matches('/'));
+        let host = reqwest::Url::parse(&url)
+            .map_err(|e| ClientError::Config(format!("endpoint {url}: {e}")))?;
+        let host = match (host.host_str(), host.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => return Err(ClientError::Config(format!("endpoint {url} has no host"))),
+        };
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(&url)
+            .header("host", host)
+            .header("content-type", CONTENT_TYPE)
+            .header("x-amz-target", target)
+            .body(body)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        self.sign(&mut request)?;
+        let (parts, body) = request.into_parts();
+        let response = self
+            .http
+            .request(parts.method, &url)
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport {
+                endpoint: self.config.endpoint.clone(),
+                reason: error_chain(&e),
+            })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Transport {
+            endpoint: self.config.endpoint.clone(),
+            reason: error_chain(&e),
+        })?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        } else {
+            let error: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
+                ClientError::Decode(format!(
+                    "HTTP {status} with a body that is not an AWS error"
+                ))
+            })?;
+            Err(ClientError::Api {
+                status: status.as_u16(),
+                error_type: error.error_type,
+                message: error.message,
+            })
+        }
+    }
+
+    fn sign(&self, request: &mut http::Request<Vec<u8>>) -> Result<(), ClientError> {
+        let identity = Credentials::new(
+            self.config.access_key.access_key_id.clone(),
+            self.config.access_key.secret_access_key.clone(),
+            None,
+            None,
+            "baton-client",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.config.region)
+            .name(SIGNING_SERVICE)
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?
+            .into();
+        let uri = request.uri().to_string();
+        let headers: Vec<(String, String)> = request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let signable = SignableRequest::new(
+            request.method().as_str(),
+            &uri,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Bytes(request.body()),
+        )
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+        let (instructions, _signature) = sign(signable, &params)
+            .map_err(|e| ClientError::Config(e.to_string()))?
+            .into_parts();
+        instructions.apply_to_request_http1x(request);
+        Ok(())
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_key_debug_hides_the_secret() {
+        let key = AccessKey {
+            access_key_id: "BTNEXAMPLE".into(),
+            secret_access_key: "very-secret-value".into(),
+        };
+        let shown = format!("{key:?}");
+        assert!(shown.contains("BTNEXAMPLE") && !shown.contains("very-secret-value"));
+    }
+}

@@ -1,0 +1,237 @@
+//! `baton serve`: settings from flags, environment variables and a TOML file, in that order of
+//! precedence; then the server runs until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use baton_api::{Bootstrap, ServeOptions, Server, StoreChoice};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_DATA_DIR: &str = "./baton-data";
+const DEFAULT_ACCOUNT_ID: &str = "000000000000";
+const DEFAULT_REGION: &str = "us-east-1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "BATON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address and port to listen on.
+    #[arg(long, env = "BATON_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for the SQLite database, the root key and the first credentials.
+    #[arg(long, env = "BATON_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Use PostgreSQL at this URL instead of the embedded SQLite file.
+    #[arg(long, env = "BATON_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Root key file; defaults to <data-dir>/root.key. Nodes sharing a database share it.
+    #[arg(long, env = "BATON_ROOT_KEY_FILE")]
+    root_key_file: Option<PathBuf>,
+    /// The 12-digit account id in every ARN.
+    #[arg(long, env = "BATON_ACCOUNT_ID")]
+    account_id: Option<String>,
+    /// Regions served, comma-separated; each is a separate namespace.
+    #[arg(long, env = "BATON_REGIONS", value_delimiter = ',')]
+    regions: Option<Vec<String>>,
+    /// PEM certificate chain; serves HTTPS together with --tls-key.
+    #[arg(long, env = "BATON_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "BATON_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "BATON_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "BATON_BODY_BYTES_MAX")]
+    body_bytes_max: Option<usize>,
+    /// Most connections served at once; more are refused.
+    #[arg(long, env = "BATON_CONNECTIONS_MAX")]
+    connections_max: Option<usize>,
+    /// Seconds a request may take before it fails with a timeout.
+    #[arg(long, env = "BATON_REQUEST_TIMEOUT_SECONDS")]
+    request_timeout_seconds: Option<u64>,
+    /// Seconds between purges of secrets whose recovery window ended.
+    #[arg(long, env = "BATON_PURGE_INTERVAL_SECONDS")]
+    purge_interval_seconds: Option<u64>,
+}
+
+/// The config file. Unknown keys are an error, so a misspelt setting is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    root_key_file: Option<PathBuf>,
+    account_id: Option<String>,
+    regions: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    body_bytes_max: Option<usize>,
+    connections_max: Option<usize>,
+    request_timeout_seconds: Option<u64>,
+    purge_interval_seconds: Option<u64>,
+}
+
+fn load_file(path: &PathBuf) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn validate_account_id(id: &str) -> anyhow::Result<()> {
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("account id must be 12 digits, got '{id}'");
+    }
+    Ok(())
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
+    init_logging(log_format);
+    let account_id = args
+        .account_id
+        .or(file.account_id)
+        .unwrap_or_else(|| DEFAULT_ACCOUNT_ID.to_owned());
+    validate_account_id(&account_id)?;
+    let regions = args
+        .regions
+        .or(file.regions)
+        .unwrap_or_else(|| vec![DEFAULT_REGION.to_owned()]);
+    if regions.is_empty() || regions.iter().any(|r| r.is_empty() || r.contains(':')) {
+        bail!("regions must be a non-empty list of names without ':', got {regions:?}");
+    }
+    let bootstrap = match (
+        std::env::var("BATON_BOOTSTRAP_ACCESS_KEY_ID").ok(),
+        std::env::var("BATON_BOOTSTRAP_SECRET_ACCESS_KEY").ok(),
+    ) {
+        (Some(id), Some(secret)) => {
+            if id.len() < 16 || secret.len() < 16 {
+                bail!("BATON_BOOTSTRAP_ACCESS_KEY_ID and BATON_BOOTSTRAP_SECRET_ACCESS_KEY must each be at least 16 characters");
+            }
+            Some(Bootstrap {
+                access_key_id: id,
+                secret_access_key: secret.into(),
+            })
+        }
+        (None, None) => None,
+        _ => bail!("set both BATON_BOOTSTRAP_ACCESS_KEY_ID and BATON_BOOTSTRAP_SECRET_ACCESS_KEY, or neither"),
+    };
+    let database_url = args.database_url.or(file.database_url);
+    let options = ServeOptions {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        store: match database_url {
+            Some(url) => StoreChoice::Postgres(url),
+            None => StoreChoice::Sqlite,
+        },
+        root_key_file: args.root_key_file.or(file.root_key_file),
+        account_id,
+        regions,
+        tls_cert: args.tls_cert.or(file.tls_cert),
+        tls_key: args.tls_key.or(file.tls_key),
+        body_bytes_max: args
+            .body_bytes_max
+            .or(file.body_bytes_max)
+            .unwrap_or(512 * 1024),
+        connections_max: args
+            .connections_max
+            .or(file.connections_max)
+            .unwrap_or(4096),
+        request_timeout: Duration::from_secs(
+            args.request_timeout_seconds
+                .or(file.request_timeout_seconds)
+                .unwrap_or(30),
+        ),
+        purge_interval: Duration::from_secs(
+            args.purge_interval_seconds
+                .or(file.purge_interval_seconds)
+                .unwrap_or(60),
+        ),
+        shutdown_grace: Duration::from_secs(30),
+        bootstrap,
+    };
+    let server = Server::bind(options).await?;
+    server.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_config_keys_are_errors_that_name_the_key() {
+        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        let ok: FileConfig =
+            toml::from_str("regions = [\"eu-west-1\"]\nlog_format = \"json\"\n").unwrap();
+        assert_eq!(ok.regions.unwrap(), ["eu-west-1"]);
+        assert_eq!(ok.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn account_ids_are_twelve_digits() {
+        assert!(validate_account_id("123456789012").is_ok());
+        assert!(validate_account_id("12345").is_err());
+        assert!(validate_account_id("12345678901a").is_err());
+    }
+}
