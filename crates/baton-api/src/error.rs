@@ -42,6 +42,9 @@ pub enum ApiError {
     PublicPolicy(String),
     #[error("{0}")]
     PreconditionNotMet(String),
+    /// The request body is larger than the server accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// The request ran past the server's time limit.
     #[error("{0}")]
     Timeout(String),
@@ -83,6 +86,9 @@ impl ApiError {
             }
             ApiError::PublicPolicy(_) => (bad, "PublicPolicyException", Upper),
             ApiError::PreconditionNotMet(_) => (bad, "PreconditionNotMetException", Upper),
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException", Lower)
+            }
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "RequestTimeoutException", Lower),
             ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "InternalServiceError", Upper)

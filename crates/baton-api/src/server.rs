@@ -66,6 +66,7 @@ pub struct ServeOptions {
 struct App {
     baton: Baton,
     request_timeout: Duration,
+    body_bytes_max: usize,
     metrics: PrometheusHandle,
 }
 
@@ -171,6 +172,7 @@ impl Server {
         let app = Arc::new(App {
             baton,
             request_timeout: options.request_timeout,
+            body_bytes_max: options.body_bytes_max,
             metrics: metrics_handle()?,
         });
         Ok(Server {
@@ -389,7 +391,7 @@ async fn api(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -404,17 +406,28 @@ async fn api(
         .copied()
         .unwrap_or("unknown");
     let mut caller_key = String::new();
-    let result = match tokio::time::timeout(
-        app.request_timeout,
-        dispatch(&app, &method, &uri, &headers, &body, &target, &mut caller_key),
-    )
-    .await
-    {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::Timeout(format!(
-            "The request did not complete within {:?}.",
-            app.request_timeout
+    let result = match body {
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::PayloadTooLarge(format!(
+                "The request body is larger than the {} bytes this server accepts.",
+                app.body_bytes_max
+            )))
+        }
+        Err(rejection) => Err(ApiError::Serialization(format!(
+            "The request body could not be read: {rejection}."
         ))),
+        Ok(body) => match tokio::time::timeout(
+            app.request_timeout,
+            dispatch(&app, &method, &uri, &headers, &body, &target, &mut caller_key),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::Timeout(format!(
+                "The request did not complete within {:?}.",
+                app.request_timeout
+            ))),
+        },
     };
     let (status, body, outcome) = match result {
         Ok(body) => (StatusCode::OK, body, "ok"),

@@ -1,0 +1,387 @@
+"""Secrets Manager operations through boto3 against a running `baton serve`, on every engine."""
+
+import base64
+import re
+import time
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+
+import awsraw
+
+
+def aws_error(excinfo):
+    e = excinfo.value.response
+    return e["Error"]["Code"], e["Error"]["Message"], e["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def stages(sm, secret_id):
+    return sm.describe_secret(SecretId=secret_id)["VersionIdsToStages"]
+
+
+def test_create_and_read_back_by_name_arn_and_partial_arn(sm, unique_name, server):
+    created = sm.create_secret(Name=unique_name, SecretString="s3cret", Description="db password")
+    assert created["Name"] == unique_name
+    assert re.fullmatch(
+        rf"arn:aws:secretsmanager:us-east-1:{server.account_id}:secret:{re.escape(unique_name)}-[A-Za-z0-9]{{6}}",
+        created["ARN"],
+    )
+    for secret_id in (unique_name, created["ARN"], created["ARN"][:-7]):
+        value = sm.get_secret_value(SecretId=secret_id)
+        assert value["SecretString"] == "s3cret"
+        assert value["VersionId"] == created["VersionId"]
+        assert value["VersionStages"] == ["AWSCURRENT"]
+        assert value["ARN"] == created["ARN"]
+
+
+def test_binary_values_round_trip_byte_for_byte(sm, unique_name):
+    data = bytes(range(256)) * 4
+    sm.create_secret(Name=unique_name, SecretBinary=data)
+    value = sm.get_secret_value(SecretId=unique_name)
+    assert value["SecretBinary"] == data
+    assert "SecretString" not in value
+
+
+def test_secret_without_value_has_no_version_until_one_is_put(sm, unique_name):
+    created = sm.create_secret(Name=unique_name)
+    assert "VersionId" not in created
+    with pytest.raises(ClientError) as e:
+        sm.get_secret_value(SecretId=unique_name)
+    assert aws_error(e) == (
+        "ResourceNotFoundException",
+        "Secrets Manager can't find the specified secret value for staging label: AWSCURRENT",
+        400,
+    )
+    put = sm.put_secret_value(SecretId=unique_name, SecretString="first", VersionStages=["AWSPENDING"])
+    # The first version always becomes current.
+    assert sorted(put["VersionStages"]) == ["AWSCURRENT", "AWSPENDING"]
+
+
+def test_put_moves_current_and_previous(sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
+    v2 = sm.put_secret_value(SecretId=unique_name, SecretString="two")["VersionId"]
+    assert stages(sm, unique_name) == {v1: ["AWSPREVIOUS"], v2: ["AWSCURRENT"]}
+    v3 = sm.put_secret_value(SecretId=unique_name, SecretString="three")["VersionId"]
+    assert stages(sm, unique_name) == {v2: ["AWSPREVIOUS"], v3: ["AWSCURRENT"]}
+    assert sm.get_secret_value(SecretId=unique_name, VersionStage="AWSPREVIOUS")["SecretString"] == "two"
+    assert sm.get_secret_value(SecretId=unique_name, VersionId=v1)["SecretString"] == "one"
+    listed = sm.list_secret_version_ids(SecretId=unique_name)["Versions"]
+    assert {v["VersionId"] for v in listed} == {v2, v3}
+    listed = sm.list_secret_version_ids(SecretId=unique_name, IncludeDeprecated=True)["Versions"]
+    assert {v["VersionId"] for v in listed} == {v1, v2, v3}
+
+
+def test_pending_value_does_not_disturb_current(sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="old")["VersionId"]
+    v2 = sm.put_secret_value(SecretId=unique_name, SecretString="new", VersionStages=["AWSPENDING"])["VersionId"]
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "old"
+    assert sm.get_secret_value(SecretId=unique_name, VersionStage="AWSPENDING")["VersionId"] == v2
+    assert stages(sm, unique_name) == {v1: ["AWSCURRENT"], v2: ["AWSPENDING"]}
+
+
+def test_client_request_token_makes_puts_idempotent(sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="a")
+    token = str(uuid.uuid4())
+    first = sm.put_secret_value(SecretId=unique_name, SecretString="b", ClientRequestToken=token)
+    again = sm.put_secret_value(SecretId=unique_name, SecretString="b", ClientRequestToken=token)
+    assert first["VersionId"] == again["VersionId"] == token
+    assert len(sm.list_secret_version_ids(SecretId=unique_name)["Versions"]) == 2
+    with pytest.raises(ClientError) as e:
+        sm.put_secret_value(SecretId=unique_name, SecretString="different", ClientRequestToken=token)
+    assert aws_error(e) == (
+        "ResourceExistsException",
+        "You can't modify an existing version, you can only create a new version.",
+        400,
+    )
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "b"
+
+
+def test_create_is_idempotent_per_token_and_refuses_duplicates(sm, unique_name):
+    token = str(uuid.uuid4())
+    first = sm.create_secret(Name=unique_name, SecretString="x", ClientRequestToken=token)
+    retry = sm.create_secret(Name=unique_name, SecretString="x", ClientRequestToken=token)
+    assert retry["ARN"] == first["ARN"] and retry["VersionId"] == token
+    with pytest.raises(ClientError) as e:
+        sm.create_secret(Name=unique_name, SecretString="x")
+    assert aws_error(e) == (
+        "ResourceExistsException",
+        f"The operation failed because the secret {unique_name} already exists.",
+        400,
+    )
+
+
+def test_invalid_names_and_values_are_refused(sm, unique_name):
+    with pytest.raises(ClientError) as e:
+        sm.create_secret(Name="has space", SecretString="x")
+    code, message, status = aws_error(e)
+    assert (code, status) == ("InvalidParameterException", 400)
+    assert "Invalid name" in message
+    with pytest.raises(ClientError) as e:
+        sm.create_secret(Name="a" * 513, SecretString="x")
+    assert aws_error(e)[0] == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        sm.create_secret(Name=unique_name, SecretString="x" * 65537)
+    code, message, _ = aws_error(e)
+    assert code == "ValidationException" and "65536" in message
+    with pytest.raises(ClientError) as e:
+        sm.create_secret(Name=unique_name, SecretString="x", SecretBinary=b"y")
+    assert aws_error(e)[0] == "InvalidParameterException"
+    # Nothing was half-written by the refused calls.
+    with pytest.raises(ClientError) as e:
+        sm.describe_secret(SecretId=unique_name)
+    assert aws_error(e)[0] == "ResourceNotFoundException"
+    sm.create_secret(Name=unique_name, SecretString="x" * 65536)
+
+
+def test_update_secret_changes_metadata_and_adds_a_current_version(sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
+    r = sm.update_secret(SecretId=unique_name, Description="new description")
+    assert "VersionId" not in r
+    r = sm.update_secret(SecretId=unique_name, SecretString="two")
+    assert stages(sm, unique_name) == {v1: ["AWSPREVIOUS"], r["VersionId"]: ["AWSCURRENT"]}
+    d = sm.describe_secret(SecretId=unique_name)
+    assert d["Description"] == "new description"
+
+
+def test_update_secret_version_stage_follows_aws_rules(sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
+    v2 = sm.put_secret_value(SecretId=unique_name, SecretString="two", VersionStages=["AWSPENDING"])["VersionId"]
+    with pytest.raises(ClientError) as e:
+        sm.update_secret_version_stage(SecretId=unique_name, VersionStage="AWSCURRENT", MoveToVersionId=v2)
+    code, message, _ = aws_error(e)
+    assert code == "InvalidParameterException" and v1 in message
+    sm.update_secret_version_stage(
+        SecretId=unique_name, VersionStage="AWSCURRENT", MoveToVersionId=v2, RemoveFromVersionId=v1
+    )
+    assert stages(sm, unique_name) == {v1: ["AWSPREVIOUS"], v2: ["AWSCURRENT", "AWSPENDING"]}
+    sm.update_secret_version_stage(SecretId=unique_name, VersionStage="blue", MoveToVersionId=v1)
+    sm.update_secret_version_stage(SecretId=unique_name, VersionStage="AWSPENDING", RemoveFromVersionId=v2)
+    assert stages(sm, unique_name) == {v1: ["AWSPREVIOUS", "blue"], v2: ["AWSCURRENT"]}
+    with pytest.raises(ClientError) as e:
+        sm.update_secret_version_stage(SecretId=unique_name, VersionStage="AWSCURRENT", RemoveFromVersionId=v2)
+    assert aws_error(e)[0] == "InvalidParameterException"
+    with pytest.raises(ClientError) as e:
+        sm.update_secret_version_stage(SecretId=unique_name, VersionStage="x", MoveToVersionId=str(uuid.uuid4()))
+    assert aws_error(e)[0] == "ResourceNotFoundException"
+
+
+def test_a_secret_holds_at_most_20_labels(sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="x")
+    # 18 custom labels and AWSCURRENT on the new version, AWSPREVIOUS on the old: 20 in all.
+    labels = [f"L{i}" for i in range(18)]
+    v2 = sm.put_secret_value(SecretId=unique_name, SecretString="y", VersionStages=["AWSCURRENT"] + labels)["VersionId"]
+    with pytest.raises(ClientError) as e:
+        sm.put_secret_value(SecretId=unique_name, SecretString="z", VersionStages=["one-too-many"])
+    assert aws_error(e)[0] == "LimitExceededException"
+    assert len(sm.list_secret_version_ids(SecretId=unique_name, IncludeDeprecated=True)["Versions"]) == 2
+    assert sm.get_secret_value(SecretId=unique_name)["VersionId"] == v2
+
+
+def test_baton_moves_several_labels_in_one_atomic_change(server, sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="old")["VersionId"]
+    v2 = sm.put_secret_value(SecretId=unique_name, SecretString="new", VersionStages=["AWSPENDING"])["VersionId"]
+    bad = [
+        {"VersionStage": "AWSCURRENT", "RemoveFromVersionId": v1, "MoveToVersionId": v2},
+        {"VersionStage": "AWSPENDING", "RemoveFromVersionId": v1},
+    ]
+    status, body = awsraw.call(server, "baton.UpdateSecretVersionStages", {"SecretId": unique_name, "Moves": bad})
+    assert status == 400 and body["__type"] == "InvalidParameterException"
+    assert stages(sm, unique_name) == {v1: ["AWSCURRENT"], v2: ["AWSPENDING"]}, "nothing applied"
+    good = [
+        {"VersionStage": "AWSCURRENT", "RemoveFromVersionId": v1, "MoveToVersionId": v2},
+        {"VersionStage": "AWSPENDING", "RemoveFromVersionId": v2},
+    ]
+    status, body = awsraw.call(server, "baton.UpdateSecretVersionStages", {"SecretId": unique_name, "Moves": good})
+    assert status == 200, body
+    assert body["VersionIdsToStages"] == {v1: ["AWSPREVIOUS"], v2: ["AWSCURRENT"]}
+
+
+def test_version_lookups_name_what_was_not_found(sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="x")["VersionId"]
+    missing = str(uuid.uuid4())
+    with pytest.raises(ClientError) as e:
+        sm.get_secret_value(SecretId=unique_name, VersionId=missing)
+    assert aws_error(e)[1] == f"Secrets Manager can't find the specified secret value for VersionId: {missing}"
+    with pytest.raises(ClientError) as e:
+        sm.get_secret_value(SecretId=unique_name, VersionId=v1, VersionStage="AWSPREVIOUS")
+    assert aws_error(e)[0] == "InvalidRequestException"
+    with pytest.raises(ClientError) as e:
+        sm.get_secret_value(SecretId="no/such/secret")
+    assert aws_error(e) == ("ResourceNotFoundException", "Secrets Manager can't find the specified secret.", 400)
+
+
+def test_delete_restore_and_recreate(sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="x")
+    before = time.time()
+    deleted = sm.delete_secret(SecretId=unique_name, RecoveryWindowInDays=7)
+    assert abs(deleted["DeletionDate"].timestamp() - (before + 7 * 86400)) < 60
+    with pytest.raises(ClientError) as e:
+        sm.get_secret_value(SecretId=unique_name)
+    assert aws_error(e) == (
+        "InvalidRequestException",
+        "You can't perform this operation on the secret because it was marked for deletion.",
+        400,
+    )
+    assert "DeletedDate" in sm.describe_secret(SecretId=unique_name)
+    with pytest.raises(ClientError) as e:
+        sm.create_secret(Name=unique_name, SecretString="y")
+    code, message, _ = aws_error(e)
+    assert code == "InvalidRequestException"
+    assert "scheduled for deletion" in message and "RestoreSecret" in message and "ForceDeleteWithoutRecovery" in message
+    sm.restore_secret(SecretId=unique_name)
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "x"
+    sm.delete_secret(SecretId=unique_name)
+    sm.delete_secret(SecretId=unique_name, ForceDeleteWithoutRecovery=True)
+    with pytest.raises(ClientError) as e:
+        sm.describe_secret(SecretId=unique_name)
+    assert aws_error(e)[0] == "ResourceNotFoundException"
+    sm.create_secret(Name=unique_name, SecretString="again")
+
+
+def test_delete_validates_the_recovery_window(sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="x")
+    for days in (6, 31):
+        with pytest.raises(ClientError) as e:
+            sm.delete_secret(SecretId=unique_name, RecoveryWindowInDays=days)
+        assert aws_error(e)[0] == "InvalidParameterException"
+    with pytest.raises(ClientError) as e:
+        sm.delete_secret(SecretId=unique_name, RecoveryWindowInDays=7, ForceDeleteWithoutRecovery=True)
+    assert aws_error(e)[0] == "InvalidParameterException"
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "x"
+
+
+def test_list_secrets_filters_sorts_and_pages(sm, unique_name):
+    prefix = unique_name + "/list"
+    for i in range(5):
+        sm.create_secret(Name=f"{prefix}/{i}", SecretString="x", Tags=[{"Key": "idx", "Value": str(i)}],
+                         Description="even" if i % 2 == 0 else "odd")
+    sm.delete_secret(SecretId=f"{prefix}/4")
+    by_name = [{"Key": "name", "Values": [prefix]}]
+    names = [s["Name"] for s in sm.list_secrets(Filters=by_name)["SecretList"]]
+    assert names == [f"{prefix}/{i}" for i in range(4)]
+    names = [s["Name"] for s in sm.list_secrets(Filters=by_name, IncludePlannedDeletion=True, SortOrder="desc")["SecretList"]]
+    assert names == [f"{prefix}/{i}" for i in reversed(range(5))]
+    page = sm.list_secrets(Filters=by_name, MaxResults=3)
+    assert len(page["SecretList"]) == 3 and "NextToken" in page
+    rest = sm.list_secrets(Filters=by_name, MaxResults=3, NextToken=page["NextToken"])
+    assert [s["Name"] for s in rest["SecretList"]] == [f"{prefix}/3"] and "NextToken" not in rest
+    paged = [s["Name"] for p in sm.get_paginator("list_secrets").paginate(Filters=by_name, PaginationConfig={"PageSize": 2}) for s in p["SecretList"]]
+    assert paged == [f"{prefix}/{i}" for i in range(4)]
+    evens = sm.list_secrets(Filters=by_name + [{"Key": "description", "Values": ["even"]}])["SecretList"]
+    assert [s["Name"] for s in evens] == [f"{prefix}/0", f"{prefix}/2"]
+    not_even = sm.list_secrets(Filters=by_name + [{"Key": "description", "Values": ["!even"]}])["SecretList"]
+    assert [s["Name"] for s in not_even] == [f"{prefix}/1", f"{prefix}/3"]
+    tagged = sm.list_secrets(Filters=by_name + [{"Key": "tag-value", "Values": ["3"]}])["SecretList"]
+    assert [s["Name"] for s in tagged] == [f"{prefix}/3"]
+    with pytest.raises(ClientError) as e:
+        sm.list_secrets(NextToken="garbage")
+    assert aws_error(e)[0] == "InvalidNextTokenException"
+
+
+def test_tags_are_added_overwritten_and_removed(sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="x", Tags=[{"Key": "a", "Value": "1"}])
+    sm.tag_resource(SecretId=unique_name, Tags=[{"Key": "a", "Value": "2"}, {"Key": "b", "Value": "3"}])
+    assert sm.describe_secret(SecretId=unique_name)["Tags"] == [{"Key": "a", "Value": "2"}, {"Key": "b", "Value": "3"}]
+    sm.untag_resource(SecretId=unique_name, TagKeys=["a"])
+    assert sm.describe_secret(SecretId=unique_name)["Tags"] == [{"Key": "b", "Value": "3"}]
+    with pytest.raises(ClientError) as e:
+        sm.tag_resource(SecretId=unique_name, Tags=[{"Key": "aws:reserved", "Value": "x"}])
+    assert aws_error(e)[0] == "InvalidParameterException"
+
+
+def test_get_random_password_honours_options(sm):
+    assert len(sm.get_random_password()["RandomPassword"]) == 32
+    p = sm.get_random_password(PasswordLength=64, ExcludePunctuation=True, ExcludeCharacters="abc")["RandomPassword"]
+    assert len(p) == 64 and p.isalnum() and not set("abc") & set(p)
+    with pytest.raises(ClientError) as e:
+        sm.get_random_password(PasswordLength=4097)
+    assert aws_error(e)[0] == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        sm.get_random_password(ExcludeLowercase=True, ExcludeUppercase=True, ExcludeNumbers=True, ExcludePunctuation=True)
+    assert aws_error(e)[0] == "InvalidParameterException"
+
+
+POLICY = """{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"secretsmanager:GetSecretValue","Resource":"*"}]}"""
+PUBLIC = """{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"secretsmanager:*","Resource":"*"}]}"""
+
+
+def test_resource_policies_are_validated_and_stored(sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="x")
+    assert "ResourcePolicy" not in sm.get_resource_policy(SecretId=unique_name)
+    sm.put_resource_policy(SecretId=unique_name, ResourcePolicy=POLICY)
+    assert sm.get_resource_policy(SecretId=unique_name)["ResourcePolicy"] == POLICY
+    with pytest.raises(ClientError) as e:
+        sm.put_resource_policy(SecretId=unique_name, ResourcePolicy="{not json")
+    assert aws_error(e)[0] == "MalformedPolicyDocumentException"
+    with pytest.raises(ClientError) as e:
+        sm.put_resource_policy(SecretId=unique_name, ResourcePolicy=PUBLIC, BlockPublicPolicy=True)
+    assert aws_error(e)[0] == "PublicPolicyException"
+    assert sm.get_resource_policy(SecretId=unique_name)["ResourcePolicy"] == POLICY
+    ok = sm.validate_resource_policy(ResourcePolicy=POLICY)
+    assert ok["PolicyValidationPassed"] is True and ok["ValidationErrors"] == []
+    bad = sm.validate_resource_policy(ResourcePolicy='{"Statement":[{"Effect":"Allow","Action":"s3:GetObject"}]}')
+    assert bad["PolicyValidationPassed"] is False
+    assert any("s3:GetObject" in f["ErrorMessage"] for f in bad["ValidationErrors"])
+    public = sm.validate_resource_policy(ResourcePolicy=PUBLIC)
+    assert [f["CheckName"] for f in public["ValidationErrors"]] == ["BROAD_ACCESS_CHECK"]
+    sm.delete_resource_policy(SecretId=unique_name)
+    assert "ResourcePolicy" not in sm.get_resource_policy(SecretId=unique_name)
+
+
+def test_rotate_secret_records_configuration_and_runs_nothing(sm, unique_name, server):
+    v1 = sm.create_secret(Name=unique_name, SecretString="x")["VersionId"]
+    with pytest.raises(ClientError) as e:
+        sm.rotate_secret(SecretId=unique_name)
+    assert aws_error(e) == ("InvalidRequestException", "No Lambda rotation function ARN is associated with this secret.", 400)
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    r = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam,
+                         RotationRules={"ScheduleExpression": "rate(4 hours)", "Duration": "2h"})
+    assert "VersionId" not in r, "no rotation ran, so no version was created"
+    d = sm.describe_secret(SecretId=unique_name)
+    assert d["RotationEnabled"] is True and d["RotationLambdaARN"] == lam
+    assert d["RotationRules"] == {"ScheduleExpression": "rate(4 hours)", "Duration": "2h"}
+    assert "LastRotatedDate" not in d
+    assert d["VersionIdsToStages"] == {v1: ["AWSCURRENT"]}
+    with pytest.raises(ClientError) as e:
+        sm.rotate_secret(SecretId=unique_name, RotationRules={"AutomaticallyAfterDays": 3, "ScheduleExpression": "rate(1 day)"})
+    assert aws_error(e)[0] == "InvalidParameterException"
+    sm.cancel_rotate_secret(SecretId=unique_name)
+    assert sm.describe_secret(SecretId=unique_name)["RotationEnabled"] is False
+
+
+def test_batch_get_secret_value_reports_per_secret_errors(sm, unique_name):
+    a = sm.create_secret(Name=unique_name + "/a", SecretString="A")["ARN"]
+    sm.create_secret(Name=unique_name + "/b", SecretString="B")
+    r = sm.batch_get_secret_value(SecretIdList=[a, unique_name + "/b", unique_name + "/missing"])
+    assert sorted(v["SecretString"] for v in r["SecretValues"]) == ["A", "B"]
+    assert [(x["SecretId"], x["ErrorCode"]) for x in r["Errors"]] == [(unique_name + "/missing", "ResourceNotFoundException")]
+    r = sm.batch_get_secret_value(Filters=[{"Key": "name", "Values": [unique_name + "/"]}])
+    assert sorted(v["SecretString"] for v in r["SecretValues"]) == ["A", "B"]
+    with pytest.raises(ClientError) as e:
+        sm.batch_get_secret_value(SecretIdList=[a], Filters=[{"Key": "name", "Values": ["x"]}])
+    assert aws_error(e)[0] == "InvalidParameterException"
+
+
+def test_regions_are_separate_namespaces(server, sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="east")
+    west = server.client(region="eu-west-1")
+    with pytest.raises(ClientError) as e:
+        west.get_secret_value(SecretId=unique_name)
+    assert aws_error(e)[0] == "ResourceNotFoundException"
+    created = west.create_secret(Name=unique_name, SecretString="west")
+    assert ":eu-west-1:" in created["ARN"]
+    assert west.get_secret_value(SecretId=unique_name)["SecretString"] == "west"
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "east"
+    with pytest.raises(ClientError) as e:
+        server.client(region="ap-south-1").list_secrets()
+    assert aws_error(e)[0] == "InvalidSignatureException"
+
+
+def test_replication_is_refused_with_a_clear_error(sm, unique_name):
+    with pytest.raises(ClientError) as e:
+        sm.create_secret(Name=unique_name, SecretString="x", AddReplicaRegions=[{"Region": "eu-west-1"}])
+    code, message, _ = aws_error(e)
+    assert code == "InvalidRequestException" and "replicate" in message
+    with pytest.raises(ClientError):
+        sm.describe_secret(SecretId=unique_name)
