@@ -75,7 +75,7 @@ class BatonServer:
         return env
 
     def start(self, wait=True):
-        self.log = open(self.data_dir.parent / f"baton-{self.port}.log", "wb")
+        self.log = open(self.data_dir.parent / f"baton-{self.port}.log", "ab")
         self.process = subprocess.Popen(self.command(), env=self.env(), stdout=self.log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()

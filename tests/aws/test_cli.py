@@ -1,0 +1,130 @@
+"""The aws CLI and the baton CLI, as a person would use them against a running server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ACCESS_KEY_ID, BATON, SECRET_ACCESS_KEY
+
+AWS = str(Path(sys.executable).with_name("aws"))
+
+
+def env_for(server, access_key=ACCESS_KEY_ID, secret_key=SECRET_ACCESS_KEY):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "BATON_ENDPOINT": server.endpoint,
+    })
+    return env
+
+
+def aws(server, *args):
+    out = subprocess.run([AWS, "--endpoint-url", server.endpoint, "secretsmanager", *args, "--output", "json"],
+                         env=env_for(server), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout) if out.stdout.strip() else {}
+
+
+def baton(server, *args, input=None, env=None, check=True):
+    out = subprocess.run([str(BATON), *args], env=env or env_for(server), capture_output=True, text=True,
+                         input=input, timeout=60)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_quickstart_aws_cli_writes_and_baton_cli_reads(server, unique_name):
+    created = aws(server, "create-secret", "--name", unique_name, "--secret-string", '{"user":"app","password":"pw1"}')
+    assert created["Name"] == unique_name
+    assert baton(server, "secret", "get", unique_name).stdout == '{"user":"app","password":"pw1"}\n'
+    aws(server, "put-secret-value", "--secret-id", unique_name, "--secret-string", "pw2")
+    got = aws(server, "get-secret-value", "--secret-id", unique_name)
+    assert got["SecretString"] == "pw2"
+    listed = aws(server, "list-secrets", "--filters", f"Key=name,Values={unique_name}")
+    assert [s["Name"] for s in listed["SecretList"]] == [unique_name]
+    aws(server, "delete-secret", "--secret-id", unique_name, "--force-delete-without-recovery")
+    out = baton(server, "secret", "get", unique_name, check=False)
+    assert out.returncode == 1
+    assert "ResourceNotFoundException" in out.stderr
+
+
+def test_baton_secret_commands_cover_the_lifecycle(server, unique_name, tmp_path):
+    value_file = tmp_path / "value"
+    value_file.write_text("from-a-file")
+    baton(server, "secret", "create", unique_name, "--value-file", str(value_file),
+          "--description", "made by the CLI", "--tag", "team=core")
+    assert baton(server, "secret", "get", unique_name).stdout == "from-a-file\n"
+    put = json.loads(baton(server, "secret", "put", unique_name, "--value-file", "-", "--stage", "AWSPENDING",
+                           "--output", "json", input="pending-value").stdout)
+    pending = put["VersionId"]
+    assert put["VersionStages"] == ["AWSPENDING"]
+    assert baton(server, "secret", "get", unique_name, "--stage", "AWSPENDING").stdout == "pending-value\n"
+    described = json.loads(baton(server, "secret", "describe", unique_name, "--output", "json").stdout)
+    current = next(v for v, s in described["VersionIdsToStages"].items() if "AWSCURRENT" in s)
+    assert described["Tags"] == [{"Key": "team", "Value": "core"}]
+    table = baton(server, "secret", "describe", unique_name).stdout
+    assert "made by the CLI" in table and "AWSPENDING" in table
+    assert "from-a-file" not in table, "describe never shows values"
+    baton(server, "secret", "label", unique_name,
+          "--move", f"AWSCURRENT:{current}:{pending}", "--move", f"AWSPENDING:{pending}:")
+    assert baton(server, "secret", "get", unique_name).stdout == "pending-value\n"
+    versions = json.loads(baton(server, "secret", "versions", unique_name, "--output", "json").stdout)["Versions"]
+    assert {v["VersionId"]: v["VersionStages"] for v in versions} == {pending: ["AWSCURRENT"], current: ["AWSPREVIOUS"]}
+    baton(server, "secret", "update", unique_name, "--description", "changed")
+    baton(server, "secret", "tag", unique_name, "env=prod", "--remove", "team")
+    described = json.loads(baton(server, "secret", "describe", unique_name, "--output", "json").stdout)
+    assert described["Description"] == "changed" and described["Tags"] == [{"Key": "env", "Value": "prod"}]
+    listed = baton(server, "secret", "list", "--name-prefix", unique_name).stdout
+    assert unique_name in listed
+    baton(server, "secret", "delete", unique_name, "--recovery-days", "7")
+    assert unique_name not in baton(server, "secret", "list", "--name-prefix", unique_name).stdout
+    assert unique_name in baton(server, "secret", "list", "--name-prefix", unique_name, "--include-deleted").stdout
+    baton(server, "secret", "restore", unique_name)
+    assert baton(server, "secret", "get", unique_name).stdout == "pending-value\n"
+
+
+def test_binary_values_through_the_cli(server, unique_name, tmp_path):
+    blob = tmp_path / "blob"
+    blob.write_bytes(bytes(range(256)))
+    baton(server, "secret", "create", unique_name, "--binary-file", str(blob))
+    out = subprocess.run([str(BATON), "secret", "get", unique_name], env=env_for(server), capture_output=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == bytes(range(256))
+
+
+def test_access_keys_are_issued_listed_and_revoked(server):
+    created = json.loads(baton(server, "admin", "access-key", "create", "--user", "ci", "--output", "json").stdout)
+    key = created["AccessKey"]
+    listed = baton(server, "admin", "access-key", "list").stdout
+    assert key["AccessKeyId"] in listed and key["SecretAccessKey"] not in listed
+    as_new_key = env_for(server, key["AccessKeyId"], key["SecretAccessKey"])
+    assert baton(server, "secret", "list", env=as_new_key).returncode == 0
+    baton(server, "admin", "access-key", "delete", key["AccessKeyId"])
+    refused = baton(server, "secret", "list", env=as_new_key, check=False)
+    assert refused.returncode == 1 and "UnrecognizedClientException" in refused.stderr
+
+
+def test_cli_reads_the_shared_credentials_file_and_profile(server, tmp_path):
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n\n"
+                     f"[baton]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_PROFILE": "baton", "BATON_ENDPOINT": server.endpoint})
+    assert baton(server, "secret", "list", env=env).returncode == 0
+    env["AWS_PROFILE"] = "missing"
+    out = baton(server, "secret", "list", env=env, check=False)
+    assert out.returncode == 1 and "[missing]" in out.stderr
+
+
+def test_cli_errors_name_the_problem(server):
+    env = env_for(server)
+    env["BATON_ENDPOINT"] = "http://127.0.0.1:1"
+    out = baton(server, "secret", "list", env=env, check=False)
+    assert out.returncode == 1 and "could not reach Baton at http://127.0.0.1:1" in out.stderr
+    out = baton(server, "secret", "put", "x", check=False)
+    assert out.returncode == 1 and "--value-file" in out.stderr

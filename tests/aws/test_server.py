@@ -1,0 +1,148 @@
+"""`baton serve` itself: first start, configuration, TLS, metrics, shutdown, limits, and what
+it leaves on disk and in its logs. Each test runs its own server on the embedded store."""
+
+import os
+import re
+import socket
+import stat
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import BATON, BatonServer
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    servers = []
+
+    def make(**kw):
+        srv = BatonServer(data_dir=tmp_path / f"data{len(servers)}", engine="sqlite", **kw)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+def test_first_start_creates_private_files_and_prints_the_admin_key_once(fresh):
+    srv = fresh(extra_env={"BATON_BOOTSTRAP_ACCESS_KEY_ID": "", "BATON_BOOTSTRAP_SECRET_ACCESS_KEY": ""})
+    env = srv.env()
+    del env["BATON_BOOTSTRAP_ACCESS_KEY_ID"], env["BATON_BOOTSTRAP_SECRET_ACCESS_KEY"]
+    srv.env = lambda: env
+    srv.start()
+    first = srv.read_log()
+    key_id = re.search(r"AWS_ACCESS_KEY_ID=(\S+)", first).group(1)
+    secret = re.search(r"AWS_SECRET_ACCESS_KEY=(\S+)", first).group(1)
+    for name in ("root.key", "credentials", "baton.db"):
+        mode = stat.S_IMODE(os.stat(srv.data_dir / name).st_mode)
+        assert mode == 0o600, f"{name} has mode {oct(mode)}"
+    assert stat.S_IMODE(os.stat(srv.data_dir).st_mode) == 0o700
+    assert secret in (srv.data_dir / "credentials").read_text()
+    client = srv.client(access_key=key_id, secret_key=secret)
+    client.create_secret(Name="after-restart", SecretString="persisted")
+    srv.stop()
+    srv.start()
+    assert srv.read_log().count(secret) == 1, "the key is printed on first start only"
+    assert client.get_secret_value(SecretId="after-restart")["SecretString"] == "persisted"
+
+
+def test_unknown_config_file_keys_stop_the_server_with_their_name(fresh, tmp_path):
+    config = tmp_path / "baton.toml"
+    config.write_text('listen = "127.0.0.1:1"\nlisten_prot = 9\n')
+    out = subprocess.run([str(BATON), "serve", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "listen_prot" in out.stderr and str(config) in out.stderr
+
+
+def test_config_file_values_apply_and_flags_override_them(fresh, tmp_path):
+    srv = fresh()
+    config = tmp_path / "baton.toml"
+    config.write_text(f'regions = ["ap-south-1"]\nlisten = "127.0.0.1:1"\naccount_id = "111122223333"\n')
+    srv.extra_args = ["--config", str(config)]
+    srv.regions = "ap-south-1"
+    srv.start()
+    arn = srv.client(region="ap-south-1").create_secret(Name="cfg", SecretString="x")["ARN"]
+    # --account-id on the command line overrides the file's account_id.
+    assert arn.startswith(f"arn:aws:secretsmanager:ap-south-1:{srv.account_id}:secret:cfg-")
+
+
+def test_sigterm_shuts_down_gracefully(fresh):
+    srv = fresh().start()
+    srv.client().list_secrets()
+    started = time.time()
+    srv.process.terminate()
+    assert srv.process.wait(timeout=15) == 0
+    assert time.time() - started < 10
+    assert "shutting down" in srv.read_log()
+
+
+def test_tls_is_served_when_a_certificate_is_given(fresh, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    srv = fresh(extra_args=["--tls-cert", str(cert), "--tls-key", str(key)], extra_env={"CA_FILE": str(cert)})
+    srv.scheme = "https"
+    srv.start()
+    client = srv.client(verify=str(cert))
+    client.create_secret(Name="over-tls", SecretString="x")
+    assert client.get_secret_value(SecretId="over-tls")["SecretString"] == "x"
+    with pytest.raises(Exception):
+        urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/health", timeout=2)
+
+
+def test_metrics_count_requests_by_operation_and_outcome(fresh):
+    srv = fresh().start()
+    client = srv.client()
+    client.create_secret(Name="m", SecretString="x")
+    client.get_secret_value(SecretId="m")
+    with pytest.raises(ClientError):
+        client.get_secret_value(SecretId="missing")
+    text = urllib.request.urlopen(f"{srv.endpoint}/metrics").read().decode()
+    assert re.search(r'baton_requests_total\{operation="secretsmanager.GetSecretValue",outcome="ok"\} 1', text), text
+    assert re.search(r'baton_requests_total\{operation="secretsmanager.GetSecretValue",outcome="ResourceNotFoundException"\} 1', text)
+    assert 'baton_request_duration_seconds_bucket{operation="secretsmanager.CreateSecret",le="0.005"}' in text
+    health = urllib.request.urlopen(f"{srv.endpoint}/health").read()
+    assert health == b'{"status":"ok"}'
+
+
+def test_values_never_reach_the_database_file_or_logs_in_plaintext(fresh):
+    srv = fresh(extra_env={"RUST_LOG": "trace"}).start()
+    client = srv.client()
+    marker = "PLAINTEXT-MARKER-7f3a9c1e-never-on-disk"
+    client.create_secret(Name="radioactive", SecretString=marker)
+    client.put_secret_value(SecretId="radioactive", SecretString=marker + "-v2")
+    client.put_secret_value(SecretId="radioactive", SecretBinary=marker.encode() + b"-bin")
+    client.get_secret_value(SecretId="radioactive")
+    client.list_secrets()
+    files = [srv.data_dir / n for n in ("baton.db", "baton.db-wal", "baton.db-shm") if (srv.data_dir / n).exists()]
+    assert srv.data_dir / "baton.db-wal" in files, "the WAL is scanned while the server still runs"
+    import base64
+    needles = [marker.encode(), base64.b64encode(marker.encode()), srv.env()["BATON_BOOTSTRAP_SECRET_ACCESS_KEY"].encode()]
+    for path in files:
+        data = path.read_bytes()
+        for needle in needles:
+            assert needle not in data, f"{needle!r} found in {path.name}"
+    log = srv.read_log()
+    assert "radioactive" in log or "GetSecretValue" in log, "the log is being written"
+    assert marker not in log
+    srv.stop()
+    for path in [srv.data_dir / "baton.db"]:
+        assert marker.encode() not in path.read_bytes()
+
+
+def test_connections_beyond_the_limit_are_refused_and_service_continues(fresh):
+    srv = fresh(extra_args=["--connections-max", "2"]).start()
+    held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
+    time.sleep(0.3)
+    with pytest.raises(Exception):
+        urllib.request.urlopen(f"{srv.endpoint}/health", timeout=3).read()
+    for s in held:
+        s.close()
+    time.sleep(0.3)
+    assert urllib.request.urlopen(f"{srv.endpoint}/health", timeout=3).status == 200
