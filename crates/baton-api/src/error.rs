@@ -86,13 +86,21 @@ impl ApiError {
             }
             ApiError::PublicPolicy(_) => (bad, "PublicPolicyException", Upper),
             ApiError::PreconditionNotMet(_) => (bad, "PreconditionNotMetException", Upper),
-            ApiError::PayloadTooLarge(_) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException", Lower)
-            }
-            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "RequestTimeoutException", Lower),
-            ApiError::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "InternalServiceError", Upper)
-            }
+            ApiError::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLargeException",
+                Lower,
+            ),
+            ApiError::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "RequestTimeoutException",
+                Lower,
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServiceError",
+                Upper,
+            ),
         }
     }
 
@@ -166,6 +174,9 @@ mod tests {
             ApiError::MissingAuthenticationToken("Missing Authentication Token".into()).body(),
         )
         .unwrap();
-        assert!(body.contains(r#""message":"Missing Authentication Token""#), "{body}");
+        assert!(
+            body.contains(r#""message":"Missing Authentication Token""#),
+            "{body}"
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use baton_core::{
-    AWSPENDING, CoreError, DeletionState, LabelMove, NewVersion, RotationConfig,
-    RotationRules, SecretRecord, SecretValueKind, Tag, VALUE_BYTES_MAX, resolve_version,
+    AWSPENDING, CoreError, DeletionState, LabelMove, NewVersion, RotationConfig, RotationRules,
+    SecretRecord, SecretValueKind, Tag, VALUE_BYTES_MAX, resolve_version,
 };
 use baton_crypto::{DataKey, PasswordOptions, SecretBytes};
 use baton_proto as p;
@@ -64,7 +64,10 @@ fn check_description(description: &Option<String>) -> Result<(), ApiError> {
 fn convert_tags(tags: &[p::Tag]) -> Result<Vec<Tag>, ApiError> {
     tags.iter()
         .map(|t| {
-            let key = t.key.clone().ok_or_else(|| ApiError::missing("tags.member.key"))?;
+            let key = t
+                .key
+                .clone()
+                .ok_or_else(|| ApiError::missing("tags.member.key"))?;
             let value = t.value.clone().unwrap_or_default();
             if key.is_empty() || key.chars().count() > TAG_KEY_CHARS_MAX {
                 return Err(ApiError::Validation(format!(
@@ -147,11 +150,19 @@ fn value_input(
             let decoded = BASE64.decode(b).map_err(|_| {
                 ApiError::Serialization("SecretBinary is not valid base64.".to_owned())
             })?;
-            (SecretValueKind::Binary, SecretBytes::new(decoded), "secretBinary")
+            (
+                SecretValueKind::Binary,
+                SecretBytes::new(decoded),
+                "secretBinary",
+            )
         }
     };
     if bytes.len() > VALUE_BYTES_MAX {
-        return Err(length_error(member, "less than or equal to", VALUE_BYTES_MAX));
+        return Err(length_error(
+            member,
+            "less than or equal to",
+            VALUE_BYTES_MAX,
+        ));
     }
     Ok(Some((kind, bytes)))
 }
@@ -283,7 +294,11 @@ impl Baton {
         let value = value_input(&req.secret_string, &req.secret_binary)?;
         let version_id = token_or_new(&req.client_request_token)?;
         let tags = convert_tags(req.tags.as_deref().unwrap_or_default())?;
-        if req.add_replica_regions.as_ref().is_some_and(|r| !r.is_empty()) {
+        if req
+            .add_replica_regions
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+        {
             return Err(ApiError::InvalidRequest(
                 "Baton does not replicate secrets across regions yet: create the secret without \
                  AddReplicaRegions."
@@ -366,7 +381,9 @@ impl Baton {
         caller: &Caller,
         req: p::SecretIdRequest,
     ) -> Result<p::DescribeSecretResponse, ApiError> {
-        let secret = self.find(caller, required(&req.secret_id, "secretId")?).await?;
+        let secret = self
+            .find(caller, required(&req.secret_id, "secretId")?)
+            .await?;
         Ok(p::DescribeSecretResponse {
             version_ids_to_stages: Some(stages_map(&secret)),
             arn: Some(secret.arn.clone()),
@@ -514,7 +531,11 @@ impl Baton {
         Ok(self.batch_read(caller, ids).await)
     }
 
-    async fn batch_read(&self, caller: &Caller, ids: Vec<String>) -> p::BatchGetSecretValueResponse {
+    async fn batch_read(
+        &self,
+        caller: &Caller,
+        ids: Vec<String>,
+    ) -> p::BatchGetSecretValueResponse {
         let mut values = Vec::new();
         let mut errors = Vec::new();
         for id in ids {
@@ -710,7 +731,11 @@ impl Baton {
             .filter(|s| include_deleted || !s.is_scheduled_for_deletion())
             .filter(|s| filters.iter().all(|f| f.matches(s)))
             .collect();
-        sort_secrets(&mut secrets, req.sort_by.as_deref(), req.sort_order.as_deref())?;
+        sort_secrets(
+            &mut secrets,
+            req.sort_by.as_deref(),
+            req.sort_order.as_deref(),
+        )?;
         let total = secrets.len();
         let page: Vec<p::SecretListEntry> = secrets
             .into_iter()
@@ -748,7 +773,9 @@ impl Baton {
         caller: &Caller,
         req: p::ListSecretVersionIdsRequest,
     ) -> Result<p::ListSecretVersionIdsResponse, ApiError> {
-        let secret = self.find(caller, required(&req.secret_id, "secretId")?).await?;
+        let secret = self
+            .find(caller, required(&req.secret_id, "secretId")?)
+            .await?;
         let max_results = req.max_results.unwrap_or(LIST_RESULTS_MAX);
         if !(1..=LIST_RESULTS_MAX).contains(&max_results) {
             return Err(ApiError::Validation(format!(
@@ -842,13 +869,17 @@ impl Baton {
     ) -> Result<p::ArnNameResponse, ApiError> {
         let now = now_ms();
         let ((), secret) = self
-            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
-                if !secret.is_scheduled_for_deletion() {
-                    return Ok(Outcome::Unchanged(()));
-                }
-                secret.restore(now)?;
-                Ok(Outcome::Changed(()))
-            })
+            .update(
+                caller,
+                required(&req.secret_id, "secretId")?,
+                |secret, _| {
+                    if !secret.is_scheduled_for_deletion() {
+                        return Ok(Outcome::Unchanged(()));
+                    }
+                    secret.restore(now)?;
+                    Ok(Outcome::Changed(()))
+                },
+            )
             .await?;
         Ok(p::ArnNameResponse {
             arn: Some(secret.arn),
@@ -863,11 +894,15 @@ impl Baton {
     ) -> Result<p::Empty, ApiError> {
         let tags = convert_tags(req.tags.as_ref().ok_or_else(|| ApiError::missing("tags"))?)?;
         let now = now_ms();
-        self.update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
-            secret.ensure_not_deleted()?;
-            secret.tag(tags.clone(), now)?;
-            Ok(Outcome::Changed(()))
-        })
+        self.update(
+            caller,
+            required(&req.secret_id, "secretId")?,
+            |secret, _| {
+                secret.ensure_not_deleted()?;
+                secret.tag(tags.clone(), now)?;
+                Ok(Outcome::Changed(()))
+            },
+        )
         .await?;
         Ok(p::Empty {})
     }
@@ -877,13 +912,20 @@ impl Baton {
         caller: &Caller,
         req: p::UntagResourceRequest,
     ) -> Result<p::Empty, ApiError> {
-        let keys = req.tag_keys.clone().ok_or_else(|| ApiError::missing("tagKeys"))?;
+        let keys = req
+            .tag_keys
+            .clone()
+            .ok_or_else(|| ApiError::missing("tagKeys"))?;
         let now = now_ms();
-        self.update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
-            secret.ensure_not_deleted()?;
-            secret.untag(&keys, now);
-            Ok(Outcome::Changed(()))
-        })
+        self.update(
+            caller,
+            required(&req.secret_id, "secretId")?,
+            |secret, _| {
+                secret.ensure_not_deleted()?;
+                secret.untag(&keys, now);
+                Ok(Outcome::Changed(()))
+            },
+        )
         .await?;
         Ok(p::Empty {})
     }
@@ -940,12 +982,16 @@ impl Baton {
         }
         let now = now_ms();
         let ((), secret) = self
-            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
-                secret.ensure_not_deleted()?;
-                secret.resource_policy = Some(text.to_owned());
-                secret.last_changed_at = now;
-                Ok(Outcome::Changed(()))
-            })
+            .update(
+                caller,
+                required(&req.secret_id, "secretId")?,
+                |secret, _| {
+                    secret.ensure_not_deleted()?;
+                    secret.resource_policy = Some(text.to_owned());
+                    secret.last_changed_at = now;
+                    Ok(Outcome::Changed(()))
+                },
+            )
             .await?;
         Ok(p::ArnNameResponse {
             arn: Some(secret.arn),
@@ -958,7 +1004,9 @@ impl Baton {
         caller: &Caller,
         req: p::SecretIdRequest,
     ) -> Result<p::GetResourcePolicyResponse, ApiError> {
-        let secret = self.find(caller, required(&req.secret_id, "secretId")?).await?;
+        let secret = self
+            .find(caller, required(&req.secret_id, "secretId")?)
+            .await?;
         Ok(p::GetResourcePolicyResponse {
             arn: Some(secret.arn),
             name: Some(secret.name),
@@ -973,15 +1021,19 @@ impl Baton {
     ) -> Result<p::ArnNameResponse, ApiError> {
         let now = now_ms();
         let ((), secret) = self
-            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
-                secret.ensure_not_deleted()?;
-                if secret.resource_policy.is_none() {
-                    return Ok(Outcome::Unchanged(()));
-                }
-                secret.resource_policy = None;
-                secret.last_changed_at = now;
-                Ok(Outcome::Changed(()))
-            })
+            .update(
+                caller,
+                required(&req.secret_id, "secretId")?,
+                |secret, _| {
+                    secret.ensure_not_deleted()?;
+                    if secret.resource_policy.is_none() {
+                        return Ok(Outcome::Unchanged(()));
+                    }
+                    secret.resource_policy = None;
+                    secret.last_changed_at = now;
+                    Ok(Outcome::Changed(()))
+                },
+            )
             .await?;
         Ok(p::ArnNameResponse {
             arn: Some(secret.arn),
@@ -998,8 +1050,7 @@ impl Baton {
             self.find(caller, id).await?;
         }
         let text = required(&req.resource_policy, "resourcePolicy")?;
-        let (doc, mut findings) =
-            policy::check(text).map_err(ApiError::MalformedPolicyDocument)?;
+        let (doc, mut findings) = policy::check(text).map_err(ApiError::MalformedPolicyDocument)?;
         if policy::grants_public_access(&doc) {
             findings.push(policy::Finding {
                 check_name: "BROAD_ACCESS_CHECK",
@@ -1029,32 +1080,40 @@ impl Baton {
         caller: &Caller,
         req: p::RotateSecretRequest,
     ) -> Result<p::ArnNameVersionResponse, ApiError> {
-        let rules = req.rotation_rules.as_ref().map(check_rotation_rules).transpose()?;
+        let rules = req
+            .rotation_rules
+            .as_ref()
+            .map(check_rotation_rules)
+            .transpose()?;
         if let Some(token) = &req.client_request_token {
             baton_core::validate_client_request_token(token)?;
         }
         let now = now_ms();
         let ((), secret) = self
-            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
-                secret.ensure_not_deleted()?;
-                let lambda = req
-                    .rotation_lambda_arn
-                    .clone()
-                    .or_else(|| secret.rotation.lambda_arn.clone())
-                    .ok_or_else(|| {
-                        ApiError::InvalidRequest(
-                            "No Lambda rotation function ARN is associated with this secret."
-                                .to_owned(),
-                        )
-                    })?;
-                secret.rotation.enabled = true;
-                secret.rotation.lambda_arn = Some(lambda);
-                if let Some(rules) = &rules {
-                    secret.rotation.rules = Some(rules.clone());
-                }
-                secret.last_changed_at = now;
-                Ok(Outcome::Changed(()))
-            })
+            .update(
+                caller,
+                required(&req.secret_id, "secretId")?,
+                |secret, _| {
+                    secret.ensure_not_deleted()?;
+                    let lambda = req
+                        .rotation_lambda_arn
+                        .clone()
+                        .or_else(|| secret.rotation.lambda_arn.clone())
+                        .ok_or_else(|| {
+                            ApiError::InvalidRequest(
+                                "No Lambda rotation function ARN is associated with this secret."
+                                    .to_owned(),
+                            )
+                        })?;
+                    secret.rotation.enabled = true;
+                    secret.rotation.lambda_arn = Some(lambda);
+                    if let Some(rules) = &rules {
+                        secret.rotation.rules = Some(rules.clone());
+                    }
+                    secret.last_changed_at = now;
+                    Ok(Outcome::Changed(()))
+                },
+            )
             .await?;
         Ok(p::ArnNameVersionResponse {
             arn: Some(secret.arn),
@@ -1070,12 +1129,16 @@ impl Baton {
     ) -> Result<p::ArnNameVersionResponse, ApiError> {
         let now = now_ms();
         let ((), secret) = self
-            .update(caller, required(&req.secret_id, "secretId")?, |secret, _| {
-                secret.ensure_not_deleted()?;
-                secret.rotation.enabled = false;
-                secret.last_changed_at = now;
-                Ok(Outcome::Changed(()))
-            })
+            .update(
+                caller,
+                required(&req.secret_id, "secretId")?,
+                |secret, _| {
+                    secret.ensure_not_deleted()?;
+                    secret.rotation.enabled = false;
+                    secret.last_changed_at = now;
+                    Ok(Outcome::Changed(()))
+                },
+            )
             .await?;
         let pending = secret
             .version_with_label(AWSPENDING)
@@ -1150,7 +1213,10 @@ impl Baton {
     /// Removes secrets whose recovery window has ended. Returns how many were purged.
     pub async fn purge_due(&self, now: i64) -> Result<usize, ApiError> {
         const PURGE_BATCH_MAX: u32 = 100;
-        let ids = self.store.secrets_due_for_purge(now, PURGE_BATCH_MAX).await?;
+        let ids = self
+            .store
+            .secrets_due_for_purge(now, PURGE_BATCH_MAX)
+            .await?;
         for id in &ids {
             self.store.delete_secret(id).await?;
         }
@@ -1215,14 +1281,21 @@ impl Filter {
             _ => {
                 let mut all = vec![secret.name.as_str()];
                 all.extend(secret.description.as_deref());
-                all.extend(secret.tags.iter().flat_map(|t| [t.key.as_str(), t.value.as_str()]));
+                all.extend(
+                    secret
+                        .tags
+                        .iter()
+                        .flat_map(|t| [t.key.as_str(), t.value.as_str()]),
+                );
                 all
             }
         };
-        self.values.iter().any(|value| match value.strip_prefix('!') {
-            Some(negated) => !candidates.iter().any(|c| c.starts_with(negated)),
-            None => candidates.iter().any(|c| c.starts_with(value.as_str())),
-        })
+        self.values
+            .iter()
+            .any(|value| match value.strip_prefix('!') {
+                Some(negated) => !candidates.iter().any(|c| c.starts_with(negated)),
+                None => candidates.iter().any(|c| c.starts_with(value.as_str())),
+            })
     }
 }
 
@@ -1239,7 +1312,10 @@ fn parse_filters(filters: &[p::Filter]) -> Result<Vec<Filter>, ApiError> {
     filters
         .iter()
         .map(|f| {
-            let key = f.key.clone().ok_or_else(|| ApiError::missing("filters.member.key"))?;
+            let key = f
+                .key
+                .clone()
+                .ok_or_else(|| ApiError::missing("filters.member.key"))?;
             if !KEYS.contains(&key.as_str()) {
                 return Err(ApiError::Validation(format!(
                     "1 validation error detected: Value '{key}' at 'filters.member.key' failed \
@@ -1301,6 +1377,115 @@ fn decode_next_token(token: &Option<String>) -> Result<usize, ApiError> {
         .decode(token)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("baton-page-v1:").and_then(|n| n.parse().ok()))
+        .and_then(|s| {
+            s.strip_prefix("baton-page-v1:")
+                .and_then(|n| n.parse().ok())
+        })
         .ok_or_else(|| ApiError::InvalidNextToken("The NextToken value is invalid.".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn baton(dir: &std::path::Path) -> Baton {
+        let store = baton_store::SqliteStore::open(&dir.join("baton.db")).unwrap();
+        let (root_key, _) = baton_crypto::RootKey::generate().unwrap();
+        Baton::new(
+            Arc::new(store),
+            root_key,
+            "123456789012".into(),
+            vec!["us-east-1".into()],
+        )
+    }
+
+    fn caller() -> Caller {
+        Caller {
+            access_key_id: "BTNTEST".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn purge_removes_secrets_only_after_their_recovery_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let baton = baton(dir.path());
+        for name in ["doomed", "kept"] {
+            baton
+                .create_secret(
+                    &caller(),
+                    p::CreateSecretRequest {
+                        name: Some(name.into()),
+                        secret_string: Some("v".into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let deleted = baton
+            .delete_secret(
+                &caller(),
+                p::DeleteSecretRequest {
+                    secret_id: Some("doomed".into()),
+                    recovery_window_in_days: Some(7),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let purge_at_ms = (deleted.deletion_date.unwrap() * 1000.0) as i64;
+        assert_eq!(baton.purge_due(purge_at_ms - 1).await.unwrap(), 0);
+        assert_eq!(baton.purge_due(purge_at_ms + 1).await.unwrap(), 1);
+        assert!(matches!(
+            baton.find(&caller(), "doomed").await,
+            Err(ApiError::ResourceNotFound(_))
+        ));
+        assert!(baton.find(&caller(), "kept").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_sealed_value_moved_to_another_version_fails_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let baton = baton(dir.path());
+        let c = caller();
+        baton
+            .create_secret(
+                &c,
+                p::CreateSecretRequest {
+                    name: Some("s".into()),
+                    secret_string: Some("one".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        baton
+            .put_secret_value(
+                &c,
+                p::PutSecretValueRequest {
+                    secret_id: Some("s".into()),
+                    secret_string: Some("two".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut secret = baton.find(&c, "s").await.unwrap();
+        // Swap the sealed values of the two versions, as an attacker with database access could.
+        let first = secret.versions[0].sealed_value.clone();
+        secret.versions[0].sealed_value = secret.versions[1].sealed_value.clone();
+        secret.versions[1].sealed_value = first;
+        let data_key = baton.data_key(&secret).unwrap();
+        for version in &secret.versions {
+            assert!(
+                baton
+                    .open_value(&data_key, &secret, &version.version_id)
+                    .is_err()
+            );
+        }
+    }
 }

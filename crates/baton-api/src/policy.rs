@@ -59,7 +59,9 @@ pub fn check(text: &str) -> Result<(Value, Vec<Finding>), String> {
         };
         match st.get("Effect").and_then(Value::as_str) {
             Some("Allow") | Some("Deny") => {}
-            _ => syntax(format!("Statement {i}: Effect must be \"Allow\" or \"Deny\".")),
+            _ => syntax(format!(
+                "Statement {i}: Effect must be \"Allow\" or \"Deny\"."
+            )),
         }
         if !st.contains_key("Principal") && !st.contains_key("NotPrincipal") {
             syntax(format!(
@@ -72,7 +74,9 @@ pub fn check(text: &str) -> Result<(Value, Vec<Finding>), String> {
             Some(actions) => {
                 for action in as_list(actions) {
                     match action.as_str() {
-                        Some(a) if a == "*" || a.to_ascii_lowercase().starts_with("secretsmanager:") => {}
+                        Some(a)
+                            if a == "*"
+                                || a.to_ascii_lowercase().starts_with("secretsmanager:") => {}
                         Some(a) => syntax(format!(
                             "Statement {i}: action '{a}' does not apply to Secrets Manager."
                         )),
@@ -82,7 +86,9 @@ pub fn check(text: &str) -> Result<(Value, Vec<Finding>), String> {
             }
         }
         if !st.contains_key("Resource") && !st.contains_key("NotResource") {
-            syntax(format!("Statement {i}: Resource or NotResource is required."));
+            syntax(format!(
+                "Statement {i}: Resource or NotResource is required."
+            ));
         }
     }
     Ok((doc, findings))
@@ -124,12 +130,13 @@ mod tests {
 
     #[test]
     fn findings_name_what_is_wrong() {
-        let (_, findings) = check(
-            r#"{"Statement":{"Effect":"Maybe","Action":"s3:GetObject"}}"#,
-        )
-        .unwrap();
+        let (_, findings) =
+            check(r#"{"Statement":{"Effect":"Maybe","Action":"s3:GetObject"}}"#).unwrap();
         let messages: Vec<&str> = findings.iter().map(|f| f.message.as_str()).collect();
-        assert!(messages.iter().any(|m| m.contains("no Version")), "{messages:?}");
+        assert!(
+            messages.iter().any(|m| m.contains("no Version")),
+            "{messages:?}"
+        );
         assert!(messages.iter().any(|m| m.contains("Effect")));
         assert!(messages.iter().any(|m| m.contains("Principal")));
         assert!(messages.iter().any(|m| m.contains("s3:GetObject")));

@@ -418,7 +418,15 @@ async fn api(
         ))),
         Ok(body) => match tokio::time::timeout(
             app.request_timeout,
-            dispatch(&app, &method, &uri, &headers, &body, &target, &mut caller_key),
+            dispatch(
+                &app,
+                &method,
+                &uri,
+                &headers,
+                &body,
+                &target,
+                &mut caller_key,
+            ),
         )
         .await
         {
@@ -452,7 +460,10 @@ async fn api(
     );
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(p::CONTENT_TYPE));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(p::CONTENT_TYPE),
+    );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-amzn-requestid", v);
     }
@@ -521,7 +532,9 @@ async fn dispatch(
         "secretsmanager.RestoreSecret" => op!(restore_secret),
         "secretsmanager.TagResource" => op!(tag_resource),
         "secretsmanager.UntagResource" => op!(untag_resource),
-        "secretsmanager.GetRandomPassword" => to_json(&baton.get_random_password(parse(body, target)?)?),
+        "secretsmanager.GetRandomPassword" => {
+            to_json(&baton.get_random_password(parse(body, target)?)?)
+        }
         "secretsmanager.PutResourcePolicy" => op!(put_resource_policy),
         "secretsmanager.GetResourcePolicy" => op!(get_resource_policy),
         "secretsmanager.DeleteResourcePolicy" => op!(delete_resource_policy),

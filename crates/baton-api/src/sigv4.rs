@@ -159,7 +159,11 @@ pub fn canonical_request(
     signed_headers: &[String],
     body: &[u8],
 ) -> String {
-    let path = if uri.path().is_empty() { "/" } else { uri.path() };
+    let path = if uri.path().is_empty() {
+        "/"
+    } else {
+        uri.path()
+    };
     let mut query: Vec<(String, String)> = uri
         .query()
         .unwrap_or_default()
@@ -448,7 +452,9 @@ mod tests {
         ));
         headers.insert(
             "authorization",
-            HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/secretsmanager/aws4_request"),
+            HeaderValue::from_static(
+                "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/secretsmanager/aws4_request",
+            ),
         );
         let Err(ApiError::IncompleteSignature(message)) = parse(&headers, 0) else {
             panic!("expected IncompleteSignature");

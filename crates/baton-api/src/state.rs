@@ -128,9 +128,10 @@ impl Baton {
                             "The security token included in the request is invalid.".to_owned(),
                         )
                     })?;
-                let secret = self
-                    .root_key
-                    .open(&record.sealed_secret, &access_key_aad(&record.access_key_id))?;
+                let secret = self.root_key.open(
+                    &record.sealed_secret,
+                    &access_key_aad(&record.access_key_id),
+                )?;
                 let key = baton_crypto::sigv4::signing_key(
                     secret.expose(),
                     &signed.scope_date,

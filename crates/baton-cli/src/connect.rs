@@ -140,7 +140,10 @@ mod tests {
         )
         .unwrap();
         let key = profile_keys(&path, "baton").unwrap().unwrap();
-        assert_eq!((key.access_key_id.as_str(), key.secret_access_key.as_str()), ("C", "D"));
+        assert_eq!(
+            (key.access_key_id.as_str(), key.secret_access_key.as_str()),
+            ("C", "D")
+        );
         assert!(profile_keys(&path, "missing").unwrap().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -12,7 +12,9 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(header.to_vec());
     for row in rows {
         table.add_row(row);
     }
@@ -20,7 +22,11 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
 }
 
 /// Prints `value` as JSON, or calls `human` to print it for people.
-pub fn show<T: Serialize>(format: OutputFormat, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+pub fn show<T: Serialize>(
+    format: OutputFormat,
+    value: &T,
+    human: impl FnOnce(&T),
+) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => json(value),
         OutputFormat::Table => {

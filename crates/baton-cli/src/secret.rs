@@ -151,14 +151,16 @@ impl ValueArgs {
         }
         if let Some(path) = &self.value_file {
             let bytes = read_source(path)?;
-            let text = String::from_utf8(bytes).context(
-                "the value is not UTF-8 text; store it with --binary-file instead",
-            )?;
+            let text = String::from_utf8(bytes)
+                .context("the value is not UTF-8 text; store it with --binary-file instead")?;
             return Ok((Some(text), None));
         }
         if let Some(path) = &self.binary_file {
             let bytes = read_source(path)?;
-            return Ok((None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))));
+            return Ok((
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            ));
         }
         Ok((None, None))
     }
@@ -179,7 +181,9 @@ fn parse_move(s: &str) -> Result<Move, String> {
     };
     let opt = |v: &str| (!v.is_empty()).then(|| v.to_owned());
     if label.is_empty() || (from.is_empty() && to.is_empty()) {
-        return Err(format!("'{s}' needs a label and at least one of FROM and TO"));
+        return Err(format!(
+            "'{s}' needs a label and at least one of FROM and TO"
+        ));
     }
     Ok((label.to_owned(), opt(from), opt(to)))
 }
@@ -191,7 +195,11 @@ fn stages_rows(map: &Option<std::collections::BTreeMap<String, Vec<String>>>) ->
         .collect()
 }
 
-pub async fn run_secret(client: Client, format: OutputFormat, command: SecretCommand) -> anyhow::Result<()> {
+pub async fn run_secret(
+    client: Client,
+    format: OutputFormat,
+    command: SecretCommand,
+) -> anyhow::Result<()> {
     match command {
         SecretCommand::Create {
             name,
@@ -350,15 +358,22 @@ pub async fn run_secret(client: Client, format: OutputFormat, command: SecretCom
                     vec![
                         vec!["ARN".into(), d.arn.clone().unwrap_or_default()],
                         vec!["Name".into(), d.name.clone().unwrap_or_default()],
-                        vec!["Description".into(), d.description.clone().unwrap_or_default()],
+                        vec![
+                            "Description".into(),
+                            d.description.clone().unwrap_or_default(),
+                        ],
                         vec!["Created".into(), date(d.created_date)],
                         vec!["Last changed".into(), date(d.last_changed_date)],
                         vec!["Last accessed".into(), date(d.last_accessed_date)],
                         vec!["Deleted".into(), date(d.deleted_date)],
                         vec![
                             "Rotation".into(),
-                            if d.rotation_enabled.unwrap_or(false) { "enabled" } else { "disabled" }
-                                .into(),
+                            if d.rotation_enabled.unwrap_or(false) {
+                                "enabled"
+                            } else {
+                                "disabled"
+                            }
+                            .into(),
                         ],
                         vec![
                             "Tags".into(),
@@ -377,7 +392,10 @@ pub async fn run_secret(client: Client, format: OutputFormat, command: SecretCom
                         ],
                     ],
                 );
-                table(&["Version", "Stages"], stages_rows(&d.version_ids_to_stages));
+                table(
+                    &["Version", "Stages"],
+                    stages_rows(&d.version_ids_to_stages),
+                );
             })
         }
         SecretCommand::Update {
@@ -496,7 +514,10 @@ pub async fn run_secret(client: Client, format: OutputFormat, command: SecretCom
                 )
                 .await?;
             show(format, &r, |r| {
-                table(&["Version", "Stages"], stages_rows(&r.version_ids_to_stages))
+                table(
+                    &["Version", "Stages"],
+                    stages_rows(&r.version_ids_to_stages),
+                )
             })
         }
         SecretCommand::Tag {
@@ -544,7 +565,11 @@ pub async fn run_secret(client: Client, format: OutputFormat, command: SecretCom
     }
 }
 
-pub async fn run_admin(client: Client, format: OutputFormat, command: AdminCommand) -> anyhow::Result<()> {
+pub async fn run_admin(
+    client: Client,
+    format: OutputFormat,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
     match command {
         AdminCommand::AccessKey(AccessKeyCommand::Create { user }) => {
             let r: p::CreateAccessKeyResponse = client
@@ -558,7 +583,10 @@ pub async fn run_admin(client: Client, format: OutputFormat, command: AdminComma
             show(format, &r, |r| {
                 let key = r.access_key.clone().unwrap_or_default();
                 println!("Access key created. The secret is shown this once; store it now.");
-                println!("AWS_ACCESS_KEY_ID={}", key.access_key_id.unwrap_or_default());
+                println!(
+                    "AWS_ACCESS_KEY_ID={}",
+                    key.access_key_id.unwrap_or_default()
+                );
                 println!(
                     "AWS_SECRET_ACCESS_KEY={}",
                     key.secret_access_key.unwrap_or_default()
@@ -594,7 +622,9 @@ pub async fn run_admin(client: Client, format: OutputFormat, command: AdminComma
                     },
                 )
                 .await?;
-            show(format, &r, |_| println!("deleted access key {access_key_id}"))
+            show(format, &r, |_| {
+                println!("deleted access key {access_key_id}")
+            })
         }
     }
 }
@@ -609,7 +639,10 @@ mod tests {
             parse_move("AWSCURRENT:v1:v2").unwrap(),
             ("AWSCURRENT".into(), Some("v1".into()), Some("v2".into()))
         );
-        assert_eq!(parse_move("blue::v3").unwrap(), ("blue".into(), None, Some("v3".into())));
+        assert_eq!(
+            parse_move("blue::v3").unwrap(),
+            ("blue".into(), None, Some("v3".into()))
+        );
         assert!(parse_move("blue::").is_err());
         assert!(parse_move("blue").is_err());
     }

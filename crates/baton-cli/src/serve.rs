@@ -117,7 +117,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => load_file(path)?,
         None => FileConfig::default(),
     };
-    let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
+    let log_format = args
+        .log_format
+        .or(file.log_format)
+        .unwrap_or(LogFormat::Text);
     init_logging(log_format);
     let account_id = args
         .account_id
@@ -137,7 +140,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ) {
         (Some(id), Some(secret)) => {
             if id.len() < 16 || secret.len() < 16 {
-                bail!("BATON_BOOTSTRAP_ACCESS_KEY_ID and BATON_BOOTSTRAP_SECRET_ACCESS_KEY must each be at least 16 characters");
+                bail!(
+                    "BATON_BOOTSTRAP_ACCESS_KEY_ID and BATON_BOOTSTRAP_SECRET_ACCESS_KEY must each be at least 16 characters"
+                );
             }
             Some(Bootstrap {
                 access_key_id: id,
@@ -145,7 +150,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             })
         }
         (None, None) => None,
-        _ => bail!("set both BATON_BOOTSTRAP_ACCESS_KEY_ID and BATON_BOOTSTRAP_SECRET_ACCESS_KEY, or neither"),
+        _ => bail!(
+            "set both BATON_BOOTSTRAP_ACCESS_KEY_ID and BATON_BOOTSTRAP_SECRET_ACCESS_KEY, or neither"
+        ),
     };
     let database_url = args.database_url.or(file.database_url);
     let options = ServeOptions {

@@ -170,7 +170,12 @@ impl Client {
         let headers: Vec<(String, String)> = request
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect();
         let signable = SignableRequest::new(
             request.method().as_str(),

@@ -132,8 +132,9 @@ mod tests {
 
     #[test]
     fn arns_parse_into_region_account_and_resource() {
-        let arn = parse_secret_arn("arn:aws:secretsmanager:eu-west-1:123456789012:secret:a/b-AbC123")
-            .expect("valid arn");
+        let arn =
+            parse_secret_arn("arn:aws:secretsmanager:eu-west-1:123456789012:secret:a/b-AbC123")
+                .expect("valid arn");
         assert_eq!(arn.region, "eu-west-1");
         assert_eq!(arn.account, "123456789012");
         assert_eq!(arn.resource, "a/b-AbC123");

@@ -362,7 +362,12 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn put(secret: &mut SecretRecord, id: &str, labels: Option<&[&str]>, now: Timestamp) {
+    pub(crate) fn put(
+        secret: &mut SecretRecord,
+        id: &str,
+        labels: Option<&[&str]>,
+        now: Timestamp,
+    ) {
         secret
             .add_version(
                 NewVersion {
@@ -477,10 +482,15 @@ pub(crate) mod tests {
         put(&mut s, "v2", None, 2);
         assert_eq!(resolve_version(&s, None, None).unwrap().version_id, "v2");
         assert_eq!(
-            resolve_version(&s, None, Some(AWSPREVIOUS)).unwrap().version_id,
+            resolve_version(&s, None, Some(AWSPREVIOUS))
+                .unwrap()
+                .version_id,
             "v1"
         );
-        assert_eq!(resolve_version(&s, Some("v1"), None).unwrap().version_id, "v1");
+        assert_eq!(
+            resolve_version(&s, Some("v1"), None).unwrap().version_id,
+            "v1"
+        );
         assert!(matches!(
             resolve_version(&s, Some("v1"), Some(AWSCURRENT)),
             Err(CoreError::InvalidRequest(_))

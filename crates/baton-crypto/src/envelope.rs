@@ -58,7 +58,11 @@ impl AeadKey {
         let mut buf = sealed[1 + NONCE_LEN..].to_vec();
         let opened = self
             .0
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
             .map(|plaintext| plaintext.len());
         match opened {
             Ok(plaintext_len) => {
@@ -127,10 +131,13 @@ impl RootKey {
                     .trim();
                 let hex_part = body
                     .strip_prefix(ROOT_KEY_FILE_HEADER)
-                    .ok_or_else(|| file_error(format!("does not start with {ROOT_KEY_FILE_HEADER}")))?
+                    .ok_or_else(|| {
+                        file_error(format!("does not start with {ROOT_KEY_FILE_HEADER}"))
+                    })?
                     .trim();
                 let bytes = SecretBytes::new(
-                    hex::decode(hex_part).map_err(|_| file_error("key is not valid hex".to_owned()))?,
+                    hex::decode(hex_part)
+                        .map_err(|_| file_error("key is not valid hex".to_owned()))?,
                 );
                 if bytes.len() != KEY_LEN {
                     return Err(file_error(format!("key must be {KEY_LEN} bytes")));
@@ -160,8 +167,7 @@ impl RootKey {
 
     /// Wraps a data key for the secret (or other owner) named by `context`.
     pub fn wrap(&self, data_key: &DataKey, context: &str) -> Result<Vec<u8>, CryptoError> {
-        self.key
-            .seal(data_key.bytes.expose(), &wrap_aad(context))
+        self.key.seal(data_key.bytes.expose(), &wrap_aad(context))
     }
 
     pub fn unwrap(&self, wrapped: &[u8], context: &str) -> Result<DataKey, CryptoError> {
@@ -229,13 +235,22 @@ mod tests {
         let dk = DataKey::generate().unwrap();
         let wrapped = root.wrap(&dk, "secret-1").unwrap();
         let dk2 = root.unwrap(&wrapped, "secret-1").unwrap();
-        assert!(root.unwrap(&wrapped, "secret-2").is_err(), "wrapped key bound to its secret");
+        assert!(
+            root.unwrap(&wrapped, "secret-2").is_err(),
+            "wrapped key bound to its secret"
+        );
 
         let sealed = dk.seal(b"the plaintext", "secret-1/v1").unwrap();
         assert_eq!(sealed[0], SEALED_FORMAT_V1);
         assert!(!sealed.windows(13).any(|w| w == b"the plaintext"));
-        assert_eq!(dk2.open(&sealed, "secret-1/v1").unwrap().expose(), b"the plaintext");
-        assert!(dk2.open(&sealed, "secret-1/v2").is_err(), "moved to another version");
+        assert_eq!(
+            dk2.open(&sealed, "secret-1/v1").unwrap().expose(),
+            b"the plaintext"
+        );
+        assert!(
+            dk2.open(&sealed, "secret-1/v2").is_err(),
+            "moved to another version"
+        );
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert!(dk2.open(&tampered, "secret-1/v1").is_err());
@@ -255,7 +270,10 @@ mod tests {
         let path = dir.join("root.key");
         let (k1, created) = RootKey::load_or_create(&path).unwrap();
         assert!(created);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let (k2, created) = RootKey::load_or_create(&path).unwrap();
         assert!(!created);
         let sealed = k1.seal(b"v", "ctx").unwrap();

@@ -160,7 +160,10 @@ mod tests {
             ..Default::default()
         };
         let p = text(&options);
-        assert!(p.chars().all(|c| c.is_ascii_alphabetic() && !"abcXYZ".contains(c)));
+        assert!(
+            p.chars()
+                .all(|c| c.is_ascii_alphabetic() && !"abcXYZ".contains(c))
+        );
     }
 
     #[test]
@@ -172,7 +175,10 @@ mod tests {
             exclude_punctuation: true,
             ..Default::default()
         };
-        assert!(matches!(random_password(&none), Err(PasswordError::NoCharacters)));
+        assert!(matches!(
+            random_password(&none),
+            Err(PasswordError::NoCharacters)
+        ));
         let short = PasswordOptions {
             length: 3,
             ..Default::default()

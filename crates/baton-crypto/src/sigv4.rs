@@ -15,7 +15,12 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> hmac::Tag {
 }
 
 /// `kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request")`.
-pub fn signing_key(secret_access_key: &[u8], date: &str, region: &str, service: &str) -> SecretBytes {
+pub fn signing_key(
+    secret_access_key: &[u8],
+    date: &str,
+    region: &str,
+    service: &str,
+) -> SecretBytes {
     let k_secret = SecretBytes::new([b"AWS4".as_slice(), secret_access_key].concat());
     let k_date = hmac_sha256(k_secret.expose(), date.as_bytes());
     let k_region = hmac_sha256(k_date.as_ref(), region.as_bytes());

@@ -436,7 +436,10 @@ mod tests {
         };
         let shown = format!("{value:?}");
         assert!(shown.contains("db"));
-        assert!(!shown.contains("pa55word-xyz") && !shown.contains("c2VjcmV0"), "{shown}");
+        assert!(
+            !shown.contains("pa55word-xyz") && !shown.contains("c2VjcmV0"),
+            "{shown}"
+        );
         let key = AccessKey {
             secret_access_key: Some("topsecretkey".into()),
             ..Default::default()

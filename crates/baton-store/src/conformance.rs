@@ -31,7 +31,10 @@ pub fn sample_secret(name: &str) -> SecretRecord {
     let id = unique("sec-");
     let account_id = unique("acct-");
     let mut secret = SecretRecord {
-        arn: format!("arn:aws:secretsmanager:us-east-1:{account_id}:secret:{name}-{}", &id[..6]),
+        arn: format!(
+            "arn:aws:secretsmanager:us-east-1:{account_id}:secret:{name}-{}",
+            &id[..6]
+        ),
         id,
         account_id,
         region: "us-east-1".into(),
@@ -86,7 +89,10 @@ fn add(secret: &mut SecretRecord, id: &str, labels: Option<&[&str]>, now: i64) {
 }
 
 fn labels(secret: &SecretRecord, id: &str) -> BTreeSet<String> {
-    secret.version(id).map(|v| v.labels.clone()).unwrap_or_default()
+    secret
+        .version(id)
+        .map(|v| v.labels.clone())
+        .unwrap_or_default()
 }
 
 pub async fn inserted_secret_reads_back_identically(store: &dyn Store) {
@@ -136,11 +142,24 @@ pub async fn saves_add_versions_and_move_labels(store: &dyn Store) {
         purge_at: 5_000,
     };
     secret.revision = store.save_secret(&secret).await.unwrap();
-    let loaded = store.find_secret_by_arn(&secret.arn).await.unwrap().unwrap();
+    let loaded = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(loaded, secret);
-    assert_eq!(labels(&loaded, "v2"), BTreeSet::from([AWSCURRENT.to_owned()]));
-    assert_eq!(labels(&loaded, "v1"), BTreeSet::from([AWSPREVIOUS.to_owned()]));
-    assert_eq!(labels(&loaded, "v3"), BTreeSet::from(["AWSPENDING".to_owned()]));
+    assert_eq!(
+        labels(&loaded, "v2"),
+        BTreeSet::from([AWSCURRENT.to_owned()])
+    );
+    assert_eq!(
+        labels(&loaded, "v1"),
+        BTreeSet::from([AWSPREVIOUS.to_owned()])
+    );
+    assert_eq!(
+        labels(&loaded, "v3"),
+        BTreeSet::from(["AWSPENDING".to_owned()])
+    );
 }
 
 pub async fn pruned_versions_are_deleted(store: &dyn Store) {
@@ -150,8 +169,16 @@ pub async fn pruned_versions_are_deleted(store: &dyn Store) {
     add(&mut secret, "v3", None, 3_000);
     secret.versions.retain(|v| v.version_id != "v1");
     secret.revision = store.save_secret(&secret).await.unwrap();
-    let loaded = store.find_secret_by_arn(&secret.arn).await.unwrap().unwrap();
-    let ids: Vec<&str> = loaded.versions.iter().map(|v| v.version_id.as_str()).collect();
+    let loaded = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<&str> = loaded
+        .versions
+        .iter()
+        .map(|v| v.version_id.as_str())
+        .collect();
     assert_eq!(ids, ["v2", "v3"]);
 }
 
@@ -169,7 +196,11 @@ pub async fn stale_revision_is_a_conflict_and_writes_nothing(store: &dyn Store) 
         store.save_secret(&stale).await,
         Err(StoreError::Conflict)
     ));
-    let loaded = store.find_secret_by_arn(&secret.arn).await.unwrap().unwrap();
+    let loaded = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(loaded, first);
 }
 
@@ -188,8 +219,16 @@ pub async fn database_refuses_a_label_on_two_versions(store: &dyn Store) {
         store.save_secret(&corrupt).await,
         Err(StoreError::Constraint(_))
     ));
-    let loaded = store.find_secret_by_arn(&secret.arn).await.unwrap().unwrap();
-    assert_eq!(loaded.versions.len(), 1, "the refused write added no version");
+    let loaded = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        loaded.versions.len(),
+        1,
+        "the refused write added no version"
+    );
     assert_eq!(loaded.revision, before_bad_write.revision);
 }
 
@@ -215,9 +254,15 @@ pub async fn purge_finds_due_secrets_and_deletes_everything(store: &dyn Store) {
         purge_at: -50_000_000,
     };
     store.insert_secret(&due).await.unwrap();
-    let ids = store.secrets_due_for_purge(-49_999_999, 1_000).await.unwrap();
+    let ids = store
+        .secrets_due_for_purge(-49_999_999, 1_000)
+        .await
+        .unwrap();
     assert!(ids.contains(&due.id), "{ids:?}");
-    let early = store.secrets_due_for_purge(-50_000_001, 1_000).await.unwrap();
+    let early = store
+        .secrets_due_for_purge(-50_000_001, 1_000)
+        .await
+        .unwrap();
     assert!(!early.contains(&due.id));
     store.delete_secret(&due.id).await.unwrap();
     assert!(store.find_secret_by_arn(&due.arn).await.unwrap().is_none());
@@ -240,10 +285,16 @@ pub async fn access_keys_round_trip(store: &dyn Store) {
         Some(key.clone())
     );
     assert!(store.list_access_keys().await.unwrap().contains(&key));
-    assert!(store.insert_access_key(&key).await.is_err(), "ids are unique");
+    assert!(
+        store.insert_access_key(&key).await.is_err(),
+        "ids are unique"
+    );
     assert!(store.delete_access_key(&key.access_key_id).await.unwrap());
     assert!(!store.delete_access_key(&key.access_key_id).await.unwrap());
-    assert_eq!(store.find_access_key(&key.access_key_id).await.unwrap(), None);
+    assert_eq!(
+        store.find_access_key(&key.access_key_id).await.unwrap(),
+        None
+    );
     store.ping().await.unwrap();
 }
 

@@ -83,7 +83,9 @@ impl PostgresStore {
                 .await
                 .map_err(backend)?;
             if applied.is_none() {
-                let body = body.replace("{blob}", "BYTEA").replace("{bigint}", "BIGINT");
+                let body = body
+                    .replace("{blob}", "BYTEA")
+                    .replace("{bigint}", "BIGINT");
                 tx.batch_execute(&body).await.map_err(backend)?;
                 tx.execute(
                     "INSERT INTO schema_migrations (version) VALUES ($1)",
@@ -158,7 +160,10 @@ async fn find_one(
     where_clause: &str,
     args: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<SecretRecord>, StoreError> {
-    let query = format!("SELECT {} FROM secrets WHERE {where_clause}", schema::SECRET_COLUMNS);
+    let query = format!(
+        "SELECT {} FROM secrets WHERE {where_clause}",
+        schema::SECRET_COLUMNS
+    );
     match client.query_opt(&query, args).await.map_err(backend)? {
         Some(row) => Ok(Some(load_children(client, read_secret_row(&row)).await?)),
         None => Ok(None),
@@ -200,9 +205,12 @@ async fn write_children(
             .map_err(backend)?;
         }
         for label in &version.labels {
-            tx.execute(schema::INSERT_LABEL, &[&secret.id, label, &version.version_id])
-                .await
-                .map_err(backend)?;
+            tx.execute(
+                schema::INSERT_LABEL,
+                &[&secret.id, label, &version.version_id],
+            )
+            .await
+            .map_err(backend)?;
         }
     }
     tx.execute(schema::DELETE_TAGS, &[&secret.id])
@@ -236,7 +244,10 @@ impl Store for PostgresStore {
         let row = SecretRow::from_record(secret);
         let inserted = tx
             .execute(
-                &format!("{} ON CONFLICT (account_id, region, name) DO NOTHING", schema::INSERT_SECRET),
+                &format!(
+                    "{} ON CONFLICT (account_id, region, name) DO NOTHING",
+                    schema::INSERT_SECRET
+                ),
                 &[
                     &row.id,
                     &row.account_id,
@@ -377,7 +388,12 @@ impl Store for PostgresStore {
         client
             .execute(
                 schema::INSERT_ACCESS_KEY,
-                &[&key.access_key_id, &key.sealed_secret, &key.user_name, &key.created_at],
+                &[
+                    &key.access_key_id,
+                    &key.sealed_secret,
+                    &key.user_name,
+                    &key.created_at,
+                ],
             )
             .await
             .map_err(backend)?;

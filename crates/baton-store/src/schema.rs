@@ -2,8 +2,7 @@
 //! the SQLite engine rewrites them to SQLite's equivalent `?N`.
 
 use baton_core::{
-    DeletionState, RotationConfig, RotationRules, SecretRecord, SecretValueKind, Tag,
-    VersionRecord,
+    DeletionState, RotationConfig, RotationRules, SecretRecord, SecretValueKind, Tag, VersionRecord,
 };
 
 use crate::StoreError;
@@ -110,8 +109,7 @@ pub const DELETE_TAGS: &str = "DELETE FROM secret_tags WHERE secret_id = $1";
 pub const INSERT_TAG: &str = "INSERT INTO secret_tags (secret_id, position, tag_key, tag_value) \
     VALUES ($1, $2, $3, $4)";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
-pub const DUE_FOR_PURGE: &str =
-    "SELECT id FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
+pub const DUE_FOR_PURGE: &str = "SELECT id FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
 pub const INSERT_ACCESS_KEY: &str = "INSERT INTO access_keys (access_key_id, sealed_secret, \
     user_name, created_at) VALUES ($1, $2, $3, $4)";
 pub const SELECT_ACCESS_KEY: &str = "SELECT access_key_id, sealed_secret, user_name, created_at \
@@ -255,7 +253,8 @@ impl SecretRow {
             versions: version_records,
             revision: self.revision,
         };
-        if !record.versions.is_empty() && record.version_with_label(baton_core::AWSCURRENT).is_none()
+        if !record.versions.is_empty()
+            && record.version_with_label(baton_core::AWSCURRENT).is_none()
         {
             return Err(StoreError::Corrupt(format!(
                 "secret {} has versions but no AWSCURRENT",

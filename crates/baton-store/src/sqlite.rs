@@ -86,7 +86,10 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError::Backend(format!("creating {}: {e}", path.display()))),
+        Err(e) => Err(StoreError::Backend(format!(
+            "creating {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -106,7 +109,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .optional()
             .map_err(backend)?;
         if applied.is_none() {
-            let body = body.replace("{blob}", "BLOB").replace("{bigint}", "INTEGER");
+            let body = body
+                .replace("{blob}", "BLOB")
+                .replace("{bigint}", "INTEGER");
             tx.execute_batch(&body).map_err(backend)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
@@ -177,7 +182,10 @@ fn find_one(
     where_clause: &str,
     args: &[&dyn rusqlite::ToSql],
 ) -> Result<Option<SecretRecord>, StoreError> {
-    let query = format!("SELECT {} FROM secrets WHERE {where_clause}", schema::SECRET_COLUMNS);
+    let query = format!(
+        "SELECT {} FROM secrets WHERE {where_clause}",
+        schema::SECRET_COLUMNS
+    );
     let row = conn
         .prepare_cached(&query)
         .and_then(|mut s| s.query_row(args, read_secret_row).optional())
@@ -196,10 +204,7 @@ fn write_children(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Resu
         .map_err(backend)?;
     tx.execute(&sql(schema::DELETE_LABELS), [&secret.id])
         .map_err(backend)?;
-    for gone in existing
-        .iter()
-        .filter(|id| secret.version(id).is_none())
-    {
+    for gone in existing.iter().filter(|id| secret.version(id).is_none()) {
         tx.execute(&sql(schema::DELETE_VERSION), params![secret.id, gone])
             .map_err(backend)?;
     }
@@ -355,7 +360,8 @@ impl Store for SqliteStore {
 
     async fn find_secret_by_arn(&self, arn: &str) -> Result<Option<SecretRecord>, StoreError> {
         let arn = arn.to_owned();
-        self.with(move |conn| find_one(conn, "arn = ?1", &[&arn])).await
+        self.with(move |conn| find_one(conn, "arn = ?1", &[&arn]))
+            .await
     }
 
     async fn list_secrets(
@@ -412,7 +418,12 @@ impl Store for SqliteStore {
         self.with(move |conn| {
             conn.execute(
                 &sql(schema::INSERT_ACCESS_KEY),
-                params![key.access_key_id, key.sealed_secret, key.user_name, key.created_at],
+                params![
+                    key.access_key_id,
+                    key.sealed_secret,
+                    key.user_name,
+                    key.created_at
+                ],
             )
             .map_err(backend)?;
             Ok(())

@@ -12,10 +12,14 @@ async fn sqlite() -> (Box<dyn Store>, tempfile::TempDir) {
 async fn postgres() -> Option<Box<dyn Store>> {
     match std::env::var("BATON_TEST_POSTGRES_URL") {
         Ok(url) => Some(Box::new(
-            PostgresStore::connect(&url).await.expect("connect to BATON_TEST_POSTGRES_URL"),
+            PostgresStore::connect(&url)
+                .await
+                .expect("connect to BATON_TEST_POSTGRES_URL"),
         )),
         Err(_) => {
-            eprintln!("SKIPPED: BATON_TEST_POSTGRES_URL is not set; PostgreSQL conformance not run");
+            eprintln!(
+                "SKIPPED: BATON_TEST_POSTGRES_URL is not set; PostgreSQL conformance not run"
+            );
             None
         }
     }
