@@ -127,14 +127,25 @@ def engines():
     return ["sqlite", "postgres"]
 
 
+def psql(url, sql):
+    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="session", params=engines())
 def engine(request):
+    """The engine and its URL. Each PostgreSQL session gets a database of its own, created
+    here and dropped afterwards, because a database belongs with exactly one root key."""
     if request.param == "postgres":
         url = os.environ.get("BATON_TEST_POSTGRES_URL")
         if not url:
             pytest.skip("SKIPPED: BATON_TEST_POSTGRES_URL is not set; PostgreSQL engine not tested")
-        return ("postgres", url)
-    return ("sqlite", None)
+        name = f"baton_test_{os.getpid()}_{random.randrange(1 << 30)}"
+        psql(url, f"CREATE DATABASE {name}")
+        base, _, _ = url.rpartition("/")
+        yield ("postgres", f"{base}/{name}")
+        psql(url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        return
+    yield ("sqlite", None)
 
 
 @pytest.fixture(scope="session")

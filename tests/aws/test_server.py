@@ -146,3 +146,13 @@ def test_connections_beyond_the_limit_are_refused_and_service_continues(fresh):
         s.close()
     time.sleep(0.3)
     assert urllib.request.urlopen(f"{srv.endpoint}/health", timeout=3).status == 200
+
+
+def test_a_root_key_that_does_not_match_the_database_stops_the_server(fresh):
+    srv = fresh().start()
+    srv.client().create_secret(Name="sealed", SecretString="x")
+    srv.stop()
+    (srv.data_dir / "root.key").unlink()
+    srv.start(wait=False)
+    assert srv.process.wait(timeout=20) == 1
+    assert "root key does not match this database" in srv.read_log()

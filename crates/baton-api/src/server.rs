@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::state::now_ms;
+use crate::state::{access_key_aad, now_ms};
 use crate::{ApiError, Baton};
 
 /// Which engine stores the data.
@@ -280,7 +280,19 @@ impl Server {
 }
 
 async fn bootstrap_admin(baton: &Baton, options: &ServeOptions) -> anyhow::Result<()> {
-    if !baton.store.list_access_keys().await?.is_empty() {
+    let keys = baton.store.list_access_keys().await?;
+    if let Some(first) = keys.first() {
+        // A root key that cannot open what the database holds would fail every request;
+        // refuse to start instead, and say why.
+        if baton
+            .root_key
+            .open(&first.sealed_secret, &access_key_aad(&first.access_key_id))
+            .is_err()
+        {
+            anyhow::bail!(
+                "the root key does not match this database: it cannot open the stored access                  keys. Nodes that share a database must share one root key (--root-key-file)"
+            );
+        }
         return Ok(());
     }
     let fixed = options
