@@ -378,10 +378,74 @@ def test_regions_are_separate_namespaces(server, sm, unique_name):
     assert aws_error(e)[0] == "InvalidSignatureException"
 
 
-def test_replication_is_refused_with_a_clear_error(sm, unique_name):
+def test_replicas_follow_every_write_to_their_primary(server, sm, unique_name):
+    west = server.client(region="eu-west-1")
+    created = sm.create_secret(Name=unique_name, SecretString="v1",
+                               AddReplicaRegions=[{"Region": "eu-west-1", "KmsKeyId": "alias/west"}])
+    assert created["ReplicationStatus"] == [{"Region": "eu-west-1", "KmsKeyId": "alias/west", "Status": "InSync",
+                                              "StatusMessage": "Replication succeeded"}]
+    replica_arn = created["ARN"].replace(":us-east-1:", ":eu-west-1:")
+    for secret_id in (unique_name, replica_arn, replica_arn[:-7]):
+        value = west.get_secret_value(SecretId=secret_id)
+        assert (value["SecretString"], value["ARN"]) == ("v1", replica_arn)
+    sm.put_secret_value(SecretId=unique_name, SecretString="v2")
+    assert west.get_secret_value(SecretId=unique_name)["SecretString"] == "v2"
+    described = west.describe_secret(SecretId=unique_name)
+    assert described["PrimaryRegion"] == "us-east-1" and described["KmsKeyId"] == "alias/west"
+    assert "ReplicationStatus" not in described
+    assert [s["ARN"] for s in west.list_secrets(Filters=[{"Key": "name", "Values": [unique_name]}])["SecretList"]] == [replica_arn]
     with pytest.raises(ClientError) as e:
-        sm.create_secret(Name=unique_name, SecretString="x", AddReplicaRegions=[{"Region": "eu-west-1"}])
+        west.put_secret_value(SecretId=unique_name, SecretString="from-the-replica")
+    assert aws_error(e) == ("InvalidRequestException",
+                            "Operation not permitted on a replica secret. Call must be made in primary secret's region.", 400)
+    with pytest.raises(ClientError) as e:
+        west.create_secret(Name=unique_name, SecretString="clash")
+    assert aws_error(e)[0] == "ResourceExistsException"
+    with pytest.raises(ClientError) as e:
+        sm.delete_secret(SecretId=unique_name)
     code, message, _ = aws_error(e)
-    assert code == "InvalidRequestException" and "replicate" in message
+    assert code == "InvalidRequestException" and "eu-west-1" in message
+
+
+def test_replication_can_be_added_removed_and_promoted(server, sm, unique_name):
+    west = server.client(region="eu-west-1")
+    sm.create_secret(Name=unique_name, SecretString="v1")
+    with pytest.raises(ClientError) as e:
+        sm.replicate_secret_to_regions(SecretId=unique_name, AddReplicaRegions=[{"Region": "us-east-1"}])
+    assert aws_error(e)[0] == "InvalidParameterException"
+    with pytest.raises(ClientError) as e:
+        sm.replicate_secret_to_regions(SecretId=unique_name, AddReplicaRegions=[{"Region": "mars-north-1"}])
+    assert aws_error(e)[0] == "InvalidParameterException"
+    r = sm.replicate_secret_to_regions(SecretId=unique_name, AddReplicaRegions=[{"Region": "eu-west-1"}])
+    assert [s["Region"] for s in r["ReplicationStatus"]] == ["eu-west-1"]
+    assert west.get_secret_value(SecretId=unique_name)["SecretString"] == "v1"
+    r = sm.remove_regions_from_replication(SecretId=unique_name, RemoveReplicaRegions=["eu-west-1"])
+    assert r["ReplicationStatus"] == []
     with pytest.raises(ClientError):
-        sm.describe_secret(SecretId=unique_name)
+        west.get_secret_value(SecretId=unique_name)
+    # Promote: the replica becomes a standalone secret in its region, with every version.
+    sm.replicate_secret_to_regions(SecretId=unique_name, AddReplicaRegions=[{"Region": "eu-west-1"}])
+    sm.put_secret_value(SecretId=unique_name, SecretString="v2")
+    with pytest.raises(ClientError) as e:
+        sm.stop_replication_to_replica(SecretId=unique_name)
+    assert aws_error(e)[0] == "InvalidRequestException"
+    promoted = west.stop_replication_to_replica(SecretId=unique_name)["ARN"]
+    assert ":eu-west-1:" in promoted
+    west.put_secret_value(SecretId=unique_name, SecretString="west-only")
+    assert west.get_secret_value(SecretId=unique_name)["SecretString"] == "west-only"
+    assert west.get_secret_value(SecretId=unique_name, VersionStage="AWSPREVIOUS")["SecretString"] == "v2"
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "v2"
+    assert "ReplicationStatus" not in sm.describe_secret(SecretId=unique_name)
+
+
+def test_force_overwrite_replaces_a_secret_in_the_replica_region(server, sm, unique_name):
+    west = server.client(region="eu-west-1")
+    west.create_secret(Name=unique_name, SecretString="resident")
+    sm.create_secret(Name=unique_name, SecretString="primary")
+    with pytest.raises(ClientError) as e:
+        sm.replicate_secret_to_regions(SecretId=unique_name, AddReplicaRegions=[{"Region": "eu-west-1"}])
+    assert aws_error(e)[0] == "ResourceExistsException"
+    assert west.get_secret_value(SecretId=unique_name)["SecretString"] == "resident"
+    sm.replicate_secret_to_regions(SecretId=unique_name, AddReplicaRegions=[{"Region": "eu-west-1"}],
+                                   ForceOverwriteReplicaSecret=True)
+    assert west.get_secret_value(SecretId=unique_name)["SecretString"] == "primary"

@@ -177,37 +177,208 @@ fn token_or_new(token: &Option<String>) -> Result<String, ApiError> {
     }
 }
 
+/// A secret as the caller's region sees it: the secret itself, or its replica there.
+#[derive(Debug)]
+pub struct Located {
+    pub secret: SecretRecord,
+    /// The region of the replica the caller reached, or `None` for the primary.
+    pub replica_region: Option<String>,
+}
+
+impl Located {
+    /// The ARN in the caller's region.
+    pub fn arn(&self) -> String {
+        match &self.replica_region {
+            Some(region) => self.secret.replica_arn(region),
+            None => self.secret.arn.clone(),
+        }
+    }
+
+    fn describe(&self) -> p::DescribeSecretResponse {
+        let secret = &self.secret;
+        let (last_accessed_at, replication_status) = match &self.replica_region {
+            Some(region) => (
+                secret.replica(region).and_then(|r| r.last_accessed_at),
+                None,
+            ),
+            None => (secret.last_accessed_at, replication_status(secret)),
+        };
+        p::DescribeSecretResponse {
+            version_ids_to_stages: Some(stages_map(secret)),
+            arn: Some(self.arn()),
+            name: Some(secret.name.clone()),
+            description: secret.description.clone(),
+            kms_key_id: match &self.replica_region {
+                Some(region) => secret.replica(region).and_then(|r| r.kms_key_id.clone()),
+                None => secret.kms_key_id.clone(),
+            },
+            rotation_enabled: Some(secret.rotation.enabled),
+            rotation_lambda_arn: secret.rotation.lambda_arn.clone(),
+            rotation_rules: wire_rules(&secret.rotation.rules),
+            last_rotated_date: secret.rotation.last_rotated_at.map(seconds),
+            last_changed_date: Some(seconds(secret.last_changed_at)),
+            last_accessed_date: last_accessed_at.map(seconds),
+            deleted_date: deleted_date(secret),
+            next_rotation_date: None,
+            tags: wire_tags(&secret.tags),
+            owning_service: None,
+            created_date: Some(seconds(secret.created_at)),
+            primary_region: Some(secret.region.clone()),
+            replication_status,
+        }
+    }
+}
+
+/// ListSecrets shows what DescribeSecret shows, under other member names.
+fn list_entry(d: p::DescribeSecretResponse) -> p::SecretListEntry {
+    p::SecretListEntry {
+        arn: d.arn,
+        name: d.name,
+        description: d.description,
+        kms_key_id: d.kms_key_id,
+        rotation_enabled: d.rotation_enabled,
+        rotation_lambda_arn: d.rotation_lambda_arn,
+        rotation_rules: d.rotation_rules,
+        last_rotated_date: d.last_rotated_date,
+        last_changed_date: d.last_changed_date,
+        last_accessed_date: d.last_accessed_date,
+        deleted_date: d.deleted_date,
+        next_rotation_date: d.next_rotation_date,
+        tags: d.tags,
+        secret_versions_to_stages: d.version_ids_to_stages,
+        owning_service: d.owning_service,
+        created_date: d.created_date,
+        primary_region: d.primary_region,
+    }
+}
+
+/// Replicas follow every write by construction (they are views of the primary), so each is
+/// always in sync.
+fn replication_status(secret: &SecretRecord) -> Option<Vec<p::ReplicationStatus>> {
+    (!secret.replicas.is_empty()).then(|| {
+        secret
+            .replicas
+            .iter()
+            .map(|r| p::ReplicationStatus {
+                region: Some(r.region.clone()),
+                kms_key_id: r.kms_key_id.clone(),
+                status: Some("InSync".to_owned()),
+                status_message: Some("Replication succeeded".to_owned()),
+                last_accessed_date: r.last_accessed_at.map(seconds),
+            })
+            .collect()
+    })
+}
+
+fn name_taken_in_replica_region() -> ApiError {
+    ApiError::ResourceExists(
+        "A secret with this name already exists in a replica region. Delete it there, or pass \
+         ForceOverwriteReplicaSecret to replace it with the replica."
+            .to_owned(),
+    )
+}
+
+fn refuse_if_replicated(secret: &SecretRecord) -> Result<(), ApiError> {
+    if secret.replicas.is_empty() {
+        return Ok(());
+    }
+    let regions: Vec<&str> = secret.replicas.iter().map(|r| r.region.as_str()).collect();
+    Err(ApiError::InvalidRequest(format!(
+        "You can't delete secret {} because it is replicated to {}. Remove the replicas with \
+         RemoveRegionsFromReplication, or promote them with StopReplicationToReplica, first.",
+        secret.name,
+        regions.join(", ")
+    )))
+}
+
+fn arn_matches(candidate: &str, given: &str) -> bool {
+    candidate == given
+        || (candidate.len() == given.len() + 1 + baton_core::ARN_SUFFIX_LEN
+            && candidate.starts_with(given)
+            && candidate.as_bytes()[given.len()] == b'-')
+}
+
 impl Baton {
-    /// Finds a secret by name, full ARN or partial ARN (an ARN without its random suffix),
-    /// in the caller's namespace.
-    pub async fn find(&self, caller: &Caller, secret_id: &str) -> Result<SecretRecord, ApiError> {
+    /// Finds a secret by name, full ARN or partial ARN (an ARN without its random suffix) in the
+    /// caller's namespace, whether the secret lives there or is replicated there.
+    pub async fn locate(&self, caller: &Caller, secret_id: &str) -> Result<Located, ApiError> {
         if secret_id.is_empty() {
             return Err(length_error("secretId", "greater than or equal to", 1));
         }
         if secret_id.len() > 2048 {
             return Err(length_error("secretId", "less than or equal to", 2048));
         }
-        let found = match baton_core::parse_secret_arn(secret_id) {
-            Some(arn) => {
-                if arn.region != caller.region || arn.account != caller.account_id {
-                    return Err(ApiError::secret_not_found());
-                }
-                match self.store.find_secret_by_arn(secret_id).await? {
-                    Some(secret) => Some(secret),
-                    None => self
-                        .store
-                        .find_secret_by_name(&caller.account_id, &caller.region, arn.resource)
-                        .await?
-                        .filter(|s| s.arn.starts_with(&format!("{secret_id}-"))),
-                }
-            }
-            None => {
-                self.store
-                    .find_secret_by_name(&caller.account_id, &caller.region, secret_id)
-                    .await?
-            }
+        let (account, region) = (caller.account_id.as_str(), caller.region.as_str());
+        let primary = |secret: SecretRecord| Located {
+            secret,
+            replica_region: None,
         };
-        found.ok_or_else(ApiError::secret_not_found)
+        let replica = |secret: SecretRecord| Located {
+            secret,
+            replica_region: Some(caller.region.clone()),
+        };
+        let Some(arn) = baton_core::parse_secret_arn(secret_id) else {
+            if let Some(secret) = self
+                .store
+                .find_secret_by_name(account, region, secret_id)
+                .await?
+            {
+                return Ok(primary(secret));
+            }
+            let found = self
+                .store
+                .find_secret_by_replica(account, region, secret_id)
+                .await?;
+            return found.map(replica).ok_or_else(ApiError::secret_not_found);
+        };
+        if arn.region != region || arn.account != account {
+            return Err(ApiError::secret_not_found());
+        }
+        if let Some(secret) = self.store.find_secret_by_arn(secret_id).await? {
+            return Ok(primary(secret));
+        }
+        // A partial ARN names the secret without its suffix; a full ARN may name a replica.
+        if let Some(secret) = self
+            .store
+            .find_secret_by_name(account, region, arn.resource)
+            .await?
+            && arn_matches(&secret.arn, secret_id)
+        {
+            return Ok(primary(secret));
+        }
+        let suffixed = arn.resource.len() > baton_core::ARN_SUFFIX_LEN + 1;
+        let candidates = [
+            Some(arn.resource),
+            suffixed.then(|| &arn.resource[..arn.resource.len() - baton_core::ARN_SUFFIX_LEN - 1]),
+        ];
+        for name in candidates.into_iter().flatten() {
+            if let Some(secret) = self
+                .store
+                .find_secret_by_replica(account, region, name)
+                .await?
+                && arn_matches(&secret.replica_arn(region), secret_id)
+            {
+                return Ok(replica(secret));
+            }
+        }
+        Err(ApiError::secret_not_found())
+    }
+
+    /// Finds a secret that the caller may change: a replica is read-only.
+    async fn find_primary(
+        &self,
+        caller: &Caller,
+        secret_id: &str,
+    ) -> Result<SecretRecord, ApiError> {
+        let located = self.locate(caller, secret_id).await?;
+        if located.replica_region.is_some() {
+            return Err(ApiError::InvalidRequest(
+                "Operation not permitted on a replica secret. Call must be made in primary \
+                 secret's region."
+                    .to_owned(),
+            ));
+        }
+        Ok(located.secret)
     }
 
     /// Loads a secret, applies `change`, and saves it if it changed, retrying on conflicts.
@@ -218,7 +389,7 @@ impl Baton {
         mut change: impl FnMut(&mut SecretRecord, &Baton) -> Result<Outcome<T>, ApiError>,
     ) -> Result<(T, SecretRecord), ApiError> {
         for _ in 0..UPDATE_ATTEMPTS_MAX {
-            let mut secret = self.find(caller, secret_id).await?;
+            let mut secret = self.find_primary(caller, secret_id).await?;
             match change(&mut secret, self)? {
                 Outcome::Unchanged(out) => return Ok((out, secret)),
                 Outcome::Changed(out) => match self.store.save_secret(&secret).await {
@@ -227,6 +398,7 @@ impl Baton {
                         return Ok((out, secret));
                     }
                     Err(StoreError::Conflict) => continue,
+                    Err(StoreError::NameTaken) => return Err(name_taken_in_replica_region()),
                     Err(e) => return Err(e.into()),
                 },
             }
@@ -294,17 +466,8 @@ impl Baton {
         let value = value_input(&req.secret_string, &req.secret_binary)?;
         let version_id = token_or_new(&req.client_request_token)?;
         let tags = convert_tags(req.tags.as_deref().unwrap_or_default())?;
-        if req
-            .add_replica_regions
-            .as_ref()
-            .is_some_and(|r| !r.is_empty())
-        {
-            return Err(ApiError::InvalidRequest(
-                "Baton does not replicate secrets across regions yet: create the secret without \
-                 AddReplicaRegions."
-                    .to_owned(),
-            ));
-        }
+        let replicas =
+            self.replica_regions(req.add_replica_regions.as_deref().unwrap_or_default())?;
         let now = now_ms();
         let id = uuid::Uuid::new_v4().to_string();
         let data_key = DataKey::generate()?;
@@ -316,6 +479,7 @@ impl Baton {
                 random_chars(baton_core::ARN_SUFFIX_LEN, ALPHABET_ARN_SUFFIX)?
             ),
             wrapped_data_key: self.root_key.wrap(&data_key, &id)?,
+            replicas: Vec::new(),
             id,
             account_id: caller.account_id.clone(),
             region: caller.region.clone(),
@@ -333,13 +497,29 @@ impl Baton {
             revision: 0,
         };
         secret.tag(tags, now)?;
+        secret.add_replicas(&replicas, now)?;
         if let Some(value) = &value {
             self.add_or_match_version(&mut secret, &version_id, value, None, now)?;
+        }
+        if req.force_overwrite_replica_secret.unwrap_or(false) {
+            self.clear_replica_names(caller, name, &replicas).await?;
         }
         match self.store.insert_secret(&secret).await {
             Ok(()) => {}
             Err(StoreError::NameTaken) => {
-                let existing = self.find(caller, name).await?;
+                let existing = match self.locate(caller, name).await {
+                    Ok(Located {
+                        replica_region: None,
+                        secret,
+                    }) => secret,
+                    Ok(Located { .. }) => {
+                        return Err(ApiError::ResourceExists(format!(
+                            "The operation failed because the secret {name} already exists: it \
+                             is a replica of a secret in another region."
+                        )));
+                    }
+                    Err(_) => return Err(name_taken_in_replica_region()),
+                };
                 if existing.is_scheduled_for_deletion() {
                     return Err(ApiError::InvalidRequest(format!(
                         "You can't create this secret because a secret with the name {name} is \
@@ -369,10 +549,10 @@ impl Baton {
             Err(e) => return Err(e.into()),
         }
         Ok(p::CreateSecretResponse {
+            replication_status: replication_status(&secret),
             arn: Some(secret.arn),
             name: Some(secret.name),
             version_id: value.map(|_| version_id),
-            replication_status: None,
         })
     }
 
@@ -381,29 +561,10 @@ impl Baton {
         caller: &Caller,
         req: p::SecretIdRequest,
     ) -> Result<p::DescribeSecretResponse, ApiError> {
-        let secret = self
-            .find(caller, required(&req.secret_id, "secretId")?)
+        let located = self
+            .locate(caller, required(&req.secret_id, "secretId")?)
             .await?;
-        Ok(p::DescribeSecretResponse {
-            version_ids_to_stages: Some(stages_map(&secret)),
-            arn: Some(secret.arn.clone()),
-            name: Some(secret.name.clone()),
-            description: secret.description.clone(),
-            kms_key_id: secret.kms_key_id.clone(),
-            rotation_enabled: Some(secret.rotation.enabled),
-            rotation_lambda_arn: secret.rotation.lambda_arn.clone(),
-            rotation_rules: wire_rules(&secret.rotation.rules),
-            last_rotated_date: secret.rotation.last_rotated_at.map(seconds),
-            last_changed_date: Some(seconds(secret.last_changed_at)),
-            last_accessed_date: secret.last_accessed_at.map(seconds),
-            deleted_date: deleted_date(&secret),
-            next_rotation_date: None,
-            tags: wire_tags(&secret.tags),
-            owning_service: None,
-            created_date: Some(seconds(secret.created_at)),
-            primary_region: Some(secret.region.clone()),
-            replication_status: None,
-        })
+        Ok(located.describe())
     }
 
     /// Reads one value. Records the access date at day granularity, as AWS does, which costs
@@ -426,7 +587,9 @@ impl Baton {
         if let Some(s) = version_stage {
             baton_core::validate_version_stage(s)?;
         }
-        let mut secret = self.find(caller, secret_id).await?;
+        let located = self.locate(caller, secret_id).await?;
+        let arn = located.arn();
+        let mut secret = located.secret;
         secret.ensure_not_deleted()?;
         let version = resolve_version(&secret, version_id, version_stage)?;
         let data_key = self.data_key(&secret)?;
@@ -441,7 +604,7 @@ impl Baton {
             SecretValueKind::Binary => (None, Some(BASE64.encode(plaintext.expose()))),
         };
         let value = p::SecretValue {
-            arn: Some(secret.arn.clone()),
+            arn: Some(arn),
             name: Some(secret.name.clone()),
             version_id: Some(version.version_id.clone()),
             secret_binary,
@@ -450,8 +613,15 @@ impl Baton {
             created_date: Some(seconds(version.created_at)),
         };
         let today = now_ms() / DAY_MS * DAY_MS;
-        if secret.last_accessed_at != Some(today) {
-            secret.last_accessed_at = Some(today);
+        let last_accessed = match &located.replica_region {
+            None => &mut secret.last_accessed_at,
+            Some(region) => match secret.replicas.iter_mut().find(|r| &r.region == region) {
+                Some(replica) => &mut replica.last_accessed_at,
+                None => return Ok(value),
+            },
+        };
+        if *last_accessed != Some(today) {
+            *last_accessed = Some(today);
             // Losing this race to a concurrent writer only delays the access date.
             match self.store.save_secret(&secret).await {
                 Ok(_) | Err(StoreError::Conflict) => {}
@@ -723,13 +893,21 @@ impl Baton {
         let filters = parse_filters(req.filters.as_deref().unwrap_or_default())?;
         let offset = decode_next_token(&req.next_token)?;
         let include_deleted = req.include_planned_deletion.unwrap_or(false);
-        let mut secrets: Vec<SecretRecord> = self
-            .store
-            .list_secrets(&caller.account_id, &caller.region)
-            .await?
+        let (account, region) = (caller.account_id.as_str(), caller.region.as_str());
+        let primaries = self.store.list_secrets(account, region).await?;
+        let replicated = self.store.list_replicated_into(account, region).await?;
+        let mut secrets: Vec<Located> = primaries
             .into_iter()
-            .filter(|s| include_deleted || !s.is_scheduled_for_deletion())
-            .filter(|s| filters.iter().all(|f| f.matches(s)))
+            .map(|secret| Located {
+                secret,
+                replica_region: None,
+            })
+            .chain(replicated.into_iter().map(|secret| Located {
+                secret,
+                replica_region: Some(caller.region.clone()),
+            }))
+            .filter(|l| include_deleted || !l.secret.is_scheduled_for_deletion())
+            .filter(|l| filters.iter().all(|f| f.matches(&l.secret)))
             .collect();
         sort_secrets(
             &mut secrets,
@@ -738,28 +916,10 @@ impl Baton {
         )?;
         let total = secrets.len();
         let page: Vec<p::SecretListEntry> = secrets
-            .into_iter()
+            .iter()
             .skip(offset)
             .take(max_results as usize)
-            .map(|s| p::SecretListEntry {
-                secret_versions_to_stages: Some(stages_map(&s)),
-                arn: Some(s.arn.clone()),
-                name: Some(s.name.clone()),
-                description: s.description.clone(),
-                kms_key_id: s.kms_key_id.clone(),
-                rotation_enabled: Some(s.rotation.enabled),
-                rotation_lambda_arn: s.rotation.lambda_arn.clone(),
-                rotation_rules: wire_rules(&s.rotation.rules),
-                last_rotated_date: s.rotation.last_rotated_at.map(seconds),
-                last_changed_date: Some(seconds(s.last_changed_at)),
-                last_accessed_date: s.last_accessed_at.map(seconds),
-                deleted_date: deleted_date(&s),
-                next_rotation_date: None,
-                tags: wire_tags(&s.tags),
-                owning_service: None,
-                created_date: Some(seconds(s.created_at)),
-                primary_region: Some(s.region.clone()),
-            })
+            .map(|l| list_entry(l.describe()))
             .collect();
         let next = offset + page.len();
         Ok(p::ListSecretsResponse {
@@ -773,9 +933,11 @@ impl Baton {
         caller: &Caller,
         req: p::ListSecretVersionIdsRequest,
     ) -> Result<p::ListSecretVersionIdsResponse, ApiError> {
-        let secret = self
-            .find(caller, required(&req.secret_id, "secretId")?)
+        let located = self
+            .locate(caller, required(&req.secret_id, "secretId")?)
             .await?;
+        let arn = located.arn();
+        let secret = located.secret;
         let max_results = req.max_results.unwrap_or(LIST_RESULTS_MAX);
         if !(1..=LIST_RESULTS_MAX).contains(&max_results) {
             return Err(ApiError::Validation(format!(
@@ -808,7 +970,7 @@ impl Baton {
         Ok(p::ListSecretVersionIdsResponse {
             versions: Some(page),
             next_token: (next < total).then(|| encode_next_token(next)),
-            arn: Some(secret.arn),
+            arn: Some(arn),
             name: Some(secret.name),
         })
     }
@@ -838,7 +1000,8 @@ impl Baton {
         }
         let now = now_ms();
         if force {
-            let secret = self.find(caller, secret_id).await?;
+            let secret = self.find_primary(caller, secret_id).await?;
+            refuse_if_replicated(&secret)?;
             self.store.delete_secret(&secret.id).await?;
             return Ok(p::DeleteSecretResponse {
                 arn: Some(secret.arn),
@@ -848,6 +1011,7 @@ impl Baton {
         }
         let ((), secret) = self
             .update(caller, secret_id, |secret, _| {
+                refuse_if_replicated(secret)?;
                 secret.schedule_deletion(window, now)?;
                 Ok(Outcome::Changed(()))
             })
@@ -1004,11 +1168,13 @@ impl Baton {
         caller: &Caller,
         req: p::SecretIdRequest,
     ) -> Result<p::GetResourcePolicyResponse, ApiError> {
-        let secret = self
-            .find(caller, required(&req.secret_id, "secretId")?)
+        let located = self
+            .locate(caller, required(&req.secret_id, "secretId")?)
             .await?;
+        let arn = located.arn();
+        let secret = located.secret;
         Ok(p::GetResourcePolicyResponse {
-            arn: Some(secret.arn),
+            arn: Some(arn),
             name: Some(secret.name),
             resource_policy: secret.resource_policy,
         })
@@ -1047,7 +1213,7 @@ impl Baton {
         req: p::ValidateResourcePolicyRequest,
     ) -> Result<p::ValidateResourcePolicyResponse, ApiError> {
         if let Some(id) = &req.secret_id {
-            self.find(caller, id).await?;
+            self.locate(caller, id).await?;
         }
         let text = required(&req.resource_policy, "resourcePolicy")?;
         let (doc, mut findings) = policy::check(text).map_err(ApiError::MalformedPolicyDocument)?;
@@ -1210,6 +1376,176 @@ impl Baton {
         Ok(p::Empty {})
     }
 
+    /// Checks AddReplicaRegions: each region must be served by this deployment.
+    fn replica_regions(
+        &self,
+        regions: &[p::ReplicaRegion],
+    ) -> Result<Vec<(String, Option<String>)>, ApiError> {
+        regions
+            .iter()
+            .map(|r| {
+                let region = r
+                    .region
+                    .clone()
+                    .ok_or_else(|| ApiError::missing("addReplicaRegions.member.region"))?;
+                if !self.regions.contains(&region) {
+                    return Err(ApiError::InvalidParameter(format!(
+                        "Invalid replica region {region}: this Baton serves {}.",
+                        self.regions.join(", ")
+                    )));
+                }
+                Ok((region, r.kms_key_id.clone()))
+            })
+            .collect()
+    }
+
+    /// With ForceOverwriteReplicaSecret: deletes standalone secrets that hold `name` in the
+    /// replica regions, so the replicas can take their place.
+    async fn clear_replica_names(
+        &self,
+        caller: &Caller,
+        name: &str,
+        regions: &[(String, Option<String>)],
+    ) -> Result<(), ApiError> {
+        for (region, _) in regions {
+            if let Some(existing) = self
+                .store
+                .find_secret_by_name(&caller.account_id, region, name)
+                .await?
+            {
+                refuse_if_replicated(&existing)?;
+                tracing::info!(secret = %existing.arn, "ForceOverwriteReplicaSecret: deleting to make room for a replica");
+                self.store.delete_secret(&existing.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn replicate_secret_to_regions(
+        &self,
+        caller: &Caller,
+        req: p::ReplicateSecretToRegionsRequest,
+    ) -> Result<p::ReplicationResponse, ApiError> {
+        let secret_id = required(&req.secret_id, "secretId")?;
+        let regions = self.replica_regions(
+            req.add_replica_regions
+                .as_deref()
+                .ok_or_else(|| ApiError::missing("addReplicaRegions"))?,
+        )?;
+        if regions.is_empty() {
+            return Err(ApiError::InvalidParameter(
+                "AddReplicaRegions must name at least one region.".to_owned(),
+            ));
+        }
+        if req.force_overwrite_replica_secret.unwrap_or(false) {
+            let name = self.find_primary(caller, secret_id).await?.name;
+            self.clear_replica_names(caller, &name, &regions).await?;
+        }
+        let now = now_ms();
+        let ((), secret) = self
+            .update(caller, secret_id, |secret, _| {
+                secret.add_replicas(&regions, now)?;
+                Ok(Outcome::Changed(()))
+            })
+            .await?;
+        Ok(p::ReplicationResponse {
+            replication_status: replication_status(&secret).or(Some(Vec::new())),
+            arn: Some(secret.arn),
+        })
+    }
+
+    pub async fn remove_regions_from_replication(
+        &self,
+        caller: &Caller,
+        req: p::RemoveRegionsFromReplicationRequest,
+    ) -> Result<p::ReplicationResponse, ApiError> {
+        let regions = req
+            .remove_replica_regions
+            .clone()
+            .ok_or_else(|| ApiError::missing("removeReplicaRegions"))?;
+        let now = now_ms();
+        let ((), secret) = self
+            .update(
+                caller,
+                required(&req.secret_id, "secretId")?,
+                |secret, _| {
+                    secret.remove_replicas(&regions, now)?;
+                    Ok(Outcome::Changed(()))
+                },
+            )
+            .await?;
+        Ok(p::ReplicationResponse {
+            replication_status: replication_status(&secret).or(Some(Vec::new())),
+            arn: Some(secret.arn),
+        })
+    }
+
+    /// Promotes the replica in the caller's region to a standalone secret: a new identity and
+    /// data key, every version re-sealed for it, and the primary's replica removed, in one
+    /// transaction.
+    pub async fn stop_replication_to_replica(
+        &self,
+        caller: &Caller,
+        req: p::SecretIdRequest,
+    ) -> Result<p::StopReplicationToReplicaResponse, ApiError> {
+        let secret_id = required(&req.secret_id, "secretId")?;
+        for _ in 0..UPDATE_ATTEMPTS_MAX {
+            let located = self.locate(caller, secret_id).await?;
+            let Some(region) = located.replica_region.clone() else {
+                return Err(ApiError::InvalidRequest(
+                    "This secret is not a replica. Call StopReplicationToReplica in the region of \
+                     the replica you want to promote."
+                        .to_owned(),
+                ));
+            };
+            let arn = located.arn();
+            let primary = located.secret;
+            let now = now_ms();
+            let old_key = self.data_key(&primary)?;
+            let new_key = DataKey::generate()?;
+            let id = uuid::Uuid::new_v4().to_string();
+            let mut versions = primary.versions.clone();
+            for version in &mut versions {
+                let plaintext = self.open_value(&old_key, &primary, &version.version_id)?;
+                version.sealed_value =
+                    new_key.seal(plaintext.expose(), &value_aad(&id, &version.version_id))?;
+            }
+            let replica = primary.replica(&region).cloned();
+            let promoted = SecretRecord {
+                wrapped_data_key: self.root_key.wrap(&new_key, &id)?,
+                id,
+                account_id: primary.account_id.clone(),
+                region: region.clone(),
+                name: primary.name.clone(),
+                arn: arn.clone(),
+                description: primary.description.clone(),
+                kms_key_id: replica.as_ref().and_then(|r| r.kms_key_id.clone()),
+                tags: primary.tags.clone(),
+                resource_policy: primary.resource_policy.clone(),
+                rotation: RotationConfig::default(),
+                created_at: now,
+                last_changed_at: now,
+                last_accessed_at: replica.and_then(|r| r.last_accessed_at),
+                deletion: DeletionState::Active,
+                versions,
+                replicas: Vec::new(),
+                revision: 0,
+            };
+            let mut primary = primary;
+            primary.remove_replicas(std::slice::from_ref(&region), now)?;
+            match self.store.promote_replica(&primary, &promoted).await {
+                Ok(_) => {
+                    return Ok(p::StopReplicationToReplicaResponse { arn: Some(arn) });
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::Internal(
+            "The secret is being changed by many writers at once; retry the request.".to_owned(),
+        ))
+    }
+
     /// Removes secrets whose recovery window has ended. Returns how many were purged.
     pub async fn purge_due(&self, now: i64) -> Result<usize, ApiError> {
         const PURGE_BATCH_MAX: u32 = 100;
@@ -1335,15 +1671,17 @@ fn parse_filters(filters: &[p::Filter]) -> Result<Vec<Filter>, ApiError> {
 }
 
 fn sort_secrets(
-    secrets: &mut [SecretRecord],
+    secrets: &mut [Located],
     sort_by: Option<&str>,
     sort_order: Option<&str>,
 ) -> Result<(), ApiError> {
     match sort_by.unwrap_or("created-date") {
-        "created-date" => secrets.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id))),
-        "last-changed-date" => secrets.sort_by_key(|s| s.last_changed_at),
-        "last-accessed-date" => secrets.sort_by_key(|s| s.last_accessed_at),
-        "name" => secrets.sort_by(|a, b| a.name.cmp(&b.name)),
+        "created-date" => secrets.sort_by(|a, b| {
+            (a.secret.created_at, &a.secret.id).cmp(&(b.secret.created_at, &b.secret.id))
+        }),
+        "last-changed-date" => secrets.sort_by_key(|l| l.secret.last_changed_at),
+        "last-accessed-date" => secrets.sort_by_key(|l| l.secret.last_accessed_at),
+        "name" => secrets.sort_by(|a, b| a.secret.name.cmp(&b.secret.name)),
         other => {
             return Err(ApiError::Validation(format!(
                 "1 validation error detected: Value '{other}' at 'sortBy' failed to satisfy \
@@ -1441,10 +1779,10 @@ mod tests {
         assert_eq!(baton.purge_due(purge_at_ms - 1).await.unwrap(), 0);
         assert_eq!(baton.purge_due(purge_at_ms + 1).await.unwrap(), 1);
         assert!(matches!(
-            baton.find(&caller(), "doomed").await,
+            baton.find_primary(&caller(), "doomed").await,
             Err(ApiError::ResourceNotFound(_))
         ));
-        assert!(baton.find(&caller(), "kept").await.is_ok());
+        assert!(baton.find_primary(&caller(), "kept").await.is_ok());
     }
 
     #[tokio::test]
@@ -1474,7 +1812,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let mut secret = baton.find(&c, "s").await.unwrap();
+        let mut secret = baton.find_primary(&c, "s").await.unwrap();
         // Swap the sealed values of the two versions, as an attacker with database access could.
         let first = secret.versions[0].sealed_value.clone();
         secret.versions[0].sealed_value = secret.versions[1].sealed_value.clone();

@@ -333,6 +333,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, template: &http::Request<Bytes>) -> a
             deletion: baton_core::DeletionState::Active,
             wrapped_data_key: baton.root_key.wrap(&data_key, &secret_id)?,
             versions: vec![],
+            replicas: vec![],
             revision: 0,
         };
         let value = vec![b'x'; 256];

@@ -100,6 +100,15 @@ pub struct RotationRules {
     pub schedule_expression: Option<String>,
 }
 
+/// A region this secret is replicated to. A replica is a read-only view of its primary in
+/// another region's namespace, so it follows every write to the primary by construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub region: String,
+    pub kms_key_id: Option<String>,
+    pub last_accessed_at: Option<Timestamp>,
+}
+
 /// Whether a secret is live or waiting out its recovery window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeletionState {
@@ -131,6 +140,8 @@ pub struct SecretRecord {
     /// The secret's data key, wrapped by the root key.
     pub wrapped_data_key: Vec<u8>,
     pub versions: Vec<VersionRecord>,
+    /// Regions this secret is replicated to, in the order they were added.
+    pub replicas: Vec<Replica>,
     /// Incremented by every save; the store refuses a save whose expected revision is stale.
     pub revision: i64,
 }
@@ -146,6 +157,72 @@ impl SecretRecord {
 
     pub fn is_scheduled_for_deletion(&self) -> bool {
         matches!(self.deletion, DeletionState::Scheduled { .. })
+    }
+
+    /// The ARN of this secret's replica in `region`: the same name and suffix, another region.
+    pub fn replica_arn(&self, region: &str) -> String {
+        let mut parts: Vec<&str> = self.arn.splitn(5, ':').collect();
+        if parts.len() == 5 {
+            parts[3] = region;
+        }
+        parts.join(":")
+    }
+
+    pub fn replica(&self, region: &str) -> Option<&Replica> {
+        self.replicas.iter().find(|r| r.region == region)
+    }
+
+    /// Adds replica regions; a region that already is one keeps its replica (and takes the
+    /// new KMS key id). Returns the regions that were newly added.
+    pub fn add_replicas(
+        &mut self,
+        regions: &[(String, Option<String>)],
+        now: Timestamp,
+    ) -> Result<Vec<String>, CoreError> {
+        self.ensure_not_deleted()?;
+        let mut seen = BTreeSet::new();
+        for (region, _) in regions {
+            if region == &self.region {
+                return Err(CoreError::InvalidParameter(format!(
+                    "{region} is the secret's primary region; it can't also be a replica region."
+                )));
+            }
+            if !seen.insert(region.as_str()) {
+                return Err(CoreError::InvalidParameter(format!(
+                    "The region {region} appears more than once in AddReplicaRegions."
+                )));
+            }
+        }
+        let mut added = Vec::new();
+        for (region, kms_key_id) in regions {
+            match self.replicas.iter_mut().find(|r| &r.region == region) {
+                Some(existing) => existing.kms_key_id = kms_key_id.clone(),
+                None => {
+                    self.replicas.push(Replica {
+                        region: region.clone(),
+                        kms_key_id: kms_key_id.clone(),
+                        last_accessed_at: None,
+                    });
+                    added.push(region.clone());
+                }
+            }
+        }
+        self.last_changed_at = now;
+        Ok(added)
+    }
+
+    /// Removes replica regions; each must be one.
+    pub fn remove_replicas(&mut self, regions: &[String], now: Timestamp) -> Result<(), CoreError> {
+        for region in regions {
+            if self.replica(region).is_none() {
+                return Err(CoreError::InvalidParameter(format!(
+                    "{region} is not a replica region of this secret."
+                )));
+            }
+        }
+        self.replicas.retain(|r| !regions.contains(&r.region));
+        self.last_changed_at = now;
+        Ok(())
     }
 
     /// Refuses an operation on a secret that waits out its recovery window.
@@ -358,6 +435,7 @@ pub(crate) mod tests {
             deletion: DeletionState::Active,
             wrapped_data_key: vec![],
             versions: vec![],
+            replicas: vec![],
             revision: 0,
         }
     }
@@ -499,6 +577,31 @@ pub(crate) mod tests {
             resolve_version(&s, None, Some("AWSPENDING")),
             Err(CoreError::ResourceNotFound(_))
         ));
+    }
+
+    #[test]
+    fn replicas_are_added_once_never_in_the_primary_region_and_removed_by_name() {
+        let mut s = empty_secret();
+        let add = |r: &[&str]| -> Vec<(String, Option<String>)> {
+            r.iter().map(|r| (r.to_string(), None)).collect()
+        };
+        assert_eq!(
+            s.add_replicas(&add(&["eu-west-1"]), 1).unwrap(),
+            ["eu-west-1"]
+        );
+        assert!(s.add_replicas(&add(&["eu-west-1"]), 2).unwrap().is_empty());
+        assert!(s.add_replicas(&add(&["us-east-1"]), 3).is_err());
+        assert!(
+            s.add_replicas(&add(&["ap-south-1", "ap-south-1"]), 3)
+                .is_err()
+        );
+        assert_eq!(
+            s.replica_arn("eu-west-1"),
+            "arn:aws:secretsmanager:eu-west-1:000000000000:secret:app/key-AbCdEf"
+        );
+        assert!(s.remove_replicas(&["ap-south-1".into()], 4).is_err());
+        s.remove_replicas(&["eu-west-1".into()], 4).unwrap();
+        assert!(s.replicas.is_empty());
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub fn sample_secret(name: &str) -> SecretRecord {
         deletion: DeletionState::Active,
         wrapped_data_key: vec![1, 2, 3],
         versions: vec![],
+        replicas: vec![],
         revision: 0,
     };
     add(&mut secret, "v1", None, 1_000);
@@ -298,6 +299,109 @@ pub async fn access_keys_round_trip(store: &dyn Store) {
     store.ping().await.unwrap();
 }
 
+fn with_replica(mut secret: SecretRecord, region: &str) -> SecretRecord {
+    secret
+        .add_replicas(
+            &[(region.to_owned(), Some("alias/replica-key".into()))],
+            2_000,
+        )
+        .expect("valid replica");
+    secret
+}
+
+pub async fn replicas_round_trip_and_hold_their_name(store: &dyn Store) {
+    let secret = with_replica(sample_secret("replicated"), "eu-west-1");
+    store.insert_secret(&secret).await.unwrap();
+    let loaded = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded, secret);
+    let via_replica = store
+        .find_secret_by_replica(&secret.account_id, "eu-west-1", "replicated")
+        .await
+        .unwrap();
+    assert_eq!(via_replica.as_ref().map(|s| &s.id), Some(&secret.id));
+    let listed = store
+        .list_replicated_into(&secret.account_id, "eu-west-1")
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    // The replica's name is taken in its region.
+    let mut clash = sample_secret("replicated");
+    clash.account_id = secret.account_id.clone();
+    clash.region = "eu-west-1".into();
+    clash.arn = format!("{}-clash", secret.arn);
+    assert!(matches!(
+        store.insert_secret(&clash).await,
+        Err(StoreError::NameTaken)
+    ));
+    // And a replica cannot be added where a secret of that name exists.
+    let mut other = sample_secret("occupied");
+    other.account_id = secret.account_id.clone();
+    store.insert_secret(&other).await.unwrap();
+    let mut resident = sample_secret("occupied");
+    resident.account_id = secret.account_id.clone();
+    resident.region = "ap-south-1".into();
+    resident.arn = format!("{}-ap", other.arn);
+    store.insert_secret(&resident).await.unwrap();
+    let other = with_replica(other, "ap-south-1");
+    assert!(matches!(
+        store.save_secret(&other).await,
+        Err(StoreError::NameTaken)
+    ));
+}
+
+pub async fn promoting_a_replica_is_one_transaction(store: &dyn Store) {
+    let secret = with_replica(sample_secret("promote"), "eu-west-1");
+    store.insert_secret(&secret).await.unwrap();
+    let mut primary = secret.clone();
+    primary
+        .remove_replicas(&["eu-west-1".into()], 3_000)
+        .unwrap();
+    let mut promoted = sample_secret("promote");
+    promoted.account_id = secret.account_id.clone();
+    promoted.region = "eu-west-1".into();
+    promoted.arn = secret.replica_arn("eu-west-1");
+
+    let mut stale = primary.clone();
+    stale.revision -= 1;
+    assert!(matches!(
+        store.promote_replica(&stale, &promoted).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(
+        store
+            .find_secret_by_arn(&promoted.arn)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let revision = store.promote_replica(&primary, &promoted).await.unwrap();
+    assert_eq!(revision, secret.revision + 1);
+    let loaded = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(loaded.replicas.is_empty());
+    let standalone = store
+        .find_secret_by_name(&secret.account_id, "eu-west-1", "promote")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(standalone.id, promoted.id);
+    assert!(
+        store
+            .find_secret_by_replica(&secret.account_id, "eu-west-1", "promote")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -309,4 +413,6 @@ pub const CHECKS: &[&str] = &[
     "listing_is_per_namespace_and_oldest_first",
     "purge_finds_due_secrets_and_deletes_everything",
     "access_keys_round_trip",
+    "replicas_round_trip_and_hold_their_name",
+    "promoting_a_replica_is_one_transaction",
 ];

@@ -23,7 +23,8 @@ pub use sqlite::SqliteStore;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// A secret with this name already exists in the namespace, live or scheduled for deletion.
+    /// A secret or replica with this name already exists in the namespace, live or scheduled
+    /// for deletion.
     #[error("a secret with this name already exists in the namespace")]
     NameTaken,
     /// The secret changed since it was read; reload and retry.
@@ -82,6 +83,30 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<SecretRecord>, StoreError>;
 
     async fn find_secret_by_arn(&self, arn: &str) -> Result<Option<SecretRecord>, StoreError>;
+
+    /// The primary secret that has a replica named `name` in the namespace.
+    async fn find_secret_by_replica(
+        &self,
+        account_id: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<SecretRecord>, StoreError>;
+
+    /// Primary secrets that have a replica in the namespace.
+    async fn list_replicated_into(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Vec<SecretRecord>, StoreError>;
+
+    /// In one transaction: saves `primary` (whose replica list no longer has the promoted
+    /// region, with the same revision check as [`Store::save_secret`]) and inserts `promoted`,
+    /// the standalone secret that takes the replica's place. Returns the primary's new revision.
+    async fn promote_replica(
+        &self,
+        primary: &SecretRecord,
+        promoted: &SecretRecord,
+    ) -> Result<i64, StoreError>;
 
     /// All secrets of a namespace, oldest first.
     async fn list_secrets(

@@ -152,7 +152,37 @@ async fn load_children(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    row.into_record(versions, labels, tags)
+    let replicas = client
+        .query(schema::SELECT_REPLICAS, &[&id])
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    row.into_record(versions, labels, tags, replicas)
+}
+
+/// Whether `name` is free in the namespace for a secret other than `except_id`.
+async fn name_is_free(
+    client: &impl GenericClient,
+    account_id: &str,
+    region: &str,
+    name: &str,
+    except_id: &str,
+) -> Result<bool, StoreError> {
+    let in_secrets = client
+        .query_opt(schema::NAME_IN_SECRETS, &[&account_id, &region, &name])
+        .await
+        .map_err(backend)?
+        .map(|r| r.get::<_, String>(0));
+    let in_replicas = client
+        .query_opt(
+            schema::NAME_IN_REPLICAS,
+            &[&account_id, &region, &name, &except_id],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(in_secrets.is_none_or(|id| id == except_id) && in_replicas.is_none())
 }
 
 async fn find_one(
@@ -224,7 +254,128 @@ async fn write_children(
         .await
         .map_err(backend)?;
     }
+    tx.execute(schema::DELETE_REPLICAS, &[&secret.id])
+        .await
+        .map_err(backend)?;
+    for (position, replica) in secret.replicas.iter().enumerate() {
+        if !name_is_free(
+            tx,
+            &secret.account_id,
+            &replica.region,
+            &secret.name,
+            &secret.id,
+        )
+        .await?
+        {
+            return Err(StoreError::NameTaken);
+        }
+        tx.execute(
+            schema::INSERT_REPLICA,
+            &[
+                &secret.id,
+                &(position as i64),
+                &secret.account_id,
+                &replica.region,
+                &secret.name,
+                &replica.kms_key_id,
+                &replica.last_accessed_at,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    }
     Ok(())
+}
+
+async fn insert_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    secret: &SecretRecord,
+) -> Result<(), StoreError> {
+    if !name_is_free(
+        tx,
+        &secret.account_id,
+        &secret.region,
+        &secret.name,
+        &secret.id,
+    )
+    .await?
+    {
+        return Err(StoreError::NameTaken);
+    }
+    let row = SecretRow::from_record(secret);
+    let inserted = tx
+        .execute(
+            &format!(
+                "{} ON CONFLICT (account_id, region, name) DO NOTHING",
+                schema::INSERT_SECRET
+            ),
+            &[
+                &row.id,
+                &row.account_id,
+                &row.region,
+                &row.name,
+                &row.arn,
+                &row.description,
+                &row.kms_key_id,
+                &row.resource_policy,
+                &row.rotation_enabled,
+                &row.rotation_lambda_arn,
+                &row.rotation_after_days,
+                &row.rotation_duration,
+                &row.rotation_schedule,
+                &row.rotation_rules_set,
+                &row.last_rotated_at,
+                &row.created_at,
+                &row.last_changed_at,
+                &row.last_accessed_at,
+                &row.deleted_at,
+                &row.purge_at,
+                &row.wrapped_data_key,
+                &row.revision,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    if inserted == 0 {
+        return Err(StoreError::NameTaken);
+    }
+    write_children(tx, secret).await
+}
+
+async fn save_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    secret: &SecretRecord,
+) -> Result<i64, StoreError> {
+    let row = SecretRow::from_record(secret);
+    let updated = tx
+        .execute(
+            schema::UPDATE_SECRET,
+            &[
+                &row.id,
+                &row.revision,
+                &row.description,
+                &row.kms_key_id,
+                &row.resource_policy,
+                &row.rotation_enabled,
+                &row.rotation_lambda_arn,
+                &row.rotation_after_days,
+                &row.rotation_duration,
+                &row.rotation_schedule,
+                &row.rotation_rules_set,
+                &row.last_rotated_at,
+                &row.last_changed_at,
+                &row.last_accessed_at,
+                &row.deleted_at,
+                &row.purge_at,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    if updated == 0 {
+        return Err(StoreError::Conflict);
+    }
+    write_children(tx, secret).await?;
+    Ok(secret.revision + 1)
 }
 
 fn read_access_key(r: &Row) -> AccessKeyRecord {
@@ -241,81 +392,66 @@ impl Store for PostgresStore {
     async fn insert_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;
-        let row = SecretRow::from_record(secret);
-        let inserted = tx
-            .execute(
-                &format!(
-                    "{} ON CONFLICT (account_id, region, name) DO NOTHING",
-                    schema::INSERT_SECRET
-                ),
-                &[
-                    &row.id,
-                    &row.account_id,
-                    &row.region,
-                    &row.name,
-                    &row.arn,
-                    &row.description,
-                    &row.kms_key_id,
-                    &row.resource_policy,
-                    &row.rotation_enabled,
-                    &row.rotation_lambda_arn,
-                    &row.rotation_after_days,
-                    &row.rotation_duration,
-                    &row.rotation_schedule,
-                    &row.rotation_rules_set,
-                    &row.last_rotated_at,
-                    &row.created_at,
-                    &row.last_changed_at,
-                    &row.last_accessed_at,
-                    &row.deleted_at,
-                    &row.purge_at,
-                    &row.wrapped_data_key,
-                    &row.revision,
-                ],
-            )
-            .await
-            .map_err(backend)?;
-        if inserted == 0 {
-            return Err(StoreError::NameTaken);
-        }
-        write_children(&tx, secret).await?;
+        insert_in(&tx, secret).await?;
         tx.commit().await.map_err(backend)
     }
 
     async fn save_secret(&self, secret: &SecretRecord) -> Result<i64, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;
-        let row = SecretRow::from_record(secret);
-        let updated = tx
-            .execute(
-                schema::UPDATE_SECRET,
-                &[
-                    &row.id,
-                    &row.revision,
-                    &row.description,
-                    &row.kms_key_id,
-                    &row.resource_policy,
-                    &row.rotation_enabled,
-                    &row.rotation_lambda_arn,
-                    &row.rotation_after_days,
-                    &row.rotation_duration,
-                    &row.rotation_schedule,
-                    &row.rotation_rules_set,
-                    &row.last_rotated_at,
-                    &row.last_changed_at,
-                    &row.last_accessed_at,
-                    &row.deleted_at,
-                    &row.purge_at,
-                ],
-            )
+        let revision = save_in(&tx, secret).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(revision)
+    }
+
+    async fn promote_replica(
+        &self,
+        primary: &SecretRecord,
+        promoted: &SecretRecord,
+    ) -> Result<i64, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let revision = save_in(&tx, primary).await?;
+        insert_in(&tx, promoted).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(revision)
+    }
+
+    async fn find_secret_by_replica(
+        &self,
+        account_id: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        find_one(
+            &client,
+            &format!("id = ({})", schema::REPLICA_OWNER),
+            &[&account_id, &region, &name],
+        )
+        .await
+    }
+
+    async fn list_replicated_into(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Vec<SecretRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let query = format!(
+            "SELECT {} FROM secrets WHERE id IN ({}) ORDER BY created_at, id",
+            schema::SECRET_COLUMNS,
+            schema::REPLICATED_INTO
+        );
+        let rows = client
+            .query(&query, &[&account_id, &region])
             .await
             .map_err(backend)?;
-        if updated == 0 {
-            return Err(StoreError::Conflict);
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(load_children(&client, read_secret_row(&row)).await?);
         }
-        write_children(&tx, secret).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(secret.revision + 1)
+        Ok(out)
     }
 
     async fn find_secret_by_name(

@@ -2,16 +2,18 @@
 //! the SQLite engine rewrites them to SQLite's equivalent `?N`.
 
 use baton_core::{
-    DeletionState, RotationConfig, RotationRules, SecretRecord, SecretValueKind, Tag, VersionRecord,
+    DeletionState, Replica, RotationConfig, RotationRules, SecretRecord, SecretValueKind, Tag,
+    VersionRecord,
 };
 
 use crate::StoreError;
 
 /// Migrations, in order. Each runs once, in its own transaction, recorded in `schema_migrations`.
 /// `{blob}` and `{bigint}` are replaced by each engine's type names.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE secrets (
     id TEXT PRIMARY KEY,
     account_id TEXT NOT NULL,
@@ -69,7 +71,27 @@ CREATE TABLE access_keys (
     created_at {bigint} NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- A replica is a read-only view of its primary in another region's namespace. Its name is
+-- taken in that namespace, so (account_id, region, name) is unique here, and the engines check
+-- it against `secrets` too.
+CREATE TABLE secret_replicas (
+    secret_id TEXT NOT NULL REFERENCES secrets (id) ON DELETE CASCADE,
+    position {bigint} NOT NULL,
+    account_id TEXT NOT NULL,
+    region TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kms_key_id TEXT,
+    last_accessed_at {bigint},
+    PRIMARY KEY (secret_id, region),
+    UNIQUE (account_id, region, name)
+);
+"#,
+    ),
+];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
     resource_policy, rotation_enabled, rotation_lambda_arn, rotation_after_days, rotation_duration, \
@@ -108,6 +130,21 @@ pub const INSERT_LABEL: &str =
 pub const DELETE_TAGS: &str = "DELETE FROM secret_tags WHERE secret_id = $1";
 pub const INSERT_TAG: &str = "INSERT INTO secret_tags (secret_id, position, tag_key, tag_value) \
     VALUES ($1, $2, $3, $4)";
+pub const SELECT_REPLICAS: &str = "SELECT region, kms_key_id, last_accessed_at \
+    FROM secret_replicas WHERE secret_id = $1 ORDER BY position";
+pub const DELETE_REPLICAS: &str = "DELETE FROM secret_replicas WHERE secret_id = $1";
+pub const INSERT_REPLICA: &str = "INSERT INTO secret_replicas (secret_id, position, account_id, \
+    region, name, kms_key_id, last_accessed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// Whether a live or deleted secret already holds the name in the namespace.
+pub const NAME_IN_SECRETS: &str =
+    "SELECT id FROM secrets WHERE account_id = $1 AND region = $2 AND name = $3";
+/// Whether another secret's replica holds the name in the namespace.
+pub const NAME_IN_REPLICAS: &str = "SELECT secret_id FROM secret_replicas \
+    WHERE account_id = $1 AND region = $2 AND name = $3 AND secret_id <> $4";
+pub const REPLICA_OWNER: &str =
+    "SELECT secret_id FROM secret_replicas WHERE account_id = $1 AND region = $2 AND name = $3";
+pub const REPLICATED_INTO: &str = "SELECT secret_id FROM secret_replicas \
+    WHERE account_id = $1 AND region = $2 ORDER BY secret_id";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
 pub const DUE_FOR_PURGE: &str = "SELECT id FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
 pub const INSERT_ACCESS_KEY: &str = "INSERT INTO access_keys (access_key_id, sealed_secret, \
@@ -186,6 +223,7 @@ impl SecretRow {
         versions: Vec<(String, i64, String, Vec<u8>)>,
         labels: Vec<(String, String)>,
         tags: Vec<(String, String)>,
+        replicas: Vec<(String, Option<String>, Option<i64>)>,
     ) -> Result<SecretRecord, StoreError> {
         let deletion = match (self.deleted_at, self.purge_at) {
             (Some(deleted_at), Some(purge_at)) => DeletionState::Scheduled {
@@ -251,6 +289,14 @@ impl SecretRow {
             deletion,
             wrapped_data_key: self.wrapped_data_key,
             versions: version_records,
+            replicas: replicas
+                .into_iter()
+                .map(|(region, kms_key_id, last_accessed_at)| Replica {
+                    region,
+                    kms_key_id,
+                    last_accessed_at,
+                })
+                .collect(),
             revision: self.revision,
         };
         if !record.versions.is_empty()

@@ -174,7 +174,42 @@ fn load_children(conn: &Connection, row: SecretRow) -> Result<SecretRecord, Stor
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(backend)?;
-    row.into_record(versions, labels, tags)
+    let replicas = conn
+        .prepare_cached(&sql(schema::SELECT_REPLICAS))
+        .and_then(|mut s| {
+            s.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(backend)?;
+    row.into_record(versions, labels, tags, replicas)
+}
+
+/// Whether `name` is free in the namespace, for a secret other than `except_id`: no secret and no
+/// other secret's replica holds it.
+fn name_is_free(
+    conn: &Connection,
+    account_id: &str,
+    region: &str,
+    name: &str,
+    except_id: &str,
+) -> Result<bool, StoreError> {
+    let in_secrets: Option<String> = conn
+        .query_row(
+            &sql(schema::NAME_IN_SECRETS),
+            params![account_id, region, name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let in_replicas: Option<String> = conn
+        .query_row(
+            &sql(schema::NAME_IN_REPLICAS),
+            params![account_id, region, name, except_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    Ok(in_secrets.is_none_or(|id| id == except_id) && in_replicas.is_none())
 }
 
 fn find_one(
@@ -239,7 +274,107 @@ fn write_children(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Resu
         )
         .map_err(backend)?;
     }
+    tx.execute(&sql(schema::DELETE_REPLICAS), [&secret.id])
+        .map_err(backend)?;
+    for (position, replica) in secret.replicas.iter().enumerate() {
+        if !name_is_free(
+            tx,
+            &secret.account_id,
+            &replica.region,
+            &secret.name,
+            &secret.id,
+        )? {
+            return Err(StoreError::NameTaken);
+        }
+        tx.execute(
+            &sql(schema::INSERT_REPLICA),
+            params![
+                secret.id,
+                position as i64,
+                secret.account_id,
+                replica.region,
+                secret.name,
+                replica.kms_key_id,
+                replica.last_accessed_at
+            ],
+        )
+        .map_err(backend)?;
+    }
     Ok(())
+}
+
+fn insert_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<(), StoreError> {
+    if !name_is_free(
+        tx,
+        &secret.account_id,
+        &secret.region,
+        &secret.name,
+        &secret.id,
+    )? {
+        return Err(StoreError::NameTaken);
+    }
+    let row = SecretRow::from_record(secret);
+    tx.execute(
+        &sql(schema::INSERT_SECRET),
+        params![
+            row.id,
+            row.account_id,
+            row.region,
+            row.name,
+            row.arn,
+            row.description,
+            row.kms_key_id,
+            row.resource_policy,
+            row.rotation_enabled,
+            row.rotation_lambda_arn,
+            row.rotation_after_days,
+            row.rotation_duration,
+            row.rotation_schedule,
+            row.rotation_rules_set,
+            row.last_rotated_at,
+            row.created_at,
+            row.last_changed_at,
+            row.last_accessed_at,
+            row.deleted_at,
+            row.purge_at,
+            row.wrapped_data_key,
+            row.revision
+        ],
+    )
+    .map_err(backend)?;
+    write_children(tx, secret)
+}
+
+fn save_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<i64, StoreError> {
+    let row = SecretRow::from_record(secret);
+    let updated = tx
+        .execute(
+            &sql(schema::UPDATE_SECRET),
+            params![
+                row.id,
+                row.revision,
+                row.description,
+                row.kms_key_id,
+                row.resource_policy,
+                row.rotation_enabled,
+                row.rotation_lambda_arn,
+                row.rotation_after_days,
+                row.rotation_duration,
+                row.rotation_schedule,
+                row.rotation_rules_set,
+                row.last_rotated_at,
+                row.last_changed_at,
+                row.last_accessed_at,
+                row.deleted_at,
+                row.purge_at
+            ],
+        )
+        .map_err(backend)?;
+    if updated == 0 {
+        return Err(StoreError::Conflict);
+    }
+    write_children(tx, secret)?;
+    Ok(secret.revision + 1)
 }
 
 fn read_access_key(r: &Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
@@ -257,47 +392,7 @@ impl Store for SqliteStore {
         let secret = secret.clone();
         self.with(move |conn| {
             let tx = conn.transaction().map_err(backend)?;
-            let taken: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM secrets WHERE account_id = ?1 AND region = ?2 AND name = ?3",
-                    params![secret.account_id, secret.region, secret.name],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
-            if taken.is_some() {
-                return Err(StoreError::NameTaken);
-            }
-            let row = SecretRow::from_record(&secret);
-            tx.execute(
-                &sql(schema::INSERT_SECRET),
-                params![
-                    row.id,
-                    row.account_id,
-                    row.region,
-                    row.name,
-                    row.arn,
-                    row.description,
-                    row.kms_key_id,
-                    row.resource_policy,
-                    row.rotation_enabled,
-                    row.rotation_lambda_arn,
-                    row.rotation_after_days,
-                    row.rotation_duration,
-                    row.rotation_schedule,
-                    row.rotation_rules_set,
-                    row.last_rotated_at,
-                    row.created_at,
-                    row.last_changed_at,
-                    row.last_accessed_at,
-                    row.deleted_at,
-                    row.purge_at,
-                    row.wrapped_data_key,
-                    row.revision
-                ],
-            )
-            .map_err(backend)?;
-            write_children(&tx, &secret)?;
+            insert_in(&tx, &secret)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -307,36 +402,68 @@ impl Store for SqliteStore {
         let secret = secret.clone();
         self.with(move |conn| {
             let tx = conn.transaction().map_err(backend)?;
-            let row = SecretRow::from_record(&secret);
-            let updated = tx
-                .execute(
-                    &sql(schema::UPDATE_SECRET),
-                    params![
-                        row.id,
-                        row.revision,
-                        row.description,
-                        row.kms_key_id,
-                        row.resource_policy,
-                        row.rotation_enabled,
-                        row.rotation_lambda_arn,
-                        row.rotation_after_days,
-                        row.rotation_duration,
-                        row.rotation_schedule,
-                        row.rotation_rules_set,
-                        row.last_rotated_at,
-                        row.last_changed_at,
-                        row.last_accessed_at,
-                        row.deleted_at,
-                        row.purge_at
-                    ],
-                )
-                .map_err(backend)?;
-            if updated == 0 {
-                return Err(StoreError::Conflict);
-            }
-            write_children(&tx, &secret)?;
+            let revision = save_in(&tx, &secret)?;
             tx.commit().map_err(backend)?;
-            Ok(secret.revision + 1)
+            Ok(revision)
+        })
+        .await
+    }
+
+    async fn promote_replica(
+        &self,
+        primary: &SecretRecord,
+        promoted: &SecretRecord,
+    ) -> Result<i64, StoreError> {
+        let (primary, promoted) = (primary.clone(), promoted.clone());
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let revision = save_in(&tx, &primary)?;
+            insert_in(&tx, &promoted)?;
+            tx.commit().map_err(backend)?;
+            Ok(revision)
+        })
+        .await
+    }
+
+    async fn find_secret_by_replica(
+        &self,
+        account_id: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        let (a, r, n) = (account_id.to_owned(), region.to_owned(), name.to_owned());
+        self.with(move |conn| {
+            find_one(
+                conn,
+                &format!("id = ({})", sql(schema::REPLICA_OWNER)),
+                &[&a, &r, &n],
+            )
+        })
+        .await
+    }
+
+    async fn list_replicated_into(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Vec<SecretRecord>, StoreError> {
+        let (a, r) = (account_id.to_owned(), region.to_owned());
+        self.with(move |conn| {
+            let query = format!(
+                "SELECT {} FROM secrets WHERE id IN ({}) ORDER BY created_at, id",
+                schema::SECRET_COLUMNS,
+                sql(schema::REPLICATED_INTO)
+            );
+            let rows = conn
+                .prepare_cached(&query)
+                .and_then(|mut s| {
+                    s.query_map(params![a, r], read_secret_row)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|row| load_children(conn, row))
+                .collect()
         })
         .await
     }

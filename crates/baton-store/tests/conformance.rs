@@ -66,4 +66,6 @@ conformance!(
     listing_is_per_namespace_and_oldest_first,
     purge_finds_due_secrets_and_deletes_everything,
     access_keys_round_trip,
+    replicas_round_trip_and_hold_their_name,
+    promoting_a_replica_is_one_transaction,
 );
