@@ -138,14 +138,28 @@ def test_values_never_reach_the_database_file_or_logs_in_plaintext(fresh):
 
 def test_connections_beyond_the_limit_are_refused_and_service_continues(fresh):
     srv = fresh(extra_args=["--connections-max", "2"]).start()
-    held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
-    time.sleep(0.3)
+    held = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        # A served keep-alive request proves the server accepted this connection and holds it.
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        held.append(s)
     with pytest.raises(Exception):
         urllib.request.urlopen(f"{srv.endpoint}/health", timeout=3).read()
     for s in held:
         s.close()
-    time.sleep(0.3)
-    assert urllib.request.urlopen(f"{srv.endpoint}/health", timeout=3).status == 200
+    deadline = time.time() + 10
+    while True:
+        try:
+            assert urllib.request.urlopen(f"{srv.endpoint}/health", timeout=3).status == 200
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+    metrics = urllib.request.urlopen(f"{srv.endpoint}/metrics", timeout=3).read().decode()
+    assert re.search(r"baton_connections_refused_total \d+", metrics), metrics
 
 
 def test_a_root_key_that_does_not_match_the_database_stops_the_server(fresh):

@@ -408,6 +408,21 @@ impl Baton {
         ))
     }
 
+    /// Applies `change` like [`Baton::update`] and answers with the secret's ARN and name, as
+    /// several operations do.
+    async fn update_answering_arn_name(
+        &self,
+        caller: &Caller,
+        secret_id: &str,
+        change: impl FnMut(&mut SecretRecord, &Baton) -> Result<Outcome<()>, ApiError>,
+    ) -> Result<p::ArnNameResponse, ApiError> {
+        let ((), secret) = self.update(caller, secret_id, change).await?;
+        Ok(p::ArnNameResponse {
+            arn: Some(secret.arn),
+            name: Some(secret.name),
+        })
+    }
+
     fn open_value(
         &self,
         data_key: &DataKey,
@@ -832,16 +847,11 @@ impl Baton {
             move_to_version_id: req.move_to_version_id.clone(),
         };
         let now = now_ms();
-        let ((), secret) = self
-            .update(caller, secret_id, |secret, _| {
-                baton_core::move_label(secret, &change, now)?;
-                Ok(Outcome::Changed(()))
-            })
-            .await?;
-        Ok(p::ArnNameResponse {
-            arn: Some(secret.arn),
-            name: Some(secret.name),
+        self.update_answering_arn_name(caller, secret_id, |secret, _| {
+            baton_core::move_label(secret, &change, now)?;
+            Ok(Outcome::Changed(()))
         })
+        .await
     }
 
     /// Baton's extension: several label moves in one atomic write.
@@ -1032,23 +1042,18 @@ impl Baton {
         req: p::SecretIdRequest,
     ) -> Result<p::ArnNameResponse, ApiError> {
         let now = now_ms();
-        let ((), secret) = self
-            .update(
-                caller,
-                required(&req.secret_id, "secretId")?,
-                |secret, _| {
-                    if !secret.is_scheduled_for_deletion() {
-                        return Ok(Outcome::Unchanged(()));
-                    }
-                    secret.restore(now)?;
-                    Ok(Outcome::Changed(()))
-                },
-            )
-            .await?;
-        Ok(p::ArnNameResponse {
-            arn: Some(secret.arn),
-            name: Some(secret.name),
-        })
+        self.update_answering_arn_name(
+            caller,
+            required(&req.secret_id, "secretId")?,
+            |secret, _| {
+                if !secret.is_scheduled_for_deletion() {
+                    return Ok(Outcome::Unchanged(()));
+                }
+                secret.restore(now)?;
+                Ok(Outcome::Changed(()))
+            },
+        )
+        .await
     }
 
     pub async fn tag_resource(
@@ -1145,22 +1150,17 @@ impl Baton {
             ));
         }
         let now = now_ms();
-        let ((), secret) = self
-            .update(
-                caller,
-                required(&req.secret_id, "secretId")?,
-                |secret, _| {
-                    secret.ensure_not_deleted()?;
-                    secret.resource_policy = Some(text.to_owned());
-                    secret.last_changed_at = now;
-                    Ok(Outcome::Changed(()))
-                },
-            )
-            .await?;
-        Ok(p::ArnNameResponse {
-            arn: Some(secret.arn),
-            name: Some(secret.name),
-        })
+        self.update_answering_arn_name(
+            caller,
+            required(&req.secret_id, "secretId")?,
+            |secret, _| {
+                secret.ensure_not_deleted()?;
+                secret.resource_policy = Some(text.to_owned());
+                secret.last_changed_at = now;
+                Ok(Outcome::Changed(()))
+            },
+        )
+        .await
     }
 
     pub async fn get_resource_policy(
@@ -1186,25 +1186,20 @@ impl Baton {
         req: p::SecretIdRequest,
     ) -> Result<p::ArnNameResponse, ApiError> {
         let now = now_ms();
-        let ((), secret) = self
-            .update(
-                caller,
-                required(&req.secret_id, "secretId")?,
-                |secret, _| {
-                    secret.ensure_not_deleted()?;
-                    if secret.resource_policy.is_none() {
-                        return Ok(Outcome::Unchanged(()));
-                    }
-                    secret.resource_policy = None;
-                    secret.last_changed_at = now;
-                    Ok(Outcome::Changed(()))
-                },
-            )
-            .await?;
-        Ok(p::ArnNameResponse {
-            arn: Some(secret.arn),
-            name: Some(secret.name),
-        })
+        self.update_answering_arn_name(
+            caller,
+            required(&req.secret_id, "secretId")?,
+            |secret, _| {
+                secret.ensure_not_deleted()?;
+                if secret.resource_policy.is_none() {
+                    return Ok(Outcome::Unchanged(()));
+                }
+                secret.resource_policy = None;
+                secret.last_changed_at = now;
+                Ok(Outcome::Changed(()))
+            },
+        )
+        .await
     }
 
     pub async fn validate_resource_policy(

@@ -126,40 +126,37 @@ fn read_secret_row(r: &Row) -> SecretRow {
     }
 }
 
+/// Runs a statement keyed by a secret id and maps every row.
+async fn child_rows<T>(
+    client: &impl GenericClient,
+    statement: &str,
+    secret_id: &str,
+    map: impl Fn(&Row) -> T,
+) -> Result<Vec<T>, StoreError> {
+    Ok(client
+        .query(statement, &[&secret_id])
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(map)
+        .collect())
+}
+
 async fn load_children(
     client: &impl GenericClient,
     row: SecretRow,
 ) -> Result<SecretRecord, StoreError> {
     let id = row.id.clone();
-    let versions = client
-        .query(schema::SELECT_VERSIONS, &[&id])
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    let labels = client
-        .query(schema::SELECT_LABELS, &[&id])
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let tags = client
-        .query(schema::SELECT_TAGS, &[&id])
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let replicas = client
-        .query(schema::SELECT_REPLICAS, &[&id])
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    row.into_record(versions, labels, tags, replicas)
+    let versions = child_rows(client, schema::SELECT_VERSIONS_AND_LABELS, &id, |r| {
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+    })
+    .await?;
+    let tags = child_rows(client, schema::SELECT_TAGS, &id, |r| (r.get(0), r.get(1))).await?;
+    let replicas = child_rows(client, schema::SELECT_REPLICAS, &id, |r| {
+        (r.get(0), r.get(1), r.get(2))
+    })
+    .await?;
+    row.into_record(versions, tags, replicas)
 }
 
 /// Whether `name` is free in the namespace for a secret other than `except_id`.

@@ -114,9 +114,12 @@ pub const UPDATE_SECRET: &str = "UPDATE secrets SET description = $3, kms_key_id
     last_accessed_at = $14, deleted_at = $15, purge_at = $16, revision = $2 + 1 \
     WHERE id = $1 AND revision = $2";
 
-pub const SELECT_VERSIONS: &str = "SELECT version_id, created_at, kind, sealed_value \
-    FROM secret_versions WHERE secret_id = $1 ORDER BY created_at, version_id";
-pub const SELECT_LABELS: &str = "SELECT label, version_id FROM secret_labels WHERE secret_id = $1";
+/// Versions with their labels, one row per (version, label); a version without labels has one
+/// row with a NULL label. Rows of one version are adjacent.
+pub const SELECT_VERSIONS_AND_LABELS: &str = "SELECT v.version_id, v.created_at, v.kind, \
+    v.sealed_value, l.label FROM secret_versions v LEFT JOIN secret_labels l \
+    ON l.secret_id = v.secret_id AND l.version_id = v.version_id \
+    WHERE v.secret_id = $1 ORDER BY v.created_at, v.version_id";
 pub const SELECT_TAGS: &str =
     "SELECT tag_key, tag_value FROM secret_tags WHERE secret_id = $1 ORDER BY position";
 pub const INSERT_VERSION: &str = "INSERT INTO secret_versions (secret_id, version_id, created_at, \
@@ -154,6 +157,10 @@ pub const SELECT_ACCESS_KEY: &str = "SELECT access_key_id, sealed_secret, user_n
 pub const LIST_ACCESS_KEYS: &str = "SELECT access_key_id, sealed_secret, user_name, created_at \
     FROM access_keys ORDER BY created_at, access_key_id";
 pub const DELETE_ACCESS_KEY: &str = "DELETE FROM access_keys WHERE access_key_id = $1";
+
+/// One row of [`SELECT_VERSIONS_AND_LABELS`]: version id, creation time, kind, sealed value, and
+/// one of its labels.
+pub type VersionRow = (String, i64, String, Vec<u8>, Option<String>);
 
 /// The `secrets` row of a record, in [`SECRET_COLUMNS`] order, as engine-neutral values.
 pub struct SecretRow {
@@ -220,8 +227,7 @@ impl SecretRow {
     /// Rebuilds the record from its row and child rows, checking the invariants after reading.
     pub fn into_record(
         self,
-        versions: Vec<(String, i64, String, Vec<u8>)>,
-        labels: Vec<(String, String)>,
+        versions: Vec<VersionRow>,
         tags: Vec<(String, String)>,
         replicas: Vec<(String, Option<String>, Option<i64>)>,
     ) -> Result<SecretRecord, StoreError> {
@@ -238,27 +244,23 @@ impl SecretRow {
                 )));
             }
         };
-        let mut version_records = Vec::with_capacity(versions.len());
-        for (version_id, created_at, kind, sealed_value) in versions {
-            let kind = SecretValueKind::parse(&kind).ok_or_else(|| {
-                StoreError::Corrupt(format!("version {version_id} has unknown kind {kind}"))
-            })?;
-            version_records.push(VersionRecord {
-                version_id,
-                created_at,
-                labels: Default::default(),
-                kind,
-                sealed_value,
-            });
-        }
-        for (label, version_id) in labels {
-            let version = version_records
-                .iter_mut()
-                .find(|v| v.version_id == version_id)
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("label {label} points at missing {version_id}"))
+        let mut version_records: Vec<VersionRecord> = Vec::with_capacity(versions.len());
+        for (version_id, created_at, kind, sealed_value, label) in versions {
+            if version_records.last().map(|v| &v.version_id) != Some(&version_id) {
+                let kind = SecretValueKind::parse(&kind).ok_or_else(|| {
+                    StoreError::Corrupt(format!("version {version_id} has unknown kind {kind}"))
                 })?;
-            version.labels.insert(label);
+                version_records.push(VersionRecord {
+                    version_id,
+                    created_at,
+                    labels: Default::default(),
+                    kind,
+                    sealed_value,
+                });
+            }
+            if let (Some(label), Some(version)) = (label, version_records.last_mut()) {
+                version.labels.insert(label);
+            }
         }
         let record = SecretRecord {
             id: self.id,

@@ -5,6 +5,7 @@
 //! manager must not lose an acknowledged write on power loss.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -17,8 +18,14 @@ use crate::{AccessKeyRecord, Store, StoreError};
 /// The SQLite engine.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<AtomicUsize>,
 }
+
+/// Read connections. WAL lets them read while the writer writes, and each read transaction sees
+/// every commit that finished before it began, so a read after a write returns that write.
+const READERS: usize = 4;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,22 +59,58 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         migrate(&mut conn)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open(path).map_err(backend)?;
+                reader
+                    .execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
+                    .map_err(backend)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
+            next_reader: Arc::new(AtomicUsize::new(0)),
         })
     }
 
+    /// Runs `f` on the one write connection, on tokio's blocking pool.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let conn = self.writer.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
                 .map_err(|_| StoreError::Backend("sqlite connection mutex poisoned".into()))?;
             f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
+    }
+
+    /// Runs a read-only `f` on one of the read connections: a free one if there is one,
+    /// otherwise the next in turn.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let free = (0..readers.len())
+                .find_map(|i| readers[(start + i) % readers.len()].try_lock().ok());
+            let guard = match free {
+                Some(guard) => guard,
+                None => readers[start % readers.len()]
+                    .lock()
+                    .map_err(|_| StoreError::Backend("sqlite connection mutex poisoned".into()))?,
+            };
+            f(&guard)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
@@ -151,37 +194,30 @@ fn read_secret_row(r: &Row<'_>) -> rusqlite::Result<SecretRow> {
     })
 }
 
+/// Runs a statement keyed by a secret id and maps every row.
+fn child_rows<T>(
+    conn: &Connection,
+    statement: &str,
+    secret_id: &str,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    conn.prepare_cached(&sql(statement))
+        .and_then(|mut s| s.query_map([secret_id], map)?.collect())
+        .map_err(backend)
+}
+
 fn load_children(conn: &Connection, row: SecretRow) -> Result<SecretRecord, StoreError> {
     let id = row.id.clone();
-    let versions = conn
-        .prepare_cached(&sql(schema::SELECT_VERSIONS))
-        .and_then(|mut s| {
-            s.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(backend)?;
-    let labels = conn
-        .prepare_cached(&sql(schema::SELECT_LABELS))
-        .and_then(|mut s| {
-            s.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(backend)?;
-    let tags = conn
-        .prepare_cached(&sql(schema::SELECT_TAGS))
-        .and_then(|mut s| {
-            s.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(backend)?;
-    let replicas = conn
-        .prepare_cached(&sql(schema::SELECT_REPLICAS))
-        .and_then(|mut s| {
-            s.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(backend)?;
-    row.into_record(versions, labels, tags, replicas)
+    let versions = child_rows(conn, schema::SELECT_VERSIONS_AND_LABELS, &id, |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?;
+    let tags = child_rows(conn, schema::SELECT_TAGS, &id, |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    let replicas = child_rows(conn, schema::SELECT_REPLICAS, &id, |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    row.into_record(versions, tags, replicas)
 }
 
 /// Whether `name` is free in the namespace, for a secret other than `except_id`: no secret and no
@@ -432,7 +468,7 @@ impl Store for SqliteStore {
         name: &str,
     ) -> Result<Option<SecretRecord>, StoreError> {
         let (a, r, n) = (account_id.to_owned(), region.to_owned(), name.to_owned());
-        self.with(move |conn| {
+        self.read(move |conn| {
             find_one(
                 conn,
                 &format!("id = ({})", sql(schema::REPLICA_OWNER)),
@@ -448,7 +484,7 @@ impl Store for SqliteStore {
         region: &str,
     ) -> Result<Vec<SecretRecord>, StoreError> {
         let (a, r) = (account_id.to_owned(), region.to_owned());
-        self.with(move |conn| {
+        self.read(move |conn| {
             let query = format!(
                 "SELECT {} FROM secrets WHERE id IN ({}) ORDER BY created_at, id",
                 schema::SECRET_COLUMNS,
@@ -475,7 +511,7 @@ impl Store for SqliteStore {
         name: &str,
     ) -> Result<Option<SecretRecord>, StoreError> {
         let (a, r, n) = (account_id.to_owned(), region.to_owned(), name.to_owned());
-        self.with(move |conn| {
+        self.read(move |conn| {
             find_one(
                 conn,
                 "account_id = ?1 AND region = ?2 AND name = ?3",
@@ -487,7 +523,7 @@ impl Store for SqliteStore {
 
     async fn find_secret_by_arn(&self, arn: &str) -> Result<Option<SecretRecord>, StoreError> {
         let arn = arn.to_owned();
-        self.with(move |conn| find_one(conn, "arn = ?1", &[&arn]))
+        self.read(move |conn| find_one(conn, "arn = ?1", &[&arn]))
             .await
     }
 
@@ -497,7 +533,7 @@ impl Store for SqliteStore {
         region: &str,
     ) -> Result<Vec<SecretRecord>, StoreError> {
         let (a, r) = (account_id.to_owned(), region.to_owned());
-        self.with(move |conn| {
+        self.read(move |conn| {
             let query = format!(
                 "SELECT {} FROM secrets WHERE account_id = ?1 AND region = ?2 ORDER BY created_at, id",
                 schema::SECRET_COLUMNS
@@ -529,7 +565,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
-        self.with(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(&sql(schema::DUE_FOR_PURGE))
                 .and_then(|mut s| {
                     s.query_map(params![now, limit], |r| r.get(0))?
@@ -563,7 +599,7 @@ impl Store for SqliteStore {
         access_key_id: &str,
     ) -> Result<Option<AccessKeyRecord>, StoreError> {
         let id = access_key_id.to_owned();
-        self.with(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(&sql(schema::SELECT_ACCESS_KEY))
                 .and_then(|mut s| s.query_row([&id], read_access_key).optional())
                 .map_err(backend)
@@ -572,7 +608,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError> {
-        self.with(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(schema::LIST_ACCESS_KEYS)
                 .and_then(|mut s| {
                     s.query_map([], read_access_key)?
@@ -595,7 +631,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map_err(backend)?;
             Ok(())
