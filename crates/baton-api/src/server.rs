@@ -63,6 +63,9 @@ pub struct ServeOptions {
     pub bootstrap: Option<Bootstrap>,
 }
 
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct App {
     baton: Baton,
     request_timeout: Duration,
@@ -206,7 +209,13 @@ impl Server {
         let purge = tokio::spawn(purge_loop(app.clone(), options.purge_interval, stop_rx));
         let connections = Arc::new(Semaphore::new(options.connections_max));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A client that sends its headers too slowly loses the connection rather than holding
+        // a connection slot open indefinitely.
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %listener.local_addr()?, scheme, "baton is listening");
         tokio::pin!(shutdown);
