@@ -170,3 +170,13 @@ def test_a_root_key_that_does_not_match_the_database_stops_the_server(fresh):
     srv.start(wait=False)
     assert srv.process.wait(timeout=20) == 1
     assert "root key does not match this database" in srv.read_log()
+
+
+def test_a_second_server_on_the_same_data_directory_is_refused(fresh):
+    first = fresh().start()
+    second = fresh()
+    second.data_dir = first.data_dir
+    second.start(wait=False)
+    assert second.process.wait(timeout=20) == 1
+    assert "in use by another Baton process" in second.read_log()
+    assert first.client().list_secrets()["SecretList"] == []

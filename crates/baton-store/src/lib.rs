@@ -11,6 +11,7 @@
 use async_trait::async_trait;
 use baton_core::{SecretRecord, Timestamp};
 
+mod cache;
 pub mod conformance;
 mod postgres;
 mod schema;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use baton_core::{SecretRecord, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::cache::{RecordCache, arn_key, name_key};
 use crate::schema::{self, SecretRow};
 use crate::{AccessKeyRecord, Store, StoreError};
 
@@ -21,6 +22,10 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
+    cache: Arc<RecordCache>,
+    /// Held for the life of the store: one process per database file, so the cache sees every
+    /// write.
+    _lock: Arc<std::fs::File>,
 }
 
 /// Read connections. WAL lets them read while the writer writes, and each read transaction sees
@@ -51,6 +56,7 @@ fn backend(e: rusqlite::Error) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let lock = lock_exclusively(path)?;
         create_private(path)?;
         let mut conn = Connection::open(path).map_err(backend)?;
         conn.execute_batch(
@@ -72,6 +78,8 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
+            cache: Arc::new(RecordCache::default()),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -115,6 +123,28 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
     }
+}
+
+/// Takes an exclusive lock on `<database>.lock`, so a second process cannot open the same file.
+fn lock_exclusively(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock_path = path.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Backend(format!("creating {}: {e}", lock_path.display())))?;
+    file.try_lock().map_err(|_| {
+        StoreError::Backend(format!(
+            "{} is in use by another Baton process (lock file {} is held); run one server per \
+             data directory, or use PostgreSQL for several nodes",
+            path.display(),
+            lock_path.display()
+        ))
+    })?;
+    Ok(file)
 }
 
 /// Creates the database file readable by its owner only; SQLite gives its WAL and shared
@@ -425,24 +455,32 @@ fn read_access_key(r: &Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        let id = secret.id.clone();
         let secret = secret.clone();
-        self.with(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
-            insert_in(&tx, &secret)?;
-            tx.commit().map_err(backend)
-        })
-        .await
+        let result = self
+            .with(move |conn| {
+                let tx = conn.transaction().map_err(backend)?;
+                insert_in(&tx, &secret)?;
+                tx.commit().map_err(backend)
+            })
+            .await;
+        self.cache.invalidate(&[&id]);
+        result
     }
 
     async fn save_secret(&self, secret: &SecretRecord) -> Result<i64, StoreError> {
+        let id = secret.id.clone();
         let secret = secret.clone();
-        self.with(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
-            let revision = save_in(&tx, &secret)?;
-            tx.commit().map_err(backend)?;
-            Ok(revision)
-        })
-        .await
+        let result = self
+            .with(move |conn| {
+                let tx = conn.transaction().map_err(backend)?;
+                let revision = save_in(&tx, &secret)?;
+                tx.commit().map_err(backend)?;
+                Ok(revision)
+            })
+            .await;
+        self.cache.invalidate(&[&id]);
+        result
     }
 
     async fn promote_replica(
@@ -450,15 +488,19 @@ impl Store for SqliteStore {
         primary: &SecretRecord,
         promoted: &SecretRecord,
     ) -> Result<i64, StoreError> {
+        let ids = [primary.id.clone(), promoted.id.clone()];
         let (primary, promoted) = (primary.clone(), promoted.clone());
-        self.with(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
-            let revision = save_in(&tx, &primary)?;
-            insert_in(&tx, &promoted)?;
-            tx.commit().map_err(backend)?;
-            Ok(revision)
-        })
-        .await
+        let result = self
+            .with(move |conn| {
+                let tx = conn.transaction().map_err(backend)?;
+                let revision = save_in(&tx, &primary)?;
+                insert_in(&tx, &promoted)?;
+                tx.commit().map_err(backend)?;
+                Ok(revision)
+            })
+            .await;
+        self.cache.invalidate(&[&ids[0], &ids[1]]);
+        result
     }
 
     async fn find_secret_by_replica(
@@ -510,21 +552,41 @@ impl Store for SqliteStore {
         region: &str,
         name: &str,
     ) -> Result<Option<SecretRecord>, StoreError> {
+        let key = name_key(account_id, region, name);
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(Some(hit));
+        }
+        let generation = self.cache.generation();
         let (a, r, n) = (account_id.to_owned(), region.to_owned(), name.to_owned());
-        self.read(move |conn| {
-            find_one(
-                conn,
-                "account_id = ?1 AND region = ?2 AND name = ?3",
-                &[&a, &r, &n],
-            )
-        })
-        .await
+        let found = self
+            .read(move |conn| {
+                find_one(
+                    conn,
+                    "account_id = ?1 AND region = ?2 AND name = ?3",
+                    &[&a, &r, &n],
+                )
+            })
+            .await?;
+        if let Some(secret) = &found {
+            self.cache.fill(key, secret, generation);
+        }
+        Ok(found)
     }
 
     async fn find_secret_by_arn(&self, arn: &str) -> Result<Option<SecretRecord>, StoreError> {
+        let key = arn_key(arn);
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(Some(hit));
+        }
+        let generation = self.cache.generation();
         let arn = arn.to_owned();
-        self.read(move |conn| find_one(conn, "arn = ?1", &[&arn]))
-            .await
+        let found = self
+            .read(move |conn| find_one(conn, "arn = ?1", &[&arn]))
+            .await?;
+        if let Some(secret) = &found {
+            self.cache.fill(key, secret, generation);
+        }
+        Ok(found)
     }
 
     async fn list_secrets(
@@ -552,12 +614,15 @@ impl Store for SqliteStore {
 
     async fn delete_secret(&self, secret_id: &str) -> Result<(), StoreError> {
         let id = secret_id.to_owned();
-        self.with(move |conn| {
-            conn.execute(&sql(schema::DELETE_SECRET), [&id])
-                .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        let result = self
+            .with(move |conn| {
+                conn.execute(&sql(schema::DELETE_SECRET), [&id])
+                    .map_err(backend)?;
+                Ok(())
+            })
+            .await;
+        self.cache.invalidate(&[secret_id]);
+        result
     }
 
     async fn secrets_due_for_purge(
