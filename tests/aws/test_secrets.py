@@ -449,3 +449,55 @@ def test_force_overwrite_replaces_a_secret_in_the_replica_region(server, sm, uni
     sm.replicate_secret_to_regions(SecretId=unique_name, AddReplicaRegions=[{"Region": "eu-west-1"}],
                                    ForceOverwriteReplicaSecret=True)
     assert west.get_secret_value(SecretId=unique_name)["SecretString"] == "primary"
+
+
+MISSING = "test/no-such-secret-anywhere"
+OPERATIONS_ON_A_SECRET = [
+    ("describe_secret", {}),
+    ("get_secret_value", {}),
+    ("put_secret_value", {"SecretString": "x"}),
+    ("update_secret", {"Description": "x"}),
+    ("update_secret_version_stage", {"VersionStage": "blue", "MoveToVersionId": "a" * 32}),
+    ("list_secret_version_ids", {}),
+    ("delete_secret", {}),
+    ("restore_secret", {}),
+    ("tag_resource", {"Tags": [{"Key": "k", "Value": "v"}]}),
+    ("untag_resource", {"TagKeys": ["k"]}),
+    ("put_resource_policy", {"ResourcePolicy": POLICY}),
+    ("get_resource_policy", {}),
+    ("delete_resource_policy", {}),
+    ("rotate_secret", {"RotationLambdaARN": "arn:aws:lambda:us-east-1:1:function:f"}),
+    ("cancel_rotate_secret", {}),
+    ("replicate_secret_to_regions", {"AddReplicaRegions": [{"Region": "eu-west-1"}]}),
+    ("remove_regions_from_replication", {"RemoveReplicaRegions": ["eu-west-1"]}),
+    ("stop_replication_to_replica", {}),
+]
+
+
+@pytest.mark.parametrize("operation,params", OPERATIONS_ON_A_SECRET, ids=[o for o, _ in OPERATIONS_ON_A_SECRET])
+def test_every_operation_on_a_missing_secret_is_not_found(sm, operation, params):
+    with pytest.raises(ClientError) as e:
+        getattr(sm, operation)(SecretId=MISSING, **params)
+    assert aws_error(e) == ("ResourceNotFoundException", "Secrets Manager can't find the specified secret.", 400)
+
+
+WRITES_REFUSED_WHILE_DELETED = [
+    ("put_secret_value", {"SecretString": "x"}),
+    ("update_secret", {"Description": "x"}),
+    ("tag_resource", {"Tags": [{"Key": "k", "Value": "v"}]}),
+    ("put_resource_policy", {"ResourcePolicy": POLICY}),
+    ("rotate_secret", {"RotationLambdaARN": "arn:aws:lambda:us-east-1:1:function:f"}),
+    ("replicate_secret_to_regions", {"AddReplicaRegions": [{"Region": "eu-west-1"}]}),
+]
+
+
+@pytest.mark.parametrize("operation,params", WRITES_REFUSED_WHILE_DELETED, ids=[o for o, _ in WRITES_REFUSED_WHILE_DELETED])
+def test_writes_to_a_secret_scheduled_for_deletion_are_refused(sm, unique_name, operation, params):
+    sm.create_secret(Name=unique_name, SecretString="x")
+    sm.delete_secret(SecretId=unique_name, RecoveryWindowInDays=7)
+    before = sm.describe_secret(SecretId=unique_name)
+    with pytest.raises(ClientError) as e:
+        getattr(sm, operation)(SecretId=unique_name, **params)
+    assert aws_error(e)[0] == "InvalidRequestException"
+    after = sm.describe_secret(SecretId=unique_name)
+    assert after["LastChangedDate"] == before["LastChangedDate"], "nothing was written"
