@@ -7,6 +7,7 @@
 mod error;
 mod labels;
 mod names;
+pub mod rotation;
 mod secret;
 
 pub use error::CoreError;

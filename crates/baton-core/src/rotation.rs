@@ -1,0 +1,792 @@
+//! The rotation phase machine: sans-IO, with time and events as inputs and commands as output.
+//!
+//! A rotation moves through phases, each reached when its step succeeded or its gate passed:
+//!
+//! ```text
+//! Started -create-> Created -set-> Set -test-> Tested -gate-> Propagated -promote-> Promoted
+//!         -gate-> Drained -retire-> Retired
+//! ```
+//!
+//! The machine never performs a step. It answers [`Rotation::handle`] with [`Command`]s (run
+//! this step, raise this alert, record this event) and tells, through [`Rotation::poll_timeout`],
+//! when it next wants to be called. Repeating an input is a no-op, so a caller that crashed and
+//! replays its last input does no harm.
+//!
+//! Promotion needs a [`Tested`] and a [`Propagated`] token, and retirement a [`Drained`] token.
+//! Only this module can mint them: the test step's success mints `Tested`, and the gates mint
+//! `Propagated` and `Drained`. Skipping a gate therefore does not compile.
+
+use crate::Timestamp;
+
+const MINUTE_MS: Timestamp = 60_000;
+const DAY_MS: Timestamp = 24 * 60 * MINUTE_MS;
+
+/// The phase a rotation has reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    Started,
+    Created,
+    Set,
+    Tested,
+    Propagated,
+    Promoted,
+    Drained,
+    Retired,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::Started,
+        Phase::Created,
+        Phase::Set,
+        Phase::Tested,
+        Phase::Propagated,
+        Phase::Promoted,
+        Phase::Drained,
+        Phase::Retired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Started => "started",
+            Phase::Created => "created",
+            Phase::Set => "set",
+            Phase::Tested => "tested",
+            Phase::Propagated => "propagated",
+            Phase::Promoted => "promoted",
+            Phase::Drained => "drained",
+            Phase::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// A unit of work the engine performs for the machine. Each is idempotent, keyed by the new
+/// version id (AWS's ClientRequestToken).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// The rotator creates the new value; the engine stores it as AWSPENDING.
+    Create,
+    /// The rotator makes the target system accept the new value.
+    Set,
+    /// The rotator checks that the target accepts the new value.
+    Test,
+    /// The engine moves AWSCURRENT to the new version and AWSPREVIOUS to the old one, in one
+    /// transaction (after the rotator's finishSecret, for external rotators).
+    Promote,
+    /// The rotator revokes the old value at its target; the engine removes AWSPREVIOUS.
+    Retire,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Create => "create",
+            Step::Set => "set",
+            Step::Test => "test",
+            Step::Promote => "promote",
+            Step::Retire => "retire",
+        }
+    }
+
+    /// The phase reached when this step succeeds.
+    fn reaches(self) -> Phase {
+        match self {
+            Step::Create => Phase::Created,
+            Step::Set => Phase::Set,
+            Step::Test => Phase::Tested,
+            Step::Promote => Phase::Promoted,
+            Step::Retire => Phase::Retired,
+        }
+    }
+}
+
+/// The two gates of a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gate {
+    /// Every consumer holds the new value before anyone uses it.
+    Propagation,
+    /// Every consumer uses the new value before the old one is retired.
+    Drain,
+}
+
+/// A daily window, in minutes after midnight UTC, during which no promotion and no retirement
+/// happens. `start > end` wraps past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blackout {
+    pub start_minute: u16,
+    pub end_minute: u16,
+}
+
+impl Blackout {
+    fn minute_of_day(now: Timestamp) -> Timestamp {
+        now.rem_euclid(DAY_MS) / MINUTE_MS
+    }
+
+    pub fn contains(&self, now: Timestamp) -> bool {
+        let m = Self::minute_of_day(now);
+        let (s, e) = (Timestamp::from(self.start_minute), Timestamp::from(self.end_minute));
+        if s <= e { s <= m && m < e } else { m >= s || m < e }
+    }
+
+    /// The first instant at or after `now` outside this window.
+    pub fn end_after(&self, now: Timestamp) -> Timestamp {
+        if !self.contains(now) {
+            return now;
+        }
+        let day_start = now - now.rem_euclid(DAY_MS);
+        let end = day_start + Timestamp::from(self.end_minute) * MINUTE_MS;
+        if end > now { end } else { end + DAY_MS }
+    }
+}
+
+/// How a rotation waits and retries. Stored per secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// How long readers that do not report (plain AWS SDKs) may hold an old value: the time
+    /// after which every such reader has refreshed. This is T in the brief.
+    pub propagation_delay_ms: Timestamp,
+    /// How long a gate may be held by a lagging reporting consumer before an alert is raised.
+    pub gate_wait_max_ms: Timestamp,
+    /// Attempts of a step before the rotation stops in a safe state.
+    pub step_attempts_max: u32,
+    pub backoff_base_ms: Timestamp,
+    pub backoff_max_ms: Timestamp,
+    pub blackouts: Vec<Blackout>,
+}
+
+impl Default for RotationPolicy {
+    fn default() -> Self {
+        RotationPolicy {
+            propagation_delay_ms: 5 * MINUTE_MS,
+            gate_wait_max_ms: 60 * MINUTE_MS,
+            step_attempts_max: 5,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 5 * MINUTE_MS,
+            blackouts: Vec::new(),
+        }
+    }
+}
+
+impl RotationPolicy {
+    fn in_blackout(&self, now: Timestamp) -> bool {
+        self.blackouts.iter().any(|b| b.contains(now))
+    }
+
+    /// The first instant at or after `now` outside every blackout (windows may chain).
+    fn blackout_end(&self, now: Timestamp) -> Timestamp {
+        let mut t = now;
+        for _ in 0..=self.blackouts.len() {
+            let next = self.blackouts.iter().map(|b| b.end_after(t)).max().unwrap_or(t);
+            if next == t {
+                return t;
+            }
+            t = next;
+        }
+        t
+    }
+
+    fn backoff(&self, attempts: u32) -> Timestamp {
+        let exponent = attempts.saturating_sub(1).min(30);
+        self.backoff_base_ms
+            .saturating_mul(1 << exponent)
+            .min(self.backoff_max_ms)
+    }
+}
+
+/// What the consumers of a secret hold, as the engine knows it when it calls the machine.
+/// Reporting consumers come with the clients-and-agent milestone; until then the engine passes
+/// [`ConsumerStatus::unknown`], and gates wait the full propagation delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerStatus {
+    /// Live consumers that report what they hold.
+    pub reporting: u32,
+    /// Of those, how many hold what the next phase needs.
+    pub reporting_ready: u32,
+    /// Whether readers that do not report may exist (a plain AWS SDK, say).
+    pub non_reporting_readers: bool,
+}
+
+impl ConsumerStatus {
+    /// Nothing is known: assume readers that do not report.
+    pub fn unknown() -> Self {
+        ConsumerStatus {
+            reporting: 0,
+            reporting_ready: 0,
+            non_reporting_readers: true,
+        }
+    }
+}
+
+/// Inputs of the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed; re-evaluate gates and retries with what consumers hold now.
+    Tick(ConsumerStatus),
+    StepSucceeded(Step),
+    StepFailed { step: Step, reason: String },
+    /// An operator's explicit override of a held gate.
+    ForceAdvance,
+    /// An operator's retry of a rotation that stopped after its retry limit.
+    Retry,
+    /// An operator's cancellation; allowed only before promotion.
+    Cancel,
+}
+
+/// What the machine asks of the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(Step),
+    /// Cancellation before promotion: remove AWSPENDING from the new version.
+    DropPending,
+    Record(RotationEvent),
+}
+
+/// Every state change, for history, watchers and webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationEvent {
+    PhaseReached(Phase),
+    GateWaiting { gate: Gate, reason: String },
+    GatePassed { gate: Gate, forced: bool },
+    /// A live reporting consumer held the gate past its maximum wait.
+    GateAlert { gate: Gate, waited_ms: Timestamp },
+    StepFailed { step: Step, attempt: u32, reason: String },
+    /// The retry limit was reached; the rotation waits for an operator.
+    Stopped { step: Step, reason: String },
+    Succeeded,
+    Cancelled,
+}
+
+/// Whether the rotation is still moving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    /// Stopped in a safe state after `step` failed too often; `baton rotation retry` resumes.
+    Stopped {
+        step: Step,
+        reason: String,
+    },
+    Succeeded,
+    Cancelled,
+}
+
+/// Refusals of operator inputs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RotationError {
+    #[error("the rotation has passed promotion; it can only finish, not be cancelled")]
+    CancelAfterPromotion,
+    #[error("the rotation is not stopped; there is nothing to retry")]
+    NothingToRetry,
+    #[error("no gate is waiting; there is nothing to force")]
+    NothingToForce,
+    #[error("the rotation has ended")]
+    Ended,
+}
+
+/// Evidence that the test step succeeded. Only this module mints it.
+#[derive(Debug)]
+pub struct Tested(());
+/// Evidence that the propagation gate passed. Only this module mints it.
+#[derive(Debug)]
+pub struct Propagated(());
+/// Evidence that the drain gate passed. Only this module mints it.
+#[derive(Debug)]
+pub struct Drained(());
+
+/// The only way to ask for promotion.
+fn promote(_tested: &Tested, _propagated: &Propagated) -> Command {
+    Command::Run(Step::Promote)
+}
+
+/// The only way to ask for retirement.
+fn retire(_drained: &Drained) -> Command {
+    Command::Run(Step::Retire)
+}
+
+/// One rotation of one secret: the persisted state of the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub secret_id: String,
+    /// The new version's id, AWS's ClientRequestToken: the idempotency key of every step.
+    pub version_id: String,
+    /// The version that was AWSCURRENT when the rotation started, if any.
+    pub old_version_id: Option<String>,
+    pub policy: RotationPolicy,
+    pub phase: Phase,
+    pub phase_started_at: Timestamp,
+    pub status: Status,
+    /// The step in flight, if one was asked for and has not answered.
+    pub in_flight: Option<Step>,
+    /// Failed attempts of the current step.
+    pub attempts: u32,
+    pub retry_at: Option<Timestamp>,
+    /// Whether the current gate's alert was raised (once per gate).
+    pub alerted: bool,
+    pub started_at: Timestamp,
+}
+
+impl Rotation {
+    /// Starts a rotation; the first command creates the new value.
+    pub fn start(
+        secret_id: String,
+        version_id: String,
+        old_version_id: Option<String>,
+        policy: RotationPolicy,
+        now: Timestamp,
+    ) -> (Rotation, Vec<Command>) {
+        let mut rotation = Rotation {
+            secret_id,
+            version_id,
+            old_version_id,
+            policy,
+            phase: Phase::Started,
+            phase_started_at: now,
+            status: Status::Running,
+            in_flight: None,
+            attempts: 0,
+            retry_at: None,
+            alerted: false,
+            started_at: now,
+        };
+        let mut out = vec![Command::Record(RotationEvent::PhaseReached(Phase::Started))];
+        rotation.advance(ConsumerStatus::unknown(), now, false, &mut out);
+        (rotation, out)
+    }
+
+    /// After a restart: re-asks for the step that was in flight when the process stopped. Every
+    /// step is idempotent by its version id, so running it twice is safe; not running it would
+    /// leave the rotation waiting forever.
+    pub fn resume(&self) -> Vec<Command> {
+        match (&self.status, self.in_flight) {
+            (Status::Running, Some(step)) => vec![Command::Run(step)],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status, Status::Succeeded | Status::Cancelled)
+    }
+
+    /// The step that leads out of the current phase, if it is a step rather than a gate.
+    fn next_step(&self) -> Option<Step> {
+        match self.phase {
+            Phase::Started => Some(Step::Create),
+            Phase::Created => Some(Step::Set),
+            Phase::Set => Some(Step::Test),
+            Phase::Propagated => Some(Step::Promote),
+            Phase::Drained => Some(Step::Retire),
+            Phase::Tested | Phase::Promoted | Phase::Retired => None,
+        }
+    }
+
+    fn waiting_gate(&self) -> Option<Gate> {
+        match self.phase {
+            Phase::Tested => Some(Gate::Propagation),
+            Phase::Promoted => Some(Gate::Drain),
+            _ => None,
+        }
+    }
+
+    /// When the machine next wants a `Tick`, if ever. A gate held by lagging consumers past its
+    /// deadlines returns a time in the past: the caller ticks again when consumers change, or
+    /// after its own minimum interval.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.status != Status::Running {
+            return None;
+        }
+        if let Some(at) = self.retry_at {
+            return Some(at);
+        }
+        if self.in_flight.is_some() {
+            return None;
+        }
+        match (self.waiting_gate(), self.next_step()) {
+            (Some(_), _) => {
+                let deadline = self.phase_started_at + self.policy.propagation_delay_ms;
+                let alert = self.phase_started_at + self.policy.gate_wait_max_ms;
+                Some(if self.alerted { deadline } else { deadline.min(alert) })
+            }
+            // A promotion or retirement that is not in flight waits out a blackout.
+            (None, Some(Step::Promote | Step::Retire)) => {
+                Some(self.policy.blackout_end(self.phase_started_at))
+            }
+            _ => None,
+        }
+    }
+
+    /// Feeds one input. Inputs that do not apply to the current state are no-ops.
+    pub fn handle(&mut self, input: Input, now: Timestamp) -> Result<Vec<Command>, RotationError> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick(consumers) => {
+                if self.status == Status::Running {
+                    self.advance(consumers, now, false, &mut out);
+                }
+            }
+            Input::StepSucceeded(step) => {
+                if self.status != Status::Running || self.in_flight != Some(step) {
+                    return Ok(out);
+                }
+                self.in_flight = None;
+                self.attempts = 0;
+                self.retry_at = None;
+                self.enter(step.reaches(), now, &mut out);
+                self.advance(ConsumerStatus::unknown(), now, false, &mut out);
+            }
+            Input::StepFailed { step, reason } => {
+                if self.status != Status::Running || self.in_flight != Some(step) {
+                    return Ok(out);
+                }
+                self.in_flight = None;
+                self.attempts += 1;
+                out.push(Command::Record(RotationEvent::StepFailed {
+                    step,
+                    attempt: self.attempts,
+                    reason: reason.clone(),
+                }));
+                if self.attempts >= self.policy.step_attempts_max {
+                    self.retry_at = None;
+                    self.status = Status::Stopped {
+                        step,
+                        reason: reason.clone(),
+                    };
+                    out.push(Command::Record(RotationEvent::Stopped { step, reason }));
+                } else {
+                    self.retry_at = Some(now + self.policy.backoff(self.attempts));
+                }
+            }
+            Input::ForceAdvance => {
+                if self.is_finished() {
+                    return Err(RotationError::Ended);
+                }
+                if self.waiting_gate().is_none() || self.status != Status::Running {
+                    return Err(RotationError::NothingToForce);
+                }
+                self.advance(ConsumerStatus::unknown(), now, true, &mut out);
+            }
+            Input::Retry => {
+                if !matches!(self.status, Status::Stopped { .. }) {
+                    return Err(RotationError::NothingToRetry);
+                }
+                self.status = Status::Running;
+                self.attempts = 0;
+                self.retry_at = None;
+                self.advance(ConsumerStatus::unknown(), now, false, &mut out);
+            }
+            Input::Cancel => {
+                if self.is_finished() {
+                    return Err(RotationError::Ended);
+                }
+                if self.phase >= Phase::Promoted
+                    || self.in_flight == Some(Step::Promote)
+                {
+                    return Err(RotationError::CancelAfterPromotion);
+                }
+                self.status = Status::Cancelled;
+                self.in_flight = None;
+                self.retry_at = None;
+                out.push(Command::DropPending);
+                out.push(Command::Record(RotationEvent::Cancelled));
+            }
+        }
+        Ok(out)
+    }
+
+    fn enter(&mut self, phase: Phase, now: Timestamp, out: &mut Vec<Command>) {
+        self.phase = phase;
+        self.phase_started_at = now;
+        self.alerted = false;
+        out.push(Command::Record(RotationEvent::PhaseReached(phase)));
+        if phase == Phase::Retired {
+            self.status = Status::Succeeded;
+            out.push(Command::Record(RotationEvent::Succeeded));
+        }
+    }
+
+    /// Moves as far as the current time and consumers allow: retries a failed step when its
+    /// backoff ended, evaluates a waiting gate, and asks for the next step.
+    fn advance(&mut self, consumers: ConsumerStatus, now: Timestamp, force: bool, out: &mut Vec<Command>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if let Some(at) = self.retry_at {
+            if now < at {
+                return;
+            }
+            self.retry_at = None;
+        }
+        if let Some(gate) = self.waiting_gate() {
+            if !self.evaluate_gate(gate, consumers, now, force, out) {
+                return;
+            }
+            let passed_into = match gate {
+                Gate::Propagation => Phase::Propagated,
+                Gate::Drain => Phase::Drained,
+            };
+            self.enter(passed_into, now, out);
+        }
+        let Some(step) = self.next_step() else {
+            return;
+        };
+        let command = match step {
+            Step::Promote | Step::Retire if self.policy.in_blackout(now) => return,
+            Step::Promote => promote(&Tested(()), &Propagated(())),
+            Step::Retire => retire(&Drained(())),
+            other => Command::Run(other),
+        };
+        self.in_flight = Some(step);
+        out.push(command);
+    }
+
+    /// Whether `gate` passes now. Records why it waits, and alerts once past the maximum wait.
+    fn evaluate_gate(
+        &mut self,
+        gate: Gate,
+        consumers: ConsumerStatus,
+        now: Timestamp,
+        force: bool,
+        out: &mut Vec<Command>,
+    ) -> bool {
+        let waited = now - self.phase_started_at;
+        if force {
+            out.push(Command::Record(RotationEvent::GatePassed { gate, forced: true }));
+            return true;
+        }
+        let lagging = consumers.reporting.saturating_sub(consumers.reporting_ready);
+        if lagging > 0 {
+            if waited >= self.policy.gate_wait_max_ms && !self.alerted {
+                self.alerted = true;
+                out.push(Command::Record(RotationEvent::GateAlert { gate, waited_ms: waited }));
+            }
+            out.push(Command::Record(RotationEvent::GateWaiting {
+                gate,
+                reason: format!("{lagging} reporting consumer(s) do not hold what the next phase needs"),
+            }));
+            return false;
+        }
+        if consumers.non_reporting_readers && waited < self.policy.propagation_delay_ms {
+            out.push(Command::Record(RotationEvent::GateWaiting {
+                gate,
+                reason: format!(
+                    "readers that do not report may hold the old view for {} ms more",
+                    self.policy.propagation_delay_ms - waited
+                ),
+            }));
+            return false;
+        }
+        out.push(Command::Record(RotationEvent::GatePassed { gate, forced: false }));
+        true
+    }
+}
+
+/// What a consumer must use and accept, derived from the staging labels alone, so AWS clients
+/// that read labels and Baton clients that read the keyring always agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyring {
+    /// The version to sign or encrypt with: AWSCURRENT.
+    pub current: Option<String>,
+    /// Every version to verify or decrypt with: AWSPENDING, AWSCURRENT and AWSPREVIOUS.
+    pub accepted: Vec<String>,
+}
+
+pub fn keyring(secret: &crate::SecretRecord) -> Keyring {
+    let label = |l: &str| secret.version_with_label(l).map(|v| v.version_id.clone());
+    let mut accepted = Vec::new();
+    for l in [crate::AWSPENDING, crate::AWSCURRENT, crate::AWSPREVIOUS] {
+        if let Some(v) = label(l)
+            && !accepted.contains(&v)
+        {
+            accepted.push(v);
+        }
+    }
+    Keyring {
+        current: label(crate::AWSCURRENT),
+        accepted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timestamp = 300_000;
+
+    fn policy() -> RotationPolicy {
+        RotationPolicy {
+            propagation_delay_ms: T,
+            gate_wait_max_ms: 4 * T,
+            step_attempts_max: 3,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 8_000,
+            blackouts: vec![],
+        }
+    }
+
+    fn runs(commands: &[Command]) -> Vec<Step> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Run(s) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn tick(r: &mut Rotation, now: Timestamp) -> Vec<Command> {
+        r.handle(Input::Tick(ConsumerStatus::unknown()), now).unwrap()
+    }
+
+    fn ok(r: &mut Rotation, step: Step, now: Timestamp) -> Vec<Command> {
+        r.handle(Input::StepSucceeded(step), now).unwrap()
+    }
+
+    #[test]
+    fn a_rotation_waits_the_propagation_delay_at_each_gate() {
+        let (mut r, out) = Rotation::start("s".into(), "v2".into(), Some("v1".into()), policy(), 0);
+        assert_eq!(runs(&out), [Step::Create]);
+        assert_eq!(runs(&ok(&mut r, Step::Create, 10)), [Step::Set]);
+        assert_eq!(runs(&ok(&mut r, Step::Set, 20)), [Step::Test]);
+        assert!(runs(&ok(&mut r, Step::Test, 30)).is_empty(), "propagation gate holds");
+        assert_eq!(r.poll_timeout(), Some(30 + T));
+        assert!(runs(&tick(&mut r, 30 + T - 1)).is_empty());
+        assert_eq!(runs(&tick(&mut r, 30 + T)), [Step::Promote]);
+        assert!(runs(&ok(&mut r, Step::Promote, 40 + T)).is_empty(), "drain gate holds");
+        assert_eq!(runs(&tick(&mut r, 40 + 2 * T)), [Step::Retire]);
+        let out = ok(&mut r, Step::Retire, 50 + 2 * T);
+        assert!(out.contains(&Command::Record(RotationEvent::Succeeded)));
+        assert_eq!(r.status, Status::Succeeded);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn repeated_and_stray_inputs_are_no_ops() {
+        let (mut r, _) = Rotation::start("s".into(), "v2".into(), None, policy(), 0);
+        ok(&mut r, Step::Create, 1);
+        let snapshot = r.clone();
+        assert!(ok(&mut r, Step::Create, 2).is_empty());
+        assert!(ok(&mut r, Step::Promote, 2).is_empty());
+        assert!(tick(&mut r, 3).is_empty());
+        assert_eq!(r, snapshot);
+    }
+
+    #[test]
+    fn reporting_consumers_pass_a_gate_early_and_laggards_hold_it_with_one_alert() {
+        let (mut r, _) = Rotation::start("s".into(), "v2".into(), None, policy(), 0);
+        for step in [Step::Create, Step::Set, Step::Test] {
+            ok(&mut r, step, 0);
+        }
+        let all_ready = ConsumerStatus {
+            reporting: 3,
+            reporting_ready: 3,
+            non_reporting_readers: false,
+        };
+        let out = r.handle(Input::Tick(all_ready), 5).unwrap();
+        assert_eq!(runs(&out), [Step::Promote], "passes in 5 ms, not T");
+        ok(&mut r, Step::Promote, 6);
+        let lagging = ConsumerStatus {
+            reporting: 3,
+            reporting_ready: 2,
+            non_reporting_readers: false,
+        };
+        assert!(runs(&r.handle(Input::Tick(lagging), 6 + 2 * T).unwrap()).is_empty());
+        let alerts = |r: &mut Rotation, now| {
+            r.handle(Input::Tick(lagging), now)
+                .unwrap()
+                .into_iter()
+                .filter(|c| matches!(c, Command::Record(RotationEvent::GateAlert { .. })))
+                .count()
+        };
+        let (mut a, mut b) = (r.clone(), r.clone());
+        assert_eq!(alerts(&mut a, 6 + 4 * T), 1);
+        assert_eq!(alerts(&mut a, 6 + 5 * T), 0, "alerted once");
+        assert_eq!(b.status, Status::Running);
+        let out = b.handle(Input::ForceAdvance, 6 + 5 * T).unwrap();
+        assert!(out.contains(&Command::Record(RotationEvent::GatePassed {
+            gate: Gate::Drain,
+            forced: true
+        })));
+        assert_eq!(runs(&out), [Step::Retire]);
+    }
+
+    #[test]
+    fn failed_steps_back_off_then_stop_safely_until_retried() {
+        let (mut r, _) = Rotation::start("s".into(), "v2".into(), None, policy(), 0);
+        let fail = |r: &mut Rotation, now| {
+            r.handle(
+                Input::StepFailed {
+                    step: Step::Create,
+                    reason: "target down".into(),
+                },
+                now,
+            )
+            .unwrap()
+        };
+        fail(&mut r, 0);
+        assert_eq!(r.poll_timeout(), Some(1_000));
+        assert!(runs(&tick(&mut r, 999)).is_empty());
+        assert_eq!(runs(&tick(&mut r, 1_000)), [Step::Create]);
+        fail(&mut r, 1_000);
+        assert_eq!(r.poll_timeout(), Some(3_000), "backoff doubles");
+        tick(&mut r, 3_000);
+        let out = fail(&mut r, 3_000);
+        assert!(matches!(r.status, Status::Stopped { step: Step::Create, .. }));
+        assert!(out.iter().any(|c| matches!(c, Command::Record(RotationEvent::Stopped { .. }))));
+        assert_eq!(r.phase, Phase::Started, "nothing was promoted");
+        assert!(tick(&mut r, 99_999).is_empty());
+        assert_eq!(runs(&r.handle(Input::Retry, 100_000).unwrap()), [Step::Create]);
+    }
+
+    #[test]
+    fn promotion_and_retirement_wait_out_blackouts() {
+        let mut p = policy();
+        // 00:00 to 01:00 UTC.
+        p.blackouts = vec![Blackout {
+            start_minute: 0,
+            end_minute: 60,
+        }];
+        let day = DAY_MS * 100;
+        let (mut r, _) = Rotation::start("s".into(), "v2".into(), None, p, day - T - 10);
+        for step in [Step::Create, Step::Set, Step::Test] {
+            ok(&mut r, step, day - T - 10);
+        }
+        // The gate passes at 23:59:59.99 + T = inside the blackout.
+        assert!(runs(&tick(&mut r, day + 1)).is_empty());
+        assert_eq!(r.phase, Phase::Propagated);
+        assert_eq!(r.poll_timeout(), Some(day + 60 * MINUTE_MS));
+        assert_eq!(runs(&tick(&mut r, day + 60 * MINUTE_MS)), [Step::Promote]);
+    }
+
+    #[test]
+    fn cancellation_is_allowed_only_before_promotion() {
+        let (mut r, _) = Rotation::start("s".into(), "v2".into(), None, policy(), 0);
+        ok(&mut r, Step::Create, 0);
+        let mut early = r.clone();
+        let out = early.handle(Input::Cancel, 1).unwrap();
+        assert_eq!(out[0], Command::DropPending);
+        assert_eq!(early.status, Status::Cancelled);
+        for step in [Step::Set, Step::Test] {
+            ok(&mut r, step, 0);
+        }
+        tick(&mut r, T);
+        assert_eq!(
+            r.handle(Input::Cancel, T + 1),
+            Err(RotationError::CancelAfterPromotion),
+            "promotion is in flight"
+        );
+    }
+
+    #[test]
+    fn blackouts_wrap_past_midnight() {
+        let b = Blackout {
+            start_minute: 23 * 60,
+            end_minute: 60,
+        };
+        assert!(b.contains(DAY_MS - MINUTE_MS));
+        assert!(b.contains(DAY_MS + 30 * MINUTE_MS));
+        assert!(!b.contains(DAY_MS + 61 * MINUTE_MS));
+        assert_eq!(b.end_after(DAY_MS - MINUTE_MS), DAY_MS + 60 * MINUTE_MS);
+    }
+}
