@@ -66,7 +66,7 @@ impl Phase {
 
 /// A unit of work the engine performs for the machine. Each is idempotent, keyed by the new
 /// version id (AWS's ClientRequestToken).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Step {
     /// The rotator creates the new value; the engine stores it as AWSPENDING.
     Create,
@@ -128,8 +128,15 @@ impl Blackout {
 
     pub fn contains(&self, now: Timestamp) -> bool {
         let m = Self::minute_of_day(now);
-        let (s, e) = (Timestamp::from(self.start_minute), Timestamp::from(self.end_minute));
-        if s <= e { s <= m && m < e } else { m >= s || m < e }
+        let (s, e) = (
+            Timestamp::from(self.start_minute),
+            Timestamp::from(self.end_minute),
+        );
+        if s <= e {
+            s <= m && m < e
+        } else {
+            m >= s || m < e
+        }
     }
 
     /// The first instant at or after `now` outside this window.
@@ -180,7 +187,12 @@ impl RotationPolicy {
     fn blackout_end(&self, now: Timestamp) -> Timestamp {
         let mut t = now;
         for _ in 0..=self.blackouts.len() {
-            let next = self.blackouts.iter().map(|b| b.end_after(t)).max().unwrap_or(t);
+            let next = self
+                .blackouts
+                .iter()
+                .map(|b| b.end_after(t))
+                .max()
+                .unwrap_or(t);
             if next == t {
                 return t;
             }
@@ -227,7 +239,10 @@ pub enum Input {
     /// Time passed; re-evaluate gates and retries with what consumers hold now.
     Tick(ConsumerStatus),
     StepSucceeded(Step),
-    StepFailed { step: Step, reason: String },
+    StepFailed {
+        step: Step,
+        reason: String,
+    },
     /// An operator's explicit override of a held gate.
     ForceAdvance,
     /// An operator's retry of a rotation that stopped after its retry limit.
@@ -249,13 +264,29 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotationEvent {
     PhaseReached(Phase),
-    GateWaiting { gate: Gate, reason: String },
-    GatePassed { gate: Gate, forced: bool },
+    GateWaiting {
+        gate: Gate,
+        reason: String,
+    },
+    GatePassed {
+        gate: Gate,
+        forced: bool,
+    },
     /// A live reporting consumer held the gate past its maximum wait.
-    GateAlert { gate: Gate, waited_ms: Timestamp },
-    StepFailed { step: Step, attempt: u32, reason: String },
+    GateAlert {
+        gate: Gate,
+        waited_ms: Timestamp,
+    },
+    StepFailed {
+        step: Step,
+        attempt: u32,
+        reason: String,
+    },
     /// The retry limit was reached; the rotation waits for an operator.
-    Stopped { step: Step, reason: String },
+    Stopped {
+        step: Step,
+        reason: String,
+    },
     Succeeded,
     Cancelled,
 }
@@ -407,7 +438,11 @@ impl Rotation {
             (Some(_), _) => {
                 let deadline = self.phase_started_at + self.policy.propagation_delay_ms;
                 let alert = self.phase_started_at + self.policy.gate_wait_max_ms;
-                Some(if self.alerted { deadline } else { deadline.min(alert) })
+                Some(if self.alerted {
+                    deadline
+                } else {
+                    deadline.min(alert)
+                })
             }
             // A promotion or retirement that is not in flight waits out a blackout.
             (None, Some(Step::Promote | Step::Retire)) => {
@@ -480,9 +515,7 @@ impl Rotation {
                 if self.is_finished() {
                     return Err(RotationError::Ended);
                 }
-                if self.phase >= Phase::Promoted
-                    || self.in_flight == Some(Step::Promote)
-                {
+                if self.phase >= Phase::Promoted || self.in_flight == Some(Step::Promote) {
                     return Err(RotationError::CancelAfterPromotion);
                 }
                 self.status = Status::Cancelled;
@@ -508,7 +541,13 @@ impl Rotation {
 
     /// Moves as far as the current time and consumers allow: retries a failed step when its
     /// backoff ended, evaluates a waiting gate, and asks for the next step.
-    fn advance(&mut self, consumers: ConsumerStatus, now: Timestamp, force: bool, out: &mut Vec<Command>) {
+    fn advance(
+        &mut self,
+        consumers: ConsumerStatus,
+        now: Timestamp,
+        force: bool,
+        out: &mut Vec<Command>,
+    ) {
         if self.in_flight.is_some() {
             return;
         }
@@ -552,18 +591,28 @@ impl Rotation {
     ) -> bool {
         let waited = now - self.phase_started_at;
         if force {
-            out.push(Command::Record(RotationEvent::GatePassed { gate, forced: true }));
+            out.push(Command::Record(RotationEvent::GatePassed {
+                gate,
+                forced: true,
+            }));
             return true;
         }
-        let lagging = consumers.reporting.saturating_sub(consumers.reporting_ready);
+        let lagging = consumers
+            .reporting
+            .saturating_sub(consumers.reporting_ready);
         if lagging > 0 {
             if waited >= self.policy.gate_wait_max_ms && !self.alerted {
                 self.alerted = true;
-                out.push(Command::Record(RotationEvent::GateAlert { gate, waited_ms: waited }));
+                out.push(Command::Record(RotationEvent::GateAlert {
+                    gate,
+                    waited_ms: waited,
+                }));
             }
             out.push(Command::Record(RotationEvent::GateWaiting {
                 gate,
-                reason: format!("{lagging} reporting consumer(s) do not hold what the next phase needs"),
+                reason: format!(
+                    "{lagging} reporting consumer(s) do not hold what the next phase needs"
+                ),
             }));
             return false;
         }
@@ -577,7 +626,10 @@ impl Rotation {
             }));
             return false;
         }
-        out.push(Command::Record(RotationEvent::GatePassed { gate, forced: false }));
+        out.push(Command::Record(RotationEvent::GatePassed {
+            gate,
+            forced: false,
+        }));
         true
     }
 }
@@ -636,7 +688,8 @@ mod tests {
     }
 
     fn tick(r: &mut Rotation, now: Timestamp) -> Vec<Command> {
-        r.handle(Input::Tick(ConsumerStatus::unknown()), now).unwrap()
+        r.handle(Input::Tick(ConsumerStatus::unknown()), now)
+            .unwrap()
     }
 
     fn ok(r: &mut Rotation, step: Step, now: Timestamp) -> Vec<Command> {
@@ -649,11 +702,17 @@ mod tests {
         assert_eq!(runs(&out), [Step::Create]);
         assert_eq!(runs(&ok(&mut r, Step::Create, 10)), [Step::Set]);
         assert_eq!(runs(&ok(&mut r, Step::Set, 20)), [Step::Test]);
-        assert!(runs(&ok(&mut r, Step::Test, 30)).is_empty(), "propagation gate holds");
+        assert!(
+            runs(&ok(&mut r, Step::Test, 30)).is_empty(),
+            "propagation gate holds"
+        );
         assert_eq!(r.poll_timeout(), Some(30 + T));
         assert!(runs(&tick(&mut r, 30 + T - 1)).is_empty());
         assert_eq!(runs(&tick(&mut r, 30 + T)), [Step::Promote]);
-        assert!(runs(&ok(&mut r, Step::Promote, 40 + T)).is_empty(), "drain gate holds");
+        assert!(
+            runs(&ok(&mut r, Step::Promote, 40 + T)).is_empty(),
+            "drain gate holds"
+        );
         assert_eq!(runs(&tick(&mut r, 40 + 2 * T)), [Step::Retire]);
         let out = ok(&mut r, Step::Retire, 50 + 2 * T);
         assert!(out.contains(&Command::Record(RotationEvent::Succeeded)));
@@ -732,11 +791,23 @@ mod tests {
         assert_eq!(r.poll_timeout(), Some(3_000), "backoff doubles");
         tick(&mut r, 3_000);
         let out = fail(&mut r, 3_000);
-        assert!(matches!(r.status, Status::Stopped { step: Step::Create, .. }));
-        assert!(out.iter().any(|c| matches!(c, Command::Record(RotationEvent::Stopped { .. }))));
+        assert!(matches!(
+            r.status,
+            Status::Stopped {
+                step: Step::Create,
+                ..
+            }
+        ));
+        assert!(
+            out.iter()
+                .any(|c| matches!(c, Command::Record(RotationEvent::Stopped { .. })))
+        );
         assert_eq!(r.phase, Phase::Started, "nothing was promoted");
         assert!(tick(&mut r, 99_999).is_empty());
-        assert_eq!(runs(&r.handle(Input::Retry, 100_000).unwrap()), [Step::Create]);
+        assert_eq!(
+            runs(&r.handle(Input::Retry, 100_000).unwrap()),
+            [Step::Create]
+        );
     }
 
     #[test]
