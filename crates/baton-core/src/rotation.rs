@@ -158,6 +158,10 @@ pub struct RotationPolicy {
     pub propagation_delay_ms: Timestamp,
     /// How long a gate may be held by a lagging reporting consumer before an alert is raised.
     pub gate_wait_max_ms: Timestamp,
+    /// How long a signature or ciphertext made with the old value may still be in use after the
+    /// last consumer stopped making them: messages in flight, tokens until they expire. The
+    /// drain gate waits this long after every consumer uses the new value, before retirement.
+    pub retire_grace_ms: Timestamp,
     /// Attempts of a step before the rotation stops in a safe state.
     pub step_attempts_max: u32,
     pub backoff_base_ms: Timestamp,
@@ -170,6 +174,7 @@ impl Default for RotationPolicy {
         RotationPolicy {
             propagation_delay_ms: 5 * MINUTE_MS,
             gate_wait_max_ms: 60 * MINUTE_MS,
+            retire_grace_ms: 5 * MINUTE_MS,
             step_attempts_max: 5,
             backoff_base_ms: 1_000,
             backoff_max_ms: 5 * MINUTE_MS,
@@ -356,6 +361,9 @@ pub struct Rotation {
     pub retry_at: Option<Timestamp>,
     /// Whether the current gate's alert was raised (once per gate).
     pub alerted: bool,
+    /// When the current gate's consumer condition first held; the drain gate then waits the
+    /// retire grace from here.
+    pub gate_ready_since: Option<Timestamp>,
     pub started_at: Timestamp,
 }
 
@@ -380,6 +388,7 @@ impl Rotation {
             attempts: 0,
             retry_at: None,
             alerted: false,
+            gate_ready_since: None,
             started_at: now,
         };
         let mut out = vec![Command::Record(RotationEvent::PhaseReached(Phase::Started))];
@@ -435,6 +444,9 @@ impl Rotation {
             return None;
         }
         match (self.waiting_gate(), self.next_step()) {
+            (Some(Gate::Drain), _) if self.gate_ready_since.is_some() => self
+                .gate_ready_since
+                .map(|since| since + self.policy.retire_grace_ms),
             (Some(_), _) => {
                 let deadline = self.phase_started_at + self.policy.propagation_delay_ms;
                 let alert = self.phase_started_at + self.policy.gate_wait_max_ms;
@@ -532,6 +544,7 @@ impl Rotation {
         self.phase = phase;
         self.phase_started_at = now;
         self.alerted = false;
+        self.gate_ready_since = None;
         out.push(Command::Record(RotationEvent::PhaseReached(phase)));
         if phase == Phase::Retired {
             self.status = Status::Succeeded;
@@ -601,6 +614,7 @@ impl Rotation {
             .reporting
             .saturating_sub(consumers.reporting_ready);
         if lagging > 0 {
+            self.gate_ready_since = None;
             if waited >= self.policy.gate_wait_max_ms && !self.alerted {
                 self.alerted = true;
                 out.push(Command::Record(RotationEvent::GateAlert {
@@ -622,6 +636,17 @@ impl Rotation {
                 reason: format!(
                     "readers that do not report may hold the old view for {} ms more",
                     self.policy.propagation_delay_ms - waited
+                ),
+            }));
+            return false;
+        }
+        let ready_since = *self.gate_ready_since.get_or_insert(now);
+        if gate == Gate::Drain && now < ready_since + self.policy.retire_grace_ms {
+            out.push(Command::Record(RotationEvent::GateWaiting {
+                gate,
+                reason: format!(
+                    "signatures made with the old value may still be in use for {} ms (retire grace)",
+                    ready_since + self.policy.retire_grace_ms - now
                 ),
             }));
             return false;
@@ -670,6 +695,7 @@ mod tests {
         RotationPolicy {
             propagation_delay_ms: T,
             gate_wait_max_ms: 4 * T,
+            retire_grace_ms: 0,
             step_attempts_max: 3,
             backoff_base_ms: 1_000,
             backoff_max_ms: 8_000,
@@ -846,6 +872,42 @@ mod tests {
             r.handle(Input::Cancel, T + 1),
             Err(RotationError::CancelAfterPromotion),
             "promotion is in flight"
+        );
+    }
+
+    #[test]
+    fn retirement_waits_the_grace_after_every_consumer_uses_the_new_value() {
+        let mut p = policy();
+        p.retire_grace_ms = 1_000;
+        let (mut r, _) = Rotation::start("s".into(), "v2".into(), Some("v1".into()), p, 0);
+        for step in [Step::Create, Step::Set, Step::Test] {
+            ok(&mut r, step, 0);
+        }
+        let ready = ConsumerStatus {
+            reporting: 2,
+            reporting_ready: 2,
+            non_reporting_readers: false,
+        };
+        assert_eq!(
+            runs(&r.handle(Input::Tick(ready), 10).unwrap()),
+            [Step::Promote]
+        );
+        ok(&mut r, Step::Promote, 20);
+        assert!(runs(&r.handle(Input::Tick(ready), 30).unwrap()).is_empty());
+        assert_eq!(r.poll_timeout(), Some(1_030));
+        let lagging = ConsumerStatus {
+            reporting_ready: 1,
+            ..ready
+        };
+        r.handle(Input::Tick(lagging), 500).unwrap();
+        assert!(
+            runs(&r.handle(Input::Tick(ready), 1_030).unwrap()).is_empty(),
+            "grace restarts"
+        );
+        assert!(runs(&r.handle(Input::Tick(ready), 2_029).unwrap()).is_empty());
+        assert_eq!(
+            runs(&r.handle(Input::Tick(ready), 2_030).unwrap()),
+            [Step::Retire]
         );
     }
 

@@ -91,6 +91,8 @@ impl SimConfig {
             policy: RotationPolicy {
                 propagation_delay_ms: refresh_ms + 10_000 + 5_000,
                 gate_wait_max_ms: 15 * refresh_ms,
+                // Messages are in flight for at most message_delay_max_ms.
+                retire_grace_ms: 1_000,
                 step_attempts_max: 8,
                 backoff_base_ms: 1_000,
                 backoff_max_ms: 30_000,
@@ -139,6 +141,8 @@ pub struct Report {
     pub crashes: u32,
     pub partitions: u32,
     pub invariant_violations: Vec<String>,
+    /// The first few failed verifications, described, for replaying a seed.
+    pub failure_samples: Vec<String>,
     pub events: u64,
 }
 
@@ -205,6 +209,9 @@ enum Event {
 struct Instance {
     view: Option<Keyring>,
     partitioned_until: Timestamp,
+    /// Whether the last refresh fell inside a partition: the next one reconnects first, so
+    /// back-to-back partitions never add up beyond `partition_max_ms`.
+    reconnecting: bool,
     last_report_at: Option<Timestamp>,
 }
 
@@ -301,6 +308,7 @@ pub fn run(config: &SimConfig) -> Report {
             crashes: 0,
             partitions: 0,
             invariant_violations: Vec::new(),
+            failure_samples: Vec::new(),
             events: 0,
         },
         next_version: 1,
@@ -332,6 +340,7 @@ impl Sim {
             self.instances.push(Instance {
                 view: Some(initial.clone()),
                 partitioned_until: 0,
+                reconnecting: false,
                 last_report_at: Some(0),
             });
             let skew = self.rng.between(-self.config.skew_ms, self.config.skew_ms);
@@ -355,6 +364,22 @@ impl Sim {
                     .is_some_and(|k| k.accepted.contains(&version));
                 if !accepted {
                     self.report.verification_failures += 1;
+                    if self.report.failure_samples.len() < 5 {
+                        let sample = format!(
+                            "at {} ms: instance {to} (view {:?}, last report {:?}, partitioned until {}) \
+                             rejected {version}; rotation {:?}",
+                            self.now,
+                            self.instances[to].view,
+                            self.instances[to].last_report_at,
+                            self.instances[to].partitioned_until,
+                            self.server.rotation.as_ref().map(|r| (
+                                &r.version_id,
+                                r.phase,
+                                r.phase_started_at
+                            )),
+                        );
+                        self.report.failure_samples.push(sample);
+                    }
                 }
             }
             Event::TriggerRotation => {
@@ -404,9 +429,11 @@ impl Sim {
                 .between(-self.config.jitter_ms, self.config.jitter_ms);
         self.schedule(self.now + interval.max(1), Event::Refresh(i));
         if self.instances[i].partitioned_until > self.now {
+            self.instances[i].reconnecting = true;
             return;
         }
-        if self.rng.chance(self.config.partition_rate) {
+        let reconnecting = std::mem::take(&mut self.instances[i].reconnecting);
+        if !reconnecting && self.rng.chance(self.config.partition_rate) {
             self.report.partitions += 1;
             let until = self.now + self.rng.between(1, self.config.partition_max_ms);
             self.instances[i].partitioned_until = until;
