@@ -501,3 +501,26 @@ def test_writes_to_a_secret_scheduled_for_deletion_are_refused(sm, unique_name, 
     assert aws_error(e)[0] == "InvalidRequestException"
     after = sm.describe_secret(SecretId=unique_name)
     assert after["LastChangedDate"] == before["LastChangedDate"], "nothing was written"
+
+
+def test_the_keyring_lists_the_version_to_use_and_every_version_to_accept(server, sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
+    status, ring = awsraw.call(server, "baton.GetSecretKeyring", {"SecretId": unique_name})
+    assert status == 200, ring
+    assert ring["Current"]["VersionId"] == v1 and ring["Current"]["SecretString"] == "one"
+    assert [v["VersionId"] for v in ring["Accepted"]] == [v1]
+    v2 = sm.put_secret_value(SecretId=unique_name, SecretString="two", VersionStages=["AWSPENDING"])["VersionId"]
+    _, ring = awsraw.call(server, "baton.GetSecretKeyring", {"SecretId": unique_name})
+    assert ring["Current"]["VersionId"] == v1, "pending is accepted, not used"
+    assert [(v["VersionId"], v["SecretString"]) for v in ring["Accepted"]] == [(v2, "two"), (v1, "one")]
+    sm.update_secret_version_stage(SecretId=unique_name, VersionStage="AWSCURRENT", MoveToVersionId=v2,
+                                   RemoveFromVersionId=v1)
+    sm.update_secret_version_stage(SecretId=unique_name, VersionStage="AWSPENDING", RemoveFromVersionId=v2)
+    _, ring = awsraw.call(server, "baton.GetSecretKeyring", {"SecretId": unique_name})
+    assert ring["Current"]["VersionId"] == v2
+    assert [v["VersionId"] for v in ring["Accepted"]] == [v2, v1], "previous is still accepted"
+    sm.update_secret_version_stage(SecretId=unique_name, VersionStage="AWSPREVIOUS", RemoveFromVersionId=v1)
+    _, ring = awsraw.call(server, "baton.GetSecretKeyring", {"SecretId": unique_name})
+    assert [v["VersionId"] for v in ring["Accepted"]] == [v2], "retired"
+    status, body = awsraw.call(server, "baton.GetSecretKeyring", {"SecretId": "no/such"})
+    assert (status, body["__type"]) == (400, "ResourceNotFoundException")

@@ -435,6 +435,70 @@ impl Baton {
         Ok(data_key.open(&version.sealed_value, &value_aad(&secret.id, version_id))?)
     }
 
+    /// A version's value as the wire carries it: SecretString, or SecretBinary in base64.
+    fn wire_value(
+        &self,
+        data_key: &DataKey,
+        secret: &SecretRecord,
+        version_id: &str,
+    ) -> Result<(Option<String>, Option<String>), ApiError> {
+        let kind = secret
+            .version(version_id)
+            .map(|v| v.kind)
+            .ok_or_else(ApiError::secret_not_found)?;
+        let plaintext = self.open_value(data_key, secret, version_id)?;
+        Ok(match kind {
+            SecretValueKind::String => (
+                Some(String::from_utf8(plaintext.expose().to_vec()).map_err(|_| {
+                    ApiError::Internal("A stored string value is not UTF-8.".to_owned())
+                })?),
+                None,
+            ),
+            SecretValueKind::Binary => (None, Some(BASE64.encode(plaintext.expose()))),
+        })
+    }
+
+    /// Baton's keyring view: the version to sign or encrypt with (AWSCURRENT) and every version
+    /// to verify or decrypt with (AWSPENDING, AWSCURRENT, AWSPREVIOUS), with their values.
+    pub async fn get_secret_keyring(
+        &self,
+        caller: &Caller,
+        req: p::SecretIdRequest,
+    ) -> Result<p::GetSecretKeyringResponse, ApiError> {
+        let located = self
+            .locate(caller, required(&req.secret_id, "secretId")?)
+            .await?;
+        let arn = located.arn();
+        let secret = located.secret;
+        secret.ensure_not_deleted()?;
+        let view = baton_core::rotation::keyring(&secret);
+        let data_key = self.data_key(&secret)?;
+        let entry = |version_id: &str| -> Result<p::KeyringVersion, ApiError> {
+            let (secret_string, secret_binary) = self.wire_value(&data_key, &secret, version_id)?;
+            let version = secret
+                .version(version_id)
+                .ok_or_else(ApiError::secret_not_found)?;
+            Ok(p::KeyringVersion {
+                version_id: Some(version_id.to_owned()),
+                secret_string,
+                secret_binary,
+                version_stages: Some(version.labels.iter().cloned().collect()),
+                created_date: Some(seconds(version.created_at)),
+            })
+        };
+        Ok(p::GetSecretKeyringResponse {
+            current: view.current.as_deref().map(entry).transpose()?,
+            accepted: Some(
+                view.accepted
+                    .iter()
+                    .map(|v| entry(v))
+                    .collect::<Result<_, _>>()?,
+            ),
+            name: Some(secret.name.clone()),
+            arn: Some(arn),
+        })
+    }
+
     /// Adds a version, or succeeds without change if the same token already holds the same
     /// value (a retried request). The same token with another value is refused.
     fn add_or_match_version(
@@ -608,16 +672,8 @@ impl Baton {
         secret.ensure_not_deleted()?;
         let version = resolve_version(&secret, version_id, version_stage)?;
         let data_key = self.data_key(&secret)?;
-        let plaintext = self.open_value(&data_key, &secret, &version.version_id)?;
-        let (secret_string, secret_binary) = match version.kind {
-            SecretValueKind::String => (
-                Some(String::from_utf8(plaintext.expose().to_vec()).map_err(|_| {
-                    ApiError::Internal("A stored string value is not UTF-8.".to_owned())
-                })?),
-                None,
-            ),
-            SecretValueKind::Binary => (None, Some(BASE64.encode(plaintext.expose()))),
-        };
+        let (secret_string, secret_binary) =
+            self.wire_value(&data_key, &secret, &version.version_id)?;
         let value = p::SecretValue {
             arn: Some(arn),
             name: Some(secret.name.clone()),

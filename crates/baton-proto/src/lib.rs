@@ -399,6 +399,28 @@ wire!(ListAccessKeysResponse { access_keys: Option<Vec<AccessKey>> });
 
 wire!(DeleteAccessKeyRequest { access_key_id: Option<String> });
 
+wire!(
+    /// One version of a keyring: its id and its value.
+    KeyringVersion {
+        version_id: Option<String>,
+        secret_string: Option<String>,
+        secret_binary: Option<String>,
+        version_stages: Option<Vec<String>>,
+        created_date: Option<f64>,
+    }
+);
+
+wire!(
+    /// `baton.GetSecretKeyring`: the version to use, and every version to accept.
+    GetSecretKeyringResponse {
+        #[serde(rename = "ARN")]
+        arn: Option<String>,
+        name: Option<String>,
+        current: Option<KeyringVersion>,
+        accepted: Option<Vec<KeyringVersion>>,
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
