@@ -559,6 +559,8 @@ impl Baton {
             ),
             wrapped_data_key: self.root_key.wrap(&data_key, &id)?,
             replicas: Vec::new(),
+            rotation_policy: None,
+            rotation_state: None,
             id,
             account_id: caller.account_id.clone(),
             region: caller.region.clone(),
@@ -1580,6 +1582,8 @@ impl Baton {
                 deletion: DeletionState::Active,
                 versions,
                 replicas: Vec::new(),
+                rotation_policy: primary.rotation_policy.clone(),
+                rotation_state: None,
                 revision: 0,
             };
             let mut primary = primary;

@@ -334,6 +334,8 @@ fn breakdown(rt: &tokio::runtime::Runtime, template: &http::Request<Bytes>) -> a
             wrapped_data_key: baton.root_key.wrap(&data_key, &secret_id)?,
             versions: vec![],
             replicas: vec![],
+            rotation_policy: None,
+            rotation_state: None,
             revision: 0,
         };
         let value = vec![b'x'; 256];

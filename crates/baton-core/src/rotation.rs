@@ -92,6 +92,18 @@ impl Step {
         }
     }
 
+    pub fn parse(s: &str) -> Option<Step> {
+        [
+            Step::Create,
+            Step::Set,
+            Step::Test,
+            Step::Promote,
+            Step::Retire,
+        ]
+        .into_iter()
+        .find(|step| step.as_str() == s)
+    }
+
     /// The phase reached when this step succeeds.
     fn reaches(self) -> Phase {
         match self {
@@ -659,6 +671,119 @@ impl Rotation {
     }
 }
 
+impl Blackout {
+    /// Parses `HH:MM-HH:MM` (UTC).
+    pub fn parse(text: &str) -> Option<Blackout> {
+        let (start, end) = text.trim().split_once('-')?;
+        let minute = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (start_minute, end_minute) = (minute(start)?, minute(end)?);
+        (start_minute != end_minute).then_some(Blackout {
+            start_minute,
+            end_minute,
+        })
+    }
+}
+
+impl std::fmt::Display for Blackout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:02}:{:02}-{:02}:{:02}",
+            self.start_minute / 60,
+            self.start_minute % 60,
+            self.end_minute / 60,
+            self.end_minute % 60
+        )
+    }
+}
+
+impl std::fmt::Display for RotationEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gate_name = |g: &Gate| match g {
+            Gate::Propagation => "propagation",
+            Gate::Drain => "drain",
+        };
+        match self {
+            RotationEvent::PhaseReached(p) => write!(f, "phase {}", p.as_str()),
+            RotationEvent::GateWaiting { gate, reason } => {
+                write!(f, "{} gate waiting: {reason}", gate_name(gate))
+            }
+            RotationEvent::GatePassed { gate, forced } => write!(
+                f,
+                "{} gate passed{}",
+                gate_name(gate),
+                if *forced { " (forced)" } else { "" }
+            ),
+            RotationEvent::GateAlert { gate, waited_ms } => write!(
+                f,
+                "ALERT: {} gate held by lagging consumers for {waited_ms} ms",
+                gate_name(gate)
+            ),
+            RotationEvent::StepFailed {
+                step,
+                attempt,
+                reason,
+            } => write!(
+                f,
+                "step {} failed (attempt {attempt}): {reason}",
+                step.as_str()
+            ),
+            RotationEvent::Stopped { step, reason } => {
+                write!(f, "stopped after step {} failed: {reason}", step.as_str())
+            }
+            RotationEvent::Succeeded => f.write_str("succeeded"),
+            RotationEvent::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+/// One line of a rotation's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub at: Timestamp,
+    pub event: String,
+}
+
+/// What the store keeps of a secret's current (or last) rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationState {
+    pub machine: Rotation,
+    /// Every event of this rotation, oldest first; consecutive repeats are kept once.
+    pub timeline: Vec<TimelineEntry>,
+    /// When the engine must next drive this rotation; `None` when it has ended or stopped.
+    pub due_at: Option<Timestamp>,
+}
+
+/// A timeline is bounded: past this many entries the oldest are dropped.
+pub const TIMELINE_ENTRIES_MAX: usize = 200;
+
+impl RotationState {
+    pub fn record(&mut self, at: Timestamp, event: &RotationEvent) {
+        let text = event.to_string().replace(['\t', '\n'], " ");
+        if self.timeline.last().is_some_and(|e| e.event == text) {
+            return;
+        }
+        self.timeline.push(TimelineEntry { at, event: text });
+        if self.timeline.len() > TIMELINE_ENTRIES_MAX {
+            let excess = self.timeline.len() - TIMELINE_ENTRIES_MAX;
+            self.timeline.drain(..excess);
+        }
+    }
+
+    /// When the engine must next look at this rotation.
+    pub fn compute_due_at(&mut self, now: Timestamp) {
+        self.due_at = match (&self.machine.status, self.machine.in_flight) {
+            (Status::Running, Some(_)) => Some(now),
+            (Status::Running, None) => self.machine.poll_timeout().map(|t| t.max(now)),
+            _ => None,
+        };
+    }
+}
+
 /// What a consumer must use and accept, derived from the staging labels alone, so AWS clients
 /// that read labels and Baton clients that read the keyring always agree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -909,6 +1034,16 @@ mod tests {
             runs(&r.handle(Input::Tick(ready), 2_030).unwrap()),
             [Step::Retire]
         );
+    }
+
+    #[test]
+    fn blackout_windows_parse_and_print() {
+        let b = Blackout::parse("23:30-01:15").unwrap();
+        assert_eq!((b.start_minute, b.end_minute), (23 * 60 + 30, 75));
+        assert_eq!(b.to_string(), "23:30-01:15");
+        for bad in ["24:00-01:00", "10:00", "10:00-10:00", "ab:cd-01:00"] {
+            assert_eq!(Blackout::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -142,6 +142,10 @@ pub struct SecretRecord {
     pub versions: Vec<VersionRecord>,
     /// Regions this secret is replicated to, in the order they were added.
     pub replicas: Vec<Replica>,
+    /// Baton's rotation settings (`baton.PutRotationPolicy`); `None` means the defaults.
+    pub rotation_policy: Option<crate::rotation::RotationPolicy>,
+    /// The rotation in flight, or the last one.
+    pub rotation_state: Option<crate::rotation::RotationState>,
     /// Incremented by every save; the store refuses a save whose expected revision is stale.
     pub revision: i64,
 }
@@ -436,6 +440,8 @@ pub(crate) mod tests {
             wrapped_data_key: vec![],
             versions: vec![],
             replicas: vec![],
+            rotation_policy: None,
+            rotation_state: None,
             revision: 0,
         }
     }

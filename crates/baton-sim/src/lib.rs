@@ -260,6 +260,8 @@ fn initial_secret() -> SecretRecord {
         wrapped_data_key: Vec::new(),
         versions: Vec::new(),
         replicas: Vec::new(),
+        rotation_policy: None,
+        rotation_state: None,
         revision: 0,
     };
     add(&mut secret, "v0", None, 0);

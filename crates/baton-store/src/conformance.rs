@@ -69,6 +69,8 @@ pub fn sample_secret(name: &str) -> SecretRecord {
         wrapped_data_key: vec![1, 2, 3],
         versions: vec![],
         replicas: vec![],
+        rotation_policy: None,
+        rotation_state: None,
         revision: 0,
     };
     add(&mut secret, "v1", None, 1_000);
@@ -402,6 +404,66 @@ pub async fn promoting_a_replica_is_one_transaction(store: &dyn Store) {
     );
 }
 
+pub async fn rotation_state_round_trips_and_due_rotations_are_found(store: &dyn Store) {
+    use baton_core::rotation::{Blackout, Rotation, RotationPolicy, RotationState};
+    let mut secret = sample_secret("rotating-state");
+    let policy = RotationPolicy {
+        propagation_delay_ms: 1_000,
+        blackouts: vec![Blackout::parse("01:00-02:30").unwrap()],
+        ..RotationPolicy::default()
+    };
+    let (machine, commands) = Rotation::start(
+        secret.id.clone(),
+        "v2-token".into(),
+        Some("v1".into()),
+        policy.clone(),
+        5_000,
+    );
+    let mut state = RotationState {
+        machine,
+        timeline: Vec::new(),
+        due_at: None,
+    };
+    for command in &commands {
+        if let baton_core::rotation::Command::Record(event) = command {
+            state.record(5_000, event);
+        }
+    }
+    // A due time far in the past, so no other check's rotations come first.
+    state.due_at = Some(-9_000_000_000_000 + 7);
+    secret.rotation_policy = Some(policy);
+    secret.rotation_state = Some(state);
+    store.insert_secret(&secret).await.unwrap();
+    let loaded = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded, secret);
+    let due = store
+        .rotations_due(-9_000_000_000_000 + 7, 10)
+        .await
+        .unwrap();
+    assert!(due.contains(&secret.arn), "{due:?}");
+    let early = store
+        .rotations_due(-9_000_000_000_000 + 6, 10)
+        .await
+        .unwrap();
+    assert!(!early.contains(&secret.arn));
+    assert!(
+        store
+            .next_rotation_due()
+            .await
+            .unwrap()
+            .is_some_and(|t| t <= -9_000_000_000_000 + 7)
+    );
+    let mut done = loaded.clone();
+    done.rotation_state.as_mut().unwrap().due_at = None;
+    done.revision = store.save_secret(&done).await.unwrap();
+    let due = store.rotations_due(0, 1_000).await.unwrap();
+    assert!(!due.contains(&secret.arn));
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -415,4 +477,5 @@ pub const CHECKS: &[&str] = &[
     "access_keys_round_trip",
     "replicas_round_trip_and_hold_their_name",
     "promoting_a_replica_is_one_transaction",
+    "rotation_state_round_trips_and_due_rotations_are_found",
 ];

@@ -135,6 +135,13 @@ pub trait Store: Send + Sync + 'static {
     /// Returns whether a key was deleted.
     async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError>;
 
+    /// ARNs of secrets whose rotation is due at or before `now`, soonest first, at most `limit`.
+    /// Served by an index on the due time, so its cost does not grow with the number of secrets.
+    async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError>;
+
+    /// The earliest due time of any rotation, if one is due at all.
+    async fn next_rotation_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
     /// Checks that the database answers; used by readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -156,7 +156,33 @@ async fn load_children(
         (r.get(0), r.get(1), r.get(2))
     })
     .await?;
-    row.into_record(versions, tags, replicas)
+    let policy = child_rows(client, schema::SELECT_POLICY, &id, |r| {
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+    })
+    .await?
+    .pop();
+    let rotation = child_rows(client, schema::SELECT_ROTATION, &id, |r| {
+        schema::RotationRow {
+            version_id: r.get(0),
+            old_version_id: r.get(1),
+            phase: r.get(2),
+            phase_started_at: r.get(3),
+            status: r.get(4),
+            stopped_step: r.get(5),
+            stopped_reason: r.get(6),
+            in_flight: r.get(7),
+            attempts: r.get(8),
+            retry_at: r.get(9),
+            alerted: r.get(10),
+            gate_ready_since: r.get(11),
+            started_at: r.get(12),
+            timeline: r.get(13),
+            due_at: r.get(14),
+        }
+    })
+    .await?
+    .pop();
+    row.into_record(versions, tags, replicas, policy, rotation)
 }
 
 /// Whether `name` is free in the namespace for a secret other than `except_id`.
@@ -247,6 +273,44 @@ async fn write_children(
         tx.execute(
             schema::INSERT_TAG,
             &[&secret.id, &(position as i64), &tag.key, &tag.value],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    tx.execute(schema::DELETE_POLICY, &[&secret.id])
+        .await
+        .map_err(backend)?;
+    if let Some(policy) = &secret.rotation_policy {
+        let (a, b, c, d, e) = schema::policy_row(policy);
+        tx.execute(schema::INSERT_POLICY, &[&secret.id, &a, &b, &c, &d, &e])
+            .await
+            .map_err(backend)?;
+    }
+    tx.execute(schema::DELETE_ROTATION, &[&secret.id])
+        .await
+        .map_err(backend)?;
+    if let Some(state) = &secret.rotation_state {
+        let r = schema::RotationRow::from_state(state);
+        tx.execute(
+            schema::INSERT_ROTATION,
+            &[
+                &secret.id,
+                &r.version_id,
+                &r.old_version_id,
+                &r.phase,
+                &r.phase_started_at,
+                &r.status,
+                &r.stopped_step,
+                &r.stopped_reason,
+                &r.in_flight,
+                &r.attempts,
+                &r.retry_at,
+                &r.alerted,
+                &r.gate_ready_since,
+                &r.started_at,
+                &r.timeline,
+                &r.due_at,
+            ],
         )
         .await
         .map_err(backend)?;
@@ -564,6 +628,26 @@ impl Store for PostgresStore {
             .await
             .map_err(backend)?;
         Ok(n > 0)
+    }
+
+    async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query(schema::ROTATIONS_DUE, &[&now, &i64::from(limit)])
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn next_rotation_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query_one(schema::NEXT_ROTATION_DUE, &[])
+            .await
+            .map_err(backend)?
+            .get(0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,6 +1,9 @@
 //! The schema and statements shared by both engines. Statements use `$N` placeholders;
 //! the SQLite engine rewrites them to SQLite's equivalent `?N`.
 
+use baton_core::rotation::{
+    Blackout, Phase, Rotation, RotationPolicy, RotationState, Status, Step, TimelineEntry,
+};
 use baton_core::{
     DeletionState, Replica, RotationConfig, RotationRules, SecretRecord, SecretValueKind, Tag,
     VersionRecord,
@@ -91,6 +94,41 @@ CREATE TABLE secret_replicas (
 );
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE rotation_policies (
+    secret_id TEXT PRIMARY KEY REFERENCES secrets (id) ON DELETE CASCADE,
+    propagation_delay_ms {bigint} NOT NULL,
+    gate_wait_max_ms {bigint} NOT NULL,
+    retire_grace_ms {bigint} NOT NULL,
+    step_attempts_max {bigint} NOT NULL,
+    blackouts TEXT NOT NULL
+);
+-- One row per secret: its rotation in flight, or its last one. The primary key is what makes
+-- "at most one rotation in flight per secret" a property of the database.
+CREATE TABLE rotations (
+    secret_id TEXT PRIMARY KEY REFERENCES secrets (id) ON DELETE CASCADE,
+    version_id TEXT NOT NULL,
+    old_version_id TEXT,
+    phase TEXT NOT NULL,
+    phase_started_at {bigint} NOT NULL,
+    status TEXT NOT NULL,
+    stopped_step TEXT,
+    stopped_reason TEXT,
+    in_flight TEXT,
+    attempts {bigint} NOT NULL,
+    retry_at {bigint},
+    alerted BOOLEAN NOT NULL,
+    gate_ready_since {bigint},
+    started_at {bigint} NOT NULL,
+    timeline TEXT NOT NULL,
+    due_at {bigint}
+);
+-- The engine's due-time index: finding due rotations costs the same among a million secrets.
+CREATE INDEX rotations_due_at ON rotations (due_at) WHERE due_at IS NOT NULL;
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -148,6 +186,23 @@ pub const REPLICA_OWNER: &str =
     "SELECT secret_id FROM secret_replicas WHERE account_id = $1 AND region = $2 AND name = $3";
 pub const REPLICATED_INTO: &str = "SELECT secret_id FROM secret_replicas \
     WHERE account_id = $1 AND region = $2 ORDER BY secret_id";
+pub const SELECT_POLICY: &str = "SELECT propagation_delay_ms, gate_wait_max_ms, retire_grace_ms, \
+    step_attempts_max, blackouts FROM rotation_policies WHERE secret_id = $1";
+pub const DELETE_POLICY: &str = "DELETE FROM rotation_policies WHERE secret_id = $1";
+pub const INSERT_POLICY: &str = "INSERT INTO rotation_policies (secret_id, propagation_delay_ms, \
+    gate_wait_max_ms, retire_grace_ms, step_attempts_max, blackouts) VALUES ($1, $2, $3, $4, $5, $6)";
+pub const SELECT_ROTATION: &str = "SELECT version_id, old_version_id, phase, phase_started_at, \
+    status, stopped_step, stopped_reason, in_flight, attempts, retry_at, alerted, gate_ready_since, \
+    started_at, timeline, due_at FROM rotations WHERE secret_id = $1";
+pub const DELETE_ROTATION: &str = "DELETE FROM rotations WHERE secret_id = $1";
+pub const INSERT_ROTATION: &str = "INSERT INTO rotations (secret_id, version_id, old_version_id, \
+    phase, phase_started_at, status, stopped_step, stopped_reason, in_flight, attempts, retry_at, \
+    alerted, gate_ready_since, started_at, timeline, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+    $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+/// ARNs of rotations due at or before $1, soonest first, at most $2.
+pub const ROTATIONS_DUE: &str = "SELECT s.arn FROM rotations r JOIN secrets s ON s.id = r.secret_id \
+    WHERE r.due_at IS NOT NULL AND r.due_at <= $1 ORDER BY r.due_at LIMIT $2";
+pub const NEXT_ROTATION_DUE: &str = "SELECT MIN(due_at) FROM rotations WHERE due_at IS NOT NULL";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
 pub const DUE_FOR_PURGE: &str = "SELECT id FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
 pub const INSERT_ACCESS_KEY: &str = "INSERT INTO access_keys (access_key_id, sealed_secret, \
@@ -161,6 +216,155 @@ pub const DELETE_ACCESS_KEY: &str = "DELETE FROM access_keys WHERE access_key_id
 /// One row of [`SELECT_VERSIONS_AND_LABELS`]: version id, creation time, kind, sealed value, and
 /// one of its labels.
 pub type VersionRow = (String, i64, String, Vec<u8>, Option<String>);
+
+/// A `rotation_policies` row: delays in ms, attempts, blackouts as `HH:MM-HH:MM,…`.
+pub type PolicyRow = (i64, i64, i64, i64, String);
+
+pub fn policy_row(policy: &RotationPolicy) -> PolicyRow {
+    (
+        policy.propagation_delay_ms,
+        policy.gate_wait_max_ms,
+        policy.retire_grace_ms,
+        i64::from(policy.step_attempts_max),
+        policy
+            .blackouts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+fn policy_from_row(row: PolicyRow) -> Result<RotationPolicy, StoreError> {
+    let (propagation_delay_ms, gate_wait_max_ms, retire_grace_ms, attempts, blackouts) = row;
+    let blackouts = blackouts
+        .split(',')
+        .filter(|b| !b.is_empty())
+        .map(|b| Blackout::parse(b).ok_or_else(|| StoreError::Corrupt(format!("blackout {b}"))))
+        .collect::<Result<_, _>>()?;
+    Ok(RotationPolicy {
+        propagation_delay_ms,
+        gate_wait_max_ms,
+        retire_grace_ms,
+        step_attempts_max: u32::try_from(attempts)
+            .map_err(|_| StoreError::Corrupt(format!("step_attempts_max {attempts}")))?,
+        blackouts,
+        ..RotationPolicy::default()
+    })
+}
+
+/// A `rotations` row, in [`SELECT_ROTATION`] order.
+#[derive(Debug)]
+pub struct RotationRow {
+    pub version_id: String,
+    pub old_version_id: Option<String>,
+    pub phase: String,
+    pub phase_started_at: i64,
+    pub status: String,
+    pub stopped_step: Option<String>,
+    pub stopped_reason: Option<String>,
+    pub in_flight: Option<String>,
+    pub attempts: i64,
+    pub retry_at: Option<i64>,
+    pub alerted: bool,
+    pub gate_ready_since: Option<i64>,
+    pub started_at: i64,
+    pub timeline: String,
+    pub due_at: Option<i64>,
+}
+
+impl RotationRow {
+    pub fn from_state(state: &RotationState) -> Self {
+        let m = &state.machine;
+        let (status, stopped_step, stopped_reason) = match &m.status {
+            Status::Running => ("running", None, None),
+            Status::Stopped { step, reason } => (
+                "stopped",
+                Some(step.as_str().to_owned()),
+                Some(reason.clone()),
+            ),
+            Status::Succeeded => ("succeeded", None, None),
+            Status::Cancelled => ("cancelled", None, None),
+        };
+        RotationRow {
+            version_id: m.version_id.clone(),
+            old_version_id: m.old_version_id.clone(),
+            phase: m.phase.as_str().to_owned(),
+            phase_started_at: m.phase_started_at,
+            status: status.to_owned(),
+            stopped_step,
+            stopped_reason,
+            in_flight: m.in_flight.map(|s| s.as_str().to_owned()),
+            attempts: i64::from(m.attempts),
+            retry_at: m.retry_at,
+            alerted: m.alerted,
+            gate_ready_since: m.gate_ready_since,
+            started_at: m.started_at,
+            timeline: state
+                .timeline
+                .iter()
+                .map(|e| format!("{}\t{}\n", e.at, e.event))
+                .collect(),
+            due_at: state.due_at,
+        }
+    }
+
+    fn into_state(
+        self,
+        secret_id: &str,
+        policy: RotationPolicy,
+    ) -> Result<RotationState, StoreError> {
+        let corrupt =
+            |what: String| StoreError::Corrupt(format!("rotation of {secret_id}: {what}"));
+        let step = |s: &str| Step::parse(s).ok_or_else(|| corrupt(format!("step {s}")));
+        let status = match self.status.as_str() {
+            "running" => Status::Running,
+            "stopped" => Status::Stopped {
+                step: step(self.stopped_step.as_deref().unwrap_or_default())?,
+                reason: self.stopped_reason.unwrap_or_default(),
+            },
+            "succeeded" => Status::Succeeded,
+            "cancelled" => Status::Cancelled,
+            other => return Err(corrupt(format!("status {other}"))),
+        };
+        let timeline = self
+            .timeline
+            .lines()
+            .map(|line| {
+                let (at, event) = line
+                    .split_once('\t')
+                    .ok_or_else(|| corrupt(format!("timeline line {line}")))?;
+                Ok(TimelineEntry {
+                    at: at
+                        .parse()
+                        .map_err(|_| corrupt(format!("timeline time {at}")))?,
+                    event: event.to_owned(),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(RotationState {
+            machine: Rotation {
+                secret_id: secret_id.to_owned(),
+                version_id: self.version_id,
+                old_version_id: self.old_version_id,
+                policy,
+                phase: Phase::parse(&self.phase)
+                    .ok_or_else(|| corrupt(format!("phase {}", self.phase)))?,
+                phase_started_at: self.phase_started_at,
+                status,
+                in_flight: self.in_flight.as_deref().map(step).transpose()?,
+                attempts: u32::try_from(self.attempts)
+                    .map_err(|_| corrupt(format!("attempts {}", self.attempts)))?,
+                retry_at: self.retry_at,
+                alerted: self.alerted,
+                gate_ready_since: self.gate_ready_since,
+                started_at: self.started_at,
+            },
+            timeline,
+            due_at: self.due_at,
+        })
+    }
+}
 
 /// The `secrets` row of a record, in [`SECRET_COLUMNS`] order, as engine-neutral values.
 pub struct SecretRow {
@@ -230,7 +434,13 @@ impl SecretRow {
         versions: Vec<VersionRow>,
         tags: Vec<(String, String)>,
         replicas: Vec<(String, Option<String>, Option<i64>)>,
+        policy: Option<PolicyRow>,
+        rotation: Option<RotationRow>,
     ) -> Result<SecretRecord, StoreError> {
+        let rotation_policy = policy.map(policy_from_row).transpose()?;
+        let rotation_state = rotation
+            .map(|r| r.into_state(&self.id, rotation_policy.clone().unwrap_or_default()))
+            .transpose()?;
         let deletion = match (self.deleted_at, self.purge_at) {
             (Some(deleted_at), Some(purge_at)) => DeletionState::Scheduled {
                 deleted_at,
@@ -299,6 +509,8 @@ impl SecretRow {
                     last_accessed_at,
                 })
                 .collect(),
+            rotation_policy,
+            rotation_state,
             revision: self.revision,
         };
         if !record.versions.is_empty()

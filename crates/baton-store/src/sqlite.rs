@@ -247,7 +247,31 @@ fn load_children(conn: &Connection, row: SecretRow) -> Result<SecretRecord, Stor
     let replicas = child_rows(conn, schema::SELECT_REPLICAS, &id, |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })?;
-    row.into_record(versions, tags, replicas)
+    let policy = child_rows(conn, schema::SELECT_POLICY, &id, |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?
+    .pop();
+    let rotation = child_rows(conn, schema::SELECT_ROTATION, &id, |r| {
+        Ok(schema::RotationRow {
+            version_id: r.get(0)?,
+            old_version_id: r.get(1)?,
+            phase: r.get(2)?,
+            phase_started_at: r.get(3)?,
+            status: r.get(4)?,
+            stopped_step: r.get(5)?,
+            stopped_reason: r.get(6)?,
+            in_flight: r.get(7)?,
+            attempts: r.get(8)?,
+            retry_at: r.get(9)?,
+            alerted: r.get(10)?,
+            gate_ready_since: r.get(11)?,
+            started_at: r.get(12)?,
+            timeline: r.get(13)?,
+            due_at: r.get(14)?,
+        })
+    })?
+    .pop();
+    row.into_record(versions, tags, replicas, policy, rotation)
 }
 
 /// Whether `name` is free in the namespace, for a secret other than `except_id`: no secret and no
@@ -337,6 +361,43 @@ fn write_children(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Resu
         tx.execute(
             &sql(schema::INSERT_TAG),
             params![secret.id, position as i64, tag.key, tag.value],
+        )
+        .map_err(backend)?;
+    }
+    tx.execute(&sql(schema::DELETE_POLICY), [&secret.id])
+        .map_err(backend)?;
+    if let Some(policy) = &secret.rotation_policy {
+        let (a, b, c, d, e) = schema::policy_row(policy);
+        tx.execute(
+            &sql(schema::INSERT_POLICY),
+            params![secret.id, a, b, c, d, e],
+        )
+        .map_err(backend)?;
+    }
+    tx.execute(&sql(schema::DELETE_ROTATION), [&secret.id])
+        .map_err(backend)?;
+    if let Some(state) = &secret.rotation_state {
+        let r = schema::RotationRow::from_state(state);
+        tx.execute(
+            &sql(schema::INSERT_ROTATION),
+            params![
+                secret.id,
+                r.version_id,
+                r.old_version_id,
+                r.phase,
+                r.phase_started_at,
+                r.status,
+                r.stopped_step,
+                r.stopped_reason,
+                r.in_flight,
+                r.attempts,
+                r.retry_at,
+                r.alerted,
+                r.gate_ready_since,
+                r.started_at,
+                r.timeline,
+                r.due_at
+            ],
         )
         .map_err(backend)?;
     }
@@ -691,6 +752,26 @@ impl Store for SqliteStore {
                 .execute(&sql(schema::DELETE_ACCESS_KEY), [&id])
                 .map_err(backend)?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::ROTATIONS_DUE))
+                .and_then(|mut s| {
+                    s.query_map(params![now, limit], |r| r.get(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn next_rotation_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|conn| {
+            conn.query_row(&sql(schema::NEXT_ROTATION_DUE), [], |r| r.get(0))
+                .map_err(backend)
         })
         .await
     }

@@ -68,4 +68,5 @@ conformance!(
     access_keys_round_trip,
     replicas_round_trip_and_hold_their_name,
     promoting_a_replica_is_one_transaction,
+    rotation_state_round_trips_and_due_rotations_are_found,
 );
