@@ -1,6 +1,7 @@
 """Secrets Manager operations through boto3 against a running `baton serve`, on every engine."""
 
 import base64
+import json
 import re
 import time
 import uuid
@@ -329,13 +330,18 @@ def test_resource_policies_are_validated_and_stored(sm, unique_name):
     assert "ResourcePolicy" not in sm.get_resource_policy(SecretId=unique_name)
 
 
-def test_rotate_secret_records_configuration_and_runs_nothing(sm, unique_name, server):
+def test_rotate_secret_without_rotating_records_the_configuration(sm, unique_name, server):
     v1 = sm.create_secret(Name=unique_name, SecretString="x")["VersionId"]
     with pytest.raises(ClientError) as e:
         sm.rotate_secret(SecretId=unique_name)
     assert aws_error(e) == ("InvalidRequestException", "No Lambda rotation function ARN is associated with this secret.", 400)
-    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
-    r = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam,
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:my-own-rotator"
+    with pytest.raises(ClientError) as e:
+        sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)
+    code, message, _ = aws_error(e)
+    assert code == "InvalidRequestException" and "my-own-rotator" in message and "RotateImmediately" in message
+    assert sm.describe_secret(SecretId=unique_name)["RotationEnabled"] is False, "the refusal wrote nothing"
+    r = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam, RotateImmediately=False,
                          RotationRules={"ScheduleExpression": "rate(4 hours)", "Duration": "2h"})
     assert "VersionId" not in r, "no rotation ran, so no version was created"
     d = sm.describe_secret(SecretId=unique_name)
@@ -344,10 +350,95 @@ def test_rotate_secret_records_configuration_and_runs_nothing(sm, unique_name, s
     assert "LastRotatedDate" not in d
     assert d["VersionIdsToStages"] == {v1: ["AWSCURRENT"]}
     with pytest.raises(ClientError) as e:
-        sm.rotate_secret(SecretId=unique_name, RotationRules={"AutomaticallyAfterDays": 3, "ScheduleExpression": "rate(1 day)"})
+        sm.rotate_secret(SecretId=unique_name, RotateImmediately=False,
+                         RotationRules={"AutomaticallyAfterDays": 3, "ScheduleExpression": "rate(1 day)"})
     assert aws_error(e)[0] == "InvalidParameterException"
     sm.cancel_rotate_secret(SecretId=unique_name)
     assert sm.describe_secret(SecretId=unique_name)["RotationEnabled"] is False
+
+
+def rotation(server, secret_id):
+    status, body = awsraw.call(server, "baton.DescribeRotation", {"SecretId": secret_id})
+    assert status == 200, body
+    return body
+
+
+def wait_for_status(server, secret_id, wanted, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body = rotation(server, secret_id)
+        if body.get("Status") == wanted:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"rotation did not reach {wanted}: {body}")
+
+
+def test_a_built_in_rotation_runs_every_phase_and_keeps_json_fields(server, sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString='{"username":"app","password":"old"}')["VersionId"]
+    status, policy = awsraw.call(server, "baton.PutRotationPolicy", {
+        "SecretId": unique_name, "PropagationDelaySeconds": 1, "RetireGraceSeconds": 1, "MaxAttempts": 3})
+    assert status == 200, policy
+    assert policy["Policy"]["PropagationDelaySeconds"] == 1
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    started = time.time()
+    v2 = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
+    # Before the propagation gate, the new value is pending: accepted, not used.
+    early = rotation(server, unique_name)
+    assert early["VersionId"] == v2 and early["OldVersionId"] == v1
+    assert sm.get_secret_value(SecretId=unique_name)["VersionId"] == v1
+    done = wait_for_status(server, unique_name, "Succeeded")
+    elapsed = time.time() - started
+    assert elapsed >= 2, f"two gates of 1 s each were waited ({elapsed:.2f} s)"
+    phases = [e["Event"] for e in done["Timeline"] if e["Event"].startswith("phase ")]
+    assert phases == ["phase started", "phase created", "phase set", "phase tested", "phase propagated",
+                      "phase promoted", "phase drained", "phase retired"], done["Timeline"]
+    assert any("gate waiting" in e["Event"] for e in done["Timeline"])
+    value = sm.get_secret_value(SecretId=unique_name)
+    assert value["VersionId"] == v2
+    new = json.loads(value["SecretString"])
+    assert new["username"] == "app" and new["password"] != "old" and len(new["password"]) == 32
+    # Retired: the old version lost AWSPREVIOUS and is no longer accepted.
+    assert stages(sm, unique_name) == {v2: ["AWSCURRENT"]}
+    _, ring = awsraw.call(server, "baton.GetSecretKeyring", {"SecretId": unique_name})
+    assert [v["VersionId"] for v in ring["Accepted"]] == [v2]
+    described = sm.describe_secret(SecretId=unique_name)
+    assert described["RotationEnabled"] is True and "LastRotatedDate" in described
+    # A second rotation after the first completed is allowed; a third while it runs is not.
+    v3 = sm.rotate_secret(SecretId=unique_name)["VersionId"]
+    with pytest.raises(ClientError) as e:
+        sm.rotate_secret(SecretId=unique_name)
+    assert aws_error(e) == ("InvalidRequestException",
+                            "A previous rotation isn't complete. That rotation will be reattempted.", 400)
+    assert sm.rotate_secret(SecretId=unique_name, ClientRequestToken=v3)["VersionId"] == v3, "retry is idempotent"
+    wait_for_status(server, unique_name, "Succeeded")
+
+
+def test_a_rotation_can_be_cancelled_before_promotion(server, sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
+    awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "PropagationDelaySeconds": 3600})
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    v2 = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
+    deadline = time.time() + 20
+    while rotation(server, unique_name)["Phase"] != "tested" and time.time() < deadline:
+        time.sleep(0.05)
+    assert rotation(server, unique_name)["Phase"] == "tested", "held at the propagation gate"
+    assert stages(sm, unique_name) == {v1: ["AWSCURRENT"], v2: ["AWSPENDING"]}
+    cancelled = sm.cancel_rotate_secret(SecretId=unique_name)
+    assert cancelled["VersionId"] == v2
+    assert rotation(server, unique_name)["Status"] == "Cancelled"
+    assert stages(sm, unique_name) == {v1: ["AWSCURRENT"]}
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "one"
+
+
+def test_rotation_policies_are_validated(server, sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="x")
+    for bad in ({"MaxAttempts": 0}, {"PropagationDelaySeconds": -1}, {"BlackoutWindows": ["25:00-01:00"]}):
+        status, body = awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, **bad})
+        assert (status, body["__type"]) == (400, "InvalidParameterException"), bad
+    status, body = awsraw.call(server, "baton.PutRotationPolicy",
+                               {"SecretId": unique_name, "BlackoutWindows": ["23:00-01:00"]})
+    assert status == 200 and body["Policy"]["BlackoutWindows"] == ["23:00-01:00"]
+    assert "Phase" not in body, "no rotation has run"
 
 
 def test_batch_get_secret_value_reports_per_secret_errors(sm, unique_name):

@@ -1292,8 +1292,9 @@ impl Baton {
         })
     }
 
-    /// Records rotation settings. Baton's rotation engine acts on them; this call never runs a
-    /// rotation itself, so it returns no VersionId.
+    /// Records rotation settings and, unless RotateImmediately is false, starts a rotation that
+    /// the engine drives through its phases. Only built-in rotators run so far; for any other
+    /// function an immediate rotation is refused rather than pretended.
     pub async fn rotate_secret(
         &self,
         caller: &Caller,
@@ -1307,8 +1308,10 @@ impl Baton {
         if let Some(token) = &req.client_request_token {
             baton_core::validate_client_request_token(token)?;
         }
+        let immediately = req.rotate_immediately.unwrap_or(true);
+        let token = token_or_new(&req.client_request_token)?;
         let now = now_ms();
-        let ((), secret) = self
+        let (started, secret) = self
             .update(
                 caller,
                 required(&req.secret_id, "secretId")?,
@@ -1324,30 +1327,54 @@ impl Baton {
                                     .to_owned(),
                             )
                         })?;
+                    // A retried RotateSecret with the token of the rotation in flight succeeds.
+                    if immediately
+                        && secret.rotation_state.as_ref().is_some_and(|s| {
+                            s.machine.version_id == token && !s.machine.is_finished()
+                        })
+                    {
+                        return Ok(Outcome::Unchanged(true));
+                    }
+                    if immediately && !baton_engine::is_runnable(&lambda) {
+                        return Err(ApiError::InvalidRequest(format!(
+                            "Baton cannot run the rotation function {}: only the built-in {} is \
+                             available so far. Pass RotateImmediately=false to record the \
+                             configuration without rotating.",
+                            baton_engine::rotator_name(&lambda),
+                            baton_engine::RANDOM_ROTATOR
+                        )));
+                    }
                     secret.rotation.enabled = true;
                     secret.rotation.lambda_arn = Some(lambda);
                     if let Some(rules) = &rules {
                         secret.rotation.rules = Some(rules.clone());
                     }
+                    if immediately {
+                        baton_engine::start_rotation(secret, token.clone(), now)?;
+                    }
                     secret.last_changed_at = now;
-                    Ok(Outcome::Changed(()))
+                    Ok(Outcome::Changed(immediately))
                 },
             )
             .await?;
+        if started {
+            self.engine_wake.notify_one();
+        }
         Ok(p::ArnNameVersionResponse {
             arn: Some(secret.arn),
             name: Some(secret.name),
-            version_id: None,
+            version_id: started.then_some(token),
         })
     }
 
+    /// Disables rotation, and cancels a rotation in flight if it has not been promoted yet.
     pub async fn cancel_rotate_secret(
         &self,
         caller: &Caller,
         req: p::SecretIdRequest,
     ) -> Result<p::ArnNameVersionResponse, ApiError> {
         let now = now_ms();
-        let ((), secret) = self
+        let (pending, secret) = self
             .update(
                 caller,
                 required(&req.secret_id, "secretId")?,
@@ -1355,18 +1382,197 @@ impl Baton {
                     secret.ensure_not_deleted()?;
                     secret.rotation.enabled = false;
                     secret.last_changed_at = now;
-                    Ok(Outcome::Changed(()))
+                    let mut pending = None;
+                    if let Some(mut state) = secret.rotation_state.take() {
+                        if !state.machine.is_finished() {
+                            let commands = state
+                                .machine
+                                .handle(baton_core::rotation::Input::Cancel, now)
+                                .map_err(|e| {
+                                    ApiError::InvalidRequest(format!(
+                                        "The rotation of version {} can't be cancelled: {e}.",
+                                        state.machine.version_id
+                                    ))
+                                })?;
+                            for command in commands {
+                                match command {
+                                    baton_core::rotation::Command::DropPending => {
+                                        let version = state.machine.version_id.clone();
+                                        if secret
+                                            .version(&version)
+                                            .is_some_and(|v| v.labels.contains(AWSPENDING))
+                                        {
+                                            baton_core::move_label(
+                                                secret,
+                                                &LabelMove {
+                                                    label: AWSPENDING.to_owned(),
+                                                    remove_from_version_id: Some(version.clone()),
+                                                    move_to_version_id: None,
+                                                },
+                                                now,
+                                            )?;
+                                        }
+                                        pending = Some(version);
+                                    }
+                                    baton_core::rotation::Command::Record(event) => {
+                                        state.record(now, &event)
+                                    }
+                                    baton_core::rotation::Command::Run(_) => {}
+                                }
+                            }
+                            state.compute_due_at(now);
+                        }
+                        secret.rotation_state = Some(state);
+                    }
+                    Ok(Outcome::Changed(pending))
                 },
             )
             .await?;
-        let pending = secret
-            .version_with_label(AWSPENDING)
-            .map(|v| v.version_id.clone());
         Ok(p::ArnNameVersionResponse {
             arn: Some(secret.arn),
             name: Some(secret.name),
             version_id: pending,
         })
+    }
+
+    /// Baton's extension: how rotations of a secret wait and retry.
+    pub async fn put_rotation_policy(
+        &self,
+        caller: &Caller,
+        req: p::PutRotationPolicyRequest,
+    ) -> Result<p::DescribeRotationResponse, ApiError> {
+        const WEEK_SECONDS: i64 = 7 * 86_400;
+        let seconds_in =
+            |value: Option<i64>, member: &str, default_ms: i64| -> Result<i64, ApiError> {
+                match value {
+                    None => Ok(default_ms),
+                    Some(v) if (0..=WEEK_SECONDS).contains(&v) => Ok(v * 1000),
+                    Some(v) => Err(ApiError::InvalidParameter(format!(
+                        "{member} must be between 0 and {WEEK_SECONDS} seconds, got {v}."
+                    ))),
+                }
+            };
+        let secret_id = required(&req.secret_id, "secretId")?.to_owned();
+        let defaults = baton_core::rotation::RotationPolicy::default();
+        let attempts = match req.max_attempts {
+            None => defaults.step_attempts_max,
+            Some(n) if (1..=100).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(ApiError::InvalidParameter(format!(
+                    "MaxAttempts must be between 1 and 100, got {n}."
+                )));
+            }
+        };
+        let blackouts = req
+            .blackout_windows
+            .iter()
+            .flatten()
+            .map(|w| {
+                baton_core::rotation::Blackout::parse(w).ok_or_else(|| {
+                    ApiError::InvalidParameter(format!(
+                        "Blackout window '{w}' is invalid: use HH:MM-HH:MM in UTC, start and end \
+                         different (it may wrap past midnight)."
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = baton_core::rotation::RotationPolicy {
+            propagation_delay_ms: seconds_in(
+                req.propagation_delay_seconds,
+                "PropagationDelaySeconds",
+                defaults.propagation_delay_ms,
+            )?,
+            gate_wait_max_ms: seconds_in(
+                req.max_gate_wait_seconds,
+                "MaxGateWaitSeconds",
+                defaults.gate_wait_max_ms,
+            )?,
+            retire_grace_ms: seconds_in(
+                req.retire_grace_seconds,
+                "RetireGraceSeconds",
+                defaults.retire_grace_ms,
+            )?,
+            step_attempts_max: attempts,
+            blackouts,
+            ..defaults
+        };
+        let now = now_ms();
+        self.update(caller, &secret_id, |secret, _| {
+            secret.ensure_not_deleted()?;
+            secret.rotation_policy = Some(policy.clone());
+            if let Some(state) = secret.rotation_state.as_mut() {
+                // The engine applies the new policy at its next drive.
+                state.machine.policy = policy.clone();
+                state.compute_due_at(now);
+            }
+            Ok(Outcome::Changed(()))
+        })
+        .await?;
+        self.engine_wake.notify_one();
+        self.describe_rotation(
+            caller,
+            p::SecretIdRequest {
+                secret_id: Some(secret_id),
+            },
+        )
+        .await
+    }
+
+    /// Baton's extension: the rotation in flight (or the last one), its timeline, and the policy.
+    pub async fn describe_rotation(
+        &self,
+        caller: &Caller,
+        req: p::SecretIdRequest,
+    ) -> Result<p::DescribeRotationResponse, ApiError> {
+        let located = self
+            .locate(caller, required(&req.secret_id, "secretId")?)
+            .await?;
+        let arn = located.arn();
+        let secret = located.secret;
+        let policy = secret.rotation_policy.clone().unwrap_or_default();
+        let wire_policy = p::RotationPolicy {
+            propagation_delay_seconds: Some(policy.propagation_delay_ms / 1000),
+            max_gate_wait_seconds: Some(policy.gate_wait_max_ms / 1000),
+            retire_grace_seconds: Some(policy.retire_grace_ms / 1000),
+            max_attempts: Some(i64::from(policy.step_attempts_max)),
+            blackout_windows: Some(policy.blackouts.iter().map(ToString::to_string).collect()),
+        };
+        let mut response = p::DescribeRotationResponse {
+            arn: Some(arn),
+            name: Some(secret.name.clone()),
+            policy: Some(wire_policy),
+            ..Default::default()
+        };
+        if let Some(state) = &secret.rotation_state {
+            use baton_core::rotation::Status;
+            let m = &state.machine;
+            let (status, reason) = match &m.status {
+                Status::Running => ("InProgress", None),
+                Status::Stopped { step, reason } => (
+                    "Stopped",
+                    Some(format!("step {} failed: {reason}", step.as_str())),
+                ),
+                Status::Succeeded => ("Succeeded", None),
+                Status::Cancelled => ("Cancelled", None),
+            };
+            response.phase = Some(m.phase.as_str().to_owned());
+            response.status = Some(status.to_owned());
+            response.status_reason = reason;
+            response.version_id = Some(m.version_id.clone());
+            response.old_version_id = m.old_version_id.clone();
+            response.next_wake_date = state.due_at.map(seconds);
+            response.timeline = Some(
+                state
+                    .timeline
+                    .iter()
+                    .map(|e| p::TimelineEntry {
+                        date: Some(seconds(e.at)),
+                        event: Some(e.event.clone()),
+                    })
+                    .collect(),
+            );
+        }
+        Ok(response)
     }
 
     pub async fn create_access_key(

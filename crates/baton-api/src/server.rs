@@ -206,7 +206,26 @@ impl Server {
             .layer(DefaultBodyLimit::max(options.body_bytes_max))
             .with_state(app.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let purge = tokio::spawn(purge_loop(app.clone(), options.purge_interval, stop_rx));
+        let purge = tokio::spawn(purge_loop(
+            app.clone(),
+            options.purge_interval,
+            stop_rx.clone(),
+        ));
+        let engine = baton_engine::Engine::new(app.baton.store.clone(), app.baton.root_key.clone());
+        let engine_wake = engine.waker();
+        let wake_forwarder = {
+            let from_api = app.baton.engine_wake.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = from_api.notified() => engine_wake.notify_one(),
+                        _ = stop.changed() => return,
+                    }
+                }
+            })
+        };
+        let engine = tokio::spawn(engine.run(stop_rx));
         let connections = Arc::new(Semaphore::new(options.connections_max));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -284,6 +303,8 @@ impl Server {
             }
         }
         let _ = purge.await;
+        let _ = engine.await;
+        let _ = wake_forwarder.await;
         Ok(())
     }
 }
@@ -406,6 +427,8 @@ const OPERATIONS: &[&str] = &[
     "secretsmanager.StopReplicationToReplica",
     "baton.UpdateSecretVersionStages",
     "baton.GetSecretKeyring",
+    "baton.PutRotationPolicy",
+    "baton.DescribeRotation",
     "baton.CreateAccessKey",
     "baton.ListAccessKeys",
     "baton.DeleteAccessKey",
@@ -571,6 +594,8 @@ async fn dispatch(
         "secretsmanager.StopReplicationToReplica" => op!(stop_replication_to_replica),
         "baton.UpdateSecretVersionStages" => op!(update_secret_version_stages),
         "baton.GetSecretKeyring" => op!(get_secret_keyring),
+        "baton.PutRotationPolicy" => op!(put_rotation_policy),
+        "baton.DescribeRotation" => op!(describe_rotation),
         "baton.CreateAccessKey" => to_json(&baton.create_access_key(parse(body, target)?).await?),
         "baton.ListAccessKeys" => to_json(&baton.list_access_keys().await?),
         "baton.DeleteAccessKey" => to_json(&baton.delete_access_key(parse(body, target)?).await?),

@@ -31,7 +31,9 @@ pub struct Caller {
 /// Shared by every request.
 pub struct Baton {
     pub store: Arc<dyn Store>,
-    pub root_key: RootKey,
+    pub root_key: Arc<RootKey>,
+    /// Wakes the rotation engine when a rotation starts, so it does not wait for its next pass.
+    pub engine_wake: Arc<tokio::sync::Notify>,
     pub account_id: String,
     pub regions: Vec<String>,
     signing_keys: Mutex<HashMap<String, (SecretBytes, Instant)>>,
@@ -58,9 +60,7 @@ pub fn access_key_aad(access_key_id: &str) -> String {
     format!("baton:access-key:v1:{access_key_id}")
 }
 
-pub fn value_aad(secret_id: &str, version_id: &str) -> String {
-    format!("baton:secret-value:v1:{secret_id}:{version_id}")
-}
+pub use baton_crypto::value_aad;
 
 impl Baton {
     pub fn new(
@@ -71,7 +71,8 @@ impl Baton {
     ) -> Self {
         Baton {
             store,
-            root_key,
+            root_key: Arc::new(root_key),
+            engine_wake: Arc::new(tokio::sync::Notify::new()),
             account_id,
             regions,
             signing_keys: Mutex::new(HashMap::new()),

@@ -185,6 +185,12 @@ impl RootKey {
     }
 }
 
+/// The authenticated data of a secret version's sealed value: it binds the value to its secret
+/// and version, so a sealed value copied to another row fails to open.
+pub fn value_aad(secret_id: &str, version_id: &str) -> String {
+    format!("baton:secret-value:v1:{secret_id}:{version_id}")
+}
+
 fn wrap_aad(context: &str) -> Vec<u8> {
     format!("baton:data-key:v1:{context}").into_bytes()
 }

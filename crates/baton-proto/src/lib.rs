@@ -400,6 +400,45 @@ wire!(ListAccessKeysResponse { access_keys: Option<Vec<AccessKey>> });
 wire!(DeleteAccessKeyRequest { access_key_id: Option<String> });
 
 wire!(
+    /// `baton.PutRotationPolicy`: how rotations of a secret wait and retry.
+    PutRotationPolicyRequest {
+        secret_id: Option<String>,
+        propagation_delay_seconds: Option<i64>,
+        max_gate_wait_seconds: Option<i64>,
+        retire_grace_seconds: Option<i64>,
+        max_attempts: Option<i64>,
+        blackout_windows: Option<Vec<String>>,
+    }
+);
+
+wire!(RotationPolicy {
+    propagation_delay_seconds: Option<i64>,
+    max_gate_wait_seconds: Option<i64>,
+    retire_grace_seconds: Option<i64>,
+    max_attempts: Option<i64>,
+    blackout_windows: Option<Vec<String>>,
+});
+
+wire!(TimelineEntry { date: Option<f64>, event: Option<String> });
+
+wire!(
+    /// `baton.DescribeRotation`: the rotation in flight (or the last one) and the policy.
+    DescribeRotationResponse {
+        #[serde(rename = "ARN")]
+        arn: Option<String>,
+        name: Option<String>,
+        phase: Option<String>,
+        status: Option<String>,
+        status_reason: Option<String>,
+        version_id: Option<String>,
+        old_version_id: Option<String>,
+        next_wake_date: Option<f64>,
+        timeline: Option<Vec<TimelineEntry>>,
+        policy: Option<RotationPolicy>,
+    }
+);
+
+wire!(
     /// One version of a keyring: its id and its value.
     KeyringVersion {
         version_id: Option<String>,

@@ -1,0 +1,384 @@
+//! Baton's rotation engine. It finds due rotations through the store's due-time index, feeds
+//! `baton-core`'s phase machine the time and the consumers' status, performs the commands it
+//! answers with, and saves the machine's new state in the same transaction as the label changes
+//! the step implied (they travel together in the `SecretRecord`).
+//!
+//! Architecture invariant: the engine and the servers are the only places that read the clock.
+//!
+//! Crash safety: nothing a drive does is visible until its single save. If the process dies
+//! before it, the rotation is still due with its step in flight, and `Rotation::resume` runs that
+//! step again: every step is idempotent by the new version's id.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use baton_core::rotation::{
+    Command, ConsumerStatus, Input, Rotation, RotationError, RotationState, Step,
+};
+use baton_core::{
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, CoreError, LabelMove, NewVersion, SecretRecord,
+    SecretValueKind, Timestamp,
+};
+use baton_crypto::{PasswordOptions, RootKey, value_aad};
+use baton_store::{Store, StoreError};
+use tokio::sync::{Notify, watch};
+
+/// The built-in rotator that generates a random password, referenced by a RotationLambdaARN
+/// whose function name is this.
+pub const RANDOM_ROTATOR: &str = "baton-random";
+/// Due rotations taken per pass of the engine.
+const DUE_BATCH_MAX: u32 = 100;
+/// Commands one drive performs at most before it saves and yields.
+const COMMANDS_PER_DRIVE_MAX: usize = 64;
+const SAVE_ATTEMPTS_MAX: usize = 8;
+/// The engine sleeps at most this long between looks at the due index.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// The engine's clock, in milliseconds since the epoch.
+pub fn now_ms() -> Timestamp {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Timestamp)
+        .unwrap_or_default()
+}
+
+/// Why a drive failed; the rotation stays due and is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("rotation: {0}")]
+    Rotation(RotationError),
+    #[error("the secret kept changing under the engine")]
+    Conflicts,
+}
+
+/// The name of the rotation function in a RotationLambdaARN
+/// (`arn:aws:lambda:<region>:<account>:function:<name>`), or the string itself.
+pub fn rotator_name(lambda_arn: &str) -> &str {
+    lambda_arn
+        .rsplit_once(":function:")
+        .map_or(lambda_arn, |(_, name)| name)
+}
+
+/// Whether Baton can run this rotation function. External rotators come with a later milestone.
+pub fn is_runnable(lambda_arn: &str) -> bool {
+    rotator_name(lambda_arn) == RANDOM_ROTATOR
+}
+
+/// Starts a rotation on `secret` (to be saved by the caller), keyed by `version_id`.
+pub fn start_rotation(
+    secret: &mut SecretRecord,
+    version_id: String,
+    now: Timestamp,
+) -> Result<(), CoreError> {
+    secret.ensure_not_deleted()?;
+    if let Some(state) = &secret.rotation_state
+        && !state.machine.is_finished()
+    {
+        return Err(CoreError::InvalidRequest(
+            "A previous rotation isn't complete. That rotation will be reattempted.".to_owned(),
+        ));
+    }
+    if secret.version(&version_id).is_some() {
+        return Err(CoreError::ResourceExists(format!(
+            "A version with the ClientRequestToken {version_id} already exists; a rotation needs \
+             a new token."
+        )));
+    }
+    let old = secret
+        .version_with_label(AWSCURRENT)
+        .map(|v| v.version_id.clone());
+    let policy = secret.rotation_policy.clone().unwrap_or_default();
+    let (machine, commands) = Rotation::start(secret.id.clone(), version_id, old, policy, now);
+    let mut state = RotationState {
+        machine,
+        timeline: Vec::new(),
+        due_at: None,
+    };
+    for command in &commands {
+        if let Command::Record(event) = command {
+            state.record(now, event);
+        }
+    }
+    // The first step runs on the engine's next pass.
+    state.due_at = Some(now);
+    secret.rotation_state = Some(state);
+    Ok(())
+}
+
+/// The rotation engine of one node.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    root_key: Arc<RootKey>,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, root_key: Arc<RootKey>) -> Self {
+        Engine {
+            store,
+            root_key,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notifying it makes the engine look at the due index at once (after RotateSecret, say).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            self.drive_due().await;
+            let sleep = match self.store.next_rotation_due().await {
+                Ok(Some(at)) => Duration::from_millis(
+                    (at - now_ms()).clamp(0, IDLE_WAKE.as_millis() as i64) as u64,
+                ),
+                Ok(None) => IDLE_WAKE,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rotation engine cannot read the due index");
+                    IDLE_WAKE
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Drives every rotation due now. Returns how many were driven.
+    pub async fn drive_due(&self) -> usize {
+        let due = match self.store.rotations_due(now_ms(), DUE_BATCH_MAX).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "rotation engine cannot read the due index");
+                return 0;
+            }
+        };
+        for arn in &due {
+            if let Err(e) = self.drive(arn).await {
+                tracing::warn!(secret = %arn, error = %e, "rotation drive failed; will retry");
+            }
+        }
+        due.len()
+    }
+
+    /// Drives one secret's rotation as far as it can go now, and saves the result.
+    pub async fn drive(&self, arn: &str) -> Result<(), EngineError> {
+        for _ in 0..SAVE_ATTEMPTS_MAX {
+            let Some(mut secret) = self.store.find_secret_by_arn(arn).await? else {
+                return Ok(());
+            };
+            let Some(mut state) = secret.rotation_state.take() else {
+                return Ok(());
+            };
+            if state.due_at.is_none() {
+                return Ok(());
+            }
+            let now = now_ms();
+            // The policy may have changed since the rotation started; the current one applies.
+            state.machine.policy = secret.rotation_policy.clone().unwrap_or_default();
+            let mut queue: VecDeque<Command> = state.machine.resume().into();
+            if queue.is_empty() {
+                queue.extend(
+                    state
+                        .machine
+                        .handle(Input::Tick(ConsumerStatus::unknown()), now)
+                        .map_err(EngineError::Rotation)?,
+                );
+            }
+            let mut performed = 0;
+            while let Some(command) = queue.pop_front() {
+                performed += 1;
+                if performed > COMMANDS_PER_DRIVE_MAX {
+                    break;
+                }
+                match command {
+                    Command::Run(step) => {
+                        let mut trial = secret.clone();
+                        let input = match self.perform(&mut trial, &state.machine, step, now) {
+                            Ok(()) => {
+                                secret = trial;
+                                Input::StepSucceeded(step)
+                            }
+                            Err(reason) => Input::StepFailed { step, reason },
+                        };
+                        queue.extend(
+                            state
+                                .machine
+                                .handle(input, now)
+                                .map_err(EngineError::Rotation)?,
+                        );
+                    }
+                    Command::DropPending => drop_pending(&mut secret, &state.machine, now),
+                    Command::Record(event) => {
+                        tracing::info!(secret = %arn, version = %state.machine.version_id, event = %event, "rotation");
+                        state.record(now, &event);
+                    }
+                }
+            }
+            state.compute_due_at(now);
+            secret.rotation_state = Some(state);
+            match self.store.save_secret(&secret).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Conflicts)
+    }
+
+    /// Performs one step on `secret` (a copy that is kept only if the step succeeds).
+    fn perform(
+        &self,
+        secret: &mut SecretRecord,
+        rotation: &Rotation,
+        step: Step,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        let rotator = secret
+            .rotation
+            .lambda_arn
+            .as_deref()
+            .map(rotator_name)
+            .unwrap_or_default()
+            .to_owned();
+        if rotator != RANDOM_ROTATOR {
+            return Err(format!(
+                "the rotation function {rotator:?} is not available: Baton runs only the \
+                 built-in {RANDOM_ROTATOR} so far"
+            ));
+        }
+        let new = rotation.version_id.clone();
+        match step {
+            Step::Create => self.create_random_value(secret, rotation, now),
+            // The random rotator has no target system to set or test.
+            Step::Set | Step::Test => Ok(()),
+            Step::Promote => {
+                let current = secret
+                    .version_with_label(AWSCURRENT)
+                    .map(|v| v.version_id.clone());
+                let mut moves = Vec::new();
+                if current.as_deref() != Some(&new) {
+                    moves.push(LabelMove {
+                        label: AWSCURRENT.into(),
+                        remove_from_version_id: current,
+                        move_to_version_id: Some(new.clone()),
+                    });
+                }
+                if secret
+                    .version(&new)
+                    .is_some_and(|v| v.labels.contains(AWSPENDING))
+                {
+                    moves.push(LabelMove {
+                        label: AWSPENDING.into(),
+                        remove_from_version_id: Some(new),
+                        move_to_version_id: None,
+                    });
+                }
+                if !moves.is_empty() {
+                    baton_core::apply_label_moves(secret, &moves, now)
+                        .map_err(|e| e.to_string())?;
+                }
+                secret.rotation.last_rotated_at = Some(now);
+                Ok(())
+            }
+            Step::Retire => {
+                if let Some(old) = &rotation.old_version_id
+                    && secret
+                        .version(old)
+                        .is_some_and(|v| v.labels.contains(AWSPREVIOUS))
+                {
+                    let change = LabelMove {
+                        label: AWSPREVIOUS.into(),
+                        remove_from_version_id: Some(old.clone()),
+                        move_to_version_id: None,
+                    };
+                    baton_core::move_label(secret, &change, now).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The random rotator's createSecret: a new password as the pending version. A JSON object
+    /// value keeps its other fields and gets a new `password`.
+    fn create_random_value(
+        &self,
+        secret: &mut SecretRecord,
+        rotation: &Rotation,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        if secret.version(&rotation.version_id).is_some() {
+            return Ok(());
+        }
+        let data_key = self
+            .root_key
+            .unwrap(&secret.wrapped_data_key, &secret.id)
+            .map_err(|e| e.to_string())?;
+        let password = baton_crypto::random_password(&PasswordOptions::default())
+            .map_err(|e| e.to_string())?;
+        let password = std::str::from_utf8(password.expose())
+            .map_err(|_| "generated password is not UTF-8".to_owned())?
+            .to_owned();
+        let current_json = match &rotation.old_version_id {
+            Some(old) => secret
+                .version(old)
+                .filter(|v| v.kind == SecretValueKind::String)
+                .map(|v| data_key.open(&v.sealed_value, &value_aad(&secret.id, old)))
+                .transpose()
+                .map_err(|e| e.to_string())?
+                .and_then(|plain| serde_json::from_slice::<serde_json::Value>(plain.expose()).ok())
+                .filter(serde_json::Value::is_object),
+            None => None,
+        };
+        let value = baton_crypto::SecretBytes::from(match current_json {
+            Some(mut object) => {
+                object["password"] = serde_json::Value::String(password);
+                object.to_string()
+            }
+            None => password,
+        });
+        let sealed_value = data_key
+            .seal(value.expose(), &value_aad(&secret.id, &rotation.version_id))
+            .map_err(|e| e.to_string())?;
+        secret
+            .add_version(
+                NewVersion {
+                    version_id: rotation.version_id.clone(),
+                    kind: SecretValueKind::String,
+                    sealed_value,
+                    labels: Some(vec![AWSPENDING.to_owned()]),
+                },
+                now,
+            )
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn drop_pending(secret: &mut SecretRecord, rotation: &Rotation, now: Timestamp) {
+    if secret
+        .version(&rotation.version_id)
+        .is_some_and(|v| v.labels.contains(AWSPENDING))
+    {
+        let change = LabelMove {
+            label: AWSPENDING.into(),
+            remove_from_version_id: Some(rotation.version_id.clone()),
+            move_to_version_id: None,
+        };
+        if let Err(e) = baton_core::move_label(secret, &change, now) {
+            tracing::warn!(error = %e, "could not drop AWSPENDING after a cancellation");
+        }
+    }
+}
