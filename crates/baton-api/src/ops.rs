@@ -1435,6 +1435,50 @@ impl Baton {
         })
     }
 
+    /// Baton's extension: resumes a rotation that stopped after its retry limit
+    /// (`Force: false`), or passes a held gate on an operator's word (`Force: true`).
+    pub async fn resume_rotation(
+        &self,
+        caller: &Caller,
+        req: p::ResumeRotationRequest,
+    ) -> Result<p::DescribeRotationResponse, ApiError> {
+        use baton_core::rotation::Input;
+        let secret_id = required(&req.secret_id, "secretId")?.to_owned();
+        let input = if req.force.unwrap_or(false) {
+            Input::ForceAdvance
+        } else {
+            Input::Retry
+        };
+        let now = now_ms();
+        self.update(caller, &secret_id, |secret, _| {
+            let Some(state) = secret.rotation_state.as_mut() else {
+                return Err(ApiError::InvalidRequest(
+                    "This secret has no rotation to resume.".to_owned(),
+                ));
+            };
+            let commands = state.machine.handle(input.clone(), now).map_err(|e| {
+                ApiError::InvalidRequest(format!("Can't resume the rotation: {e}."))
+            })?;
+            for command in &commands {
+                if let baton_core::rotation::Command::Record(event) = command {
+                    state.record(now, event);
+                }
+            }
+            // Steps the machine asked for run on the engine's next pass.
+            state.due_at = Some(now);
+            Ok(Outcome::Changed(()))
+        })
+        .await?;
+        self.engine_wake.notify_one();
+        self.describe_rotation(
+            caller,
+            p::SecretIdRequest {
+                secret_id: Some(secret_id),
+            },
+        )
+        .await
+    }
+
     /// Baton's extension: how rotations of a secret wait and retry.
     pub async fn put_rotation_policy(
         &self,

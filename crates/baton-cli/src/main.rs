@@ -3,6 +3,7 @@
 
 mod connect;
 mod output;
+mod rotation;
 mod secret;
 mod serve;
 
@@ -30,6 +31,13 @@ enum Command {
         #[command(subcommand)]
         command: secret::SecretCommand,
     },
+    /// Start, follow and control rotations.
+    Rotation {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: rotation::RotationCommand,
+    },
     /// Administer the server: access keys.
     Admin {
         #[command(flatten)]
@@ -56,6 +64,9 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Secret { connect, command } => {
                 secret::run_secret(connect.client()?, connect.output, command).await
+            }
+            Command::Rotation { connect, command } => {
+                rotation::run(connect.client()?, connect.output, command).await
             }
             Command::Admin { connect, command } => {
                 secret::run_admin(connect.client()?, connect.output, command).await

@@ -108,11 +108,47 @@ pub fn start_rotation(
     Ok(())
 }
 
+/// A test-only fault hook: `BATON_DANGER_TEST_CRASH_AT=before-save:<step>` or
+/// `after-save:<step>` makes the process kill itself with SIGKILL at that step boundary, so the
+/// crash tests can check that a rotation resumes correctly from every point. Never set it in
+/// production.
+const CRASH_HOOK_ENV: &str = "BATON_DANGER_TEST_CRASH_AT";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashPoint {
+    BeforeSave(Step),
+    AfterSave(Step),
+}
+
+fn crash_hook_from_env() -> Option<CrashPoint> {
+    let value = std::env::var(CRASH_HOOK_ENV).ok()?;
+    let (when, step) = value.split_once(':')?;
+    let step = Step::parse(step)?;
+    match when {
+        "before-save" => Some(CrashPoint::BeforeSave(step)),
+        "after-save" => Some(CrashPoint::AfterSave(step)),
+        _ => None,
+    }
+}
+
+fn crash_now(point: CrashPoint) {
+    tracing::error!(
+        ?point,
+        "{CRASH_HOOK_ENV} is set: killing this process with SIGKILL"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &std::process::id().to_string()])
+        .status();
+    // `kill` delivers the signal before it exits; never continue past the crash point.
+    std::process::abort();
+}
+
 /// The rotation engine of one node.
 pub struct Engine {
     store: Arc<dyn Store>,
     root_key: Arc<RootKey>,
     wake: Arc<Notify>,
+    crash_hook: Option<CrashPoint>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -123,10 +159,15 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, root_key: Arc<RootKey>) -> Self {
+        let crash_hook = crash_hook_from_env();
+        if let Some(point) = crash_hook {
+            tracing::warn!(?point, "test crash hook armed ({CRASH_HOOK_ENV})");
+        }
         Engine {
             store,
             root_key,
             wake: Arc::new(Notify::new()),
+            crash_hook,
         }
     }
 
@@ -199,6 +240,7 @@ impl Engine {
                 );
             }
             let mut performed = 0;
+            let mut steps_done = Vec::new();
             while let Some(command) = queue.pop_front() {
                 performed += 1;
                 if performed > COMMANDS_PER_DRIVE_MAX {
@@ -210,6 +252,10 @@ impl Engine {
                         let input = match self.perform(&mut trial, &state.machine, step, now) {
                             Ok(()) => {
                                 secret = trial;
+                                steps_done.push(step);
+                                if self.crash_hook == Some(CrashPoint::BeforeSave(step)) {
+                                    crash_now(CrashPoint::BeforeSave(step));
+                                }
                                 Input::StepSucceeded(step)
                             }
                             Err(reason) => Input::StepFailed { step, reason },
@@ -231,7 +277,14 @@ impl Engine {
             state.compute_due_at(now);
             secret.rotation_state = Some(state);
             match self.store.save_secret(&secret).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    if let Some(CrashPoint::AfterSave(step)) = self.crash_hook
+                        && steps_done.contains(&step)
+                    {
+                        crash_now(CrashPoint::AfterSave(step));
+                    }
+                    return Ok(());
+                }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -411,6 +411,14 @@ wire!(
     }
 );
 
+wire!(
+    /// `baton.ResumeRotation`: retry a stopped rotation, or force a held gate open.
+    ResumeRotationRequest {
+        secret_id: Option<String>,
+        force: Option<bool>,
+    }
+);
+
 wire!(RotationPolicy {
     propagation_delay_seconds: Option<i64>,
     max_gate_wait_seconds: Option<i64>,

@@ -1,0 +1,295 @@
+//! `baton rotation …`: start, watch, retry, force and cancel rotations, and set their policy.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use baton_client::Client;
+use baton_proto as p;
+use clap::Subcommand;
+
+use crate::connect::OutputFormat;
+use crate::output::{date, show, table};
+
+#[derive(Debug, Subcommand)]
+pub enum RotationCommand {
+    /// Start a rotation now.
+    Start {
+        secret_id: String,
+        /// The rotator: a built-in name such as baton-random. Default: the one configured.
+        #[arg(long)]
+        rotator: Option<String>,
+        /// The new version's id (ClientRequestToken); default: a new UUID.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Show the rotation in flight (or the last one): phase, status, what a gate waits for.
+    Status {
+        secret_id: String,
+        /// Follow the rotation live until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show the rotation's timeline, step by step.
+    History { secret_id: String },
+    /// Resume a rotation that stopped after its retry limit.
+    Retry { secret_id: String },
+    /// Pass a gate that lagging consumers hold. This overrides Baton's safety check.
+    Advance {
+        secret_id: String,
+        /// Required: forcing a gate can break consumers that do not yet hold the new value.
+        #[arg(long, required = true)]
+        force: bool,
+    },
+    /// Cancel a rotation that has not been promoted, and disable rotation.
+    Cancel { secret_id: String },
+    /// Set how rotations of this secret wait and retry.
+    Configure {
+        secret_id: String,
+        /// Seconds after which readers that do not report hold the new value (T).
+        #[arg(long)]
+        propagation_delay: Option<i64>,
+        /// Seconds a lagging consumer may hold a gate before an alert.
+        #[arg(long)]
+        max_gate_wait: Option<i64>,
+        /// Seconds signatures made with the old value stay in use after everyone switched.
+        #[arg(long)]
+        retire_grace: Option<i64>,
+        /// Attempts of a step before the rotation stops safely.
+        #[arg(long)]
+        max_attempts: Option<i64>,
+        /// A daily UTC window with no promotion or retirement, HH:MM-HH:MM; repeatable.
+        #[arg(long = "blackout")]
+        blackouts: Vec<String>,
+    },
+}
+
+fn print_rotation(r: &p::DescribeRotationResponse) {
+    let Some(phase) = &r.phase else {
+        println!(
+            "{}: no rotation has run",
+            r.name.as_deref().unwrap_or_default()
+        );
+        return;
+    };
+    println!(
+        "{}: version {} is {} ({}){}",
+        r.name.as_deref().unwrap_or_default(),
+        r.version_id.as_deref().unwrap_or_default(),
+        phase,
+        r.status.as_deref().unwrap_or_default(),
+        r.status_reason
+            .as_ref()
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default()
+    );
+    if let Some(last) = r.timeline.as_ref().and_then(|t| t.last()) {
+        println!("  latest: {}", last.event.as_deref().unwrap_or_default());
+    }
+    if let Some(wake) = r.next_wake_date {
+        println!("  next step at {}", date(Some(wake)));
+    }
+}
+
+async fn describe(client: &Client, secret_id: &str) -> anyhow::Result<p::DescribeRotationResponse> {
+    Ok(client
+        .call(
+            "baton.DescribeRotation",
+            &p::SecretIdRequest {
+                secret_id: Some(secret_id.to_owned()),
+            },
+        )
+        .await?)
+}
+
+/// Follows a rotation until it ends, printing each new timeline line.
+async fn watch(client: &Client, secret_id: &str) -> anyhow::Result<()> {
+    let mut printed = 0;
+    loop {
+        let r = describe(client, secret_id).await?;
+        let timeline = r.timeline.clone().unwrap_or_default();
+        for entry in timeline.iter().skip(printed) {
+            println!(
+                "{}  {}",
+                date(entry.date),
+                entry.event.as_deref().unwrap_or_default()
+            );
+        }
+        printed = timeline.len();
+        match r.status.as_deref() {
+            Some("InProgress") => tokio::time::sleep(Duration::from_millis(500)).await,
+            None => {
+                println!("no rotation has run");
+                return Ok(());
+            }
+            Some(other) => {
+                println!("rotation {other}");
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub async fn run(
+    client: Client,
+    format: OutputFormat,
+    command: RotationCommand,
+) -> anyhow::Result<()> {
+    match command {
+        RotationCommand::Start {
+            secret_id,
+            rotator,
+            token,
+        } => {
+            let rotation_lambda_arn = match rotator {
+                Some(name) => {
+                    let d: p::DescribeSecretResponse = client
+                        .call(
+                            "secretsmanager.DescribeSecret",
+                            &p::SecretIdRequest {
+                                secret_id: Some(secret_id.clone()),
+                            },
+                        )
+                        .await?;
+                    let arn = d.arn.unwrap_or_default();
+                    let parts: Vec<&str> = arn.split(':').collect();
+                    if parts.len() < 5 {
+                        bail!("unexpected ARN {arn}");
+                    }
+                    Some(format!(
+                        "arn:aws:lambda:{}:{}:function:{name}",
+                        parts[3], parts[4]
+                    ))
+                }
+                None => None,
+            };
+            let r: p::ArnNameVersionResponse = client
+                .call(
+                    "secretsmanager.RotateSecret",
+                    &p::RotateSecretRequest {
+                        secret_id: Some(secret_id),
+                        client_request_token: token,
+                        rotation_lambda_arn,
+                        rotation_rules: None,
+                        rotate_immediately: Some(true),
+                    },
+                )
+                .await?;
+            show(format, &r, |r| {
+                println!(
+                    "rotation of {} started: new version {}; follow it with `baton rotation status --watch`",
+                    r.name.as_deref().unwrap_or_default(),
+                    r.version_id.as_deref().unwrap_or_default()
+                )
+            })
+        }
+        RotationCommand::Status {
+            secret_id,
+            watch: true,
+        } => watch(&client, &secret_id).await,
+        RotationCommand::Status { secret_id, .. } => {
+            let r = describe(&client, &secret_id).await?;
+            show(format, &r, print_rotation)
+        }
+        RotationCommand::History { secret_id } => {
+            let r = describe(&client, &secret_id).await?;
+            show(format, &r, |r| {
+                table(
+                    &["When", "Event"],
+                    r.timeline
+                        .iter()
+                        .flatten()
+                        .map(|e| vec![date(e.date), e.event.clone().unwrap_or_default()])
+                        .collect(),
+                )
+            })
+        }
+        RotationCommand::Retry { secret_id } => {
+            let r: p::DescribeRotationResponse = client
+                .call(
+                    "baton.ResumeRotation",
+                    &p::ResumeRotationRequest {
+                        secret_id: Some(secret_id),
+                        force: Some(false),
+                    },
+                )
+                .await?;
+            show(format, &r, print_rotation)
+        }
+        RotationCommand::Advance { secret_id, force } => {
+            let r: p::DescribeRotationResponse = client
+                .call(
+                    "baton.ResumeRotation",
+                    &p::ResumeRotationRequest {
+                        secret_id: Some(secret_id),
+                        force: Some(force),
+                    },
+                )
+                .await?;
+            show(format, &r, print_rotation)
+        }
+        RotationCommand::Cancel { secret_id } => {
+            let r: p::ArnNameVersionResponse = client
+                .call(
+                    "secretsmanager.CancelRotateSecret",
+                    &p::SecretIdRequest {
+                        secret_id: Some(secret_id),
+                    },
+                )
+                .await?;
+            show(format, &r, |r| match &r.version_id {
+                Some(v) => println!("cancelled the rotation to version {v}; rotation is disabled"),
+                None => println!("rotation is disabled"),
+            })
+        }
+        RotationCommand::Configure {
+            secret_id,
+            propagation_delay,
+            max_gate_wait,
+            retire_grace,
+            max_attempts,
+            blackouts,
+        } => {
+            let r: p::DescribeRotationResponse = client
+                .call(
+                    "baton.PutRotationPolicy",
+                    &p::PutRotationPolicyRequest {
+                        secret_id: Some(secret_id),
+                        propagation_delay_seconds: propagation_delay,
+                        max_gate_wait_seconds: max_gate_wait,
+                        retire_grace_seconds: retire_grace,
+                        max_attempts,
+                        blackout_windows: (!blackouts.is_empty()).then_some(blackouts),
+                    },
+                )
+                .await?;
+            show(format, &r, |r| {
+                let policy = r.policy.clone().unwrap_or_default();
+                table(
+                    &["Setting", "Value"],
+                    vec![
+                        vec![
+                            "propagation delay (s)".into(),
+                            format!("{}", policy.propagation_delay_seconds.unwrap_or_default()),
+                        ],
+                        vec![
+                            "max gate wait (s)".into(),
+                            format!("{}", policy.max_gate_wait_seconds.unwrap_or_default()),
+                        ],
+                        vec![
+                            "retire grace (s)".into(),
+                            format!("{}", policy.retire_grace_seconds.unwrap_or_default()),
+                        ],
+                        vec![
+                            "max attempts".into(),
+                            format!("{}", policy.max_attempts.unwrap_or_default()),
+                        ],
+                        vec![
+                            "blackouts (UTC)".into(),
+                            policy.blackout_windows.unwrap_or_default().join(", "),
+                        ],
+                    ],
+                )
+            })
+        }
+    }
+}

@@ -1,0 +1,92 @@
+"""Rotations end to end: the baton CLI drives them, and a server killed with SIGKILL at any step
+boundary resumes them after a restart with every invariant intact."""
+
+import json
+import time
+
+import pytest
+
+import awsraw
+from conftest import BatonServer
+from test_cli import baton, env_for
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    servers = []
+
+    def make(**kw):
+        srv = BatonServer(data_dir=tmp_path / f"data{len(servers)}", engine="sqlite", **kw)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+def describe_rotation(srv, name):
+    status, body = awsraw.call(srv, "baton.DescribeRotation", {"SecretId": name})
+    assert status == 200, body
+    return body
+
+
+def test_the_cli_configures_starts_follows_and_reports_a_rotation(server, unique_name):
+    baton(server, "secret", "create", unique_name, "--value", "initial")
+    configured = baton(server, "rotation", "configure", unique_name, "--propagation-delay", "1",
+                       "--retire-grace", "0", "--max-attempts", "3", "--blackout", "03:00-03:30").stdout
+    assert "03:00-03:30" in configured
+    started = baton(server, "rotation", "start", unique_name, "--rotator", "baton-random").stdout
+    assert "started" in started
+    watched = baton(server, "rotation", "status", unique_name, "--watch").stdout
+    assert "phase promoted" in watched and "rotation Succeeded" in watched
+    assert "propagation gate waiting" in watched
+    history = baton(server, "rotation", "history", unique_name).stdout
+    assert "phase retired" in history and "succeeded" in history
+    status = json.loads(baton(server, "rotation", "status", unique_name, "--output", "json").stdout)
+    assert status["Status"] == "Succeeded" and status["Phase"] == "retired"
+    assert baton(server, "secret", "get", unique_name).stdout.strip() != "initial"
+    refused = baton(server, "rotation", "retry", unique_name, check=False)
+    assert refused.returncode == 1 and "nothing to retry" in refused.stderr
+    refused = baton(server, "rotation", "advance", unique_name, check=False)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+
+
+CRASH_POINTS = [
+    "before-save:create",
+    "after-save:create",
+    "before-save:test",
+    "before-save:promote",
+    "after-save:promote",
+    "before-save:retire",
+]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_rotation_survives_sigkill_at_every_step_boundary(fresh, point):
+    srv = fresh(extra_env={"BATON_DANGER_TEST_CRASH_AT": point})
+    srv.start()
+    sm = srv.client()
+    old = sm.create_secret(Name="crashy", SecretString='{"user":"u","password":"p0"}')["VersionId"]
+    status, _ = awsraw.call(srv, "baton.PutRotationPolicy",
+                            {"SecretId": "crashy", "PropagationDelaySeconds": 1, "RetireGraceSeconds": 0})
+    assert status == 200
+    lam = f"arn:aws:lambda:us-east-1:{srv.account_id}:function:baton-random"
+    new = sm.rotate_secret(SecretId="crashy", RotationLambdaARN=lam)["VersionId"]
+    assert srv.process.wait(timeout=30) == -9, "the hook killed the server with SIGKILL"
+    assert "BATON_DANGER_TEST_CRASH_AT is set" in srv.read_log()
+
+    srv.extra_env = {}
+    srv.start()
+    deadline = time.time() + 30
+    while describe_rotation(srv, "crashy").get("Status") != "Succeeded":
+        assert time.time() < deadline, describe_rotation(srv, "crashy")
+        time.sleep(0.1)
+    stages = sm.describe_secret(SecretId="crashy")["VersionIdsToStages"]
+    assert stages == {new: ["AWSCURRENT"]}, "one current, no pending left, old retired"
+    versions = sm.list_secret_version_ids(SecretId="crashy", IncludeDeprecated=True)["Versions"]
+    assert sorted(v["VersionId"] for v in versions) == sorted([old, new]), "no duplicate version"
+    value = json.loads(sm.get_secret_value(SecretId="crashy")["SecretString"])
+    assert value["user"] == "u" and value["password"] != "p0"
+    timeline = [e["Event"] for e in describe_rotation(srv, "crashy")["Timeline"]]
+    assert timeline.count("phase promoted") == 1, timeline
