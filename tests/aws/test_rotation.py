@@ -90,3 +90,28 @@ def test_a_rotation_survives_sigkill_at_every_step_boundary(fresh, point):
     assert value["user"] == "u" and value["password"] != "p0"
     timeline = [e["Event"] for e in describe_rotation(srv, "crashy")["Timeline"]]
     assert timeline.count("phase promoted") == 1, timeline
+
+
+def test_schedules_set_the_next_rotation_date_inside_their_window(server, sm, unique_name):
+    created = sm.create_secret(Name=unique_name, SecretString="x")
+    created_at = sm.describe_secret(SecretId=unique_name)["CreatedDate"].timestamp()
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam, RotateImmediately=False,
+                     RotationRules={"ScheduleExpression": "rate(6 hours)", "Duration": "2h"})
+    next_at = sm.describe_secret(SecretId=unique_name)["NextRotationDate"].timestamp()
+    assert created_at + 6 * 3600 - 1 <= next_at < created_at + 8 * 3600 + 1, (created_at, next_at)
+    listed = sm.list_secrets(Filters=[{"Key": "name", "Values": [unique_name]}])["SecretList"][0]
+    assert listed["NextRotationDate"].timestamp() == next_at
+    # cron: 16:00 UTC on the 1st and 15th, a one-hour window.
+    sm.rotate_secret(SecretId=unique_name, RotateImmediately=False,
+                     RotationRules={"ScheduleExpression": "cron(0 16 1,15 * ? *)", "Duration": "1h"})
+    import datetime
+    at = sm.describe_secret(SecretId=unique_name)["NextRotationDate"].astimezone(datetime.timezone.utc)
+    assert at.day in (1, 15) and at.hour == 16, at
+    with pytest.raises(Exception) as e:
+        sm.rotate_secret(SecretId=unique_name, RotateImmediately=False,
+                         RotationRules={"ScheduleExpression": "cron(0 16 1 * 2 *)"})
+    assert "Exactly one of day-of-month and day-of-week" in str(e.value)
+    sm.cancel_rotate_secret(SecretId=unique_name)
+    assert "NextRotationDate" not in sm.describe_secret(SecretId=unique_name)
+    assert created["Name"] == unique_name

@@ -219,7 +219,7 @@ impl Located {
             last_changed_date: Some(seconds(secret.last_changed_at)),
             last_accessed_date: last_accessed_at.map(seconds),
             deleted_date: deleted_date(secret),
-            next_rotation_date: None,
+            next_rotation_date: secret.rotation.next_rotation_at.map(seconds),
             tags: wire_tags(&secret.tags),
             owning_service: None,
             created_date: Some(seconds(secret.created_at)),
@@ -1352,6 +1352,13 @@ impl Baton {
                     if immediately {
                         baton_engine::start_rotation(secret, token.clone(), now)?;
                     }
+                    let last = if immediately {
+                        now
+                    } else {
+                        secret.rotation.last_rotated_at.unwrap_or(secret.created_at)
+                    };
+                    secret.rotation.next_rotation_at =
+                        baton_engine::plan_next_rotation(secret, last, now);
                     secret.last_changed_at = now;
                     Ok(Outcome::Changed(immediately))
                 },
@@ -1381,6 +1388,7 @@ impl Baton {
                 |secret, _| {
                     secret.ensure_not_deleted()?;
                     secret.rotation.enabled = false;
+                    secret.rotation.next_rotation_at = None;
                     secret.last_changed_at = now;
                     let mut pending = None;
                     if let Some(mut state) = secret.rotation_state.take() {
@@ -1544,6 +1552,12 @@ impl Baton {
         self.update(caller, &secret_id, |secret, _| {
             secret.ensure_not_deleted()?;
             secret.rotation_policy = Some(policy.clone());
+            if secret.rotation.next_rotation_at.is_some() {
+                // New blackouts may move the scheduled time.
+                let last = secret.rotation.last_rotated_at.unwrap_or(secret.created_at);
+                secret.rotation.next_rotation_at =
+                    baton_engine::plan_next_rotation(secret, last, now);
+            }
             if let Some(state) = secret.rotation_state.as_mut() {
                 // The engine applies the new policy at its next drive.
                 state.machine.policy = policy.clone();
@@ -1865,12 +1879,9 @@ impl Baton {
     }
 }
 
+/// Checks RotationRules with the schedule parser that the engine uses, so what is accepted is
+/// exactly what can run.
 fn check_rotation_rules(rules: &p::RotationRules) -> Result<RotationRules, ApiError> {
-    if rules.automatically_after_days.is_some() && rules.schedule_expression.is_some() {
-        return Err(ApiError::InvalidParameter(
-            "You can't specify both AutomaticallyAfterDays and ScheduleExpression.".to_owned(),
-        ));
-    }
     if let Some(days) = rules.automatically_after_days
         && !(1..=1000).contains(&days)
     {
@@ -1879,29 +1890,13 @@ fn check_rotation_rules(rules: &p::RotationRules) -> Result<RotationRules, ApiEr
              failed to satisfy constraint: Member must have value between 1 and 1000"
         )));
     }
-    if let Some(expr) = &rules.schedule_expression
-        && !((expr.starts_with("rate(") || expr.starts_with("cron(")) && expr.ends_with(')'))
-    {
-        return Err(ApiError::InvalidParameter(format!(
-            "The schedule expression '{expr}' is invalid: use rate(N units) or cron(...)."
-        )));
-    }
-    if let Some(duration) = &rules.duration {
-        let hours = duration
-            .strip_suffix('h')
-            .and_then(|h| h.parse::<u32>().ok())
-            .filter(|h| (1..=24).contains(h));
-        if hours.is_none() {
-            return Err(ApiError::InvalidParameter(format!(
-                "The rotation window Duration '{duration}' is invalid: use 1h to 24h."
-            )));
-        }
-    }
-    Ok(RotationRules {
+    let rules = RotationRules {
         automatically_after_days: rules.automatically_after_days,
         duration: rules.duration.clone(),
         schedule_expression: rules.schedule_expression.clone(),
-    })
+    };
+    baton_core::schedule::Schedule::parse(&rules)?;
+    Ok(rules)
 }
 
 /// A ListSecrets filter: values are prefixes, OR-ed; a leading `!` negates a value.

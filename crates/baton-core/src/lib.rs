@@ -8,6 +8,7 @@ mod error;
 mod labels;
 mod names;
 pub mod rotation;
+pub mod schedule;
 mod secret;
 
 pub use error::CoreError;

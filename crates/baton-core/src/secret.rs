@@ -90,6 +90,8 @@ pub struct RotationConfig {
     pub lambda_arn: Option<String>,
     pub rules: Option<RotationRules>,
     pub last_rotated_at: Option<Timestamp>,
+    /// When the schedule next starts a rotation; set while rotation is enabled with rules.
+    pub next_rotation_at: Option<Timestamp>,
 }
 
 /// AWS's RotationRulesType.

@@ -67,6 +67,31 @@ pub fn is_runnable(lambda_arn: &str) -> bool {
     rotator_name(lambda_arn) == RANDOM_ROTATOR
 }
 
+/// When the secret's schedule next starts a rotation after one that started (or was last
+/// completed) at `last`: a random point in the next window, outside blackouts. `None` when
+/// rotation is off, has no rules, or uses a rotator Baton cannot run.
+pub fn plan_next_rotation(
+    secret: &SecretRecord,
+    last: Timestamp,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let config = &secret.rotation;
+    if !config.enabled || !config.lambda_arn.as_deref().is_some_and(is_runnable) {
+        return None;
+    }
+    let schedule = baton_core::schedule::Schedule::parse(config.rules.as_ref()?).ok()??;
+    let mut draw = [0u8; 8];
+    baton_crypto::fill_random(&mut draw).ok()?;
+    let blackouts = secret
+        .rotation_policy
+        .as_ref()
+        .map(|p| p.blackouts.clone())
+        .unwrap_or_default();
+    schedule
+        .next_rotation(last, now, &blackouts, u64::from_le_bytes(draw))
+        .map(|next| next.at)
+}
+
 /// Starts a rotation on `secret` (to be saved by the caller), keyed by `version_id`.
 pub fn start_rotation(
     secret: &mut SecretRecord,
@@ -141,6 +166,27 @@ fn crash_now(point: CrashPoint) {
         .status();
     // `kill` delivers the signal before it exits; never continue past the crash point.
     std::process::abort();
+}
+
+/// A fresh version id (ClientRequestToken) in UUID form, from the system's random generator.
+fn new_version_id() -> String {
+    let mut b = [0u8; 16];
+    if baton_crypto::fill_random(&mut b).is_err() {
+        // The clock is unique enough for an id when the generator fails; a collision with an
+        // existing version is refused by start_rotation.
+        b[..8].copy_from_slice(&now_ms().to_le_bytes());
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// The rotation engine of one node.
@@ -221,13 +267,34 @@ impl Engine {
             let Some(mut secret) = self.store.find_secret_by_arn(arn).await? else {
                 return Ok(());
             };
-            let Some(mut state) = secret.rotation_state.take() else {
-                return Ok(());
-            };
-            if state.due_at.is_none() {
-                return Ok(());
-            }
             let now = now_ms();
+            let in_flight = secret
+                .rotation_state
+                .as_ref()
+                .is_some_and(|s| s.due_at.is_some());
+            if secret.rotation.next_rotation_at.is_some_and(|at| at <= now) {
+                if in_flight {
+                    // A rotation is still running: the schedule waits for its next window.
+                    secret.rotation.next_rotation_at = plan_next_rotation(&secret, now, now);
+                } else {
+                    tracing::info!(secret = %arn, "scheduled rotation starts");
+                    let token = new_version_id();
+                    if let Err(e) = start_rotation(&mut secret, token, now) {
+                        tracing::warn!(secret = %arn, error = %e, "scheduled rotation could not start");
+                    }
+                    secret.rotation.next_rotation_at = plan_next_rotation(&secret, now, now);
+                }
+            }
+            let Some(mut state) = secret.rotation_state.take() else {
+                return self.save(&secret).await;
+            };
+            if state.due_at.is_none_or(|at| at > now) {
+                secret.rotation_state = Some(state);
+                match self.save(&secret).await {
+                    Err(EngineError::Store(StoreError::Conflict)) => continue,
+                    other => return other,
+                }
+            }
             // The policy may have changed since the rotation started; the current one applies.
             state.machine.policy = secret.rotation_policy.clone().unwrap_or_default();
             let mut queue: VecDeque<Command> = state.machine.resume().into();
@@ -290,6 +357,11 @@ impl Engine {
             }
         }
         Err(EngineError::Conflicts)
+    }
+
+    async fn save(&self, secret: &SecretRecord) -> Result<(), EngineError> {
+        self.store.save_secret(secret).await?;
+        Ok(())
     }
 
     /// Performs one step on `secret` (a copy that is kept only if the step succeeds).
@@ -433,5 +505,107 @@ fn drop_pending(secret: &mut SecretRecord, rotation: &Rotation, now: Timestamp) 
         if let Err(e) = baton_core::move_label(secret, &change, now) {
             tracing::warn!(error = %e, "could not drop AWSPENDING after a cancellation");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use baton_core::{DeletionState, RotationConfig, RotationRules};
+    use baton_store::SqliteStore;
+
+    use super::*;
+
+    fn secret(root_key: &RootKey, now: Timestamp) -> SecretRecord {
+        let data_key = baton_crypto::DataKey::generate().unwrap();
+        let id = "engine-test".to_owned();
+        let mut secret = SecretRecord {
+            wrapped_data_key: root_key.wrap(&data_key, &id).unwrap(),
+            arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:e-AbCdEf".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            name: "e".into(),
+            description: None,
+            kms_key_id: None,
+            tags: vec![],
+            resource_policy: None,
+            rotation: RotationConfig {
+                enabled: true,
+                lambda_arn: Some("arn:aws:lambda:us-east-1:1:function:baton-random".into()),
+                rules: Some(RotationRules {
+                    automatically_after_days: None,
+                    duration: None,
+                    schedule_expression: Some("rate(4 hours)".into()),
+                }),
+                last_rotated_at: None,
+                // Due a second ago.
+                next_rotation_at: Some(now - 1_000),
+            },
+            created_at: now,
+            last_changed_at: now,
+            last_accessed_at: None,
+            deletion: DeletionState::Active,
+            versions: vec![],
+            replicas: vec![],
+            rotation_policy: Some(baton_core::rotation::RotationPolicy {
+                propagation_delay_ms: 0,
+                retire_grace_ms: 0,
+                ..Default::default()
+            }),
+            rotation_state: None,
+            id: id.clone(),
+            revision: 0,
+        };
+        secret
+            .add_version(
+                NewVersion {
+                    version_id: "v1".into(),
+                    kind: SecretValueKind::String,
+                    sealed_value: data_key.seal(b"first", &value_aad(&id, "v1")).unwrap(),
+                    labels: None,
+                },
+                now,
+            )
+            .unwrap();
+        secret
+    }
+
+    #[tokio::test]
+    async fn a_due_schedule_starts_a_rotation_that_completes_and_plans_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("b.db")).unwrap());
+        let (root_key, _) = RootKey::generate().unwrap();
+        let root_key = Arc::new(root_key);
+        let now = now_ms();
+        let secret = secret(&root_key, now);
+        store.insert_secret(&secret).await.unwrap();
+        let engine = Engine::new(store.clone(), root_key);
+        // With T = 0, every gate passes on the next look; a few passes finish the rotation.
+        for _ in 0..10 {
+            engine.drive_due().await;
+        }
+        let after = store
+            .find_secret_by_arn(&secret.arn)
+            .await
+            .unwrap()
+            .unwrap();
+        let state = after.rotation_state.clone().expect("a rotation started");
+        assert_eq!(
+            state.machine.status,
+            baton_core::rotation::Status::Succeeded
+        );
+        let current = after.version_with_label(AWSCURRENT).unwrap();
+        assert_ne!(current.version_id, "v1");
+        assert!(
+            after.version("v1").unwrap().labels.is_empty(),
+            "old value retired"
+        );
+        let next = after
+            .rotation
+            .next_rotation_at
+            .expect("the next rotation is planned");
+        assert!(
+            next >= now + 4 * 3_600_000 && next < now + 5 * 3_600_000 + 60_000,
+            "{next}"
+        );
     }
 }

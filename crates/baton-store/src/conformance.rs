@@ -61,6 +61,7 @@ pub fn sample_secret(name: &str) -> SecretRecord {
                 schedule_expression: Some("rate(4 hours)".into()),
             }),
             last_rotated_at: None,
+            next_rotation_at: None,
         },
         created_at: 1_000,
         last_changed_at: 1_000,
@@ -462,6 +463,42 @@ pub async fn rotation_state_round_trips_and_due_rotations_are_found(store: &dyn 
     done.revision = store.save_secret(&done).await.unwrap();
     let due = store.rotations_due(0, 1_000).await.unwrap();
     assert!(!due.contains(&secret.arn));
+
+    // A schedule makes the secret due too, and is found through its own index.
+    let mut scheduled = done.clone();
+    scheduled.rotation.next_rotation_at = Some(-9_000_000_000_000 + 3);
+    scheduled.revision = store.save_secret(&scheduled).await.unwrap();
+    let loaded = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        loaded.rotation.next_rotation_at,
+        Some(-9_000_000_000_000 + 3)
+    );
+    let due = store
+        .rotations_due(-9_000_000_000_000 + 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.iter().filter(|a| **a == secret.arn).count(), 1);
+    assert!(
+        store
+            .next_rotation_due()
+            .await
+            .unwrap()
+            .is_some_and(|t| t <= -9_000_000_000_000 + 3)
+    );
+    let mut unscheduled = loaded;
+    unscheduled.rotation.next_rotation_at = None;
+    store.save_secret(&unscheduled).await.unwrap();
+    assert!(
+        !store
+            .rotations_due(0, 1_000)
+            .await
+            .unwrap()
+            .contains(&secret.arn)
+    );
 }
 
 /// Every check, by name, for engines' test files that run them in a loop.

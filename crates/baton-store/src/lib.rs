@@ -20,6 +20,15 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+/// Keeps the first occurrence of each item, in order.
+pub(crate) fn dedup_in_order(items: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}
+
 /// What a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -135,8 +144,9 @@ pub trait Store: Send + Sync + 'static {
     /// Returns whether a key was deleted.
     async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError>;
 
-    /// ARNs of secrets whose rotation is due at or before `now`, soonest first, at most `limit`.
-    /// Served by an index on the due time, so its cost does not grow with the number of secrets.
+    /// ARNs of secrets whose rotation in flight or whose schedule is due at or before `now`,
+    /// soonest first, at most `limit`. Served by indexes on the due times, so its cost does not
+    /// grow with the number of secrets.
     async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError>;
 
     /// The earliest due time of any rotation, if one is due at all.

@@ -182,7 +182,10 @@ async fn load_children(
     })
     .await?
     .pop();
-    row.into_record(versions, tags, replicas, policy, rotation)
+    let next_rotation_at = child_rows(client, schema::SELECT_SCHEDULE, &id, |r| r.get(0))
+        .await?
+        .pop();
+    row.into_record(versions, tags, replicas, policy, rotation, next_rotation_at)
 }
 
 /// Whether `name` is free in the namespace for a secret other than `except_id`.
@@ -283,6 +286,14 @@ async fn write_children(
     if let Some(policy) = &secret.rotation_policy {
         let (a, b, c, d, e) = schema::policy_row(policy);
         tx.execute(schema::INSERT_POLICY, &[&secret.id, &a, &b, &c, &d, &e])
+            .await
+            .map_err(backend)?;
+    }
+    tx.execute(schema::DELETE_SCHEDULE, &[&secret.id])
+        .await
+        .map_err(backend)?;
+    if let Some(at) = secret.rotation.next_rotation_at {
+        tx.execute(schema::INSERT_SCHEDULE, &[&secret.id, &at])
             .await
             .map_err(backend)?;
     }
@@ -632,13 +643,15 @@ impl Store for PostgresStore {
 
     async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        Ok(client
-            .query(schema::ROTATIONS_DUE, &[&now, &i64::from(limit)])
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
+        Ok(crate::dedup_in_order(
+            client
+                .query(schema::ROTATIONS_DUE, &[&now, &i64::from(limit)])
+                .await
+                .map_err(backend)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        ))
     }
 
     async fn next_rotation_due(&self) -> Result<Option<Timestamp>, StoreError> {

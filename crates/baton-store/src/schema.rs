@@ -129,6 +129,17 @@ CREATE TABLE rotations (
 CREATE INDEX rotations_due_at ON rotations (due_at) WHERE due_at IS NOT NULL;
 "#,
     ),
+    (
+        4,
+        r#"
+-- When each scheduled secret next starts a rotation; indexed like rotations.due_at.
+CREATE TABLE rotation_schedules (
+    secret_id TEXT PRIMARY KEY REFERENCES secrets (id) ON DELETE CASCADE,
+    next_rotation_at {bigint} NOT NULL
+);
+CREATE INDEX rotation_schedules_next ON rotation_schedules (next_rotation_at);
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -199,10 +210,23 @@ pub const INSERT_ROTATION: &str = "INSERT INTO rotations (secret_id, version_id,
     phase, phase_started_at, status, stopped_step, stopped_reason, in_flight, attempts, retry_at, \
     alerted, gate_ready_since, started_at, timeline, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
     $8, $9, $10, $11, $12, $13, $14, $15, $16)";
-/// ARNs of rotations due at or before $1, soonest first, at most $2.
-pub const ROTATIONS_DUE: &str = "SELECT s.arn FROM rotations r JOIN secrets s ON s.id = r.secret_id \
-    WHERE r.due_at IS NOT NULL AND r.due_at <= $1 ORDER BY r.due_at LIMIT $2";
-pub const NEXT_ROTATION_DUE: &str = "SELECT MIN(due_at) FROM rotations WHERE due_at IS NOT NULL";
+/// ARNs of secrets whose rotation in flight, or whose schedule, is due at or before $1, soonest
+/// first, at most $2 (a secret may appear twice). Both halves read an index on the due time.
+pub const ROTATIONS_DUE: &str = "SELECT s.arn, d.due FROM ( \
+    SELECT * FROM (SELECT secret_id, due_at AS due FROM rotations \
+        WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at LIMIT $2) AS a \
+    UNION ALL \
+    SELECT * FROM (SELECT secret_id, next_rotation_at AS due FROM rotation_schedules \
+        WHERE next_rotation_at <= $1 ORDER BY next_rotation_at LIMIT $2) AS b \
+    ) AS d JOIN secrets s ON s.id = d.secret_id ORDER BY d.due LIMIT $2";
+pub const NEXT_ROTATION_DUE: &str = "SELECT MIN(due) FROM ( \
+    SELECT MIN(due_at) AS due FROM rotations WHERE due_at IS NOT NULL \
+    UNION ALL SELECT MIN(next_rotation_at) AS due FROM rotation_schedules) AS d";
+pub const SELECT_SCHEDULE: &str =
+    "SELECT next_rotation_at FROM rotation_schedules WHERE secret_id = $1";
+pub const DELETE_SCHEDULE: &str = "DELETE FROM rotation_schedules WHERE secret_id = $1";
+pub const INSERT_SCHEDULE: &str =
+    "INSERT INTO rotation_schedules (secret_id, next_rotation_at) VALUES ($1, $2)";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
 pub const DUE_FOR_PURGE: &str = "SELECT id FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
 pub const INSERT_ACCESS_KEY: &str = "INSERT INTO access_keys (access_key_id, sealed_secret, \
@@ -436,6 +460,7 @@ impl SecretRow {
         replicas: Vec<(String, Option<String>, Option<i64>)>,
         policy: Option<PolicyRow>,
         rotation: Option<RotationRow>,
+        next_rotation_at: Option<i64>,
     ) -> Result<SecretRecord, StoreError> {
         let rotation_policy = policy.map(policy_from_row).transpose()?;
         let rotation_state = rotation
@@ -494,6 +519,7 @@ impl SecretRow {
                     schedule_expression: self.rotation_schedule,
                 }),
                 last_rotated_at: self.last_rotated_at,
+                next_rotation_at,
             },
             created_at: self.created_at,
             last_changed_at: self.last_changed_at,

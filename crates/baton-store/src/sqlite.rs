@@ -271,7 +271,8 @@ fn load_children(conn: &Connection, row: SecretRow) -> Result<SecretRecord, Stor
         })
     })?
     .pop();
-    row.into_record(versions, tags, replicas, policy, rotation)
+    let next_rotation_at = child_rows(conn, schema::SELECT_SCHEDULE, &id, |r| r.get(0))?.pop();
+    row.into_record(versions, tags, replicas, policy, rotation, next_rotation_at)
 }
 
 /// Whether `name` is free in the namespace, for a secret other than `except_id`: no secret and no
@@ -373,6 +374,12 @@ fn write_children(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Resu
             params![secret.id, a, b, c, d, e],
         )
         .map_err(backend)?;
+    }
+    tx.execute(&sql(schema::DELETE_SCHEDULE), [&secret.id])
+        .map_err(backend)?;
+    if let Some(at) = secret.rotation.next_rotation_at {
+        tx.execute(&sql(schema::INSERT_SCHEDULE), params![secret.id, at])
+            .map_err(backend)?;
     }
     tx.execute(&sql(schema::DELETE_ROTATION), [&secret.id])
         .map_err(backend)?;
@@ -758,12 +765,14 @@ impl Store for SqliteStore {
 
     async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {
         self.read(move |conn| {
-            conn.prepare_cached(&sql(schema::ROTATIONS_DUE))
+            let arns: Vec<String> = conn
+                .prepare_cached(&sql(schema::ROTATIONS_DUE))
                 .and_then(|mut s| {
                     s.query_map(params![now, limit], |r| r.get(0))?
                         .collect::<Result<Vec<_>, _>>()
                 })
-                .map_err(backend)
+                .map_err(backend)?;
+            Ok(crate::dedup_in_order(arns))
         })
         .await
     }
