@@ -170,3 +170,18 @@ def unique_name(request):
     unique_name.counter = counter
     base = re.sub(r"[^A-Za-z0-9/_+=.@-]", "_", request.node.name[:40])
     return f"test/{base}-{counter}-{random.randrange(1 << 30)}"
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """Servers of the test's own, on the embedded store, each in a fresh data directory."""
+    servers = []
+
+    def make(**kw):
+        srv = BatonServer(data_dir=tmp_path / f"data{len(servers)}", engine="sqlite", **kw)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()

@@ -7,22 +7,7 @@ import time
 import pytest
 
 import awsraw
-from conftest import BatonServer
 from test_cli import baton, env_for
-
-
-@pytest.fixture
-def fresh(tmp_path):
-    servers = []
-
-    def make(**kw):
-        srv = BatonServer(data_dir=tmp_path / f"data{len(servers)}", engine="sqlite", **kw)
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
 
 
 def describe_rotation(srv, name):

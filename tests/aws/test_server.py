@@ -12,21 +12,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import BATON, BatonServer
-
-
-@pytest.fixture
-def fresh(tmp_path):
-    servers = []
-
-    def make(**kw):
-        srv = BatonServer(data_dir=tmp_path / f"data{len(servers)}", engine="sqlite", **kw)
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
+from conftest import BATON
 
 
 def test_first_start_creates_private_files_and_prints_the_admin_key_once(fresh):

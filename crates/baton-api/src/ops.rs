@@ -1467,16 +1467,20 @@ impl Baton {
             let commands = state.machine.handle(input.clone(), now).map_err(|e| {
                 ApiError::InvalidRequest(format!("Can't resume the rotation: {e}."))
             })?;
-            for command in &commands {
-                if let baton_core::rotation::Command::Record(event) = command {
-                    state.record(now, event);
-                }
-            }
+            state.record_all(now, &commands);
             // Steps the machine asked for run on the engine's next pass.
             state.due_at = Some(now);
             Ok(Outcome::Changed(()))
         })
         .await?;
+        self.wake_engine_and_describe(caller, secret_id).await
+    }
+
+    async fn wake_engine_and_describe(
+        &self,
+        caller: &Caller,
+        secret_id: String,
+    ) -> Result<p::DescribeRotationResponse, ApiError> {
         self.engine_wake.notify_one();
         self.describe_rotation(
             caller,
@@ -1566,14 +1570,7 @@ impl Baton {
             Ok(Outcome::Changed(()))
         })
         .await?;
-        self.engine_wake.notify_one();
-        self.describe_rotation(
-            caller,
-            p::SecretIdRequest {
-                secret_id: Some(secret_id),
-            },
-        )
-        .await
+        self.wake_engine_and_describe(caller, secret_id).await
     }
 
     /// Baton's extension: the rotation in flight (or the last one), its timeline, and the policy.

@@ -774,6 +774,15 @@ impl RotationState {
         }
     }
 
+    /// Records every `Command::Record` among `commands`.
+    pub fn record_all(&mut self, at: Timestamp, commands: &[Command]) {
+        for command in commands {
+            if let Command::Record(event) = command {
+                self.record(at, event);
+            }
+        }
+    }
+
     /// When the engine must next look at this rotation.
     pub fn compute_due_at(&mut self, now: Timestamp) {
         self.due_at = match (&self.machine.status, self.machine.in_flight) {

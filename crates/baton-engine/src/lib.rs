@@ -122,11 +122,7 @@ pub fn start_rotation(
         timeline: Vec::new(),
         due_at: None,
     };
-    for command in &commands {
-        if let Command::Record(event) = command {
-            state.record(now, event);
-        }
-    }
+    state.record_all(now, &commands);
     // The first step runs on the engine's next pass.
     state.due_at = Some(now);
     secret.rotation_state = Some(state);

@@ -126,7 +126,11 @@ async fn full_rotation_figure() -> anyhow::Result<()> {
         let client = client.clone();
         async move { client.call::<_, serde_json::Value>(target, &body).await }
     };
-    call("secretsmanager.CreateSecret", serde_json::json!({"Name": "bench", "SecretString": "v0"})).await?;
+    call(
+        "secretsmanager.CreateSecret",
+        serde_json::json!({"Name": "bench", "SecretString": "v0"}),
+    )
+    .await?;
     call(
         "baton.PutRotationPolicy",
         serde_json::json!({"SecretId": "bench", "PropagationDelaySeconds": 1, "RetireGraceSeconds": 0}),
@@ -142,19 +146,31 @@ async fn full_rotation_figure() -> anyhow::Result<()> {
         )
         .await?;
         loop {
-            let r = call("baton.DescribeRotation", serde_json::json!({"SecretId": "bench"})).await?;
+            let r = call(
+                "baton.DescribeRotation",
+                serde_json::json!({"SecretId": "bench"}),
+            )
+            .await?;
             if r["Status"] == "Succeeded" {
                 break;
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "rotation stuck: {r}");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "rotation stuck: {r}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         samples.push(started.elapsed().as_secs_f64());
     }
     let (m, min, max) = median(samples);
-    println!("One full rotation (create, set, test, two gates, promote, retire) with T = 1 s, 5 runs:");
+    println!(
+        "One full rotation (create, set, test, two gates, promote, retire) with T = 1 s, 5 runs:"
+    );
     println!("  wall time: median {m:.3} s [{min:.3}..{max:.3}]");
-    println!("  reference (two gates of T): 2.000 s; ratio {:.3}", m / 2.0);
+    println!(
+        "  reference (two gates of T): 2.000 s; ratio {:.3}",
+        m / 2.0
+    );
     Ok(())
 }
 
