@@ -19,6 +19,10 @@ pub enum ApiError {
     #[error("{0}")]
     UnrecognizedClient(String),
     #[error("{0}")]
+    ExpiredToken(String),
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
     Serialization(String),
     #[error("{0}")]
     UnknownOperation(String),
@@ -72,6 +76,8 @@ impl ApiError {
             ApiError::IncompleteSignature(_) => (bad, "IncompleteSignatureException", Lower),
             ApiError::InvalidSignature(_) => (bad, "InvalidSignatureException", Lower),
             ApiError::UnrecognizedClient(_) => (bad, "UnrecognizedClientException", Lower),
+            ApiError::ExpiredToken(_) => (bad, "ExpiredTokenException", Lower),
+            ApiError::AccessDenied(_) => (bad, "AccessDeniedException", Lower),
             ApiError::Serialization(_) => (bad, "SerializationException", Lower),
             ApiError::UnknownOperation(_) => (bad, "UnknownOperationException", Lower),
             ApiError::Validation(_) => (bad, "ValidationException", Lower),

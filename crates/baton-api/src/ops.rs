@@ -2041,6 +2041,7 @@ mod tests {
             access_key_id: "BTNTEST".into(),
             account_id: "123456789012".into(),
             region: "us-east-1".into(),
+            scope_arn: None,
         }
     }
 

@@ -543,6 +543,55 @@ fn parse<T: DeserializeOwned>(body: &[u8], target: &str) -> Result<T, ApiError> 
     })
 }
 
+/// What a rotation's temporary key may call: the steps of an AWS rotation function, on the
+/// secret being rotated and nothing else.
+const SCOPED_OPERATIONS: &[&str] = &[
+    "secretsmanager.DescribeSecret",
+    "secretsmanager.GetSecretValue",
+    "secretsmanager.PutSecretValue",
+    "secretsmanager.UpdateSecretVersionStage",
+    "secretsmanager.ListSecretVersionIds",
+    "secretsmanager.GetRandomPassword",
+];
+
+/// Refuses a scoped caller's request unless it is a rotation step on its own secret. The
+/// refusal is the same whether or not another secret exists, so it reveals nothing.
+async fn check_scope(
+    baton: &Baton,
+    caller: &crate::Caller,
+    scope: &str,
+    target: &str,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let operation = target.rsplit('.').next().unwrap_or(target);
+    let denied = |resource: &str| {
+        ApiError::AccessDenied(format!(
+            "User: {} is not authorized to perform: secretsmanager:{operation} on resource: \
+             {resource}: the temporary credentials of a rotation may act only on the secret \
+             being rotated",
+            caller.access_key_id
+        ))
+    };
+    if !SCOPED_OPERATIONS.contains(&target) {
+        return Err(denied("*"));
+    }
+    if target == "secretsmanager.GetRandomPassword" {
+        return Ok(());
+    }
+    let secret_id = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("SecretId")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    match baton.locate(caller, &secret_id).await {
+        Ok(located) if located.arn() == scope => Ok(()),
+        _ => Err(denied(&secret_id)),
+    }
+}
+
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(|e| ApiError::Internal(format!("serializing response: {e}")))
 }
@@ -561,6 +610,9 @@ async fn dispatch(
         .authenticate(method, uri, headers, body, now_ms() / 1000)
         .await?;
     caller_key.clone_from(&caller.access_key_id);
+    if let Some(scope) = &caller.scope_arn {
+        check_scope(baton, &caller, scope, target, body).await?;
+    }
     let c = &caller;
     macro_rules! op {
         ($f:ident) => {

@@ -26,6 +26,17 @@ pub struct Caller {
     pub account_id: String,
     /// The region from the credential scope: the namespace the request acts on.
     pub region: String,
+    /// For a rotation's temporary key: the only secret it may act on.
+    pub scope_arn: Option<String>,
+}
+
+/// What authentication keeps of an access key between requests.
+#[derive(Clone)]
+struct CachedKey {
+    signing_key: SecretBytes,
+    fetched: Instant,
+    scope_arn: Option<String>,
+    expires_at: Option<i64>,
 }
 
 /// Shared by every request.
@@ -36,7 +47,7 @@ pub struct Baton {
     pub engine_wake: Arc<tokio::sync::Notify>,
     pub account_id: String,
     pub regions: Vec<String>,
-    signing_keys: Mutex<HashMap<String, (SecretBytes, Instant)>>,
+    signing_keys: Mutex<HashMap<String, CachedKey>>,
 }
 
 impl std::fmt::Debug for Baton {
@@ -56,9 +67,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-pub fn access_key_aad(access_key_id: &str) -> String {
-    format!("baton:access-key:v1:{access_key_id}")
-}
+pub use baton_crypto::access_key_aad;
 
 pub use baton_crypto::value_aad;
 
@@ -115,9 +124,8 @@ impl Baton {
             .lock()
             .ok()
             .and_then(|cache| cache.get(&cache_key).cloned())
-            .filter(|(_, at)| at.elapsed() < SIGNING_KEY_CACHE_TTL)
-            .map(|(key, _)| key);
-        let signing_key = match cached {
+            .filter(|k| k.fetched.elapsed() < SIGNING_KEY_CACHE_TTL);
+        let key = match cached {
             Some(key) => key,
             None => {
                 let record = self
@@ -133,28 +141,39 @@ impl Baton {
                     &record.sealed_secret,
                     &access_key_aad(&record.access_key_id),
                 )?;
-                let key = baton_crypto::sigv4::signing_key(
-                    secret.expose(),
-                    &signed.scope_date,
-                    &signed.region,
-                    &signed.service,
-                );
+                let key = CachedKey {
+                    signing_key: baton_crypto::sigv4::signing_key(
+                        secret.expose(),
+                        &signed.scope_date,
+                        &signed.region,
+                        &signed.service,
+                    ),
+                    fetched: Instant::now(),
+                    scope_arn: record.scope_arn.clone(),
+                    expires_at: record.expires_at,
+                };
                 if let Ok(mut cache) = self.signing_keys.lock() {
                     if cache.len() >= SIGNING_KEY_CACHE_MAX {
                         cache.clear();
                     }
-                    cache.insert(cache_key, (key.clone(), Instant::now()));
+                    cache.insert(cache_key, key.clone());
                 }
                 key
             }
         };
         let canonical =
             sigv4::canonical_request(method, uri, headers, &signed.signed_headers, body);
-        sigv4::verify(&signed, &canonical, &signing_key)?;
+        sigv4::verify(&signed, &canonical, &key.signing_key)?;
+        if key.expires_at.is_some_and(|at| now_seconds * 1000 >= at) {
+            return Err(ApiError::ExpiredToken(
+                "The security token included in the request is expired".to_owned(),
+            ));
+        }
         Ok(Caller {
             access_key_id: signed.access_key_id,
             account_id: self.account_id.clone(),
             region: signed.region,
+            scope_arn: key.scope_arn,
         })
     }
 
@@ -187,6 +206,8 @@ impl Baton {
             access_key_id,
             user_name: user_name.to_owned(),
             created_at: now_ms(),
+            scope_arn: None,
+            expires_at: None,
         };
         self.store.insert_access_key(&record).await?;
         Ok((record, secret))

@@ -309,6 +309,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, template: &http::Request<Bytes>) -> a
         access_key_id: ACCESS_KEY_ID.into(),
         account_id: "123456789012".into(),
         region: "us-east-1".into(),
+        scope_arn: None,
     };
     rt.block_on(async {
         use baton_store::Store as _;

@@ -191,6 +191,11 @@ pub fn value_aad(secret_id: &str, version_id: &str) -> String {
     format!("baton:secret-value:v1:{secret_id}:{version_id}")
 }
 
+/// The authenticated data of an access key's sealed secret half.
+pub fn access_key_aad(access_key_id: &str) -> String {
+    format!("baton:access-key:v1:{access_key_id}")
+}
+
 fn wrap_aad(context: &str) -> Vec<u8> {
     format!("baton:data-key:v1:{context}").into_bytes()
 }

@@ -10,7 +10,7 @@ mod password;
 mod secret_bytes;
 pub mod sigv4;
 
-pub use envelope::{DataKey, RootKey, SEALED_FORMAT_V1, value_aad};
+pub use envelope::{DataKey, RootKey, SEALED_FORMAT_V1, access_key_aad, value_aad};
 pub use password::{
     PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, PasswordError, PasswordOptions, random_password,
 };

@@ -282,6 +282,8 @@ pub async fn access_keys_round_trip(store: &dyn Store) {
         sealed_secret: vec![9, 9, 9],
         user_name: "admin".into(),
         created_at: 42,
+        scope_arn: None,
+        expires_at: None,
     };
     store.insert_access_key(&key).await.unwrap();
     assert_eq!(
@@ -501,6 +503,27 @@ pub async fn rotation_state_round_trips_and_due_rotations_are_found(store: &dyn 
     );
 }
 
+pub async fn rotators_round_trip(store: &dyn Store) {
+    let rotator = crate::RotatorRecord {
+        name: unique("rot-"),
+        command: "python3 rotate.py --flag 'quoted arg'".into(),
+        created_at: 7,
+    };
+    store.insert_rotator(&rotator).await.unwrap();
+    assert!(matches!(
+        store.insert_rotator(&rotator).await,
+        Err(StoreError::NameTaken)
+    ));
+    assert_eq!(
+        store.find_rotator(&rotator.name).await.unwrap(),
+        Some(rotator.clone())
+    );
+    assert!(store.list_rotators().await.unwrap().contains(&rotator));
+    assert!(store.delete_rotator(&rotator.name).await.unwrap());
+    assert!(!store.delete_rotator(&rotator.name).await.unwrap());
+    assert_eq!(store.find_rotator(&rotator.name).await.unwrap(), None);
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -515,4 +538,5 @@ pub const CHECKS: &[&str] = &[
     "replicas_round_trip_and_hold_their_name",
     "promoting_a_replica_is_one_transaction",
     "rotation_state_round_trips_and_due_rotations_are_found",
+    "rotators_round_trip",
 ];

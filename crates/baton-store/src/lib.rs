@@ -61,6 +61,10 @@ pub struct AccessKeyRecord {
     pub sealed_secret: Vec<u8>,
     pub user_name: String,
     pub created_at: Timestamp,
+    /// A temporary key may act on this secret only.
+    pub scope_arn: Option<String>,
+    /// A temporary key stops working at this time.
+    pub expires_at: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for AccessKeyRecord {
@@ -69,8 +73,18 @@ impl std::fmt::Debug for AccessKeyRecord {
             .field("access_key_id", &self.access_key_id)
             .field("user_name", &self.user_name)
             .field("created_at", &self.created_at)
+            .field("scope_arn", &self.scope_arn)
+            .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
+}
+
+/// An external rotator: a command that receives AWS's rotation event on standard input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotatorRecord {
+    pub name: String,
+    pub command: String,
+    pub created_at: Timestamp,
 }
 
 /// The persistence interface. Both engines implement it identically; see [`conformance`].
@@ -151,6 +165,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest due time of any rotation, if one is due at all.
     async fn next_rotation_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Fails with [`StoreError::NameTaken`] if a rotator has this name.
+    async fn insert_rotator(&self, rotator: &RotatorRecord) -> Result<(), StoreError>;
+    async fn find_rotator(&self, name: &str) -> Result<Option<RotatorRecord>, StoreError>;
+    async fn list_rotators(&self) -> Result<Vec<RotatorRecord>, StoreError>;
+    /// Returns whether a rotator was deleted.
+    async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Checks that the database answers; used by readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -9,7 +9,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use tokio_postgres::{NoTls, Row, types::ToSql};
 
 use crate::schema::{self, SecretRow};
-use crate::{AccessKeyRecord, Store, StoreError};
+use crate::{AccessKeyRecord, RotatorRecord, Store, StoreError};
 
 /// Connections the pool holds at most.
 const POOL_SIZE_MAX: usize = 16;
@@ -450,12 +450,22 @@ async fn save_in(
     Ok(secret.revision + 1)
 }
 
+fn read_rotator(r: &Row) -> RotatorRecord {
+    RotatorRecord {
+        name: r.get(0),
+        command: r.get(1),
+        created_at: r.get(2),
+    }
+}
+
 fn read_access_key(r: &Row) -> AccessKeyRecord {
     AccessKeyRecord {
         access_key_id: r.get(0),
         sealed_secret: r.get(1),
         user_name: r.get(2),
         created_at: r.get(3),
+        scope_arn: r.get(4),
+        expires_at: r.get(5),
     }
 }
 
@@ -601,6 +611,8 @@ impl Store for PostgresStore {
                     &key.sealed_secret,
                     &key.user_name,
                     &key.created_at,
+                    &key.scope_arn,
+                    &key.expires_at,
                 ],
             )
             .await
@@ -661,6 +673,53 @@ impl Store for PostgresStore {
             .await
             .map_err(backend)?
             .get(0))
+    }
+
+    async fn insert_rotator(&self, rotator: &RotatorRecord) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        match client
+            .execute(
+                schema::INSERT_ROTATOR,
+                &[&rotator.name, &rotator.command, &rotator.created_at],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match backend(e) {
+                StoreError::Constraint(_) => Err(StoreError::NameTaken),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn find_rotator(&self, name: &str) -> Result<Option<RotatorRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query_opt(schema::SELECT_ROTATOR, &[&name])
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(read_rotator))
+    }
+
+    async fn list_rotators(&self) -> Result<Vec<RotatorRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query(schema::LIST_ROTATORS, &[])
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(read_rotator)
+            .collect())
+    }
+
+    async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let n = client
+            .execute(schema::DELETE_ROTATOR, &[&name])
+            .await
+            .map_err(backend)?;
+        Ok(n > 0)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

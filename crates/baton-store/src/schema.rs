@@ -140,6 +140,20 @@ CREATE TABLE rotation_schedules (
 CREATE INDEX rotation_schedules_next ON rotation_schedules (next_rotation_at);
 "#,
     ),
+    (
+        5,
+        r#"
+-- Temporary keys that a rotation gives its rotator: valid for one secret, until they expire.
+ALTER TABLE access_keys ADD COLUMN scope_arn TEXT;
+ALTER TABLE access_keys ADD COLUMN expires_at {bigint};
+-- External rotators, referenced by name from RotationLambdaARN.
+CREATE TABLE rotators (
+    name TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    created_at {bigint} NOT NULL
+);
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -227,14 +241,21 @@ pub const SELECT_SCHEDULE: &str =
 pub const DELETE_SCHEDULE: &str = "DELETE FROM rotation_schedules WHERE secret_id = $1";
 pub const INSERT_SCHEDULE: &str =
     "INSERT INTO rotation_schedules (secret_id, next_rotation_at) VALUES ($1, $2)";
+pub const INSERT_ROTATOR: &str =
+    "INSERT INTO rotators (name, command, created_at) VALUES ($1, $2, $3)";
+pub const SELECT_ROTATOR: &str = "SELECT name, command, created_at FROM rotators WHERE name = $1";
+pub const LIST_ROTATORS: &str = "SELECT name, command, created_at FROM rotators ORDER BY name";
+pub const DELETE_ROTATOR: &str = "DELETE FROM rotators WHERE name = $1";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
 pub const DUE_FOR_PURGE: &str = "SELECT id FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
 pub const INSERT_ACCESS_KEY: &str = "INSERT INTO access_keys (access_key_id, sealed_secret, \
-    user_name, created_at) VALUES ($1, $2, $3, $4)";
-pub const SELECT_ACCESS_KEY: &str = "SELECT access_key_id, sealed_secret, user_name, created_at \
-    FROM access_keys WHERE access_key_id = $1";
-pub const LIST_ACCESS_KEYS: &str = "SELECT access_key_id, sealed_secret, user_name, created_at \
-    FROM access_keys ORDER BY created_at, access_key_id";
+    user_name, created_at, scope_arn, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub const SELECT_ACCESS_KEY: &str = "SELECT access_key_id, sealed_secret, user_name, created_at, \
+    scope_arn, expires_at FROM access_keys WHERE access_key_id = $1";
+/// Permanent keys only: temporary rotation keys are not listed.
+pub const LIST_ACCESS_KEYS: &str = "SELECT access_key_id, sealed_secret, user_name, created_at, \
+    scope_arn, expires_at FROM access_keys WHERE expires_at IS NULL \
+    ORDER BY created_at, access_key_id";
 pub const DELETE_ACCESS_KEY: &str = "DELETE FROM access_keys WHERE access_key_id = $1";
 
 /// One row of [`SELECT_VERSIONS_AND_LABELS`]: version id, creation time, kind, sealed value, and

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::cache::{RecordCache, arn_key, name_key};
 use crate::schema::{self, SecretRow};
-use crate::{AccessKeyRecord, Store, StoreError};
+use crate::{AccessKeyRecord, RotatorRecord, Store, StoreError};
 
 /// The SQLite engine.
 #[derive(Clone)]
@@ -511,12 +511,22 @@ fn save_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<i64,
     Ok(secret.revision + 1)
 }
 
+fn read_rotator(r: &Row<'_>) -> rusqlite::Result<RotatorRecord> {
+    Ok(RotatorRecord {
+        name: r.get(0)?,
+        command: r.get(1)?,
+        created_at: r.get(2)?,
+    })
+}
+
 fn read_access_key(r: &Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
     Ok(AccessKeyRecord {
         access_key_id: r.get(0)?,
         sealed_secret: r.get(1)?,
         user_name: r.get(2)?,
         created_at: r.get(3)?,
+        scope_arn: r.get(4)?,
+        expires_at: r.get(5)?,
     })
 }
 
@@ -718,7 +728,9 @@ impl Store for SqliteStore {
                     key.access_key_id,
                     key.sealed_secret,
                     key.user_name,
-                    key.created_at
+                    key.created_at,
+                    key.scope_arn,
+                    key.expires_at
                 ],
             )
             .map_err(backend)?;
@@ -781,6 +793,53 @@ impl Store for SqliteStore {
         self.read(|conn| {
             conn.query_row(&sql(schema::NEXT_ROTATION_DUE), [], |r| r.get(0))
                 .map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_rotator(&self, rotator: &RotatorRecord) -> Result<(), StoreError> {
+        let r = rotator.clone();
+        self.with(move |conn| {
+            match conn.execute(
+                &sql(schema::INSERT_ROTATOR),
+                params![r.name, r.command, r.created_at],
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) => match backend(e) {
+                    StoreError::Constraint(_) => Err(StoreError::NameTaken),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn find_rotator(&self, name: &str) -> Result<Option<RotatorRecord>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::SELECT_ROTATOR))
+                .and_then(|mut s| s.query_row([&name], read_rotator).optional())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_rotators(&self) -> Result<Vec<RotatorRecord>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(schema::LIST_ROTATORS)
+                .and_then(|mut s| s.query_map([], read_rotator)?.collect())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with(move |conn| {
+            let n = conn
+                .execute(&sql(schema::DELETE_ROTATOR), [&name])
+                .map_err(backend)?;
+            Ok(n > 0)
         })
         .await
     }

@@ -69,4 +69,5 @@ conformance!(
     replicas_round_trip_and_hold_their_name,
     promoting_a_replica_is_one_transaction,
     rotation_state_round_trips_and_due_rotations_are_found,
+    rotators_round_trip,
 );
