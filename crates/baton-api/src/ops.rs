@@ -446,8 +446,15 @@ impl Baton {
             .version(version_id)
             .map(|v| v.kind)
             .ok_or_else(ApiError::secret_not_found)?;
+        if kind == SecretValueKind::Empty {
+            return Err(ApiError::ResourceNotFound(format!(
+                "Secrets Manager can't find the specified secret value for VersionId: {version_id}"
+            )));
+        }
         let plaintext = self.open_value(data_key, secret, version_id)?;
         Ok(match kind {
+            // Refused above: an empty version has no value to return.
+            SecretValueKind::Empty => (None, None),
             SecretValueKind::String => (
                 Some(String::from_utf8(plaintext.expose().to_vec()).map_err(|_| {
                     ApiError::Internal("A stored string value is not UTF-8.".to_owned())
@@ -510,6 +517,22 @@ impl Baton {
         now: i64,
     ) -> Result<Outcome<()>, ApiError> {
         let data_key = self.data_key(secret)?;
+        if secret
+            .version(version_id)
+            .is_some_and(|v| v.kind == SecretValueKind::Empty)
+        {
+            let sealed_value = data_key.seal(value.expose(), &value_aad(&secret.id, version_id))?;
+            secret.fill_version(
+                NewVersion {
+                    version_id: version_id.to_owned(),
+                    kind: *kind,
+                    sealed_value,
+                    labels,
+                },
+                now,
+            )?;
+            return Ok(Outcome::Changed(()));
+        }
         if let Some(existing) = secret.version(version_id) {
             let existing_kind = existing.kind;
             let stored = self.open_value(&data_key, secret, version_id)?;
@@ -1310,59 +1333,75 @@ impl Baton {
         }
         let immediately = req.rotate_immediately.unwrap_or(true);
         let token = token_or_new(&req.client_request_token)?;
+        let secret_id = required(&req.secret_id, "secretId")?;
+        // Whether the function is a registered external rotator (a read outside the write).
+        let lambda_in_use = match &req.rotation_lambda_arn {
+            Some(lambda) => Some(lambda.clone()),
+            None => {
+                self.find_primary(caller, secret_id)
+                    .await?
+                    .rotation
+                    .lambda_arn
+            }
+        };
+        let registered = match &lambda_in_use {
+            Some(lambda) if !baton_engine::is_builtin(lambda) => self
+                .store
+                .find_rotator(baton_engine::rotator_name(lambda))
+                .await?
+                .is_some(),
+            _ => false,
+        };
         let now = now_ms();
         let (started, secret) = self
-            .update(
-                caller,
-                required(&req.secret_id, "secretId")?,
-                |secret, _| {
-                    secret.ensure_not_deleted()?;
-                    let lambda = req
-                        .rotation_lambda_arn
-                        .clone()
-                        .or_else(|| secret.rotation.lambda_arn.clone())
-                        .ok_or_else(|| {
-                            ApiError::InvalidRequest(
-                                "No Lambda rotation function ARN is associated with this secret."
-                                    .to_owned(),
-                            )
-                        })?;
-                    // A retried RotateSecret with the token of the rotation in flight succeeds.
-                    if immediately
-                        && secret.rotation_state.as_ref().is_some_and(|s| {
-                            s.machine.version_id == token && !s.machine.is_finished()
-                        })
-                    {
-                        return Ok(Outcome::Unchanged(true));
-                    }
-                    if immediately && !baton_engine::is_runnable(&lambda) {
-                        return Err(ApiError::InvalidRequest(format!(
-                            "Baton cannot run the rotation function {}: only the built-in {} is \
-                             available so far. Pass RotateImmediately=false to record the \
-                             configuration without rotating.",
-                            baton_engine::rotator_name(&lambda),
-                            baton_engine::RANDOM_ROTATOR
-                        )));
-                    }
-                    secret.rotation.enabled = true;
-                    secret.rotation.lambda_arn = Some(lambda);
-                    if let Some(rules) = &rules {
-                        secret.rotation.rules = Some(rules.clone());
-                    }
-                    if immediately {
-                        baton_engine::start_rotation(secret, token.clone(), now)?;
-                    }
-                    let last = if immediately {
-                        now
-                    } else {
-                        secret.rotation.last_rotated_at.unwrap_or(secret.created_at)
-                    };
-                    secret.rotation.next_rotation_at =
-                        baton_engine::plan_next_rotation(secret, last, now);
-                    secret.last_changed_at = now;
-                    Ok(Outcome::Changed(immediately))
-                },
-            )
+            .update(caller, secret_id, |secret, _| {
+                secret.ensure_not_deleted()?;
+                let lambda = req
+                    .rotation_lambda_arn
+                    .clone()
+                    .or_else(|| secret.rotation.lambda_arn.clone())
+                    .ok_or_else(|| {
+                        ApiError::InvalidRequest(
+                            "No Lambda rotation function ARN is associated with this secret."
+                                .to_owned(),
+                        )
+                    })?;
+                // A retried RotateSecret with the token of the rotation in flight succeeds.
+                if immediately
+                    && secret
+                        .rotation_state
+                        .as_ref()
+                        .is_some_and(|s| s.machine.version_id == token && !s.machine.is_finished())
+                {
+                    return Ok(Outcome::Unchanged(true));
+                }
+                if immediately && !baton_engine::is_builtin(&lambda) && !registered {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "Baton has no rotation function {}: use the built-in {}, or register \
+                             a command with `baton rotator create`. Pass RotateImmediately=false \
+                             to record the configuration without rotating.",
+                        baton_engine::rotator_name(&lambda),
+                        baton_engine::RANDOM_ROTATOR
+                    )));
+                }
+                secret.rotation.enabled = true;
+                secret.rotation.lambda_arn = Some(lambda);
+                if let Some(rules) = &rules {
+                    secret.rotation.rules = Some(rules.clone());
+                }
+                if immediately {
+                    baton_engine::start_rotation(secret, token.clone(), now)?;
+                }
+                let last = if immediately {
+                    now
+                } else {
+                    secret.rotation.last_rotated_at.unwrap_or(secret.created_at)
+                };
+                secret.rotation.next_rotation_at =
+                    baton_engine::plan_next_rotation(secret, last, now);
+                secret.last_changed_at = now;
+                Ok(Outcome::Changed(immediately))
+            })
             .await?;
         if started {
             self.engine_wake.notify_one();
@@ -1628,6 +1667,79 @@ impl Baton {
             );
         }
         Ok(response)
+    }
+
+    /// Registers an external rotator: a command that receives AWS's rotation event on stdin.
+    pub async fn create_rotator(&self, req: p::Rotator) -> Result<p::Rotator, ApiError> {
+        let name = required(&req.name, "name")?;
+        let command = required(&req.command, "command")?;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ApiError::InvalidParameter(format!(
+                "Invalid rotator name '{name}': use 1 to 64 letters, digits, '-' and '_'."
+            )));
+        }
+        if name.starts_with("baton-") {
+            return Err(ApiError::InvalidParameter(format!(
+                "Rotator names starting with baton- are reserved for built-in rotators; '{name}' \
+                 is not available."
+            )));
+        }
+        if command.trim().is_empty() || command.len() > 4096 {
+            return Err(ApiError::InvalidParameter(
+                "The command must be 1 to 4096 characters.".to_owned(),
+            ));
+        }
+        let record = baton_store::RotatorRecord {
+            name: name.to_owned(),
+            command: command.to_owned(),
+            created_at: now_ms(),
+        };
+        match self.store.insert_rotator(&record).await {
+            Ok(()) => {}
+            Err(StoreError::NameTaken) => {
+                return Err(ApiError::ResourceExists(format!(
+                    "A rotator named {name} already exists."
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(p::Rotator {
+            name: Some(record.name),
+            command: Some(record.command),
+            create_date: Some(seconds(record.created_at)),
+        })
+    }
+
+    pub async fn list_rotators(&self) -> Result<p::ListRotatorsResponse, ApiError> {
+        Ok(p::ListRotatorsResponse {
+            rotators: Some(
+                self.store
+                    .list_rotators()
+                    .await?
+                    .into_iter()
+                    .map(|r| p::Rotator {
+                        name: Some(r.name),
+                        command: Some(r.command),
+                        create_date: Some(seconds(r.created_at)),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    pub async fn delete_rotator(&self, req: p::RotatorNameRequest) -> Result<p::Empty, ApiError> {
+        let name = required(&req.name, "name")?;
+        if !self.store.delete_rotator(name).await? {
+            return Err(ApiError::ResourceNotFound(format!(
+                "Baton has no rotator named {name}."
+            )));
+        }
+        Ok(p::Empty {})
     }
 
     pub async fn create_access_key(

@@ -211,7 +211,17 @@ impl Server {
             options.purge_interval,
             stop_rx.clone(),
         ));
-        let engine = baton_engine::Engine::new(app.baton.store.clone(), app.baton.root_key.clone());
+        let local = listener.local_addr()?;
+        let host = if local.ip().is_unspecified() {
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+        } else {
+            local
+        };
+        let engine = baton_engine::Engine::new(app.baton.store.clone(), app.baton.root_key.clone())
+            .with_endpoint(baton_engine::Endpoint {
+                url: format!("{}://{host}", if tls.is_some() { "https" } else { "http" }),
+                ca_bundle: options.tls_cert.clone(),
+            });
         let engine_wake = engine.waker();
         let wake_forwarder = {
             let from_api = app.baton.engine_wake.clone();
@@ -430,6 +440,9 @@ const OPERATIONS: &[&str] = &[
     "baton.PutRotationPolicy",
     "baton.DescribeRotation",
     "baton.ResumeRotation",
+    "baton.CreateRotator",
+    "baton.ListRotators",
+    "baton.DeleteRotator",
     "baton.CreateAccessKey",
     "baton.ListAccessKeys",
     "baton.DeleteAccessKey",
@@ -650,6 +663,9 @@ async fn dispatch(
         "baton.PutRotationPolicy" => op!(put_rotation_policy),
         "baton.DescribeRotation" => op!(describe_rotation),
         "baton.ResumeRotation" => op!(resume_rotation),
+        "baton.CreateRotator" => to_json(&baton.create_rotator(parse(body, target)?).await?),
+        "baton.ListRotators" => to_json(&baton.list_rotators().await?),
+        "baton.DeleteRotator" => to_json(&baton.delete_rotator(parse(body, target)?).await?),
         "baton.CreateAccessKey" => to_json(&baton.create_access_key(parse(body, target)?).await?),
         "baton.ListAccessKeys" => to_json(&baton.list_access_keys().await?),
         "baton.DeleteAccessKey" => to_json(&baton.delete_access_key(parse(body, target)?).await?),

@@ -38,6 +38,13 @@ enum Command {
         #[command(subcommand)]
         command: rotation::RotationCommand,
     },
+    /// Register and manage external rotators.
+    Rotator {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: rotation::RotatorCommand,
+    },
     /// Administer the server: access keys.
     Admin {
         #[command(flatten)]
@@ -67,6 +74,9 @@ fn main() -> std::process::ExitCode {
             }
             Command::Rotation { connect, command } => {
                 rotation::run(connect.client()?, connect.output, command).await
+            }
+            Command::Rotator { connect, command } => {
+                rotation::run_rotator(connect.client()?, connect.output, command).await
             }
             Command::Admin { connect, command } => {
                 secret::run_admin(connect.client()?, connect.output, command).await

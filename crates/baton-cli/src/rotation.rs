@@ -293,3 +293,80 @@ pub async fn run(
         }
     }
 }
+
+#[derive(Debug, Subcommand)]
+pub enum RotatorCommand {
+    /// Register a command that runs each rotation step with AWS's rotation event on stdin.
+    Create {
+        name: String,
+        /// Run by `sh -c` with AWS_ENDPOINT_URL, AWS_REGION and a temporary key for the one
+        /// secret being rotated, so an AWS rotation function runs unchanged.
+        #[arg(long)]
+        command: String,
+    },
+    /// List registered rotators.
+    List,
+    /// Delete a rotator.
+    Delete { name: String },
+}
+
+pub async fn run_rotator(
+    client: Client,
+    format: OutputFormat,
+    command: RotatorCommand,
+) -> anyhow::Result<()> {
+    match command {
+        RotatorCommand::Create { name, command } => {
+            let r: p::Rotator = client
+                .call(
+                    "baton.CreateRotator",
+                    &p::Rotator {
+                        name: Some(name),
+                        command: Some(command),
+                        create_date: None,
+                    },
+                )
+                .await?;
+            show(format, &r, |r| {
+                println!(
+                    "rotator {} registered; use it with RotationLambdaARN \
+                     arn:aws:lambda:<region>:<account>:function:{} or `baton rotation start --rotator {}`",
+                    r.name.as_deref().unwrap_or_default(),
+                    r.name.as_deref().unwrap_or_default(),
+                    r.name.as_deref().unwrap_or_default()
+                )
+            })
+        }
+        RotatorCommand::List => {
+            let r: p::ListRotatorsResponse =
+                client.call("baton.ListRotators", &p::Empty {}).await?;
+            show(format, &r, |r| {
+                table(
+                    &["Name", "Command", "Created"],
+                    r.rotators
+                        .iter()
+                        .flatten()
+                        .map(|x| {
+                            vec![
+                                x.name.clone().unwrap_or_default(),
+                                x.command.clone().unwrap_or_default(),
+                                date(x.create_date),
+                            ]
+                        })
+                        .collect(),
+                )
+            })
+        }
+        RotatorCommand::Delete { name } => {
+            let r: p::Empty = client
+                .call(
+                    "baton.DeleteRotator",
+                    &p::RotatorNameRequest {
+                        name: Some(name.clone()),
+                    },
+                )
+                .await?;
+            show(format, &r, |_| println!("deleted rotator {name}"))
+        }
+    }
+}

@@ -804,7 +804,13 @@ pub struct Keyring {
 }
 
 pub fn keyring(secret: &crate::SecretRecord) -> Keyring {
-    let label = |l: &str| secret.version_with_label(l).map(|v| v.version_id.clone());
+    // A version whose value the rotator has not stored yet is not part of any keyring.
+    let label = |l: &str| {
+        secret
+            .version_with_label(l)
+            .filter(|v| v.kind != crate::SecretValueKind::Empty)
+            .map(|v| v.version_id.clone())
+    };
     let mut accepted = Vec::new();
     for l in [crate::AWSPENDING, crate::AWSCURRENT, crate::AWSPREVIOUS] {
         if let Some(v) = label(l)

@@ -25,11 +25,16 @@ pub struct Tag {
     pub value: String,
 }
 
-/// Whether a version holds a string or binary value. The value itself is sealed elsewhere.
+/// Whether a version holds a string or binary value, or none yet. The value itself is sealed
+/// elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretValueKind {
     String,
     Binary,
+    /// A version a rotation created before its rotator stored the value, as AWS does: it
+    /// carries AWSPENDING, reads as not found, and the rotator's PutSecretValue with the same
+    /// token fills it.
+    Empty,
 }
 
 impl SecretValueKind {
@@ -37,6 +42,7 @@ impl SecretValueKind {
         match self {
             SecretValueKind::String => "string",
             SecretValueKind::Binary => "binary",
+            SecretValueKind::Empty => "empty",
         }
     }
 
@@ -44,6 +50,7 @@ impl SecretValueKind {
         match s {
             "string" => Some(SecretValueKind::String),
             "binary" => Some(SecretValueKind::Binary),
+            "empty" => Some(SecretValueKind::Empty),
             _ => None,
         }
     }
@@ -239,6 +246,39 @@ impl SecretRecord {
                     .to_owned(),
             ));
         }
+        Ok(())
+    }
+
+    /// Stores the value of an empty version (see [`SecretValueKind::Empty`]) and attaches
+    /// `labels` to it, as PutSecretValue does for a rotation's version.
+    pub fn fill_version(&mut self, new: NewVersion, now: Timestamp) -> Result<(), CoreError> {
+        self.ensure_not_deleted()?;
+        let Some(index) = self
+            .versions
+            .iter()
+            .position(|v| v.version_id == new.version_id && v.kind == SecretValueKind::Empty)
+        else {
+            return Err(CoreError::ResourceExists(
+                "You can't modify an existing version, you can only create a new version."
+                    .to_owned(),
+            ));
+        };
+        if new.kind == SecretValueKind::Empty {
+            return Err(CoreError::InvalidParameter(
+                "A version's value can't be filled with nothing.".to_owned(),
+            ));
+        }
+        let mut next = self.clone();
+        next.versions[index].kind = new.kind;
+        next.versions[index].sealed_value = new.sealed_value;
+        for label in new.labels.unwrap_or_default() {
+            crate::validate_version_stage(&label)?;
+            attach_label(&mut next, &label, &new.version_id);
+        }
+        next.check_label_limit()?;
+        next.last_changed_at = now;
+        next.check_invariants();
+        *self = next;
         Ok(())
     }
 

@@ -62,21 +62,46 @@ pub fn rotator_name(lambda_arn: &str) -> &str {
         .map_or(lambda_arn, |(_, name)| name)
 }
 
-/// Whether Baton can run this rotation function. External rotators come with a later milestone.
-pub fn is_runnable(lambda_arn: &str) -> bool {
+/// Whether the rotation function is one of Baton's built-in rotators.
+pub fn is_builtin(lambda_arn: &str) -> bool {
     rotator_name(lambda_arn) == RANDOM_ROTATOR
+}
+
+/// The rotation event an AWS rotation function receives, and its `Step` names.
+fn aws_step_name(step: Step) -> Option<&'static str> {
+    match step {
+        Step::Create => Some("createSecret"),
+        Step::Set => Some("setSecret"),
+        Step::Test => Some("testSecret"),
+        Step::Promote => Some("finishSecret"),
+        // AWS functions know no retire step; the engine removes AWSPREVIOUS itself.
+        Step::Retire => None,
+    }
+}
+
+/// How long an external rotator's step may run before it is killed and counted as failed.
+const EXTERNAL_STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the temporary key of one external step stays valid.
+const TEMPORARY_KEY_TTL_MS: Timestamp = 15 * 60_000;
+
+/// Where external rotators reach this server.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: String,
+    /// The certificate to trust, when the server speaks TLS with its own certificate.
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// When the secret's schedule next starts a rotation after one that started (or was last
 /// completed) at `last`: a random point in the next window, outside blackouts. `None` when
-/// rotation is off, has no rules, or uses a rotator Baton cannot run.
+/// rotation is off or has no rules.
 pub fn plan_next_rotation(
     secret: &SecretRecord,
     last: Timestamp,
     now: Timestamp,
 ) -> Option<Timestamp> {
     let config = &secret.rotation;
-    if !config.enabled || !config.lambda_arn.as_deref().is_some_and(is_runnable) {
+    if !config.enabled || config.lambda_arn.is_none() {
         return None;
     }
     let schedule = baton_core::schedule::Schedule::parse(config.rules.as_ref()?).ok()??;
@@ -191,6 +216,7 @@ pub struct Engine {
     root_key: Arc<RootKey>,
     wake: Arc<Notify>,
     crash_hook: Option<CrashPoint>,
+    endpoint: Option<Endpoint>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -210,7 +236,14 @@ impl Engine {
             root_key,
             wake: Arc::new(Notify::new()),
             crash_hook,
+            endpoint: None,
         }
+    }
+
+    /// Lets external rotators call this server at `endpoint`.
+    pub fn with_endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoint = Some(endpoint);
+        self
     }
 
     /// Notifying it makes the engine look at the due index at once (after RotateSecret, say).
@@ -311,10 +344,34 @@ impl Engine {
                 }
                 match command {
                     Command::Run(step) => {
-                        let mut trial = secret.clone();
-                        let input = match self.perform(&mut trial, &state.machine, step, now) {
-                            Ok(()) => {
-                                secret = trial;
+                        let outcome = if secret
+                            .rotation
+                            .lambda_arn
+                            .as_deref()
+                            .is_some_and(is_builtin)
+                        {
+                            let mut trial = secret.clone();
+                            self.perform(&mut trial, &state.machine, step, now)
+                                .map(|()| trial)
+                        } else {
+                            let outcome = self
+                                .perform_external(&secret, &state.machine, step, now)
+                                .await;
+                            if outcome.is_err() {
+                                // The rotator may have written before it failed: continue from
+                                // what the store holds now, or the save would only conflict.
+                                if let Ok(Some(mut fresh)) =
+                                    self.store.find_secret_by_arn(arn).await
+                                {
+                                    fresh.rotation_state = None;
+                                    secret = fresh;
+                                }
+                            }
+                            outcome
+                        };
+                        let input = match outcome {
+                            Ok(changed) => {
+                                secret = changed;
                                 steps_done.push(step);
                                 if self.crash_hook == Some(CrashPoint::BeforeSave(step)) {
                                     crash_now(CrashPoint::BeforeSave(step));
@@ -381,56 +438,210 @@ impl Engine {
                  built-in {RANDOM_ROTATOR} so far"
             ));
         }
-        let new = rotation.version_id.clone();
         match step {
             Step::Create => self.create_random_value(secret, rotation, now),
             // The random rotator has no target system to set or test.
             Step::Set | Step::Test => Ok(()),
-            Step::Promote => {
-                let current = secret
-                    .version_with_label(AWSCURRENT)
-                    .map(|v| v.version_id.clone());
-                let mut moves = Vec::new();
-                if current.as_deref() != Some(&new) {
-                    moves.push(LabelMove {
-                        label: AWSCURRENT.into(),
-                        remove_from_version_id: current,
-                        move_to_version_id: Some(new.clone()),
-                    });
+            Step::Promote => promote_labels(secret, rotation, now),
+            Step::Retire => retire_labels(secret, rotation, now),
+        }
+    }
+
+    /// Runs one step of an external rotator: the command gets the AWS rotation event on
+    /// standard input and a temporary key that may act only on this secret. Afterwards the
+    /// secret is read again (the rotator wrote through the API) and the engine's part of the
+    /// step is applied to that fresh copy.
+    async fn perform_external(
+        &self,
+        secret: &SecretRecord,
+        rotation: &Rotation,
+        step: Step,
+        now: Timestamp,
+    ) -> Result<SecretRecord, String> {
+        let name = secret
+            .rotation
+            .lambda_arn
+            .as_deref()
+            .map(rotator_name)
+            .unwrap_or_default();
+        let rotator = self
+            .store
+            .find_rotator(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("no rotator named {name:?} is registered (baton rotator create)")
+            })?;
+        if step == Step::Create {
+            self.create_empty_pending_version(secret, rotation, now)
+                .await?;
+        }
+        if let Some(aws_step) = aws_step_name(step) {
+            self.run_command(&rotator, secret, rotation, aws_step, now)
+                .await?;
+        }
+        let mut fresh = self
+            .store
+            .find_secret_by_arn(&secret.arn)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the secret was deleted during its rotation".to_owned())?;
+        fresh.rotation_state = None;
+        match step {
+            Step::Create => {
+                let stored = fresh.version(&rotation.version_id).is_some_and(|v| {
+                    v.kind != SecretValueKind::Empty
+                        && (v.labels.contains(AWSPENDING) || v.labels.contains(AWSCURRENT))
+                });
+                if !stored {
+                    return Err(format!(
+                        "the rotator's createSecret did not store version {} as AWSPENDING",
+                        rotation.version_id
+                    ));
                 }
-                if secret
-                    .version(&new)
-                    .is_some_and(|v| v.labels.contains(AWSPENDING))
-                {
-                    moves.push(LabelMove {
-                        label: AWSPENDING.into(),
-                        remove_from_version_id: Some(new),
-                        move_to_version_id: None,
-                    });
-                }
-                if !moves.is_empty() {
-                    baton_core::apply_label_moves(secret, &moves, now)
-                        .map_err(|e| e.to_string())?;
-                }
-                secret.rotation.last_rotated_at = Some(now);
-                Ok(())
+                Ok(fresh)
             }
-            Step::Retire => {
-                if let Some(old) = &rotation.old_version_id
-                    && secret
-                        .version(old)
-                        .is_some_and(|v| v.labels.contains(AWSPREVIOUS))
-                {
-                    let change = LabelMove {
-                        label: AWSPREVIOUS.into(),
-                        remove_from_version_id: Some(old.clone()),
-                        move_to_version_id: None,
-                    };
-                    baton_core::move_label(secret, &change, now).map_err(|e| e.to_string())?;
-                }
-                Ok(())
+            Step::Set | Step::Test => Ok(fresh),
+            Step::Promote => promote_labels(&mut fresh, rotation, now).map(|()| fresh),
+            Step::Retire => retire_labels(&mut fresh, rotation, now).map(|()| fresh),
+        }
+    }
+
+    /// As AWS does before createSecret: the new version exists, labelled AWSPENDING, with no
+    /// value yet; the rotator's PutSecretValue with the same token fills it.
+    async fn create_empty_pending_version(
+        &self,
+        secret: &SecretRecord,
+        rotation: &Rotation,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        let mut fresh = self
+            .store
+            .find_secret_by_arn(&secret.arn)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the secret was deleted during its rotation".to_owned())?;
+        if fresh.version(&rotation.version_id).is_some() {
+            return Ok(());
+        }
+        fresh
+            .add_version(
+                NewVersion {
+                    version_id: rotation.version_id.clone(),
+                    kind: SecretValueKind::Empty,
+                    sealed_value: Vec::new(),
+                    labels: Some(vec![AWSPENDING.to_owned()]),
+                },
+                now,
+            )
+            .map_err(|e| e.to_string())?;
+        self.store
+            .save_secret(&fresh)
+            .await
+            .map_err(|e| format!("could not store the pending version: {e}"))?;
+        Ok(())
+    }
+
+    async fn run_command(
+        &self,
+        rotator: &baton_store::RotatorRecord,
+        secret: &SecretRecord,
+        rotation: &Rotation,
+        aws_step: &str,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt as _;
+        let endpoint = self
+            .endpoint
+            .clone()
+            .ok_or_else(|| "external rotators need the server's endpoint".to_owned())?;
+        let (key_id, key_secret) = self.issue_temporary_key(&secret.arn, now).await?;
+        let event = serde_json::json!({
+            "Step": aws_step,
+            "SecretId": secret.arn,
+            "ClientRequestToken": rotation.version_id,
+        });
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(&rotator.command)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        // The rotator gets its own key and nothing of the server's.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy().into_owned();
+            if name.starts_with("AWS_") || name.starts_with("BATON_") {
+                command.env_remove(&name);
             }
         }
+        command
+            .env("AWS_ENDPOINT_URL", &endpoint.url)
+            .env("AWS_REGION", &secret.region)
+            .env("AWS_DEFAULT_REGION", &secret.region)
+            .env("AWS_ACCESS_KEY_ID", &key_id)
+            .env("AWS_SECRET_ACCESS_KEY", key_secret.expose_str());
+        if let Some(ca) = &endpoint.ca_bundle {
+            command.env("AWS_CA_BUNDLE", ca);
+        }
+        let result = async {
+            let mut child = command
+                .spawn()
+                .map_err(|e| format!("could not start rotator {}: {e}", rotator.name))?;
+            if let Some(mut stdin) = child.stdin.take() {
+                // A command that exits without reading its input closes the pipe; its exit
+                // status, not the failed write, says whether the step succeeded.
+                let _ = stdin.write_all(event.to_string().as_bytes()).await;
+                drop(stdin);
+            }
+            match tokio::time::timeout(EXTERNAL_STEP_TIMEOUT, child.wait()).await {
+                Ok(Ok(status)) if status.success() => Ok(()),
+                Ok(Ok(status)) => Err(format!(
+                    "rotator {} failed its {aws_step} step ({status})",
+                    rotator.name
+                )),
+                Ok(Err(e)) => Err(format!("rotator {}: {e}", rotator.name)),
+                Err(_) => Err(format!(
+                    "rotator {} did not finish its {aws_step} step within {:?}",
+                    rotator.name, EXTERNAL_STEP_TIMEOUT
+                )),
+            }
+        }
+        .await;
+        if let Err(e) = self.store.delete_access_key(&key_id).await {
+            tracing::warn!(error = %e, "could not delete a rotation's temporary key; it expires by itself");
+        }
+        result
+    }
+
+    /// A key valid for `TEMPORARY_KEY_TTL_MS` that may act only on `arn`.
+    async fn issue_temporary_key(
+        &self,
+        arn: &str,
+        now: Timestamp,
+    ) -> Result<(String, TemporarySecret), String> {
+        let mut raw = [0u8; 30];
+        baton_crypto::fill_random(&mut raw).map_err(|e| e.to_string())?;
+        let hex: String = raw.iter().map(|b| format!("{b:02X}")).collect();
+        let key_id = format!("BTT{}", &hex[..17]);
+        let secret = TemporarySecret(baton_crypto::SecretBytes::from(hex[17..].to_owned()));
+        let record = baton_store::AccessKeyRecord {
+            sealed_secret: self
+                .root_key
+                .seal(secret.0.expose(), &baton_crypto::access_key_aad(&key_id))
+                .map_err(|e| e.to_string())?,
+            access_key_id: key_id.clone(),
+            user_name: "rotation".to_owned(),
+            created_at: now,
+            scope_arn: Some(arn.to_owned()),
+            expires_at: Some(now + TEMPORARY_KEY_TTL_MS),
+        };
+        self.store
+            .insert_access_key(&record)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((key_id, secret))
     }
 
     /// The random rotator's createSecret: a new password as the pending version. A JSON object
@@ -486,6 +697,72 @@ impl Engine {
             )
             .map_err(|e| e.to_string())
     }
+}
+
+/// A temporary key's secret half, wiped on drop.
+struct TemporarySecret(baton_crypto::SecretBytes);
+
+impl TemporarySecret {
+    fn expose_str(&self) -> &str {
+        std::str::from_utf8(self.0.expose()).unwrap_or_default()
+    }
+}
+
+/// The engine's part of promotion: AWSCURRENT on the new version (AWSPREVIOUS follows to the
+/// old one), AWSPENDING removed, in one change. Idempotent.
+fn promote_labels(
+    secret: &mut SecretRecord,
+    rotation: &Rotation,
+    now: Timestamp,
+) -> Result<(), String> {
+    let new = rotation.version_id.clone();
+    let current = secret
+        .version_with_label(AWSCURRENT)
+        .map(|v| v.version_id.clone());
+    let mut moves = Vec::new();
+    if current.as_deref() != Some(&new) {
+        moves.push(LabelMove {
+            label: AWSCURRENT.into(),
+            remove_from_version_id: current,
+            move_to_version_id: Some(new.clone()),
+        });
+    }
+    if secret
+        .version(&new)
+        .is_some_and(|v| v.labels.contains(AWSPENDING))
+    {
+        moves.push(LabelMove {
+            label: AWSPENDING.into(),
+            remove_from_version_id: Some(new),
+            move_to_version_id: None,
+        });
+    }
+    if !moves.is_empty() {
+        baton_core::apply_label_moves(secret, &moves, now).map_err(|e| e.to_string())?;
+    }
+    secret.rotation.last_rotated_at = Some(now);
+    Ok(())
+}
+
+/// The engine's part of retirement: the old version loses AWSPREVIOUS. Idempotent.
+fn retire_labels(
+    secret: &mut SecretRecord,
+    rotation: &Rotation,
+    now: Timestamp,
+) -> Result<(), String> {
+    if let Some(old) = &rotation.old_version_id
+        && secret
+            .version(old)
+            .is_some_and(|v| v.labels.contains(AWSPREVIOUS))
+    {
+        let change = LabelMove {
+            label: AWSPREVIOUS.into(),
+            remove_from_version_id: Some(old.clone()),
+            move_to_version_id: None,
+        };
+        baton_core::move_label(secret, &change, now).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn drop_pending(secret: &mut SecretRecord, rotation: &Rotation, now: Timestamp) {

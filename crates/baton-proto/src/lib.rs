@@ -419,6 +419,16 @@ wire!(
     }
 );
 
+wire!(Rotator {
+    name: Option<String>,
+    command: Option<String>,
+    create_date: Option<f64>,
+});
+
+wire!(ListRotatorsResponse { rotators: Option<Vec<Rotator>> });
+
+wire!(RotatorNameRequest { name: Option<String> });
+
 wire!(RotationPolicy {
     propagation_delay_seconds: Option<i64>,
     max_gate_wait_seconds: Option<i64>,

@@ -503,6 +503,45 @@ pub async fn rotation_state_round_trips_and_due_rotations_are_found(store: &dyn 
     );
 }
 
+pub async fn an_empty_version_is_filled_once(store: &dyn Store) {
+    let mut secret = sample_secret("placeholder");
+    secret
+        .add_version(
+            NewVersion {
+                version_id: "v2".into(),
+                kind: SecretValueKind::Empty,
+                sealed_value: Vec::new(),
+                labels: Some(vec!["AWSPENDING".into()]),
+            },
+            2_000,
+        )
+        .unwrap();
+    store.insert_secret(&secret).await.unwrap();
+    secret
+        .fill_version(
+            NewVersion {
+                version_id: "v2".into(),
+                kind: SecretValueKind::String,
+                sealed_value: b"sealed-v2".to_vec(),
+                labels: Some(vec!["AWSPENDING".into()]),
+            },
+            3_000,
+        )
+        .unwrap();
+    secret.revision = store.save_secret(&secret).await.unwrap();
+    let loaded = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    let v2 = loaded.version("v2").unwrap();
+    assert_eq!(
+        (v2.kind, v2.sealed_value.as_slice()),
+        (SecretValueKind::String, b"sealed-v2".as_slice())
+    );
+    assert_eq!(loaded, secret);
+}
+
 pub async fn rotators_round_trip(store: &dyn Store) {
     let rotator = crate::RotatorRecord {
         name: unique("rot-"),
@@ -539,4 +578,5 @@ pub const CHECKS: &[&str] = &[
     "promoting_a_replica_is_one_transaction",
     "rotation_state_round_trips_and_due_rotations_are_found",
     "rotators_round_trip",
+    "an_empty_version_is_filled_once",
 ];

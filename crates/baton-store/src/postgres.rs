@@ -230,13 +230,32 @@ async fn write_children(
     tx: &deadpool_postgres::Transaction<'_>,
     secret: &SecretRecord,
 ) -> Result<(), StoreError> {
-    let existing: Vec<String> = tx
+    let stored: Vec<(String, String)> = tx
         .query(schema::SELECT_VERSION_IDS, &[&secret.id])
         .await
         .map_err(backend)?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
+    let existing: Vec<String> = stored.iter().map(|(id, _)| id.clone()).collect();
+    for version in &secret.versions {
+        let was_empty = stored
+            .iter()
+            .any(|(id, kind)| id == &version.version_id && kind == "empty");
+        if was_empty && version.kind != baton_core::SecretValueKind::Empty {
+            tx.execute(
+                schema::FILL_VERSION,
+                &[
+                    &secret.id,
+                    &version.version_id,
+                    &version.kind.as_str(),
+                    &version.sealed_value,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        }
+    }
     tx.execute(schema::DELETE_LABELS, &[&secret.id])
         .await
         .map_err(backend)?;

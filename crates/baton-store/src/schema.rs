@@ -189,7 +189,12 @@ pub const INSERT_VERSION: &str = "INSERT INTO secret_versions (secret_id, versio
     kind, sealed_value) VALUES ($1, $2, $3, $4, $5)";
 pub const DELETE_VERSION: &str =
     "DELETE FROM secret_versions WHERE secret_id = $1 AND version_id = $2";
-pub const SELECT_VERSION_IDS: &str = "SELECT version_id FROM secret_versions WHERE secret_id = $1";
+pub const SELECT_VERSION_IDS: &str =
+    "SELECT version_id, kind FROM secret_versions WHERE secret_id = $1";
+/// Versions are immutable once they hold a value; an empty one (a rotation's placeholder) is
+/// filled exactly once.
+pub const FILL_VERSION: &str = "UPDATE secret_versions SET kind = $3, sealed_value = $4 \
+    WHERE secret_id = $1 AND version_id = $2 AND kind = 'empty'";
 pub const DELETE_LABELS: &str = "DELETE FROM secret_labels WHERE secret_id = $1";
 pub const INSERT_LABEL: &str =
     "INSERT INTO secret_labels (secret_id, label, version_id) VALUES ($1, $2, $3)";

@@ -321,13 +321,31 @@ fn find_one(
 
 /// Writes versions, labels and tags of `secret` inside an open transaction.
 fn write_children(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<(), StoreError> {
-    let existing: Vec<String> = tx
+    let stored: Vec<(String, String)> = tx
         .prepare_cached(&sql(schema::SELECT_VERSION_IDS))
         .and_then(|mut s| {
-            s.query_map([&secret.id], |r| r.get(0))?
+            s.query_map([&secret.id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(backend)?;
+    let existing: Vec<String> = stored.iter().map(|(id, _)| id.clone()).collect();
+    for version in &secret.versions {
+        let was_empty = stored
+            .iter()
+            .any(|(id, kind)| id == &version.version_id && kind == "empty");
+        if was_empty && version.kind != baton_core::SecretValueKind::Empty {
+            tx.execute(
+                &sql(schema::FILL_VERSION),
+                params![
+                    secret.id,
+                    version.version_id,
+                    version.kind.as_str(),
+                    version.sealed_value
+                ],
+            )
+            .map_err(backend)?;
+        }
+    }
     tx.execute(&sql(schema::DELETE_LABELS), [&secret.id])
         .map_err(backend)?;
     for gone in existing.iter().filter(|id| secret.version(id).is_none()) {

@@ -70,4 +70,5 @@ conformance!(
     promoting_a_replica_is_one_transaction,
     rotation_state_round_trips_and_due_rotations_are_found,
     rotators_round_trip,
+    an_empty_version_is_filled_once,
 );
