@@ -271,7 +271,8 @@ impl SecretRecord {
         let mut next = self.clone();
         next.versions[index].kind = new.kind;
         next.versions[index].sealed_value = new.sealed_value;
-        for label in new.labels.unwrap_or_default() {
+        // As with a new version, no stages means AWSCURRENT.
+        for label in new.labels.unwrap_or_else(|| vec![AWSCURRENT.to_owned()]) {
             crate::validate_version_stage(&label)?;
             attach_label(&mut next, &label, &new.version_id);
         }
@@ -650,6 +651,45 @@ pub(crate) mod tests {
         assert!(s.remove_replicas(&["ap-south-1".into()], 4).is_err());
         s.remove_replicas(&["eu-west-1".into()], 4).unwrap();
         assert!(s.replicas.is_empty());
+    }
+
+    #[test]
+    fn an_empty_version_is_filled_once_and_takes_its_stages() {
+        let mut s = empty_secret();
+        put(&mut s, "v1", None, 1);
+        s.add_version(
+            NewVersion {
+                version_id: "v2".into(),
+                kind: SecretValueKind::Empty,
+                sealed_value: vec![],
+                labels: Some(vec!["AWSPENDING".into()]),
+            },
+            2,
+        )
+        .unwrap();
+        let fill = |labels: Option<Vec<String>>| NewVersion {
+            version_id: "v2".into(),
+            kind: SecretValueKind::String,
+            sealed_value: b"x".to_vec(),
+            labels,
+        };
+        let mut pending = s.clone();
+        pending
+            .fill_version(fill(Some(vec!["AWSPENDING".into()])), 3)
+            .unwrap();
+        assert_eq!(labels_of(&pending, "v2"), ["AWSPENDING"]);
+        assert_eq!(labels_of(&pending, "v1"), [AWSCURRENT]);
+        assert!(
+            matches!(
+                pending.fill_version(fill(None), 4),
+                Err(CoreError::ResourceExists(_))
+            ),
+            "filled only once"
+        );
+        // Without stages, as PutSecretValue defaults, the version becomes current.
+        s.fill_version(fill(None), 3).unwrap();
+        assert_eq!(labels_of(&s, "v2"), ["AWSCURRENT", "AWSPENDING"]);
+        assert_eq!(labels_of(&s, "v1"), [AWSPREVIOUS]);
     }
 
     #[test]
