@@ -411,6 +411,10 @@ def test_a_built_in_rotation_runs_every_phase_and_keeps_json_fields(server, sm, 
                             "A previous rotation isn't complete. That rotation will be reattempted.", 400)
     assert sm.rotate_secret(SecretId=unique_name, ClientRequestToken=v3)["VersionId"] == v3, "retry is idempotent"
     wait_for_status(server, unique_name, "Succeeded")
+    status, history = awsraw.call(server, "baton.ListRotations", {"SecretId": unique_name})
+    assert status == 200, history
+    assert [(r["VersionId"], r["Status"]) for r in history["Rotations"]] == [(v3, "Succeeded"), (v2, "Succeeded")]
+    assert history["Rotations"][1]["Timeline"][0]["Event"] == "phase started"
 
 
 def test_a_rotation_can_be_cancelled_before_promotion(server, sm, unique_name):

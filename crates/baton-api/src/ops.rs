@@ -229,6 +229,28 @@ impl Located {
     }
 }
 
+/// A rotation's status as the wire names it.
+fn status_name(status: &baton_core::rotation::Status) -> &'static str {
+    use baton_core::rotation::Status;
+    match status {
+        Status::Running => "InProgress",
+        Status::Stopped { .. } => "Stopped",
+        Status::Succeeded => "Succeeded",
+        Status::Cancelled => "Cancelled",
+    }
+}
+
+fn wire_timeline(state: &baton_core::rotation::RotationState) -> Vec<p::TimelineEntry> {
+    state
+        .timeline
+        .iter()
+        .map(|e| p::TimelineEntry {
+            date: Some(seconds(e.at)),
+            event: Some(e.event.clone()),
+        })
+        .collect()
+}
+
 /// ListSecrets shows what DescribeSecret shows, under other member names.
 fn list_entry(d: p::DescribeSecretResponse) -> p::SecretListEntry {
     p::SecretListEntry {
@@ -1640,33 +1662,61 @@ impl Baton {
         if let Some(state) = &secret.rotation_state {
             use baton_core::rotation::Status;
             let m = &state.machine;
-            let (status, reason) = match &m.status {
-                Status::Running => ("InProgress", None),
-                Status::Stopped { step, reason } => (
-                    "Stopped",
-                    Some(format!("step {} failed: {reason}", step.as_str())),
-                ),
-                Status::Succeeded => ("Succeeded", None),
-                Status::Cancelled => ("Cancelled", None),
+            let reason = match &m.status {
+                Status::Stopped { step, reason } => {
+                    Some(format!("step {} failed: {reason}", step.as_str()))
+                }
+                _ => None,
             };
+            let status = status_name(&m.status);
             response.phase = Some(m.phase.as_str().to_owned());
             response.status = Some(status.to_owned());
             response.status_reason = reason;
             response.version_id = Some(m.version_id.clone());
             response.old_version_id = m.old_version_id.clone();
             response.next_wake_date = state.due_at.map(seconds);
-            response.timeline = Some(
-                state
-                    .timeline
-                    .iter()
-                    .map(|e| p::TimelineEntry {
-                        date: Some(seconds(e.at)),
-                        event: Some(e.event.clone()),
-                    })
-                    .collect(),
-            );
+            response.timeline = Some(wire_timeline(state));
         }
         Ok(response)
+    }
+
+    /// Baton's extension: a secret's rotations, newest first, each with its timeline.
+    pub async fn list_rotations(
+        &self,
+        caller: &Caller,
+        req: p::ListRotationsRequest,
+    ) -> Result<p::ListRotationsResponse, ApiError> {
+        let max_results = req.max_results.unwrap_or(20);
+        if !(1..=LIST_RESULTS_MAX).contains(&max_results) {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{max_results}' at 'maxResults' failed to \
+                 satisfy constraint: Member must have value between 1 and {LIST_RESULTS_MAX}"
+            )));
+        }
+        let located = self
+            .locate(caller, required(&req.secret_id, "secretId")?)
+            .await?;
+        let history = self
+            .store
+            .rotation_history(&located.secret.id, max_results as u32)
+            .await?;
+        Ok(p::ListRotationsResponse {
+            arn: Some(located.arn()),
+            name: Some(located.secret.name.clone()),
+            rotations: Some(
+                history
+                    .iter()
+                    .map(|state| p::RotationSummary {
+                        version_id: Some(state.machine.version_id.clone()),
+                        old_version_id: state.machine.old_version_id.clone(),
+                        phase: Some(state.machine.phase.as_str().to_owned()),
+                        status: Some(status_name(&state.machine.status).to_owned()),
+                        started_date: Some(seconds(state.machine.started_at)),
+                        timeline: Some(wire_timeline(state)),
+                    })
+                    .collect(),
+            ),
+        })
     }
 
     /// Registers an external rotator: a command that receives AWS's rotation event on stdin.

@@ -29,7 +29,7 @@ pub enum RotationCommand {
         #[arg(long)]
         watch: bool,
     },
-    /// Show the rotation's timeline, step by step.
+    /// Show every rotation of the secret, newest first, with its timeline.
     History { secret_id: String },
     /// Resume a rotation that stopped after its retry limit.
     Retry { secret_id: String },
@@ -191,16 +191,33 @@ pub async fn run(
             show(format, &r, print_rotation)
         }
         RotationCommand::History { secret_id } => {
-            let r = describe(&client, &secret_id).await?;
-            show(format, &r, |r| {
-                table(
-                    &["When", "Event"],
-                    r.timeline
-                        .iter()
-                        .flatten()
-                        .map(|e| vec![date(e.date), e.event.clone().unwrap_or_default()])
-                        .collect(),
+            let r: p::ListRotationsResponse = client
+                .call(
+                    "baton.ListRotations",
+                    &p::ListRotationsRequest {
+                        secret_id: Some(secret_id),
+                        max_results: Some(100),
+                    },
                 )
+                .await?;
+            show(format, &r, |r| {
+                for rotation in r.rotations.iter().flatten() {
+                    println!(
+                        "version {} ({}, started {})",
+                        rotation.version_id.as_deref().unwrap_or_default(),
+                        rotation.status.as_deref().unwrap_or_default(),
+                        date(rotation.started_date)
+                    );
+                    table(
+                        &["When", "Event"],
+                        rotation
+                            .timeline
+                            .iter()
+                            .flatten()
+                            .map(|e| vec![date(e.date), e.event.clone().unwrap_or_default()])
+                            .collect(),
+                    );
+                }
             })
         }
         RotationCommand::Retry { secret_id } => {

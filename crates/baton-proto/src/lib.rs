@@ -419,6 +419,27 @@ wire!(
     }
 );
 
+wire!(RotationSummary {
+    version_id: Option<String>,
+    old_version_id: Option<String>,
+    phase: Option<String>,
+    status: Option<String>,
+    started_date: Option<f64>,
+    timeline: Option<Vec<TimelineEntry>>,
+});
+
+wire!(ListRotationsRequest { secret_id: Option<String>, max_results: Option<i64> });
+
+wire!(
+    /// `baton.ListRotations`: a secret's rotations, newest first, with their timelines.
+    ListRotationsResponse {
+        #[serde(rename = "ARN")]
+        arn: Option<String>,
+        name: Option<String>,
+        rotations: Option<Vec<RotationSummary>>,
+    }
+);
+
 wire!(Rotator {
     name: Option<String>,
     command: Option<String>,

@@ -493,13 +493,54 @@ pub async fn rotation_state_round_trips_and_due_rotations_are_found(store: &dyn 
     );
     let mut unscheduled = loaded;
     unscheduled.rotation.next_rotation_at = None;
-    store.save_secret(&unscheduled).await.unwrap();
-    assert!(
-        !store
-            .rotations_due(0, 1_000)
-            .await
-            .unwrap()
-            .contains(&secret.arn)
+    unscheduled.revision = store.save_secret(&unscheduled).await.unwrap();
+    let due = store.rotations_due(0, 1_000).await.unwrap();
+    assert!(!due.contains(&secret.arn));
+
+    // A second rotation while the first is in flight is refused by the database itself.
+    let (second, _) = Rotation::start(
+        secret.id.clone(),
+        "v3-token".into(),
+        Some("v1".into()),
+        RotationPolicy::default(),
+        6_000,
+    );
+    let mut two_in_flight = unscheduled.clone();
+    two_in_flight.rotation_state = Some(RotationState {
+        machine: second.clone(),
+        timeline: Vec::new(),
+        due_at: None,
+    });
+    assert!(matches!(
+        store.save_secret(&two_in_flight).await,
+        Err(StoreError::Constraint(_))
+    ));
+    // Once the first has ended, the next one is kept beside it in the history.
+    let mut first_done = unscheduled;
+    first_done.rotation_state.as_mut().unwrap().machine.status =
+        baton_core::rotation::Status::Cancelled;
+    first_done.revision = store.save_secret(&first_done).await.unwrap();
+    let mut next = first_done.clone();
+    next.rotation_state = Some(RotationState {
+        machine: second,
+        timeline: Vec::new(),
+        due_at: None,
+    });
+    store.save_secret(&next).await.unwrap();
+    let history = store.rotation_history(&secret.id, 10).await.unwrap();
+    let versions: Vec<&str> = history
+        .iter()
+        .map(|r| r.machine.version_id.as_str())
+        .collect();
+    assert_eq!(versions, ["v3-token", "v2-token"], "newest first");
+    let latest = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        latest.rotation_state.unwrap().machine.version_id,
+        "v3-token"
     );
 }
 

@@ -166,6 +166,13 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest due time of any rotation, if one is due at all.
     async fn next_rotation_due(&self) -> Result<Option<Timestamp>, StoreError>;
 
+    /// A secret's rotations, newest first, at most `limit`. Their policies are not kept.
+    async fn rotation_history(
+        &self,
+        secret_id: &str,
+        limit: u32,
+    ) -> Result<Vec<baton_core::rotation::RotationState>, StoreError>;
+
     /// Fails with [`StoreError::NameTaken`] if a rotator has this name.
     async fn insert_rotator(&self, rotator: &RotatorRecord) -> Result<(), StoreError>;
     async fn find_rotator(&self, name: &str) -> Result<Option<RotatorRecord>, StoreError>;

@@ -4,6 +4,7 @@
 //! migration once. The pool is bounded; statements are prepared and cached per connection.
 
 use async_trait::async_trait;
+use baton_core::rotation::{RotationPolicy, RotationState};
 use baton_core::{SecretRecord, Timestamp};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row, types::ToSql};
@@ -161,27 +162,9 @@ async fn load_children(
     })
     .await?
     .pop();
-    let rotation = child_rows(client, schema::SELECT_ROTATION, &id, |r| {
-        schema::RotationRow {
-            version_id: r.get(0),
-            old_version_id: r.get(1),
-            phase: r.get(2),
-            phase_started_at: r.get(3),
-            status: r.get(4),
-            stopped_step: r.get(5),
-            stopped_reason: r.get(6),
-            in_flight: r.get(7),
-            attempts: r.get(8),
-            retry_at: r.get(9),
-            alerted: r.get(10),
-            gate_ready_since: r.get(11),
-            started_at: r.get(12),
-            timeline: r.get(13),
-            due_at: r.get(14),
-        }
-    })
-    .await?
-    .pop();
+    let rotation = child_rows(client, schema::SELECT_ROTATION, &id, read_rotation_row)
+        .await?
+        .pop();
     let next_rotation_at = child_rows(client, schema::SELECT_SCHEDULE, &id, |r| r.get(0))
         .await?
         .pop();
@@ -316,10 +299,13 @@ async fn write_children(
             .await
             .map_err(backend)?;
     }
-    tx.execute(schema::DELETE_ROTATION, &[&secret.id])
+    if let Some(state) = &secret.rotation_state {
+        tx.execute(
+            schema::DELETE_ROTATION,
+            &[&secret.id, &state.machine.version_id],
+        )
         .await
         .map_err(backend)?;
-    if let Some(state) = &secret.rotation_state {
         let r = schema::RotationRow::from_state(state);
         tx.execute(
             schema::INSERT_ROTATION,
@@ -467,6 +453,26 @@ async fn save_in(
     }
     write_children(tx, secret).await?;
     Ok(secret.revision + 1)
+}
+
+fn read_rotation_row(r: &Row) -> schema::RotationRow {
+    schema::RotationRow {
+        version_id: r.get(0),
+        old_version_id: r.get(1),
+        phase: r.get(2),
+        phase_started_at: r.get(3),
+        status: r.get(4),
+        stopped_step: r.get(5),
+        stopped_reason: r.get(6),
+        in_flight: r.get(7),
+        attempts: r.get(8),
+        retry_at: r.get(9),
+        alerted: r.get(10),
+        gate_ready_since: r.get(11),
+        started_at: r.get(12),
+        timeline: r.get(13),
+        due_at: r.get(14),
+    }
 }
 
 fn read_rotator(r: &Row) -> RotatorRecord {
@@ -692,6 +698,24 @@ impl Store for PostgresStore {
             .await
             .map_err(backend)?
             .get(0))
+    }
+
+    async fn rotation_history(
+        &self,
+        secret_id: &str,
+        limit: u32,
+    ) -> Result<Vec<RotationState>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client
+            .query(
+                &schema::select_rotation_history(),
+                &[&secret_id, &i64::from(limit)],
+            )
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| read_rotation_row(r).into_state(secret_id, RotationPolicy::default()))
+            .collect()
     }
 
     async fn insert_rotator(&self, rotator: &RotatorRecord) -> Result<(), StoreError> {

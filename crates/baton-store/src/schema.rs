@@ -154,6 +154,40 @@ CREATE TABLE rotators (
 );
 "#,
     ),
+    (
+        6,
+        r#"
+-- Keep every rotation, not only the latest: the history is listable. A partial unique index
+-- keeps "at most one rotation in flight per secret" a property of the database.
+CREATE TABLE rotations_v2 (
+    secret_id TEXT NOT NULL REFERENCES secrets (id) ON DELETE CASCADE,
+    version_id TEXT NOT NULL,
+    old_version_id TEXT,
+    phase TEXT NOT NULL,
+    phase_started_at {bigint} NOT NULL,
+    status TEXT NOT NULL,
+    stopped_step TEXT,
+    stopped_reason TEXT,
+    in_flight TEXT,
+    attempts {bigint} NOT NULL,
+    retry_at {bigint},
+    alerted BOOLEAN NOT NULL,
+    gate_ready_since {bigint},
+    started_at {bigint} NOT NULL,
+    timeline TEXT NOT NULL,
+    due_at {bigint},
+    PRIMARY KEY (secret_id, version_id)
+);
+INSERT INTO rotations_v2 SELECT secret_id, version_id, old_version_id, phase, phase_started_at,
+    status, stopped_step, stopped_reason, in_flight, attempts, retry_at, alerted,
+    gate_ready_since, started_at, timeline, due_at FROM rotations;
+DROP TABLE rotations;
+ALTER TABLE rotations_v2 RENAME TO rotations;
+CREATE INDEX rotations_due_at ON rotations (due_at) WHERE due_at IS NOT NULL;
+CREATE UNIQUE INDEX rotations_one_in_flight ON rotations (secret_id)
+    WHERE status IN ('running', 'stopped');
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -221,10 +255,22 @@ pub const SELECT_POLICY: &str = "SELECT propagation_delay_ms, gate_wait_max_ms, 
 pub const DELETE_POLICY: &str = "DELETE FROM rotation_policies WHERE secret_id = $1";
 pub const INSERT_POLICY: &str = "INSERT INTO rotation_policies (secret_id, propagation_delay_ms, \
     gate_wait_max_ms, retire_grace_ms, step_attempts_max, blackouts) VALUES ($1, $2, $3, $4, $5, $6)";
+const ROTATION_COLUMNS: &str = "version_id, old_version_id, phase, phase_started_at, status, \
+    stopped_step, stopped_reason, in_flight, attempts, retry_at, alerted, gate_ready_since, \
+    started_at, timeline, due_at";
+/// The latest rotation of a secret.
 pub const SELECT_ROTATION: &str = "SELECT version_id, old_version_id, phase, phase_started_at, \
     status, stopped_step, stopped_reason, in_flight, attempts, retry_at, alerted, gate_ready_since, \
-    started_at, timeline, due_at FROM rotations WHERE secret_id = $1";
-pub const DELETE_ROTATION: &str = "DELETE FROM rotations WHERE secret_id = $1";
+    started_at, timeline, due_at FROM rotations WHERE secret_id = $1 \
+    ORDER BY started_at DESC, version_id DESC LIMIT 1";
+/// A secret's rotations, newest first, at most $2.
+pub fn select_rotation_history() -> String {
+    format!(
+        "SELECT {ROTATION_COLUMNS} FROM rotations WHERE secret_id = $1 \
+         ORDER BY started_at DESC, version_id DESC LIMIT $2"
+    )
+}
+pub const DELETE_ROTATION: &str = "DELETE FROM rotations WHERE secret_id = $1 AND version_id = $2";
 pub const INSERT_ROTATION: &str = "INSERT INTO rotations (secret_id, version_id, old_version_id, \
     phase, phase_started_at, status, stopped_step, stopped_reason, in_flight, attempts, retry_at, \
     alerted, gate_ready_since, started_at, timeline, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, \
@@ -359,7 +405,7 @@ impl RotationRow {
         }
     }
 
-    fn into_state(
+    pub fn into_state(
         self,
         secret_id: &str,
         policy: RotationPolicy,

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use baton_core::rotation::{RotationPolicy, RotationState};
 use baton_core::{SecretRecord, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -251,26 +252,7 @@ fn load_children(conn: &Connection, row: SecretRow) -> Result<SecretRecord, Stor
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
     })?
     .pop();
-    let rotation = child_rows(conn, schema::SELECT_ROTATION, &id, |r| {
-        Ok(schema::RotationRow {
-            version_id: r.get(0)?,
-            old_version_id: r.get(1)?,
-            phase: r.get(2)?,
-            phase_started_at: r.get(3)?,
-            status: r.get(4)?,
-            stopped_step: r.get(5)?,
-            stopped_reason: r.get(6)?,
-            in_flight: r.get(7)?,
-            attempts: r.get(8)?,
-            retry_at: r.get(9)?,
-            alerted: r.get(10)?,
-            gate_ready_since: r.get(11)?,
-            started_at: r.get(12)?,
-            timeline: r.get(13)?,
-            due_at: r.get(14)?,
-        })
-    })?
-    .pop();
+    let rotation = child_rows(conn, schema::SELECT_ROTATION, &id, read_rotation_row)?.pop();
     let next_rotation_at = child_rows(conn, schema::SELECT_SCHEDULE, &id, |r| r.get(0))?.pop();
     row.into_record(versions, tags, replicas, policy, rotation, next_rotation_at)
 }
@@ -399,9 +381,12 @@ fn write_children(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Resu
         tx.execute(&sql(schema::INSERT_SCHEDULE), params![secret.id, at])
             .map_err(backend)?;
     }
-    tx.execute(&sql(schema::DELETE_ROTATION), [&secret.id])
-        .map_err(backend)?;
     if let Some(state) = &secret.rotation_state {
+        tx.execute(
+            &sql(schema::DELETE_ROTATION),
+            params![secret.id, state.machine.version_id],
+        )
+        .map_err(backend)?;
         let r = schema::RotationRow::from_state(state);
         tx.execute(
             &sql(schema::INSERT_ROTATION),
@@ -527,6 +512,26 @@ fn save_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<i64,
     }
     write_children(tx, secret)?;
     Ok(secret.revision + 1)
+}
+
+fn read_rotation_row(r: &Row<'_>) -> rusqlite::Result<schema::RotationRow> {
+    Ok(schema::RotationRow {
+        version_id: r.get(0)?,
+        old_version_id: r.get(1)?,
+        phase: r.get(2)?,
+        phase_started_at: r.get(3)?,
+        status: r.get(4)?,
+        stopped_step: r.get(5)?,
+        stopped_reason: r.get(6)?,
+        in_flight: r.get(7)?,
+        attempts: r.get(8)?,
+        retry_at: r.get(9)?,
+        alerted: r.get(10)?,
+        gate_ready_since: r.get(11)?,
+        started_at: r.get(12)?,
+        timeline: r.get(13)?,
+        due_at: r.get(14)?,
+    })
 }
 
 fn read_rotator(r: &Row<'_>) -> rusqlite::Result<RotatorRecord> {
@@ -811,6 +816,27 @@ impl Store for SqliteStore {
         self.read(|conn| {
             conn.query_row(&sql(schema::NEXT_ROTATION_DUE), [], |r| r.get(0))
                 .map_err(backend)
+        })
+        .await
+    }
+
+    async fn rotation_history(
+        &self,
+        secret_id: &str,
+        limit: u32,
+    ) -> Result<Vec<RotationState>, StoreError> {
+        let id = secret_id.to_owned();
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(&sql(&schema::select_rotation_history()))
+                .and_then(|mut s| {
+                    s.query_map(params![id, limit], read_rotation_row)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|row| row.into_state(&id, RotationPolicy::default()))
+                .collect()
         })
         .await
     }
