@@ -64,6 +64,33 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Runs one query and maps every row.
+    async fn rows<T>(
+        &self,
+        statement: &str,
+        args: &[&(dyn ToSql + Sync)],
+        map: impl Fn(&Row) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query(statement, args)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(map)
+            .collect())
+    }
+
+    /// Runs one statement and returns how many rows it changed.
+    async fn changed(
+        &self,
+        statement: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client.execute(statement, args).await.map_err(backend)
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;
@@ -649,33 +676,26 @@ impl Store for PostgresStore {
         &self,
         access_key_id: &str,
     ) -> Result<Option<AccessKeyRecord>, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        Ok(client
-            .query_opt(schema::SELECT_ACCESS_KEY, &[&access_key_id])
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(read_access_key))
+        Ok(self
+            .rows(
+                schema::SELECT_ACCESS_KEY,
+                &[&access_key_id],
+                read_access_key,
+            )
+            .await?
+            .pop())
     }
 
     async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        Ok(client
-            .query(schema::LIST_ACCESS_KEYS, &[])
+        self.rows(schema::LIST_ACCESS_KEYS, &[], read_access_key)
             .await
-            .map_err(backend)?
-            .iter()
-            .map(read_access_key)
-            .collect())
     }
 
     async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let n = client
-            .execute(schema::DELETE_ACCESS_KEY, &[&access_key_id])
-            .await
-            .map_err(backend)?;
-        Ok(n > 0)
+        Ok(self
+            .changed(schema::DELETE_ACCESS_KEY, &[&access_key_id])
+            .await?
+            > 0)
     }
 
     async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {
@@ -736,33 +756,18 @@ impl Store for PostgresStore {
     }
 
     async fn find_rotator(&self, name: &str) -> Result<Option<RotatorRecord>, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        Ok(client
-            .query_opt(schema::SELECT_ROTATOR, &[&name])
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(read_rotator))
+        Ok(self
+            .rows(schema::SELECT_ROTATOR, &[&name], read_rotator)
+            .await?
+            .pop())
     }
 
     async fn list_rotators(&self) -> Result<Vec<RotatorRecord>, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        Ok(client
-            .query(schema::LIST_ROTATORS, &[])
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(read_rotator)
-            .collect())
+        self.rows(schema::LIST_ROTATORS, &[], read_rotator).await
     }
 
     async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let n = client
-            .execute(schema::DELETE_ROTATOR, &[&name])
-            .await
-            .map_err(backend)?;
-        Ok(n > 0)
+        Ok(self.changed(schema::DELETE_ROTATOR, &[&name]).await? > 0)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -84,6 +84,35 @@ impl SqliteStore {
         })
     }
 
+    /// Reads every row of one statement keyed by a single text argument (or none).
+    async fn rows_by<T: Send + 'static>(
+        &self,
+        statement: &'static str,
+        key: Option<&str>,
+        map: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let key = key.map(str::to_owned);
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(statement))
+                .and_then(|mut s| match &key {
+                    Some(k) => s.query_map([k], map)?.collect(),
+                    None => s.query_map([], map)?.collect(),
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    /// Deletes by a single text key on the write connection; returns whether a row went.
+    async fn delete_by(&self, statement: &'static str, key: &str) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.with(move |conn| {
+            let n = conn.execute(&sql(statement), [&key]).map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     /// Runs `f` on the one write connection, on tokio's blocking pool.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -766,36 +795,24 @@ impl Store for SqliteStore {
         &self,
         access_key_id: &str,
     ) -> Result<Option<AccessKeyRecord>, StoreError> {
-        let id = access_key_id.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached(&sql(schema::SELECT_ACCESS_KEY))
-                .and_then(|mut s| s.query_row([&id], read_access_key).optional())
-                .map_err(backend)
-        })
-        .await
+        Ok(self
+            .rows_by(
+                schema::SELECT_ACCESS_KEY,
+                Some(access_key_id),
+                read_access_key,
+            )
+            .await?
+            .pop())
     }
 
     async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError> {
-        self.read(move |conn| {
-            conn.prepare_cached(schema::LIST_ACCESS_KEYS)
-                .and_then(|mut s| {
-                    s.query_map([], read_access_key)?
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(backend)
-        })
-        .await
+        self.rows_by(schema::LIST_ACCESS_KEYS, None, read_access_key)
+            .await
     }
 
     async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError> {
-        let id = access_key_id.to_owned();
-        self.with(move |conn| {
-            let n = conn
-                .execute(&sql(schema::DELETE_ACCESS_KEY), [&id])
-                .map_err(backend)?;
-            Ok(n > 0)
-        })
-        .await
+        self.delete_by(schema::DELETE_ACCESS_KEY, access_key_id)
+            .await
     }
 
     async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {
@@ -859,33 +876,19 @@ impl Store for SqliteStore {
     }
 
     async fn find_rotator(&self, name: &str) -> Result<Option<RotatorRecord>, StoreError> {
-        let name = name.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached(&sql(schema::SELECT_ROTATOR))
-                .and_then(|mut s| s.query_row([&name], read_rotator).optional())
-                .map_err(backend)
-        })
-        .await
+        Ok(self
+            .rows_by(schema::SELECT_ROTATOR, Some(name), read_rotator)
+            .await?
+            .pop())
     }
 
     async fn list_rotators(&self) -> Result<Vec<RotatorRecord>, StoreError> {
-        self.read(|conn| {
-            conn.prepare_cached(schema::LIST_ROTATORS)
-                .and_then(|mut s| s.query_map([], read_rotator)?.collect())
-                .map_err(backend)
-        })
-        .await
+        self.rows_by(schema::LIST_ROTATORS, None, read_rotator)
+            .await
     }
 
     async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError> {
-        let name = name.to_owned();
-        self.with(move |conn| {
-            let n = conn
-                .execute(&sql(schema::DELETE_ROTATOR), [&name])
-                .map_err(backend)?;
-            Ok(n > 0)
-        })
-        .await
+        self.delete_by(schema::DELETE_ROTATOR, name).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
