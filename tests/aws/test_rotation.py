@@ -131,7 +131,8 @@ def test_an_aws_template_rotation_function_runs_unchanged_as_a_command_rotator(s
     value = sm.get_secret_value(SecretId=unique_name)
     assert value["VersionId"] == new and len(value["SecretString"]) == 32
     assert sm.describe_secret(SecretId=unique_name)["VersionIdsToStages"] == {new: ["AWSCURRENT"]}
-    assert sm.get_secret_value(SecretId=old)["SecretString"] if False else True
+    # The old value is kept, deprecated, and still readable by its version id.
+    assert sm.get_secret_value(SecretId=unique_name, VersionId=old)["SecretString"] == "initial-password"
     # The temporary keys are gone: none is listed, and none is left in the store.
     keys = json.loads(baton(server, "admin", "access-key", "list", "--output", "json").stdout)["AccessKeys"]
     assert all(not k["AccessKeyId"].startswith("BTT") for k in keys)
@@ -154,3 +155,133 @@ def test_a_failing_command_rotator_stops_the_rotation_safely(server, sm, unique_
     assert "createSecret" in r["StatusReason"] and "exit status: 3" in r["StatusReason"], r
     assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "keep-me"
     assert sm.get_secret_value(SecretId=unique_name)["VersionId"] == old
+
+
+def wait_for_rotation(srv, name, timeout=60):
+    deadline = time.time() + timeout
+    while (r := describe_rotation(srv, name)).get("Status") not in ("Succeeded", "Stopped"):
+        assert time.time() < deadline, r
+        time.sleep(0.2)
+    return r
+
+
+@pytest.fixture
+def webhook(tmp_path):
+    """A running webhook_receiver.py: (url, secret file, log reader)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    secret_file, log_file = tmp_path / "signing-secret", tmp_path / "webhook.log"
+    secret_file.write_text("not yet registered")
+    log_file.write_text("")
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "webhook_receiver.py"), str(secret_file), str(log_file)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    port = int(proc.stdout.readline())
+
+    def log():
+        return [json.loads(line) for line in log_file.read_text().splitlines()]
+
+    yield f"http://127.0.0.1:{port}/rotate", secret_file, log
+    proc.kill()
+    proc.wait()
+
+
+def test_a_webhook_rotator_completes_a_rotation_with_signed_requests(server, sm, unique_name, webhook):
+    url, secret_file, log = webhook
+    rotator = "hook-" + unique_name.rsplit("-", 1)[-1]
+    created = json.loads(baton(server, "rotator", "create", rotator, "--webhook", url, "--output", "json").stdout)
+    assert created["WebhookUrl"] == url and created["TimeoutSeconds"] == 30
+    assert created["SigningSecret"].startswith("bws_") and len(created["SigningSecret"]) == 68
+    secret_file.write_text(created["SigningSecret"])
+    # The signing secret is shown once: listing never returns it.
+    listed = json.loads(baton(server, "rotator", "list", "--output", "json").stdout)["Rotators"]
+    mine = [r for r in listed if r["Name"] == rotator]
+    assert mine and "SigningSecret" not in mine[0] and mine[0]["WebhookUrl"] == url
+
+    old = sm.create_secret(Name=unique_name, SecretString="initial-password")["VersionId"]
+    awsraw.call(server, "baton.PutRotationPolicy",
+                {"SecretId": unique_name, "PropagationDelaySeconds": 1, "RetireGraceSeconds": 0})
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:{rotator}"
+    new = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
+    r = wait_for_rotation(server, unique_name)
+    assert r["Status"] == "Succeeded", r
+    assert [e["step"] for e in log()] == ["createSecret", "setSecret", "testSecret", "finishSecret"]
+    assert all(e["outcome"] == "ok" for e in log()), log()
+    value = sm.get_secret_value(SecretId=unique_name)
+    assert value["VersionId"] == new and len(value["SecretString"]) == 32
+    assert sm.get_secret_value(SecretId=unique_name, VersionId=old)["SecretString"] == "initial-password"
+    keys = json.loads(baton(server, "admin", "access-key", "list", "--output", "json").stdout)["AccessKeys"]
+    assert all(not k["AccessKeyId"].startswith("BTT") for k in keys)
+
+
+def test_a_webhook_that_refuses_the_signature_stops_the_rotation_safely(server, sm, unique_name, webhook):
+    url, secret_file, log = webhook
+    rotator = "hook-bad-" + unique_name.rsplit("-", 1)[-1]
+    baton(server, "rotator", "create", rotator, "--webhook", url, "--timeout-seconds", "5")
+    secret_file.write_text("bws_" + "0" * 64)  # not the secret Baton signs with
+    old = sm.create_secret(Name=unique_name, SecretString="keep-me")["VersionId"]
+    awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "MaxAttempts": 2})
+    sm.rotate_secret(SecretId=unique_name,
+                     RotationLambdaARN=f"arn:aws:lambda:us-east-1:{server.account_id}:function:{rotator}")
+    r = wait_for_rotation(server, unique_name)
+    assert r["Status"] == "Stopped", r
+    assert "HTTP 401" in r["StatusReason"] and "createSecret" in r["StatusReason"], r
+    assert {e["outcome"] for e in log()} == {"bad-signature"}
+    value = sm.get_secret_value(SecretId=unique_name)
+    assert value["SecretString"] == "keep-me" and value["VersionId"] == old
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--webhook", "http://rotator.example/rotate"], "plain http is allowed only to a loopback address"),
+    (["--webhook", "https://user:pw@rotator.example/"], "must not contain user information"),
+    (["--webhook", "ftp://rotator.example/"], "not an absolute http(s) URL"),
+    (["--webhook", "https://rotator.example/", "--timeout-seconds", "901"], "between 1 and 900"),
+])
+def test_webhook_rotators_are_validated(server, unique_name, args, message):
+    r = baton(server, "rotator", "create", "v-" + unique_name.rsplit("-", 1)[-1], *args, check=False)
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+
+
+def test_a_rotator_is_a_command_or_a_webhook_not_both(server, unique_name):
+    status, body = awsraw.call(server, "baton.CreateRotator", {
+        "Name": "both-" + unique_name.rsplit("-", 1)[-1], "Command": "true", "WebhookUrl": "https://x.example/"})
+    assert status == 400 and body["__type"] == "InvalidParameterException", body
+    assert "exactly one of Command and WebhookUrl" in body["Message"]
+
+
+def test_the_keypair_rotator_generates_a_key_pair_whose_jwk_names_its_version(server, sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString=json.dumps({"key_type": "ECC_NIST_P256", "issuer": "auth"}))
+    awsraw.call(server, "baton.PutRotationPolicy",
+                {"SecretId": unique_name, "PropagationDelaySeconds": 1, "RetireGraceSeconds": 0})
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-keypair"
+    new = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
+    r = wait_for_rotation(server, unique_name)
+    assert r["Status"] == "Succeeded", r
+    value = sm.get_secret_value(SecretId=unique_name)
+    assert value["VersionId"] == new
+    doc = json.loads(value["SecretString"])
+    assert doc["issuer"] == "auth" and doc["key_type"] == "ECC_NIST_P256"
+    assert doc["private_key_pem"].startswith("-----BEGIN PRIVATE KEY-----\n")
+    assert doc["public_key_pem"].startswith("-----BEGIN PUBLIC KEY-----\n")
+    jwk = doc["public_jwk"]
+    assert jwk == {**jwk, "kty": "EC", "crv": "P-256", "kid": new, "alg": "ES256", "use": "sig"}
+    assert "d" not in jwk  # the JWK is public only
+    # A second rotation makes a different key, whose kid is the next version.
+    new2 = sm.rotate_secret(SecretId=unique_name)["VersionId"]
+    assert wait_for_rotation(server, unique_name)["Status"] == "Succeeded"
+    doc2 = json.loads(sm.get_secret_value(SecretId=unique_name)["SecretString"])
+    assert doc2["public_jwk"]["kid"] == new2 and doc2["public_jwk"]["x"] != jwk["x"]
+
+
+def test_the_keypair_rotator_refuses_an_unknown_key_type_and_keeps_the_value(server, sm, unique_name):
+    original = json.dumps({"key_type": "DSA_1024"})
+    sm.create_secret(Name=unique_name, SecretString=original)
+    awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "MaxAttempts": 1})
+    sm.rotate_secret(SecretId=unique_name,
+                     RotationLambdaARN=f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-keypair")
+    r = wait_for_rotation(server, unique_name)
+    assert r["Status"] == "Stopped" and "DSA_1024" in r["StatusReason"], r
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == original

@@ -1719,10 +1719,10 @@ impl Baton {
         })
     }
 
-    /// Registers an external rotator: a command that receives AWS's rotation event on stdin.
+    /// Registers an external rotator: a command that receives AWS's rotation event on stdin, or
+    /// a URL that receives it in a signed POST.
     pub async fn create_rotator(&self, req: p::Rotator) -> Result<p::Rotator, ApiError> {
         let name = required(&req.name, "name")?;
-        let command = required(&req.command, "command")?;
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -1739,14 +1739,49 @@ impl Baton {
                  is not available."
             )));
         }
-        if command.trim().is_empty() || command.len() > 4096 {
-            return Err(ApiError::InvalidParameter(
-                "The command must be 1 to 4096 characters.".to_owned(),
-            ));
+        let timeout_seconds = req.timeout_seconds;
+        if let Some(t) = timeout_seconds
+            && !(1..=ROTATOR_TIMEOUT_MAX_SECONDS).contains(&t)
+        {
+            return Err(ApiError::InvalidParameter(format!(
+                "TimeoutSeconds must be between 1 and {ROTATOR_TIMEOUT_MAX_SECONDS}; got {t}."
+            )));
         }
+        let mut signing_secret = None;
+        let (target, default_timeout) = match (&req.command, &req.webhook_url) {
+            (Some(command), None) => {
+                if command.trim().is_empty() || command.len() > 4096 {
+                    return Err(ApiError::InvalidParameter(
+                        "The command must be 1 to 4096 characters.".to_owned(),
+                    ));
+                }
+                (baton_store::RotatorTarget::Command(command.clone()), 120)
+            }
+            (None, Some(url)) => {
+                check_webhook_url(url)?;
+                let secret = baton_crypto::webhook::new_signing_secret()?;
+                let sealed = self
+                    .root_key
+                    .seal(secret.expose(), &baton_crypto::signing_secret_aad(name))?;
+                signing_secret = Some(secret);
+                (
+                    baton_store::RotatorTarget::Webhook {
+                        url: url.clone(),
+                        sealed_signing_secret: sealed,
+                    },
+                    30,
+                )
+            }
+            _ => {
+                return Err(ApiError::InvalidParameter(
+                    "Give exactly one of Command and WebhookUrl.".to_owned(),
+                ));
+            }
+        };
         let record = baton_store::RotatorRecord {
             name: name.to_owned(),
-            command: command.to_owned(),
+            target,
+            timeout_ms: timeout_seconds.unwrap_or(default_timeout) * 1000,
             created_at: now_ms(),
         };
         match self.store.insert_rotator(&record).await {
@@ -1758,11 +1793,10 @@ impl Baton {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(p::Rotator {
-            name: Some(record.name),
-            command: Some(record.command),
-            create_date: Some(seconds(record.created_at)),
-        })
+        let mut wire = wire_rotator(record);
+        wire.signing_secret =
+            signing_secret.map(|s| String::from_utf8_lossy(s.expose()).into_owned());
+        Ok(wire)
     }
 
     pub async fn list_rotators(&self) -> Result<p::ListRotatorsResponse, ApiError> {
@@ -1772,11 +1806,7 @@ impl Baton {
                     .list_rotators()
                     .await?
                     .into_iter()
-                    .map(|r| p::Rotator {
-                        name: Some(r.name),
-                        command: Some(r.command),
-                        create_date: Some(seconds(r.created_at)),
-                    })
+                    .map(wire_rotator)
                     .collect(),
             ),
         })
@@ -2181,6 +2211,61 @@ fn decode_next_token(token: &Option<String>) -> Result<usize, ApiError> {
         .ok_or_else(|| ApiError::InvalidNextToken("The NextToken value is invalid.".to_owned()))
 }
 
+/// The longest step a rotator may take, as a Lambda function's maximum timeout.
+const ROTATOR_TIMEOUT_MAX_SECONDS: i64 = 900;
+
+fn wire_rotator(r: baton_store::RotatorRecord) -> p::Rotator {
+    let (command, webhook_url) = match r.target {
+        baton_store::RotatorTarget::Command(command) => (Some(command), None),
+        baton_store::RotatorTarget::Webhook { url, .. } => (None, Some(url)),
+    };
+    p::Rotator {
+        name: Some(r.name),
+        command,
+        webhook_url,
+        timeout_seconds: Some(r.timeout_ms / 1000),
+        signing_secret: None,
+        create_date: Some(seconds(r.created_at)),
+    }
+}
+
+/// A webhook rotator receives temporary credentials, so its URL must be HTTPS, or plain HTTP
+/// only to this machine's loopback, and must not carry credentials of its own.
+fn check_webhook_url(url: &str) -> Result<(), ApiError> {
+    let invalid = |why: &str| ApiError::InvalidParameter(format!("Invalid WebhookUrl: {why}."));
+    if url.len() > 2048 {
+        return Err(invalid("it is longer than 2048 characters"));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| invalid("it is not an absolute http(s) URL"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| invalid("it is not an absolute http(s) URL"))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid("it must not contain user information"));
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare == "localhost"
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err(invalid(
+                    "plain http is allowed only to a loopback address; use https, because the \
+                     rotator is sent temporary credentials",
+                ))
+            }
+        }
+        _ => Err(invalid("it is not an absolute http(s) URL")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -2284,6 +2369,29 @@ mod tests {
                     .open_value(&data_key, &secret, &version.version_id)
                     .is_err()
             );
+        }
+    }
+
+    #[test]
+    fn webhook_urls_must_be_https_or_loopback_http() {
+        for ok in [
+            "https://rotator.example/rotate",
+            "https://10.0.0.5:8443/x?y=1",
+            "http://127.0.0.1:9000/rotate",
+            "http://localhost/rotate",
+            "http://[::1]:8080/",
+        ] {
+            assert!(super::check_webhook_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.5/rotate",
+            "http://rotator.example/",
+            "https://user:pw@rotator.example/",
+            "ftp://rotator.example/",
+            "/relative",
+            "not a url",
+        ] {
+            assert!(super::check_webhook_url(bad).is_err(), "{bad}");
         }
     }
 }

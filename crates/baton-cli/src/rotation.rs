@@ -313,13 +313,23 @@ pub async fn run(
 
 #[derive(Debug, Subcommand)]
 pub enum RotatorCommand {
-    /// Register a command that runs each rotation step with AWS's rotation event on stdin.
+    /// Register a command or a webhook that performs each rotation step. It gets AWS's rotation
+    /// event (Step, SecretId, ClientRequestToken) and a temporary key for that one secret.
+    #[command(group(clap::ArgGroup::new("kind").required(true).args(["command", "webhook"])))]
     Create {
         name: String,
-        /// Run by `sh -c` with AWS_ENDPOINT_URL, AWS_REGION and a temporary key for the one
-        /// secret being rotated, so an AWS rotation function runs unchanged.
+        /// Run by `sh -c` with the event on stdin, and AWS_ENDPOINT_URL, AWS_REGION and the
+        /// temporary key in its environment, so an AWS rotation function runs unchanged.
         #[arg(long)]
-        command: String,
+        command: Option<String>,
+        /// POST the event, signed with HMAC-SHA256 (Baton-Signature and Baton-Timestamp
+        /// headers), with the endpoint and temporary key under "Baton". A 2xx answer is
+        /// success. HTTPS, or plain HTTP to a loopback address only.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// How long one step may take (1-900 s). Default: 120 for commands, 30 for webhooks.
+        #[arg(long)]
+        timeout_seconds: Option<i64>,
     },
     /// List registered rotators.
     List,
@@ -333,18 +343,31 @@ pub async fn run_rotator(
     command: RotatorCommand,
 ) -> anyhow::Result<()> {
     match command {
-        RotatorCommand::Create { name, command } => {
+        RotatorCommand::Create {
+            name,
+            command,
+            webhook,
+            timeout_seconds,
+        } => {
             let r: p::Rotator = client
                 .call(
                     "baton.CreateRotator",
                     &p::Rotator {
                         name: Some(name),
-                        command: Some(command),
-                        create_date: None,
+                        command,
+                        webhook_url: webhook,
+                        timeout_seconds,
+                        ..Default::default()
                     },
                 )
                 .await?;
             show(format, &r, |r| {
+                if let Some(secret) = &r.signing_secret {
+                    println!(
+                        "signing secret (shown once; give it to the webhook to verify \
+                         Baton-Signature): {secret}"
+                    );
+                }
                 println!(
                     "rotator {} registered; use it with RotationLambdaARN \
                      arn:aws:lambda:<region>:<account>:function:{} or `baton rotation start --rotator {}`",
@@ -359,14 +382,21 @@ pub async fn run_rotator(
                 client.call("baton.ListRotators", &p::Empty {}).await?;
             show(format, &r, |r| {
                 table(
-                    &["Name", "Command", "Created"],
+                    &["Name", "Kind", "Target", "Timeout", "Created"],
                     r.rotators
                         .iter()
                         .flatten()
                         .map(|x| {
+                            let (kind, target) = match (&x.command, &x.webhook_url) {
+                                (Some(command), _) => ("command", command.clone()),
+                                (None, Some(url)) => ("webhook", url.clone()),
+                                (None, None) => ("", String::new()),
+                            };
                             vec![
                                 x.name.clone().unwrap_or_default(),
-                                x.command.clone().unwrap_or_default(),
+                                kind.to_owned(),
+                                target,
+                                format!("{}s", x.timeout_seconds.unwrap_or_default()),
                                 date(x.create_date),
                             ]
                         })

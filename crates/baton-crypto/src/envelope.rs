@@ -196,6 +196,11 @@ pub fn access_key_aad(access_key_id: &str) -> String {
     format!("baton:access-key:v1:{access_key_id}")
 }
 
+/// The authenticated data binding a webhook rotator's sealed signing secret to its name.
+pub fn signing_secret_aad(rotator_name: &str) -> String {
+    format!("baton:signing-secret:v1:{rotator_name}")
+}
+
 fn wrap_aad(context: &str) -> Vec<u8> {
     format!("baton:data-key:v1:{context}").into_bytes()
 }

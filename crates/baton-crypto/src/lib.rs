@@ -6,11 +6,16 @@
 //! aws-lc-rs, does all of the work.
 
 mod envelope;
+mod keypair;
 mod password;
 mod secret_bytes;
 pub mod sigv4;
+pub mod webhook;
 
-pub use envelope::{DataKey, RootKey, SEALED_FORMAT_V1, access_key_aad, value_aad};
+pub use envelope::{
+    DataKey, RootKey, SEALED_FORMAT_V1, access_key_aad, signing_secret_aad, value_aad,
+};
+pub use keypair::{GeneratedKeyPair, KeyPairType, generate_key_pair};
 pub use password::{
     PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, PasswordError, PasswordOptions, random_password,
 };
@@ -24,6 +29,8 @@ pub enum CryptoError {
     OpenFailed,
     #[error("the system random number generator failed")]
     Random,
+    #[error("could not generate a {0} key pair")]
+    KeyGeneration(&'static str),
     #[error("root key file {path}: {reason}")]
     RootKeyFile { path: String, reason: String },
 }

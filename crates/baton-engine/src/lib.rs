@@ -17,16 +17,17 @@ use baton_core::rotation::{
     Command, ConsumerStatus, Input, Rotation, RotationError, RotationState, Step,
 };
 use baton_core::{
-    AWSCURRENT, AWSPENDING, AWSPREVIOUS, CoreError, LabelMove, NewVersion, SecretRecord,
-    SecretValueKind, Timestamp,
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, CoreError, LabelMove, SecretRecord, Timestamp,
 };
-use baton_crypto::{PasswordOptions, RootKey, value_aad};
+use baton_crypto::RootKey;
 use baton_store::{Store, StoreError};
+
+mod builtin;
+mod external;
+
+pub use builtin::{Builtin, DEFAULT_KEY_TYPE, KEYPAIR_ROTATOR, RANDOM_ROTATOR};
 use tokio::sync::{Notify, watch};
 
-/// The built-in rotator that generates a random password, referenced by a RotationLambdaARN
-/// whose function name is this.
-pub const RANDOM_ROTATOR: &str = "baton-random";
 /// Due rotations taken per pass of the engine.
 const DUE_BATCH_MAX: u32 = 100;
 /// Commands one drive performs at most before it saves and yields.
@@ -64,25 +65,8 @@ pub fn rotator_name(lambda_arn: &str) -> &str {
 
 /// Whether the rotation function is one of Baton's built-in rotators.
 pub fn is_builtin(lambda_arn: &str) -> bool {
-    rotator_name(lambda_arn) == RANDOM_ROTATOR
+    Builtin::from_name(rotator_name(lambda_arn)).is_some()
 }
-
-/// The rotation event an AWS rotation function receives, and its `Step` names.
-fn aws_step_name(step: Step) -> Option<&'static str> {
-    match step {
-        Step::Create => Some("createSecret"),
-        Step::Set => Some("setSecret"),
-        Step::Test => Some("testSecret"),
-        Step::Promote => Some("finishSecret"),
-        // AWS functions know no retire step; the engine removes AWSPREVIOUS itself.
-        Step::Retire => None,
-    }
-}
-
-/// How long an external rotator's step may run before it is killed and counted as failed.
-const EXTERNAL_STEP_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the temporary key of one external step stays valid.
-const TEMPORARY_KEY_TTL_MS: Timestamp = 15 * 60_000;
 
 /// Where external rotators reach this server.
 #[derive(Debug, Clone)]
@@ -217,6 +201,8 @@ pub struct Engine {
     wake: Arc<Notify>,
     crash_hook: Option<CrashPoint>,
     endpoint: Option<Endpoint>,
+    /// Calls webhook rotators.
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Engine {
@@ -237,6 +223,11 @@ impl Engine {
             wake: Arc::new(Notify::new()),
             crash_hook,
             endpoint: None,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -425,286 +416,21 @@ impl Engine {
         step: Step,
         now: Timestamp,
     ) -> Result<(), String> {
-        let rotator = secret
-            .rotation
-            .lambda_arn
-            .as_deref()
-            .map(rotator_name)
-            .unwrap_or_default()
-            .to_owned();
-        if rotator != RANDOM_ROTATOR {
-            return Err(format!(
-                "the rotation function {rotator:?} is not available: Baton runs only the \
-                 built-in {RANDOM_ROTATOR} so far"
-            ));
-        }
-        match step {
-            Step::Create => self.create_random_value(secret, rotation, now),
-            // The random rotator has no target system to set or test.
-            Step::Set | Step::Test => Ok(()),
-            Step::Promote => promote_labels(secret, rotation, now),
-            Step::Retire => retire_labels(secret, rotation, now),
-        }
-    }
-
-    /// Runs one step of an external rotator: the command gets the AWS rotation event on
-    /// standard input and a temporary key that may act only on this secret. Afterwards the
-    /// secret is read again (the rotator wrote through the API) and the engine's part of the
-    /// step is applied to that fresh copy.
-    async fn perform_external(
-        &self,
-        secret: &SecretRecord,
-        rotation: &Rotation,
-        step: Step,
-        now: Timestamp,
-    ) -> Result<SecretRecord, String> {
         let name = secret
             .rotation
             .lambda_arn
             .as_deref()
             .map(rotator_name)
             .unwrap_or_default();
-        let rotator = self
-            .store
-            .find_rotator(name)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!("no rotator named {name:?} is registered (baton rotator create)")
-            })?;
-        if step == Step::Create {
-            self.create_empty_pending_version(secret, rotation, now)
-                .await?;
-        }
-        if let Some(aws_step) = aws_step_name(step) {
-            self.run_command(&rotator, secret, rotation, aws_step, now)
-                .await?;
-        }
-        let mut fresh = self
-            .store
-            .find_secret_by_arn(&secret.arn)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "the secret was deleted during its rotation".to_owned())?;
-        fresh.rotation_state = None;
+        let builtin = Builtin::from_name(name)
+            .ok_or_else(|| format!("{name:?} is not a built-in rotator"))?;
         match step {
-            Step::Create => {
-                let stored = fresh.version(&rotation.version_id).is_some_and(|v| {
-                    v.kind != SecretValueKind::Empty
-                        && (v.labels.contains(AWSPENDING) || v.labels.contains(AWSCURRENT))
-                });
-                if !stored {
-                    return Err(format!(
-                        "the rotator's createSecret did not store version {} as AWSPENDING",
-                        rotation.version_id
-                    ));
-                }
-                Ok(fresh)
-            }
-            Step::Set | Step::Test => Ok(fresh),
-            Step::Promote => promote_labels(&mut fresh, rotation, now).map(|()| fresh),
-            Step::Retire => retire_labels(&mut fresh, rotation, now).map(|()| fresh),
+            Step::Create => builtin::create_value(&self.root_key, builtin, secret, rotation, now),
+            // Built-in rotators have no target system to set or test.
+            Step::Set | Step::Test => Ok(()),
+            Step::Promote => promote_labels(secret, rotation, now),
+            Step::Retire => retire_labels(secret, rotation, now),
         }
-    }
-
-    /// As AWS does before createSecret: the new version exists, labelled AWSPENDING, with no
-    /// value yet; the rotator's PutSecretValue with the same token fills it.
-    async fn create_empty_pending_version(
-        &self,
-        secret: &SecretRecord,
-        rotation: &Rotation,
-        now: Timestamp,
-    ) -> Result<(), String> {
-        let mut fresh = self
-            .store
-            .find_secret_by_arn(&secret.arn)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "the secret was deleted during its rotation".to_owned())?;
-        if fresh.version(&rotation.version_id).is_some() {
-            return Ok(());
-        }
-        fresh
-            .add_version(
-                NewVersion {
-                    version_id: rotation.version_id.clone(),
-                    kind: SecretValueKind::Empty,
-                    sealed_value: Vec::new(),
-                    labels: Some(vec![AWSPENDING.to_owned()]),
-                },
-                now,
-            )
-            .map_err(|e| e.to_string())?;
-        self.store
-            .save_secret(&fresh)
-            .await
-            .map_err(|e| format!("could not store the pending version: {e}"))?;
-        Ok(())
-    }
-
-    async fn run_command(
-        &self,
-        rotator: &baton_store::RotatorRecord,
-        secret: &SecretRecord,
-        rotation: &Rotation,
-        aws_step: &str,
-        now: Timestamp,
-    ) -> Result<(), String> {
-        use tokio::io::AsyncWriteExt as _;
-        let endpoint = self
-            .endpoint
-            .clone()
-            .ok_or_else(|| "external rotators need the server's endpoint".to_owned())?;
-        let (key_id, key_secret) = self.issue_temporary_key(&secret.arn, now).await?;
-        let event = serde_json::json!({
-            "Step": aws_step,
-            "SecretId": secret.arn,
-            "ClientRequestToken": rotation.version_id,
-        });
-        let mut command = tokio::process::Command::new("sh");
-        command
-            .arg("-c")
-            .arg(&rotator.command)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        // The rotator gets its own key and nothing of the server's.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            if name.starts_with("AWS_") || name.starts_with("BATON_") {
-                command.env_remove(&name);
-            }
-        }
-        command
-            .env("AWS_ENDPOINT_URL", &endpoint.url)
-            .env("AWS_REGION", &secret.region)
-            .env("AWS_DEFAULT_REGION", &secret.region)
-            .env("AWS_ACCESS_KEY_ID", &key_id)
-            .env("AWS_SECRET_ACCESS_KEY", key_secret.expose_str());
-        if let Some(ca) = &endpoint.ca_bundle {
-            command.env("AWS_CA_BUNDLE", ca);
-        }
-        let result = async {
-            let mut child = command
-                .spawn()
-                .map_err(|e| format!("could not start rotator {}: {e}", rotator.name))?;
-            if let Some(mut stdin) = child.stdin.take() {
-                // A command that exits without reading its input closes the pipe; its exit
-                // status, not the failed write, says whether the step succeeded.
-                let _ = stdin.write_all(event.to_string().as_bytes()).await;
-                drop(stdin);
-            }
-            match tokio::time::timeout(EXTERNAL_STEP_TIMEOUT, child.wait()).await {
-                Ok(Ok(status)) if status.success() => Ok(()),
-                Ok(Ok(status)) => Err(format!(
-                    "rotator {} failed its {aws_step} step ({status})",
-                    rotator.name
-                )),
-                Ok(Err(e)) => Err(format!("rotator {}: {e}", rotator.name)),
-                Err(_) => Err(format!(
-                    "rotator {} did not finish its {aws_step} step within {:?}",
-                    rotator.name, EXTERNAL_STEP_TIMEOUT
-                )),
-            }
-        }
-        .await;
-        if let Err(e) = self.store.delete_access_key(&key_id).await {
-            tracing::warn!(error = %e, "could not delete a rotation's temporary key; it expires by itself");
-        }
-        result
-    }
-
-    /// A key valid for `TEMPORARY_KEY_TTL_MS` that may act only on `arn`.
-    async fn issue_temporary_key(
-        &self,
-        arn: &str,
-        now: Timestamp,
-    ) -> Result<(String, TemporarySecret), String> {
-        let mut raw = [0u8; 30];
-        baton_crypto::fill_random(&mut raw).map_err(|e| e.to_string())?;
-        let hex: String = raw.iter().map(|b| format!("{b:02X}")).collect();
-        let key_id = format!("BTT{}", &hex[..17]);
-        let secret = TemporarySecret(baton_crypto::SecretBytes::from(hex[17..].to_owned()));
-        let record = baton_store::AccessKeyRecord {
-            sealed_secret: self
-                .root_key
-                .seal(secret.0.expose(), &baton_crypto::access_key_aad(&key_id))
-                .map_err(|e| e.to_string())?,
-            access_key_id: key_id.clone(),
-            user_name: "rotation".to_owned(),
-            created_at: now,
-            scope_arn: Some(arn.to_owned()),
-            expires_at: Some(now + TEMPORARY_KEY_TTL_MS),
-        };
-        self.store
-            .insert_access_key(&record)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((key_id, secret))
-    }
-
-    /// The random rotator's createSecret: a new password as the pending version. A JSON object
-    /// value keeps its other fields and gets a new `password`.
-    fn create_random_value(
-        &self,
-        secret: &mut SecretRecord,
-        rotation: &Rotation,
-        now: Timestamp,
-    ) -> Result<(), String> {
-        if secret.version(&rotation.version_id).is_some() {
-            return Ok(());
-        }
-        let data_key = self
-            .root_key
-            .unwrap(&secret.wrapped_data_key, &secret.id)
-            .map_err(|e| e.to_string())?;
-        let password = baton_crypto::random_password(&PasswordOptions::default())
-            .map_err(|e| e.to_string())?;
-        let password = std::str::from_utf8(password.expose())
-            .map_err(|_| "generated password is not UTF-8".to_owned())?
-            .to_owned();
-        let current_json = match &rotation.old_version_id {
-            Some(old) => secret
-                .version(old)
-                .filter(|v| v.kind == SecretValueKind::String)
-                .map(|v| data_key.open(&v.sealed_value, &value_aad(&secret.id, old)))
-                .transpose()
-                .map_err(|e| e.to_string())?
-                .and_then(|plain| serde_json::from_slice::<serde_json::Value>(plain.expose()).ok())
-                .filter(serde_json::Value::is_object),
-            None => None,
-        };
-        let value = baton_crypto::SecretBytes::from(match current_json {
-            Some(mut object) => {
-                object["password"] = serde_json::Value::String(password);
-                object.to_string()
-            }
-            None => password,
-        });
-        let sealed_value = data_key
-            .seal(value.expose(), &value_aad(&secret.id, &rotation.version_id))
-            .map_err(|e| e.to_string())?;
-        secret
-            .add_version(
-                NewVersion {
-                    version_id: rotation.version_id.clone(),
-                    kind: SecretValueKind::String,
-                    sealed_value,
-                    labels: Some(vec![AWSPENDING.to_owned()]),
-                },
-                now,
-            )
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// A temporary key's secret half, wiped on drop.
-struct TemporarySecret(baton_crypto::SecretBytes);
-
-impl TemporarySecret {
-    fn expose_str(&self) -> &str {
-        std::str::from_utf8(self.0.expose()).unwrap_or_default()
     }
 }
 
@@ -783,7 +509,8 @@ fn drop_pending(secret: &mut SecretRecord, rotation: &Rotation, now: Timestamp) 
 
 #[cfg(test)]
 mod tests {
-    use baton_core::{DeletionState, RotationConfig, RotationRules};
+    use baton_core::{DeletionState, NewVersion, RotationConfig, RotationRules, SecretValueKind};
+    use baton_crypto::value_aad;
     use baton_store::SqliteStore;
 
     use super::*;

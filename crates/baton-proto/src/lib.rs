@@ -63,6 +63,7 @@ const SENSITIVE_FIELDS: &[&str] = &[
     "secret_binary",
     "random_password",
     "secret_access_key",
+    "signing_secret",
 ];
 
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -440,11 +441,18 @@ wire!(
     }
 );
 
-wire!(Rotator {
-    name: Option<String>,
-    command: Option<String>,
-    create_date: Option<f64>,
-});
+wire!(
+    /// An external rotator: exactly one of `Command` and `WebhookUrl`. `SigningSecret` is
+    /// returned once, by `baton.CreateRotator` for a webhook.
+    Rotator {
+        name: Option<String>,
+        command: Option<String>,
+        webhook_url: Option<String>,
+        timeout_seconds: Option<i64>,
+        signing_secret: Option<String>,
+        create_date: Option<f64>,
+    }
+);
 
 wire!(ListRotatorsResponse { rotators: Option<Vec<Rotator>> });
 

@@ -586,9 +586,25 @@ pub async fn an_empty_version_is_filled_once(store: &dyn Store) {
 pub async fn rotators_round_trip(store: &dyn Store) {
     let rotator = crate::RotatorRecord {
         name: unique("rot-"),
-        command: "python3 rotate.py --flag 'quoted arg'".into(),
+        target: crate::RotatorTarget::Command("python3 rotate.py --flag 'quoted arg'".into()),
+        timeout_ms: 120_000,
         created_at: 7,
     };
+    let webhook = crate::RotatorRecord {
+        name: unique("hook-"),
+        target: crate::RotatorTarget::Webhook {
+            url: "https://rotator.example/rotate".into(),
+            sealed_signing_secret: b"sealed".to_vec(),
+        },
+        timeout_ms: 5_000,
+        created_at: 8,
+    };
+    store.insert_rotator(&webhook).await.unwrap();
+    assert_eq!(
+        store.find_rotator(&webhook.name).await.unwrap(),
+        Some(webhook.clone())
+    );
+    assert!(store.delete_rotator(&webhook.name).await.unwrap());
     store.insert_rotator(&rotator).await.unwrap();
     assert!(matches!(
         store.insert_rotator(&rotator).await,

@@ -79,12 +79,27 @@ impl std::fmt::Debug for AccessKeyRecord {
     }
 }
 
-/// An external rotator: a command that receives AWS's rotation event on standard input.
+/// An external rotator, referenced by name from a RotationLambdaARN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotatorRecord {
     pub name: String,
-    pub command: String,
+    pub target: RotatorTarget,
+    /// How long one step may run before it counts as failed.
+    pub timeout_ms: i64,
     pub created_at: Timestamp,
+}
+
+/// What an external rotator runs for each step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotatorTarget {
+    /// A command run by `sh -c` with AWS's rotation event on standard input.
+    Command(String),
+    /// A URL that receives AWS's rotation event in a signed POST. The signing secret is sealed
+    /// under the root key, bound to the rotator's name.
+    Webhook {
+        url: String,
+        sealed_signing_secret: Vec<u8>,
+    },
 }
 
 /// The persistence interface. Both engines implement it identically; see [`conformance`].

@@ -502,11 +502,14 @@ fn read_rotation_row(r: &Row) -> schema::RotationRow {
     }
 }
 
-fn read_rotator(r: &Row) -> RotatorRecord {
-    RotatorRecord {
+fn read_rotator(r: &Row) -> schema::RotatorRow {
+    schema::RotatorRow {
         name: r.get(0),
-        command: r.get(1),
-        created_at: r.get(2),
+        kind: r.get(1),
+        target: r.get(2),
+        sealed_signing_secret: r.get(3),
+        timeout_ms: r.get(4),
+        created_at: r.get(5),
     }
 }
 
@@ -739,11 +742,19 @@ impl Store for PostgresStore {
     }
 
     async fn insert_rotator(&self, rotator: &RotatorRecord) -> Result<(), StoreError> {
+        let r = schema::RotatorRow::from_record(rotator);
         let client = self.pool.get().await.map_err(pool_error)?;
         match client
             .execute(
                 schema::INSERT_ROTATOR,
-                &[&rotator.name, &rotator.command, &rotator.created_at],
+                &[
+                    &r.name,
+                    &r.kind,
+                    &r.target,
+                    &r.sealed_signing_secret,
+                    &r.timeout_ms,
+                    &r.created_at,
+                ],
             )
             .await
         {
@@ -756,14 +767,19 @@ impl Store for PostgresStore {
     }
 
     async fn find_rotator(&self, name: &str) -> Result<Option<RotatorRecord>, StoreError> {
-        Ok(self
-            .rows(schema::SELECT_ROTATOR, &[&name], read_rotator)
+        self.rows(schema::SELECT_ROTATOR, &[&name], read_rotator)
             .await?
-            .pop())
+            .pop()
+            .map(schema::RotatorRow::into_record)
+            .transpose()
     }
 
     async fn list_rotators(&self) -> Result<Vec<RotatorRecord>, StoreError> {
-        self.rows(schema::LIST_ROTATORS, &[], read_rotator).await
+        self.rows(schema::LIST_ROTATORS, &[], read_rotator)
+            .await?
+            .into_iter()
+            .map(schema::RotatorRow::into_record)
+            .collect()
     }
 
     async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError> {

@@ -188,6 +188,23 @@ CREATE UNIQUE INDEX rotations_one_in_flight ON rotations (secret_id)
     WHERE status IN ('running', 'stopped');
 "#,
     ),
+    (
+        7,
+        r#"
+-- Rotators are commands or webhooks; a webhook's signing secret is sealed under the root key.
+CREATE TABLE rotators_v2 (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    sealed_signing_secret {blob},
+    timeout_ms {bigint} NOT NULL,
+    created_at {bigint} NOT NULL
+);
+INSERT INTO rotators_v2 SELECT name, 'command', command, NULL, 120000, created_at FROM rotators;
+DROP TABLE rotators;
+ALTER TABLE rotators_v2 RENAME TO rotators;
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -292,10 +309,12 @@ pub const SELECT_SCHEDULE: &str =
 pub const DELETE_SCHEDULE: &str = "DELETE FROM rotation_schedules WHERE secret_id = $1";
 pub const INSERT_SCHEDULE: &str =
     "INSERT INTO rotation_schedules (secret_id, next_rotation_at) VALUES ($1, $2)";
-pub const INSERT_ROTATOR: &str =
-    "INSERT INTO rotators (name, command, created_at) VALUES ($1, $2, $3)";
-pub const SELECT_ROTATOR: &str = "SELECT name, command, created_at FROM rotators WHERE name = $1";
-pub const LIST_ROTATORS: &str = "SELECT name, command, created_at FROM rotators ORDER BY name";
+pub const INSERT_ROTATOR: &str = "INSERT INTO rotators (name, kind, target, \
+    sealed_signing_secret, timeout_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub const SELECT_ROTATOR: &str = "SELECT name, kind, target, sealed_signing_secret, timeout_ms, \
+    created_at FROM rotators WHERE name = $1";
+pub const LIST_ROTATORS: &str = "SELECT name, kind, target, sealed_signing_secret, timeout_ms, \
+    created_at FROM rotators ORDER BY name";
 pub const DELETE_ROTATOR: &str = "DELETE FROM rotators WHERE name = $1";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
 pub const DUE_FOR_PURGE: &str = "SELECT id FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
@@ -620,5 +639,58 @@ impl SecretRow {
             )));
         }
         Ok(record)
+    }
+}
+
+/// A `rotators` row as both engines read it.
+#[derive(Debug)]
+pub struct RotatorRow {
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    pub sealed_signing_secret: Option<Vec<u8>>,
+    pub timeout_ms: i64,
+    pub created_at: i64,
+}
+
+impl RotatorRow {
+    pub fn from_record(r: &crate::RotatorRecord) -> Self {
+        let (kind, target, sealed) = match &r.target {
+            crate::RotatorTarget::Command(command) => ("command", command.clone(), None),
+            crate::RotatorTarget::Webhook {
+                url,
+                sealed_signing_secret,
+            } => ("webhook", url.clone(), Some(sealed_signing_secret.clone())),
+        };
+        Self {
+            name: r.name.clone(),
+            kind: kind.to_owned(),
+            target,
+            sealed_signing_secret: sealed,
+            timeout_ms: r.timeout_ms,
+            created_at: r.created_at,
+        }
+    }
+
+    pub fn into_record(self) -> Result<crate::RotatorRecord, StoreError> {
+        let target = match (self.kind.as_str(), self.sealed_signing_secret) {
+            ("command", _) => crate::RotatorTarget::Command(self.target),
+            ("webhook", Some(sealed)) => crate::RotatorTarget::Webhook {
+                url: self.target,
+                sealed_signing_secret: sealed,
+            },
+            (kind, _) => {
+                return Err(StoreError::Corrupt(format!(
+                    "rotator {} has kind {kind:?} without what that kind needs",
+                    self.name
+                )));
+            }
+        };
+        Ok(crate::RotatorRecord {
+            name: self.name,
+            target,
+            timeout_ms: self.timeout_ms,
+            created_at: self.created_at,
+        })
     }
 }

@@ -563,11 +563,14 @@ fn read_rotation_row(r: &Row<'_>) -> rusqlite::Result<schema::RotationRow> {
     })
 }
 
-fn read_rotator(r: &Row<'_>) -> rusqlite::Result<RotatorRecord> {
-    Ok(RotatorRecord {
+fn read_rotator(r: &Row<'_>) -> rusqlite::Result<schema::RotatorRow> {
+    Ok(schema::RotatorRow {
         name: r.get(0)?,
-        command: r.get(1)?,
-        created_at: r.get(2)?,
+        kind: r.get(1)?,
+        target: r.get(2)?,
+        sealed_signing_secret: r.get(3)?,
+        timeout_ms: r.get(4)?,
+        created_at: r.get(5)?,
     })
 }
 
@@ -859,11 +862,18 @@ impl Store for SqliteStore {
     }
 
     async fn insert_rotator(&self, rotator: &RotatorRecord) -> Result<(), StoreError> {
-        let r = rotator.clone();
+        let r = schema::RotatorRow::from_record(rotator);
         self.with(move |conn| {
             match conn.execute(
                 &sql(schema::INSERT_ROTATOR),
-                params![r.name, r.command, r.created_at],
+                params![
+                    r.name,
+                    r.kind,
+                    r.target,
+                    r.sealed_signing_secret,
+                    r.timeout_ms,
+                    r.created_at
+                ],
             ) {
                 Ok(_) => Ok(()),
                 Err(e) => match backend(e) {
@@ -876,15 +886,19 @@ impl Store for SqliteStore {
     }
 
     async fn find_rotator(&self, name: &str) -> Result<Option<RotatorRecord>, StoreError> {
-        Ok(self
-            .rows_by(schema::SELECT_ROTATOR, Some(name), read_rotator)
+        self.rows_by(schema::SELECT_ROTATOR, Some(name), read_rotator)
             .await?
-            .pop())
+            .pop()
+            .map(schema::RotatorRow::into_record)
+            .transpose()
     }
 
     async fn list_rotators(&self) -> Result<Vec<RotatorRecord>, StoreError> {
         self.rows_by(schema::LIST_ROTATORS, None, read_rotator)
-            .await
+            .await?
+            .into_iter()
+            .map(schema::RotatorRow::into_record)
+            .collect()
     }
 
     async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError> {
