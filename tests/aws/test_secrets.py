@@ -380,6 +380,8 @@ def test_a_built_in_rotation_runs_every_phase_and_keeps_json_fields(server, sm, 
     assert status == 200, policy
     assert policy["Policy"]["PropagationDelaySeconds"] == 1
     lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    # A plain AWS SDK reads it: it does not report what it caches, so each gate waits T.
+    assert sm.get_secret_value(SecretId=unique_name)["VersionId"] == v1
     started = time.time()
     v2 = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
     # Before the propagation gate, the new value is pending: accepted, not used.
@@ -420,6 +422,7 @@ def test_a_built_in_rotation_runs_every_phase_and_keeps_json_fields(server, sm, 
 def test_a_rotation_can_be_cancelled_before_promotion(server, sm, unique_name):
     v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
     awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "PropagationDelaySeconds": 3600})
+    sm.get_secret_value(SecretId=unique_name)  # a plain reader holds the gate for T
     lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
     v2 = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
     deadline = time.time() + 20

@@ -4,6 +4,7 @@
 //! Architecture invariant: this crate is the only one that knows both the wire types
 //! (`baton-proto`) and the domain (`baton-core`); conversions between them live here.
 
+mod consumers;
 mod error;
 mod ops;
 mod policy;

@@ -33,11 +33,11 @@ enum Outcome<T> {
     Unchanged(T),
 }
 
-fn required<'a>(value: &'a Option<String>, member: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn required<'a>(value: &'a Option<String>, member: &str) -> Result<&'a str, ApiError> {
     value.as_deref().ok_or_else(|| ApiError::missing(member))
 }
 
-fn seconds(ms: i64) -> f64 {
+pub(crate) fn seconds(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
@@ -492,7 +492,7 @@ impl Baton {
     pub async fn get_secret_keyring(
         &self,
         caller: &Caller,
-        req: p::SecretIdRequest,
+        req: p::GetSecretKeyringRequest,
     ) -> Result<p::GetSecretKeyringResponse, ApiError> {
         let located = self
             .locate(caller, required(&req.secret_id, "secretId")?)
@@ -515,7 +515,7 @@ impl Baton {
                 created_date: Some(seconds(version.created_at)),
             })
         };
-        Ok(p::GetSecretKeyringResponse {
+        let response = p::GetSecretKeyringResponse {
             current: view.current.as_deref().map(entry).transpose()?,
             accepted: Some(
                 view.accepted
@@ -525,7 +525,17 @@ impl Baton {
             ),
             name: Some(secret.name.clone()),
             arn: Some(arn),
-        })
+            revision: Some(secret.view_revision()),
+        };
+        self.note_keyring_fetch(
+            caller,
+            &secret,
+            req.consumer.as_ref(),
+            req.lease_seconds,
+            &view,
+        )
+        .await?;
+        Ok(response)
     }
 
     /// Adds a version, or succeeds without change if the same token already holds the same
@@ -721,6 +731,7 @@ impl Baton {
         let data_key = self.data_key(&secret)?;
         let (secret_string, secret_binary) =
             self.wire_value(&data_key, &secret, &version.version_id)?;
+        self.note_plain_read(caller, &secret).await;
         let value = p::SecretValue {
             arn: Some(arn),
             name: Some(secret.name.clone()),
@@ -2064,6 +2075,11 @@ impl Baton {
         for id in &ids {
             self.store.delete_secret(id).await?;
         }
+        // Housekeeping that shares the purge's rhythm.
+        self.store
+            .delete_consumers_expired(now - crate::consumers::EXPIRED_CONSUMERS_KEPT_MS)
+            .await?;
+        self.store.changes().sweep();
         Ok(ids.len())
     }
 }

@@ -157,11 +157,17 @@ impl Server {
                     .context("connecting to PostgreSQL")?,
             ),
         };
-        let baton = Baton::new(
+        let mut baton = Baton::new(
             store,
             root_key,
             options.account_id.clone(),
             options.regions.clone(),
+        );
+        // A watch answers before the request timeout cuts it off.
+        baton.watch_wait_max = baton.watch_wait_max.min(
+            options
+                .request_timeout
+                .saturating_sub(Duration::from_secs(2)),
         );
         bootstrap_admin(&baton, &options).await?;
         let tls = match (&options.tls_cert, &options.tls_key) {
@@ -218,6 +224,7 @@ impl Server {
             local
         };
         let engine = baton_engine::Engine::new(app.baton.store.clone(), app.baton.root_key.clone())
+            .with_kicks(app.baton.kicks.clone())
             .with_endpoint(baton_engine::Endpoint {
                 url: format!("{}://{host}", if tls.is_some() { "https" } else { "http" }),
                 ca_bundle: options.tls_cert.clone(),
@@ -437,6 +444,9 @@ const OPERATIONS: &[&str] = &[
     "secretsmanager.StopReplicationToReplica",
     "baton.UpdateSecretVersionStages",
     "baton.GetSecretKeyring",
+    "baton.ReportConsumer",
+    "baton.ListConsumers",
+    "baton.WatchSecrets",
     "baton.PutRotationPolicy",
     "baton.DescribeRotation",
     "baton.ResumeRotation",
@@ -661,6 +671,9 @@ async fn dispatch(
         "secretsmanager.StopReplicationToReplica" => op!(stop_replication_to_replica),
         "baton.UpdateSecretVersionStages" => op!(update_secret_version_stages),
         "baton.GetSecretKeyring" => op!(get_secret_keyring),
+        "baton.ReportConsumer" => op!(report_consumer),
+        "baton.ListConsumers" => op!(list_consumers),
+        "baton.WatchSecrets" => op!(watch_secrets),
         "baton.PutRotationPolicy" => op!(put_rotation_policy),
         "baton.DescribeRotation" => op!(describe_rotation),
         "baton.ResumeRotation" => op!(resume_rotation),

@@ -45,6 +45,12 @@ pub struct Baton {
     pub root_key: Arc<RootKey>,
     /// Wakes the rotation engine when a rotation starts, so it does not wait for its next pass.
     pub engine_wake: Arc<tokio::sync::Notify>,
+    /// Makes the engine look at a secret's rotation at once, when a consumer reports.
+    pub kicks: Arc<baton_engine::Kicks>,
+    /// The longest a watch waits; below the request timeout.
+    pub watch_wait_max: Duration,
+    /// When this node last recorded a plain read of each secret (throttles the writes).
+    pub(crate) plain_reads: Mutex<HashMap<String, i64>>,
     pub account_id: String,
     pub regions: Vec<String>,
     signing_keys: Mutex<HashMap<String, CachedKey>>,
@@ -82,6 +88,9 @@ impl Baton {
             store,
             root_key: Arc::new(root_key),
             engine_wake: Arc::new(tokio::sync::Notify::new()),
+            kicks: Arc::new(baton_engine::Kicks::default()),
+            watch_wait_max: Duration::from_secs(20),
+            plain_reads: Mutex::new(HashMap::new()),
             account_id,
             regions,
             signing_keys: Mutex::new(HashMap::new()),

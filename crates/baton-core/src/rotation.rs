@@ -250,6 +250,15 @@ impl ConsumerStatus {
     }
 }
 
+/// What one live reporting consumer holds of the secret.
+#[derive(Debug, Clone, Copy)]
+pub struct Holding<'a> {
+    /// The version it signs or encrypts with.
+    pub current: Option<&'a str>,
+    /// The versions it verifies or decrypts with.
+    pub accepted: &'a [String],
+}
+
 /// Inputs of the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -418,6 +427,36 @@ impl Rotation {
         }
     }
 
+    /// Counts the consumers that hold what this rotation's next gate needs: the propagation
+    /// gate needs the new version accepted; the drain gate, after promotion, needs it current.
+    /// `holdings` are the live reporting consumers; `non_reporting_readers` says whether a
+    /// reader that does not report may still hold an old view.
+    pub fn consumer_status<'a>(
+        &self,
+        holdings: impl IntoIterator<Item = Holding<'a>>,
+        non_reporting_readers: bool,
+    ) -> ConsumerStatus {
+        let needs_current = matches!(
+            self.phase,
+            Phase::Promoted | Phase::Drained | Phase::Retired
+        );
+        let mut status = ConsumerStatus {
+            reporting: 0,
+            reporting_ready: 0,
+            non_reporting_readers,
+        };
+        for holding in holdings {
+            status.reporting += 1;
+            let ready = if needs_current {
+                holding.current == Some(self.version_id.as_str())
+            } else {
+                holding.accepted.contains(&self.version_id)
+            };
+            status.reporting_ready += u32::from(ready);
+        }
+        status
+    }
+
     pub fn is_finished(&self) -> bool {
         matches!(self.status, Status::Succeeded | Status::Cancelled)
     }
@@ -434,7 +473,8 @@ impl Rotation {
         }
     }
 
-    fn waiting_gate(&self) -> Option<Gate> {
+    /// The gate the rotation waits at now, if any.
+    pub fn waiting_gate(&self) -> Option<Gate> {
         match self.phase {
             Phase::Tested => Some(Gate::Propagation),
             Phase::Promoted => Some(Gate::Drain),
@@ -785,9 +825,22 @@ impl RotationState {
 
     /// When the engine must next look at this rotation.
     pub fn compute_due_at(&mut self, now: Timestamp) {
+        self.compute_due_at_with(now, None);
+    }
+
+    /// As [`RotationState::compute_due_at`], and a rotation waiting at a gate is looked at
+    /// again by `recheck_at` at the latest: when a consumer's lease may end, say.
+    pub fn compute_due_at_with(&mut self, now: Timestamp, recheck_at: Option<Timestamp>) {
         self.due_at = match (&self.machine.status, self.machine.in_flight) {
             (Status::Running, Some(_)) => Some(now),
-            (Status::Running, None) => self.machine.poll_timeout().map(|t| t.max(now)),
+            (Status::Running, None) => {
+                let poll = self.machine.poll_timeout();
+                let poll = match (poll, recheck_at) {
+                    (Some(p), Some(r)) if self.machine.waiting_gate().is_some() => Some(p.min(r)),
+                    (p, _) => p,
+                };
+                poll.map(|t| t.max(now))
+            }
             _ => None,
         };
     }
@@ -934,6 +987,66 @@ mod tests {
             forced: true
         })));
         assert_eq!(runs(&out), [Step::Retire]);
+    }
+
+    #[test]
+    fn consumers_count_as_ready_for_the_gate_the_rotation_waits_at() {
+        let (mut r, _) = Rotation::start("s".into(), "v2".into(), Some("v1".into()), policy(), 0);
+        let old_only = vec!["v1".to_owned()];
+        let both = vec!["v2".to_owned(), "v1".to_owned()];
+        let holdings = |current| {
+            [
+                Holding {
+                    current: Some("v1"),
+                    accepted: &old_only,
+                },
+                Holding {
+                    current,
+                    accepted: &both,
+                },
+            ]
+        };
+        for step in [Step::Create, Step::Set, Step::Test] {
+            ok(&mut r, step, 0);
+        }
+        // Propagation: accepting the new version is enough.
+        let status = r.consumer_status(holdings(Some("v1")), true);
+        assert_eq!(
+            status,
+            ConsumerStatus {
+                reporting: 2,
+                reporting_ready: 1,
+                non_reporting_readers: true
+            }
+        );
+        tick_with(
+            &mut r,
+            ConsumerStatus {
+                reporting: 1,
+                reporting_ready: 1,
+                non_reporting_readers: false,
+            },
+            1,
+        );
+        ok(&mut r, Step::Promote, 2);
+        assert_eq!(r.phase, Phase::Promoted);
+        // Drain: the new version must be current; accepting it no longer suffices.
+        assert_eq!(
+            r.consumer_status(holdings(Some("v1")), false)
+                .reporting_ready,
+            0
+        );
+        assert_eq!(
+            r.consumer_status(holdings(Some("v2")), false)
+                .reporting_ready,
+            1
+        );
+        assert_eq!(r.consumer_status([], false).reporting, 0);
+    }
+
+    fn tick_with(r: &mut Rotation, status: ConsumerStatus, now: Timestamp) {
+        let out = r.handle(Input::Tick(status), now).unwrap();
+        assert_eq!(runs(&out), [Step::Promote]);
     }
 
     #[test]

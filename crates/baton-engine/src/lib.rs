@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use baton_core::rotation::{
-    Command, ConsumerStatus, Input, Rotation, RotationError, RotationState, Step,
+    Command, ConsumerStatus, Holding, Input, Rotation, RotationError, RotationState, Step,
 };
 use baton_core::{
     AWSCURRENT, AWSPENDING, AWSPREVIOUS, CoreError, LabelMove, SecretRecord, Timestamp,
@@ -35,6 +35,34 @@ const COMMANDS_PER_DRIVE_MAX: usize = 64;
 const SAVE_ATTEMPTS_MAX: usize = 8;
 /// The engine sleeps at most this long between looks at the due index.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// A gate that reporting consumers hold is looked at again this often, so a consumer whose
+/// lease ends stops holding it promptly. Reports wake it sooner (see [`Kicks`]).
+const GATE_RECHECK_MS: Timestamp = 1_000;
+/// The API records plain reads at most this often per secret, so a stored time may be this much
+/// older than the latest read; gates add it to the propagation delay.
+pub const PLAIN_READ_RECORD_INTERVAL_MS: Timestamp = 1_000;
+
+/// Secrets whose rotation should be looked at now, because a consumer reported: the engine
+/// drives them at its next pass, and a kick wakes it.
+#[derive(Debug, Default)]
+pub struct Kicks {
+    pending: std::sync::Mutex<std::collections::HashSet<String>>,
+    wake: Notify,
+}
+
+impl Kicks {
+    pub fn kick(&self, arn: &str) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.insert(arn.to_owned()) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.drain().collect()
+    }
+}
 
 /// The engine's clock, in milliseconds since the epoch.
 pub fn now_ms() -> Timestamp {
@@ -199,6 +227,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     root_key: Arc<RootKey>,
     wake: Arc<Notify>,
+    kicks: Arc<Kicks>,
     crash_hook: Option<CrashPoint>,
     endpoint: Option<Endpoint>,
     /// Calls webhook rotators.
@@ -221,6 +250,7 @@ impl Engine {
             store,
             root_key,
             wake: Arc::new(Notify::new()),
+            kicks: Arc::new(Kicks::default()),
             crash_hook,
             endpoint: None,
             http: reqwest::Client::builder()
@@ -242,10 +272,26 @@ impl Engine {
         self.wake.clone()
     }
 
+    /// Shares the API's kicks, so consumer reports reach this engine.
+    pub fn with_kicks(mut self, kicks: Arc<Kicks>) -> Self {
+        self.kicks = kicks;
+        self
+    }
+
+    /// Kicking a secret makes the engine drive its rotation at once (after a consumer report).
+    pub fn kicks(&self) -> Arc<Kicks> {
+        self.kicks.clone()
+    }
+
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
             self.drive_due().await;
+            for arn in self.kicks.take() {
+                if let Err(e) = self.drive(&arn).await {
+                    tracing::warn!(secret = %arn, error = %e, "rotation drive failed");
+                }
+            }
             let sleep = match self.store.next_rotation_due().await {
                 Ok(Some(at)) => Duration::from_millis(
                     (at - now_ms()).clamp(0, IDLE_WAKE.as_millis() as i64) as u64,
@@ -259,6 +305,7 @@ impl Engine {
             tokio::select! {
                 () = tokio::time::sleep(sleep) => {}
                 () = self.wake.notified() => {}
+                () = self.kicks.wake.notified() => {}
                 _ = stop.changed() => return,
             }
         }
@@ -317,18 +364,42 @@ impl Engine {
             }
             // The policy may have changed since the rotation started; the current one applies.
             state.machine.policy = secret.rotation_policy.clone().unwrap_or_default();
+            let consumers = self.consumers(&secret, &state.machine, now).await?;
             let mut queue: VecDeque<Command> = state.machine.resume().into();
             if queue.is_empty() {
                 queue.extend(
                     state
                         .machine
-                        .handle(Input::Tick(ConsumerStatus::unknown()), now)
+                        .handle(Input::Tick(consumers.status), now)
                         .map_err(EngineError::Rotation)?,
                 );
             }
             let mut performed = 0;
             let mut steps_done = Vec::new();
-            while let Some(command) = queue.pop_front() {
+            // After a step that reaches a gate, the gate is evaluated at once with what the
+            // consumers hold, so a rotation nobody would notice does not wait for nothing.
+            let mut retick = false;
+            // An external rotator's next step reads the secret from the store, so the engine's
+            // part of the previous one (label moves) must be saved first: one external step per
+            // drive. The next step stays in flight and runs at the next drive, at once.
+            let mut external_step_done = false;
+            loop {
+                if queue.is_empty() && retick {
+                    retick = false;
+                    let status = self.consumers(&secret, &state.machine, now).await?.status;
+                    queue.extend(
+                        state
+                            .machine
+                            .handle(Input::Tick(status), now)
+                            .map_err(EngineError::Rotation)?,
+                    );
+                }
+                let Some(command) = queue.pop_front() else {
+                    break;
+                };
+                if external_step_done && matches!(command, Command::Run(_)) {
+                    break;
+                }
                 performed += 1;
                 if performed > COMMANDS_PER_DRIVE_MAX {
                     break;
@@ -348,6 +419,7 @@ impl Engine {
                             let outcome = self
                                 .perform_external(&secret, &state.machine, step, now)
                                 .await;
+                            external_step_done = outcome.is_ok();
                             if outcome.is_err() {
                                 // The rotator may have written before it failed: continue from
                                 // what the store holds now, or the save would only conflict.
@@ -367,6 +439,7 @@ impl Engine {
                                 if self.crash_hook == Some(CrashPoint::BeforeSave(step)) {
                                     crash_now(CrashPoint::BeforeSave(step));
                                 }
+                                retick = true;
                                 Input::StepSucceeded(step)
                             }
                             Err(reason) => Input::StepFailed { step, reason },
@@ -385,7 +458,11 @@ impl Engine {
                     }
                 }
             }
-            state.compute_due_at(now);
+            let recheck = self
+                .consumers(&secret, &state.machine, now)
+                .await?
+                .recheck_at;
+            state.compute_due_at_with(now, recheck);
             secret.rotation_state = Some(state);
             match self.store.save_secret(&secret).await {
                 Ok(_) => {
@@ -401,6 +478,37 @@ impl Engine {
             }
         }
         Err(EngineError::Conflicts)
+    }
+
+    /// What the secret's consumers hold with respect to the rotation's next gate, and when to
+    /// look again if that can change without a report (a lease ending, plain reads aging out).
+    async fn consumers(
+        &self,
+        secret: &SecretRecord,
+        rotation: &Rotation,
+        now: Timestamp,
+    ) -> Result<Consumers, EngineError> {
+        let rows = self.store.list_consumers(&secret.id).await?;
+        let live: Vec<_> = rows.iter().filter(|c| c.lease_expires_at > now).collect();
+        let plain_until =
+            self.store.last_plain_read(&secret.id).await?.map(|at| {
+                at + PLAIN_READ_RECORD_INTERVAL_MS + rotation.policy.propagation_delay_ms
+            });
+        let non_reporting = plain_until.is_some_and(|until| until > now);
+        let status = rotation.consumer_status(
+            live.iter().map(|c| Holding {
+                current: c.current_version.as_deref(),
+                accepted: &c.accepted_versions,
+            }),
+            non_reporting,
+        );
+        let lease_check = (!live.is_empty()).then_some(now + GATE_RECHECK_MS);
+        let plain_check = plain_until.filter(|&until| until > now);
+        let recheck_at = match (lease_check, plain_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(Consumers { status, recheck_at })
     }
 
     async fn save(&self, secret: &SecretRecord) -> Result<(), EngineError> {
@@ -432,6 +540,11 @@ impl Engine {
             Step::Retire => retire_labels(secret, rotation, now),
         }
     }
+}
+
+struct Consumers {
+    status: ConsumerStatus,
+    recheck_at: Option<Timestamp>,
 }
 
 /// The engine's part of promotion: AWSCURRENT on the new version (AWSPREVIOUS follows to the

@@ -498,14 +498,100 @@ wire!(
 
 wire!(
     /// `baton.GetSecretKeyring`: the version to use, and every version to accept.
+    /// `Revision` is what `baton.WatchSecrets` compares.
     GetSecretKeyringResponse {
         #[serde(rename = "ARN")]
         arn: Option<String>,
         name: Option<String>,
         current: Option<KeyringVersion>,
         accepted: Option<Vec<KeyringVersion>>,
+        revision: Option<String>,
     }
 );
+
+wire!(
+    /// Who a reporting consumer is: an application and one instance of it.
+    ConsumerIdentity {
+        application: Option<String>,
+        instance_id: Option<String>,
+    }
+);
+
+wire!(
+    /// `baton.GetSecretKeyring`. With `Consumer`, the fetch is also a report: the server
+    /// records that this consumer holds the keyring it answers with.
+    GetSecretKeyringRequest {
+        secret_id: Option<String>,
+        consumer: Option<ConsumerIdentity>,
+        lease_seconds: Option<i64>,
+    }
+);
+
+wire!(
+    /// What a consumer holds of one secret.
+    ConsumerHolding {
+        secret_id: Option<String>,
+        current_version_id: Option<String>,
+        accepted_version_ids: Option<Vec<String>>,
+    }
+);
+
+wire!(
+    /// `baton.ReportConsumer`: a heartbeat with what the consumer holds, renewing its lease.
+    ReportConsumerRequest {
+        application: Option<String>,
+        instance_id: Option<String>,
+        lease_seconds: Option<i64>,
+        holdings: Option<Vec<ConsumerHolding>>,
+    }
+);
+
+wire!(ReportConsumerResponse {
+    lease_seconds: Option<i64>,
+    /// Holdings whose secret does not exist (or no longer does); they were not recorded.
+    unknown_secret_ids: Option<Vec<String>>,
+});
+
+wire!(Consumer {
+    application: Option<String>,
+    instance_id: Option<String>,
+    current_version_id: Option<String>,
+    accepted_version_ids: Option<Vec<String>>,
+    last_seen_date: Option<f64>,
+    lease_expires_date: Option<f64>,
+    live: Option<bool>,
+});
+
+wire!(
+    /// `baton.ListConsumers`: per secret, who holds which version and when it was last seen.
+    ListConsumersResponse {
+        #[serde(rename = "ARN")]
+        arn: Option<String>,
+        name: Option<String>,
+        current_version_id: Option<String>,
+        consumers: Option<Vec<Consumer>>,
+        last_plain_read_date: Option<f64>,
+    }
+);
+
+wire!(WatchedSecret {
+    secret_id: Option<String>,
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    revision: Option<String>,
+    deleted: Option<bool>,
+});
+
+wire!(
+    /// `baton.WatchSecrets`: a long poll that answers as soon as one of the secrets' revision
+    /// differs from the one given, or after `WaitSeconds` with nothing changed.
+    WatchSecretsRequest {
+        secrets: Option<Vec<WatchedSecret>>,
+        wait_seconds: Option<i64>,
+    }
+);
+
+wire!(WatchSecretsResponse { changed: Option<Vec<WatchedSecret>> });
 
 #[cfg(test)]
 mod tests {

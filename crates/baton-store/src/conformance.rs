@@ -620,6 +620,99 @@ pub async fn rotators_round_trip(store: &dyn Store) {
     assert_eq!(store.find_rotator(&rotator.name).await.unwrap(), None);
 }
 
+pub async fn consumers_round_trip_and_expire(store: &dyn Store) {
+    let secret = sample_secret(&unique("consumed-"));
+    store.insert_secret(&secret).await.unwrap();
+    let record = |app: &str, instance: &str, current: &str, lease: i64| crate::ConsumerRecord {
+        secret_id: secret.id.clone(),
+        application: app.into(),
+        instance_id: instance.into(),
+        current_version: Some(current.into()),
+        accepted_versions: vec!["v2".into(), current.into()],
+        last_seen_at: lease - 30_000,
+        lease_expires_at: lease,
+    };
+    let a = record("verifier", "i-1", "v1", 100_000);
+    let b = record("signer", "i-2", "v1", 200_000);
+    store
+        .upsert_consumers(&[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    // A later report replaces that consumer's row.
+    let a2 = record("verifier", "i-1", "v2", 300_000);
+    store
+        .upsert_consumers(std::slice::from_ref(&a2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_consumers(&secret.id).await.unwrap(),
+        vec![b.clone(), a2.clone()],
+        "ordered by application, then instance"
+    );
+    // A report for a secret that no longer exists is skipped, not an error.
+    let mut ghost = record("x", "y", "v1", 1);
+    ghost.secret_id = "no-such-secret".into();
+    store.upsert_consumers(&[ghost]).await.unwrap();
+    assert!(
+        store
+            .list_consumers("no-such-secret")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Expired leases are forgotten.
+    assert!(store.delete_consumers_expired(250_000).await.unwrap() >= 1);
+    assert_eq!(store.list_consumers(&secret.id).await.unwrap(), vec![a2]);
+    // Deleting the secret removes its consumers.
+    store.delete_secret(&secret.id).await.unwrap();
+    assert!(store.list_consumers(&secret.id).await.unwrap().is_empty());
+}
+
+pub async fn plain_reads_keep_the_latest(store: &dyn Store) {
+    let secret = sample_secret(&unique("read-"));
+    store.insert_secret(&secret).await.unwrap();
+    assert_eq!(store.last_plain_read(&secret.id).await.unwrap(), None);
+    store.record_plain_read(&secret.id, 5_000).await.unwrap();
+    store.record_plain_read(&secret.id, 3_000).await.unwrap();
+    assert_eq!(
+        store.last_plain_read(&secret.id).await.unwrap(),
+        Some(5_000)
+    );
+    store.record_plain_read(&secret.id, 9_000).await.unwrap();
+    assert_eq!(
+        store.last_plain_read(&secret.id).await.unwrap(),
+        Some(9_000)
+    );
+    store.record_plain_read("no-such-secret", 1).await.unwrap();
+    assert_eq!(store.last_plain_read("no-such-secret").await.unwrap(), None);
+}
+
+pub async fn committed_changes_are_published(store: &dyn Store) {
+    let mut secret = sample_secret(&unique("watched-"));
+    let mut watcher = store.changes().subscribe(&secret.id);
+    let mut other = store.changes().subscribe("some-other-secret");
+    store.insert_secret(&secret).await.unwrap();
+    assert!(watcher.has_changed().unwrap(), "insert publishes");
+    watcher.mark_unchanged();
+    // A write that fails publishes nothing.
+    let mut stale = secret.clone();
+    stale.revision += 7;
+    stale.description = Some("stale".into());
+    assert!(store.save_secret(&stale).await.is_err());
+    assert!(
+        !watcher.has_changed().unwrap(),
+        "a failed save publishes nothing"
+    );
+    secret.description = Some("changed".into());
+    store.save_secret(&secret).await.unwrap();
+    assert!(watcher.has_changed().unwrap(), "save publishes");
+    watcher.mark_unchanged();
+    store.delete_secret(&secret.id).await.unwrap();
+    assert!(watcher.has_changed().unwrap(), "delete publishes");
+    assert!(!other.has_changed().unwrap());
+    other.mark_unchanged();
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -636,4 +729,7 @@ pub const CHECKS: &[&str] = &[
     "rotation_state_round_trips_and_due_rotations_are_found",
     "rotators_round_trip",
     "an_empty_version_is_filled_once",
+    "consumers_round_trip_and_expire",
+    "plain_reads_keep_the_latest",
+    "committed_changes_are_published",
 ];

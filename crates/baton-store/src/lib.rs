@@ -12,11 +12,13 @@ use async_trait::async_trait;
 use baton_core::{SecretRecord, Timestamp};
 
 mod cache;
+mod changes;
 pub mod conformance;
 mod postgres;
 mod schema;
 mod sqlite;
 
+pub use changes::ChangeFeed;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -100,6 +102,21 @@ pub enum RotatorTarget {
         url: String,
         sealed_signing_secret: Vec<u8>,
     },
+}
+
+/// What one reporting consumer (a Baton client or agent instance) holds of one secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub secret_id: String,
+    pub application: String,
+    pub instance_id: String,
+    /// The version it signs or encrypts with.
+    pub current_version: Option<String>,
+    /// The versions it verifies or decrypts with.
+    pub accepted_versions: Vec<String>,
+    pub last_seen_at: Timestamp,
+    /// Past this, the consumer is gone.
+    pub lease_expires_at: Timestamp,
 }
 
 /// The persistence interface. Both engines implement it identically; see [`conformance`].
@@ -194,6 +211,21 @@ pub trait Store: Send + Sync + 'static {
     async fn list_rotators(&self) -> Result<Vec<RotatorRecord>, StoreError>;
     /// Returns whether a rotator was deleted.
     async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Records what consumers hold, each row replacing that consumer's previous one for the
+    /// secret, in one transaction. A secret deleted meanwhile is skipped.
+    async fn upsert_consumers(&self, consumers: &[ConsumerRecord]) -> Result<(), StoreError>;
+    /// The consumers of a secret, live or not yet cleaned up.
+    async fn list_consumers(&self, secret_id: &str) -> Result<Vec<ConsumerRecord>, StoreError>;
+    /// Forgets consumers whose lease ended before `before`; returns how many.
+    async fn delete_consumers_expired(&self, before: Timestamp) -> Result<u64, StoreError>;
+    /// Notes that a reader that does not report read the secret at `at` (kept if later than
+    /// what is stored).
+    async fn record_plain_read(&self, secret_id: &str, at: Timestamp) -> Result<(), StoreError>;
+    async fn last_plain_read(&self, secret_id: &str) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Commits that changed a secret are published here, by secret id.
+    fn changes(&self) -> &ChangeFeed;
 
     /// Checks that the database answers; used by readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -3,6 +3,8 @@
 //! Migrations take a transaction-scoped advisory lock, so nodes starting together apply each
 //! migration once. The pool is bounded; statements are prepared and cached per connection.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use baton_core::rotation::{RotationPolicy, RotationState};
 use baton_core::{SecretRecord, Timestamp};
@@ -10,7 +12,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use tokio_postgres::{NoTls, Row, types::ToSql};
 
 use crate::schema::{self, SecretRow};
-use crate::{AccessKeyRecord, RotatorRecord, Store, StoreError};
+use crate::{AccessKeyRecord, ChangeFeed, ConsumerRecord, RotatorRecord, Store, StoreError};
 
 /// Connections the pool holds at most.
 const POOL_SIZE_MAX: usize = 16;
@@ -21,6 +23,9 @@ const MIGRATION_LOCK_KEY: i64 = 0x6261_746f_6e00;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Changes committed through this process. Changes other nodes commit are not seen here
+    /// yet: cross-node notification comes with multi-node support.
+    changes: Arc<ChangeFeed>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -59,7 +64,10 @@ impl PostgresStore {
             .max_size(POOL_SIZE_MAX)
             .build()
             .map_err(|e| StoreError::Backend(format!("connection pool: {e}")))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            changes: Arc::new(ChangeFeed::default()),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -513,6 +521,18 @@ fn read_rotator(r: &Row) -> schema::RotatorRow {
     }
 }
 
+fn read_consumer(r: &Row) -> schema::ConsumerRow {
+    schema::ConsumerRow {
+        secret_id: r.get(0),
+        application: r.get(1),
+        instance_id: r.get(2),
+        current_version: r.get(3),
+        accepted_versions: r.get(4),
+        last_seen_at: r.get(5),
+        lease_expires_at: r.get(6),
+    }
+}
+
 fn read_access_key(r: &Row) -> AccessKeyRecord {
     AccessKeyRecord {
         access_key_id: r.get(0),
@@ -530,7 +550,9 @@ impl Store for PostgresStore {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;
         insert_in(&tx, secret).await?;
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(backend)?;
+        self.changes.publish(&secret.id);
+        Ok(())
     }
 
     async fn save_secret(&self, secret: &SecretRecord) -> Result<i64, StoreError> {
@@ -538,6 +560,7 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         let revision = save_in(&tx, secret).await?;
         tx.commit().await.map_err(backend)?;
+        self.changes.publish(&secret.id);
         Ok(revision)
     }
 
@@ -551,6 +574,8 @@ impl Store for PostgresStore {
         let revision = save_in(&tx, primary).await?;
         insert_in(&tx, promoted).await?;
         tx.commit().await.map_err(backend)?;
+        self.changes.publish(&primary.id);
+        self.changes.publish(&promoted.id);
         Ok(revision)
     }
 
@@ -638,6 +663,7 @@ impl Store for PostgresStore {
             .execute(schema::DELETE_SECRET, &[&secret_id])
             .await
             .map_err(backend)?;
+        self.changes.publish(secret_id);
         Ok(())
     }
 
@@ -784,6 +810,59 @@ impl Store for PostgresStore {
 
     async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.changed(schema::DELETE_ROTATOR, &[&name]).await? > 0)
+    }
+
+    async fn upsert_consumers(&self, consumers: &[ConsumerRecord]) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let statement = tx.prepare(schema::UPSERT_CONSUMER).await.map_err(backend)?;
+        for r in consumers.iter().map(schema::ConsumerRow::from_record) {
+            tx.execute(
+                &statement,
+                &[
+                    &r.secret_id,
+                    &r.application,
+                    &r.instance_id,
+                    &r.current_version,
+                    &r.accepted_versions,
+                    &r.last_seen_at,
+                    &r.lease_expires_at,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn list_consumers(&self, secret_id: &str) -> Result<Vec<ConsumerRecord>, StoreError> {
+        self.rows(schema::LIST_CONSUMERS, &[&secret_id], read_consumer)
+            .await?
+            .into_iter()
+            .map(schema::ConsumerRow::into_record)
+            .collect()
+    }
+
+    async fn delete_consumers_expired(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.changed(schema::DELETE_CONSUMERS_EXPIRED, &[&before])
+            .await
+    }
+
+    async fn record_plain_read(&self, secret_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.changed(schema::RECORD_PLAIN_READ, &[&secret_id, &at])
+            .await
+            .map(drop)
+    }
+
+    async fn last_plain_read(&self, secret_id: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .rows(schema::SELECT_PLAIN_READ, &[&secret_id], |r| r.get(0))
+            .await?
+            .pop())
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        &self.changes
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -205,6 +205,29 @@ DROP TABLE rotators;
 ALTER TABLE rotators_v2 RENAME TO rotators;
 "#,
     ),
+    (
+        8,
+        r#"
+-- What each reporting consumer (a Baton client or agent) holds, one row per consumer and
+-- secret, alive until its lease expires.
+CREATE TABLE consumers (
+    secret_id TEXT NOT NULL REFERENCES secrets (id) ON DELETE CASCADE,
+    application TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    current_version TEXT,
+    accepted_versions TEXT NOT NULL,
+    last_seen_at {bigint} NOT NULL,
+    lease_expires_at {bigint} NOT NULL,
+    PRIMARY KEY (secret_id, application, instance_id)
+);
+CREATE INDEX consumers_lease ON consumers (lease_expires_at);
+-- When a reader that does not report (a plain AWS SDK, say) last read each secret.
+CREATE TABLE plain_reads (
+    secret_id TEXT PRIMARY KEY REFERENCES secrets (id) ON DELETE CASCADE,
+    last_read_at {bigint} NOT NULL
+);
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -316,6 +339,24 @@ pub const SELECT_ROTATOR: &str = "SELECT name, kind, target, sealed_signing_secr
 pub const LIST_ROTATORS: &str = "SELECT name, kind, target, sealed_signing_secret, timeout_ms, \
     created_at FROM rotators ORDER BY name";
 pub const DELETE_ROTATOR: &str = "DELETE FROM rotators WHERE name = $1";
+/// Skips a secret that no longer exists rather than failing the batch.
+pub const UPSERT_CONSUMER: &str = "INSERT INTO consumers (secret_id, application, instance_id, \
+    current_version, accepted_versions, last_seen_at, lease_expires_at) \
+    SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), \
+    CAST($5 AS TEXT), CAST($6 AS BIGINT), CAST($7 AS BIGINT) \
+    WHERE EXISTS (SELECT 1 FROM secrets WHERE id = $1) \
+    ON CONFLICT (secret_id, application, instance_id) DO UPDATE SET \
+    current_version = excluded.current_version, accepted_versions = excluded.accepted_versions, \
+    last_seen_at = excluded.last_seen_at, lease_expires_at = excluded.lease_expires_at";
+pub const LIST_CONSUMERS: &str = "SELECT secret_id, application, instance_id, current_version, \
+    accepted_versions, last_seen_at, lease_expires_at FROM consumers WHERE secret_id = $1 \
+    ORDER BY application, instance_id";
+pub const DELETE_CONSUMERS_EXPIRED: &str = "DELETE FROM consumers WHERE lease_expires_at < $1";
+pub const RECORD_PLAIN_READ: &str = "INSERT INTO plain_reads (secret_id, last_read_at) \
+    SELECT CAST($1 AS TEXT), CAST($2 AS BIGINT) WHERE EXISTS (SELECT 1 FROM secrets WHERE id = $1) \
+    ON CONFLICT (secret_id) DO UPDATE SET last_read_at = excluded.last_read_at \
+    WHERE excluded.last_read_at > plain_reads.last_read_at";
+pub const SELECT_PLAIN_READ: &str = "SELECT last_read_at FROM plain_reads WHERE secret_id = $1";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
 pub const DUE_FOR_PURGE: &str = "SELECT id FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
 pub const INSERT_ACCESS_KEY: &str = "INSERT INTO access_keys (access_key_id, sealed_secret, \
@@ -691,6 +732,51 @@ impl RotatorRow {
             target,
             timeout_ms: self.timeout_ms,
             created_at: self.created_at,
+        })
+    }
+}
+
+/// A `consumers` row as both engines read it; the accepted versions are a JSON array.
+#[derive(Debug)]
+pub struct ConsumerRow {
+    pub secret_id: String,
+    pub application: String,
+    pub instance_id: String,
+    pub current_version: Option<String>,
+    pub accepted_versions: String,
+    pub last_seen_at: i64,
+    pub lease_expires_at: i64,
+}
+
+impl ConsumerRow {
+    pub fn from_record(r: &crate::ConsumerRecord) -> Self {
+        Self {
+            secret_id: r.secret_id.clone(),
+            application: r.application.clone(),
+            instance_id: r.instance_id.clone(),
+            current_version: r.current_version.clone(),
+            accepted_versions: serde_json::to_string(&r.accepted_versions)
+                .unwrap_or_else(|_| "[]".to_owned()),
+            last_seen_at: r.last_seen_at,
+            lease_expires_at: r.lease_expires_at,
+        }
+    }
+
+    pub fn into_record(self) -> Result<crate::ConsumerRecord, StoreError> {
+        let accepted_versions = serde_json::from_str(&self.accepted_versions).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "consumer {}/{}: accepted versions: {e}",
+                self.application, self.instance_id
+            ))
+        })?;
+        Ok(crate::ConsumerRecord {
+            secret_id: self.secret_id,
+            application: self.application,
+            instance_id: self.instance_id,
+            current_version: self.current_version,
+            accepted_versions,
+            last_seen_at: self.last_seen_at,
+            lease_expires_at: self.lease_expires_at,
         })
     }
 }

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::cache::{RecordCache, arn_key, name_key};
 use crate::schema::{self, SecretRow};
-use crate::{AccessKeyRecord, RotatorRecord, Store, StoreError};
+use crate::{AccessKeyRecord, ChangeFeed, ConsumerRecord, RotatorRecord, Store, StoreError};
 
 /// The SQLite engine.
 #[derive(Clone)]
@@ -24,6 +24,7 @@ pub struct SqliteStore {
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
     cache: Arc<RecordCache>,
+    changes: Arc<ChangeFeed>,
     /// Held for the life of the store: one process per database file, so the cache sees every
     /// write.
     _lock: Arc<std::fs::File>,
@@ -80,6 +81,7 @@ impl SqliteStore {
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
             cache: Arc::new(RecordCache::default()),
+            changes: Arc::new(ChangeFeed::default()),
             _lock: Arc::new(lock),
         })
     }
@@ -574,6 +576,18 @@ fn read_rotator(r: &Row<'_>) -> rusqlite::Result<schema::RotatorRow> {
     })
 }
 
+fn read_consumer(r: &Row<'_>) -> rusqlite::Result<schema::ConsumerRow> {
+    Ok(schema::ConsumerRow {
+        secret_id: r.get(0)?,
+        application: r.get(1)?,
+        instance_id: r.get(2)?,
+        current_version: r.get(3)?,
+        accepted_versions: r.get(4)?,
+        last_seen_at: r.get(5)?,
+        lease_expires_at: r.get(6)?,
+    })
+}
+
 fn read_access_key(r: &Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
     Ok(AccessKeyRecord {
         access_key_id: r.get(0)?,
@@ -598,6 +612,9 @@ impl Store for SqliteStore {
             })
             .await;
         self.cache.invalidate(&[&id]);
+        if result.is_ok() {
+            self.changes.publish(&id);
+        }
         result
     }
 
@@ -613,6 +630,9 @@ impl Store for SqliteStore {
             })
             .await;
         self.cache.invalidate(&[&id]);
+        if result.is_ok() {
+            self.changes.publish(&id);
+        }
         result
     }
 
@@ -633,6 +653,10 @@ impl Store for SqliteStore {
             })
             .await;
         self.cache.invalidate(&[&ids[0], &ids[1]]);
+        if result.is_ok() {
+            self.changes.publish(&ids[0]);
+            self.changes.publish(&ids[1]);
+        }
         result
     }
 
@@ -755,6 +779,9 @@ impl Store for SqliteStore {
             })
             .await;
         self.cache.invalidate(&[secret_id]);
+        if result.is_ok() {
+            self.changes.publish(secret_id);
+        }
         result
     }
 
@@ -903,6 +930,74 @@ impl Store for SqliteStore {
 
     async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError> {
         self.delete_by(schema::DELETE_ROTATOR, name).await
+    }
+
+    async fn upsert_consumers(&self, consumers: &[ConsumerRecord]) -> Result<(), StoreError> {
+        let rows: Vec<_> = consumers
+            .iter()
+            .map(schema::ConsumerRow::from_record)
+            .collect();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            {
+                let mut statement = tx
+                    .prepare_cached(&sql(schema::UPSERT_CONSUMER))
+                    .map_err(backend)?;
+                for r in &rows {
+                    statement
+                        .execute(params![
+                            r.secret_id,
+                            r.application,
+                            r.instance_id,
+                            r.current_version,
+                            r.accepted_versions,
+                            r.last_seen_at,
+                            r.lease_expires_at
+                        ])
+                        .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_consumers(&self, secret_id: &str) -> Result<Vec<ConsumerRecord>, StoreError> {
+        self.rows_by(schema::LIST_CONSUMERS, Some(secret_id), read_consumer)
+            .await?
+            .into_iter()
+            .map(schema::ConsumerRow::into_record)
+            .collect()
+    }
+
+    async fn delete_consumers_expired(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.with(move |conn| {
+            conn.execute(&sql(schema::DELETE_CONSUMERS_EXPIRED), [before])
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_plain_read(&self, secret_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        let id = secret_id.to_owned();
+        self.with(move |conn| {
+            conn.execute(&sql(schema::RECORD_PLAIN_READ), params![id, at])
+                .map(drop)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn last_plain_read(&self, secret_id: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .rows_by(schema::SELECT_PLAIN_READ, Some(secret_id), |r| r.get(0))
+            .await?
+            .pop())
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        &self.changes
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -71,4 +71,7 @@ conformance!(
     rotation_state_round_trips_and_due_rotations_are_found,
     rotators_round_trip,
     an_empty_version_is_filled_once,
+    consumers_round_trip_and_expire,
+    plain_reads_keep_the_latest,
+    committed_changes_are_published,
 );

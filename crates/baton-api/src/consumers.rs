@@ -1,0 +1,341 @@
+//! Consumers: what reporting clients and agents hold (so rotation gates pass on evidence rather
+//! than on a blind delay), when plain readers last read, and long-poll watches.
+
+use std::time::Duration;
+
+use baton_core::SecretRecord;
+use baton_proto as p;
+use baton_store::ConsumerRecord;
+
+use crate::state::{Baton, Caller, now_ms};
+use crate::{ApiError, ops::seconds};
+
+/// A consumer that does not renew within this is gone, unless it asks for another lease.
+pub const DEFAULT_LEASE_SECONDS: i64 = 30;
+const LEASE_SECONDS_MIN: i64 = 5;
+const LEASE_SECONDS_MAX: i64 = 600;
+const HOLDINGS_MAX: usize = 1000;
+const ACCEPTED_VERSIONS_MAX: usize = 20;
+const IDENTITY_LENGTH_MAX: usize = 128;
+/// Secrets one watch may name.
+const WATCHED_SECRETS_MAX: usize = 1000;
+/// How long a watch waits when the caller does not say.
+const DEFAULT_WAIT_SECONDS: i64 = 20;
+/// Consumers whose lease ended longer ago than this are deleted; until then ListConsumers shows
+/// them as not live.
+pub const EXPIRED_CONSUMERS_KEPT_MS: i64 = 3_600_000;
+
+fn identity(
+    application: &Option<String>,
+    instance_id: &Option<String>,
+) -> Result<(String, String), ApiError> {
+    let check = |value: &Option<String>, member: &str| -> Result<String, ApiError> {
+        let value = value.as_deref().ok_or_else(|| {
+            ApiError::Validation(format!(
+                "1 validation error detected: Value null at '{member}' failed to satisfy \
+                 constraint: Member must not be null"
+            ))
+        })?;
+        if value.is_empty()
+            || value.len() > IDENTITY_LENGTH_MAX
+            || value.chars().any(|c| c.is_control())
+        {
+            return Err(ApiError::InvalidParameter(format!(
+                "{member} must be 1 to {IDENTITY_LENGTH_MAX} characters without control \
+                 characters."
+            )));
+        }
+        Ok(value.to_owned())
+    };
+    Ok((
+        check(application, "Application")?,
+        check(instance_id, "InstanceId")?,
+    ))
+}
+
+fn lease_ms(lease_seconds: Option<i64>) -> Result<i64, ApiError> {
+    let lease = lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS);
+    if !(LEASE_SECONDS_MIN..=LEASE_SECONDS_MAX).contains(&lease) {
+        return Err(ApiError::InvalidParameter(format!(
+            "LeaseSeconds must be between {LEASE_SECONDS_MIN} and {LEASE_SECONDS_MAX}; got \
+             {lease}."
+        )));
+    }
+    Ok(lease * 1000)
+}
+
+fn check_version_ids<'a>(ids: impl IntoIterator<Item = &'a String>) -> Result<(), ApiError> {
+    for id in ids {
+        baton_core::validate_client_request_token(id).map_err(|_| {
+            ApiError::InvalidParameter(format!(
+                "'{}' is not a version id: version ids are 32 to 64 characters.",
+                id.chars().take(80).collect::<String>()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn rotation_in_flight(secret: &SecretRecord) -> bool {
+    secret
+        .rotation_state
+        .as_ref()
+        .is_some_and(|s| s.due_at.is_some())
+}
+
+impl Baton {
+    /// Records a read by a client that does not report what it holds. Reads with a rotation's
+    /// temporary key are the rotator's own and do not count. At most one write per secret per
+    /// `PLAIN_READ_RECORD_INTERVAL_MS` on this node; the engine allows for that slack.
+    pub(crate) async fn note_plain_read(&self, caller: &Caller, secret: &SecretRecord) {
+        if caller.scope_arn.is_some() {
+            return;
+        }
+        let now = now_ms();
+        {
+            let mut recorded = self.plain_reads.lock().unwrap_or_else(|e| e.into_inner());
+            match recorded.get(&secret.id) {
+                Some(&at) if now - at < baton_engine::PLAIN_READ_RECORD_INTERVAL_MS => return,
+                _ => {}
+            }
+            if recorded.len() >= 100_000 {
+                recorded.clear();
+            }
+            recorded.insert(secret.id.clone(), now);
+        }
+        if let Err(e) = self.store.record_plain_read(&secret.id, now).await {
+            tracing::warn!(error = %e, "could not record a plain read; gates wait the full delay only if it was recorded");
+            // Forget the throttle entry so the next read tries again.
+            let mut recorded = self.plain_reads.lock().unwrap_or_else(|e| e.into_inner());
+            recorded.remove(&secret.id);
+        }
+    }
+
+    /// A keyring fetch by a reporting consumer: it now holds the keyring it is answered with.
+    pub(crate) async fn note_keyring_fetch(
+        &self,
+        caller: &Caller,
+        secret: &SecretRecord,
+        consumer: Option<&p::ConsumerIdentity>,
+        lease_seconds: Option<i64>,
+        keyring: &baton_core::rotation::Keyring,
+    ) -> Result<(), ApiError> {
+        let Some(consumer) = consumer else {
+            self.note_plain_read(caller, secret).await;
+            return Ok(());
+        };
+        let (application, instance_id) = identity(&consumer.application, &consumer.instance_id)?;
+        let lease = lease_ms(lease_seconds)?;
+        let now = now_ms();
+        self.store
+            .upsert_consumers(&[ConsumerRecord {
+                secret_id: secret.id.clone(),
+                application,
+                instance_id,
+                current_version: keyring.current.clone(),
+                accepted_versions: keyring.accepted.clone(),
+                last_seen_at: now,
+                lease_expires_at: now + lease,
+            }])
+            .await?;
+        if rotation_in_flight(secret) {
+            self.kicks.kick(&secret.arn);
+        }
+        Ok(())
+    }
+
+    /// `baton.ReportConsumer`: a heartbeat that renews the consumer's lease and records what it
+    /// holds of each secret.
+    pub async fn report_consumer(
+        &self,
+        caller: &Caller,
+        req: p::ReportConsumerRequest,
+    ) -> Result<p::ReportConsumerResponse, ApiError> {
+        let (application, instance_id) = identity(&req.application, &req.instance_id)?;
+        let lease = lease_ms(req.lease_seconds)?;
+        let holdings = req.holdings.unwrap_or_default();
+        if holdings.len() > HOLDINGS_MAX {
+            return Err(ApiError::InvalidParameter(format!(
+                "A report may name at most {HOLDINGS_MAX} secrets; it named {}.",
+                holdings.len()
+            )));
+        }
+        let now = now_ms();
+        let mut records = Vec::with_capacity(holdings.len());
+        let mut unknown = Vec::new();
+        let mut kick = Vec::new();
+        for holding in &holdings {
+            let secret_id = holding.secret_id.as_deref().ok_or_else(|| {
+                ApiError::Validation(
+                    "1 validation error detected: Value null at 'holdings.member.secretId' \
+                     failed to satisfy constraint: Member must not be null"
+                        .to_owned(),
+                )
+            })?;
+            let accepted = holding.accepted_version_ids.clone().unwrap_or_default();
+            if accepted.len() > ACCEPTED_VERSIONS_MAX {
+                return Err(ApiError::InvalidParameter(format!(
+                    "A consumer accepts at most {ACCEPTED_VERSIONS_MAX} versions of a secret; \
+                     {} were reported for {secret_id}.",
+                    accepted.len()
+                )));
+            }
+            check_version_ids(accepted.iter().chain(&holding.current_version_id))?;
+            let secret = match self.locate(caller, secret_id).await {
+                Ok(located) => located.secret,
+                Err(ApiError::ResourceNotFound(_)) => {
+                    unknown.push(secret_id.to_owned());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if rotation_in_flight(&secret) {
+                kick.push(secret.arn.clone());
+            }
+            records.push(ConsumerRecord {
+                secret_id: secret.id,
+                application: application.clone(),
+                instance_id: instance_id.clone(),
+                current_version: holding.current_version_id.clone(),
+                accepted_versions: accepted,
+                last_seen_at: now,
+                lease_expires_at: now + lease,
+            });
+        }
+        self.store.upsert_consumers(&records).await?;
+        for arn in &kick {
+            self.kicks.kick(arn);
+        }
+        Ok(p::ReportConsumerResponse {
+            lease_seconds: Some(lease / 1000),
+            unknown_secret_ids: Some(unknown),
+        })
+    }
+
+    /// `baton.ListConsumers`: who holds which version of a secret, and when it was last seen.
+    pub async fn list_consumers(
+        &self,
+        caller: &Caller,
+        req: p::SecretIdRequest,
+    ) -> Result<p::ListConsumersResponse, ApiError> {
+        let located = self
+            .locate(caller, crate::ops::required(&req.secret_id, "secretId")?)
+            .await?;
+        let arn = located.arn();
+        let secret = located.secret;
+        let now = now_ms();
+        let consumers = self.store.list_consumers(&secret.id).await?;
+        let last_plain_read = self.store.last_plain_read(&secret.id).await?;
+        Ok(p::ListConsumersResponse {
+            arn: Some(arn),
+            name: Some(secret.name.clone()),
+            current_version_id: baton_core::rotation::keyring(&secret).current,
+            consumers: Some(
+                consumers
+                    .into_iter()
+                    .map(|c| p::Consumer {
+                        live: Some(c.lease_expires_at > now),
+                        application: Some(c.application),
+                        instance_id: Some(c.instance_id),
+                        current_version_id: c.current_version,
+                        accepted_version_ids: Some(c.accepted_versions),
+                        last_seen_date: Some(seconds(c.last_seen_at)),
+                        lease_expires_date: Some(seconds(c.lease_expires_at)),
+                    })
+                    .collect(),
+            ),
+            last_plain_read_date: last_plain_read.map(seconds),
+        })
+    }
+
+    /// `baton.WatchSecrets`: answers as soon as one of the named secrets' view revision differs
+    /// from the one the caller knows, or after the wait with nothing changed. It sleeps on the
+    /// store's change feed, not on the database.
+    pub async fn watch_secrets(
+        &self,
+        caller: &Caller,
+        req: p::WatchSecretsRequest,
+    ) -> Result<p::WatchSecretsResponse, ApiError> {
+        let watched = req.secrets.unwrap_or_default();
+        if watched.is_empty() || watched.len() > WATCHED_SECRETS_MAX {
+            return Err(ApiError::InvalidParameter(format!(
+                "Secrets must name 1 to {WATCHED_SECRETS_MAX} secrets; it named {}.",
+                watched.len()
+            )));
+        }
+        let wait_max = self.watch_wait_max.as_secs() as i64;
+        let wait = req
+            .wait_seconds
+            .unwrap_or(DEFAULT_WAIT_SECONDS.min(wait_max));
+        if !(0..=wait_max).contains(&wait) {
+            return Err(ApiError::InvalidParameter(format!(
+                "WaitSeconds must be between 0 and {wait_max}; got {wait}."
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
+        // Resolve each name to its secret, then subscribe, then compare: a change committed
+        // after the subscription always wakes this watch.
+        let mut entries = Vec::with_capacity(watched.len());
+        let mut changed = Vec::new();
+        for w in &watched {
+            let secret_id = w.secret_id.as_deref().ok_or_else(|| {
+                ApiError::Validation(
+                    "1 validation error detected: Value null at 'secrets.member.secretId' \
+                     failed to satisfy constraint: Member must not be null"
+                        .to_owned(),
+                )
+            })?;
+            match self.locate(caller, secret_id).await {
+                Ok(located) => {
+                    let receiver = self.store.changes().subscribe(&located.secret.id);
+                    entries.push((w, located.secret.arn.clone(), located.arn(), receiver));
+                }
+                Err(ApiError::ResourceNotFound(_)) => changed.push(gone(w)),
+                Err(e) => return Err(e),
+            }
+        }
+        loop {
+            for (w, arn, caller_arn, _) in &entries {
+                match self.store.find_secret_by_arn(arn).await? {
+                    None => changed.push(gone(w)),
+                    Some(secret) => {
+                        let revision = secret.view_revision();
+                        let deleted = secret.is_scheduled_for_deletion();
+                        if w.revision.as_deref() != Some(revision.as_str()) || deleted {
+                            changed.push(p::WatchedSecret {
+                                secret_id: w.secret_id.clone(),
+                                arn: Some(caller_arn.clone()),
+                                revision: Some(revision),
+                                deleted: Some(deleted),
+                            });
+                        }
+                    }
+                }
+            }
+            if !changed.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(p::WatchSecretsResponse {
+                    changed: Some(changed),
+                });
+            }
+            let any_change = futures_util::future::select_all(
+                entries
+                    .iter_mut()
+                    .map(|(_, _, _, receiver)| Box::pin(receiver.changed())),
+            );
+            if tokio::time::timeout_at(deadline, any_change).await.is_err() {
+                return Ok(p::WatchSecretsResponse {
+                    changed: Some(changed),
+                });
+            }
+        }
+    }
+}
+
+fn gone(w: &p::WatchedSecret) -> p::WatchedSecret {
+    p::WatchedSecret {
+        secret_id: w.secret_id.clone(),
+        arn: None,
+        revision: None,
+        deleted: Some(true),
+    }
+}
