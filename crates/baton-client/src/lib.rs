@@ -14,6 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroize;
 
+pub mod keyring;
+
 /// The signing service name Baton verifies.
 pub const SIGNING_SERVICE: &str = "secretsmanager";
 /// Where `baton serve` listens by default.
@@ -81,7 +83,6 @@ pub struct Client {
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
-            .timeout(config.timeout)
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Client { http, config })
@@ -96,6 +97,17 @@ impl Client {
         &self,
         target: &str,
         request: &Req,
+    ) -> Result<Resp, ClientError> {
+        self.call_with_timeout(target, request, self.config.timeout)
+            .await
+    }
+
+    /// As [`Client::call`], with a timeout of its own (a long poll outlasts the default one).
+    pub async fn call_with_timeout<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: &str,
+        request: &Req,
+        timeout: Duration,
     ) -> Result<Resp, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
         let url = format!("{}/", self.config.endpoint.trim_end_matches('/'));
@@ -121,6 +133,7 @@ impl Client {
             .request(parts.method, &url)
             .headers(parts.headers)
             .body(body)
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| ClientError::Transport {

@@ -288,7 +288,7 @@ impl Engine {
         loop {
             self.drive_due().await;
             for arn in self.kicks.take() {
-                if let Err(e) = self.drive(&arn).await {
+                if let Err(e) = self.drive_now(&arn, true).await {
                     tracing::warn!(secret = %arn, error = %e, "rotation drive failed");
                 }
             }
@@ -330,6 +330,12 @@ impl Engine {
 
     /// Drives one secret's rotation as far as it can go now, and saves the result.
     pub async fn drive(&self, arn: &str) -> Result<(), EngineError> {
+        self.drive_now(arn, false).await
+    }
+
+    /// As [`Engine::drive`]; `kicked` evaluates a waiting gate before its due time, because a
+    /// consumer just reported. A tick is idempotent, so an early look is harmless.
+    async fn drive_now(&self, arn: &str, kicked: bool) -> Result<(), EngineError> {
         for _ in 0..SAVE_ATTEMPTS_MAX {
             let Some(mut secret) = self.store.find_secret_by_arn(arn).await? else {
                 return Ok(());
@@ -355,7 +361,9 @@ impl Engine {
             let Some(mut state) = secret.rotation_state.take() else {
                 return self.save(&secret).await;
             };
-            if state.due_at.is_none_or(|at| at > now) {
+            let due = state.due_at.is_some_and(|at| at <= now);
+            let gate_waiting = state.due_at.is_some() && state.machine.waiting_gate().is_some();
+            if !(due || (kicked && gate_waiting)) {
                 secret.rotation_state = Some(state);
                 match self.save(&secret).await {
                     Err(EngineError::Store(StoreError::Conflict)) => continue,
