@@ -20,10 +20,27 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, clap::Args)]
+struct AgentArgs {
+    /// Baton's URL (default: endpoint in the config file, then AWS_ENDPOINT_URL).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The loopback port to serve on (default 2773, as AWS's agent).
+    #[arg(long)]
+    port: Option<u16>,
+    /// A TOML file with AWS agent settings and Baton's (sinks); unknown keys are errors.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Run the local agent: AWS's Secrets Manager Agent protocol on loopback, kept fresh by a
+    /// watch, reporting what it holds. Credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY; the SSRF token from AWS_TOKEN (or `file://PATH`).
+    Agent(AgentArgs),
     /// Create, read and manage secrets.
     Secret {
         #[command(flatten)]
@@ -69,6 +86,14 @@ fn main() -> std::process::ExitCode {
     let result: anyhow::Result<()> = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Agent(args) => {
+                let config = baton_agent::AgentConfig::load(
+                    args.config.as_deref(),
+                    args.endpoint,
+                    args.port,
+                )?;
+                baton_agent::run(config).await
+            }
             Command::Secret { connect, command } => {
                 secret::run_secret(connect.client()?, connect.output, command).await
             }

@@ -92,6 +92,7 @@ pub struct KeyVersion {
     value: Zeroizing<Vec<u8>>,
     binary: bool,
     stages: Vec<String>,
+    created_date: Option<f64>,
 }
 
 impl std::fmt::Debug for KeyVersion {
@@ -123,12 +124,18 @@ impl KeyVersion {
     pub fn stages(&self) -> &[String] {
         &self.stages
     }
+
+    /// When it was created, in seconds since the epoch.
+    pub fn created_date(&self) -> Option<f64> {
+        self.created_date
+    }
 }
 
 /// An immutable view of the keyring at one moment.
 #[derive(Debug)]
 pub struct Keyring {
     arn: String,
+    name: String,
     revision: String,
     current: Option<usize>,
     /// Every accepted version; `current` indexes into it.
@@ -155,12 +162,44 @@ impl Keyring {
         &self.arn
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `baton.GetSecretKeyring` shape of this keyring, values included.
+    pub fn to_wire(&self) -> p::GetSecretKeyringResponse {
+        let wire = |v: &KeyVersion| p::KeyringVersion {
+            version_id: Some(v.version_id.clone()),
+            secret_string: (!v.binary).then(|| String::from_utf8_lossy(&v.value).into_owned()),
+            secret_binary: v
+                .binary
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&*v.value)),
+            version_stages: Some(v.stages.clone()),
+            created_date: v.created_date,
+        };
+        p::GetSecretKeyringResponse {
+            arn: Some(self.arn.clone()),
+            name: Some(self.name.clone()),
+            current: self.current().map(wire),
+            accepted: Some(self.accepted.iter().map(wire).collect()),
+            revision: Some(self.revision.clone()),
+        }
+    }
+
+    /// The accepted version that carries this staging label.
+    pub fn with_stage(&self, stage: &str) -> Option<&KeyVersion> {
+        self.accepted
+            .iter()
+            .find(|v| v.stages.iter().any(|s| s == stage))
+    }
+
     /// What `baton.WatchSecrets` compares; changes whenever the keyring does.
     pub fn revision(&self) -> &str {
         &self.revision
     }
 
-    fn from_response(response: p::GetSecretKeyringResponse) -> Result<Self, ClientError> {
+    /// Builds a keyring from a `baton.GetSecretKeyring` answer.
+    pub fn from_wire(response: p::GetSecretKeyringResponse) -> Result<Self, ClientError> {
         let decode = |v: p::KeyringVersion| -> Result<KeyVersion, ClientError> {
             let version_id = v
                 .version_id
@@ -186,6 +225,7 @@ impl Keyring {
                 value,
                 binary,
                 stages: v.version_stages.unwrap_or_default(),
+                created_date: v.created_date,
             })
         };
         let current_id = response.current.as_ref().and_then(|c| c.version_id.clone());
@@ -208,6 +248,7 @@ impl Keyring {
         };
         Ok(Keyring {
             arn: response.arn.unwrap_or_default(),
+            name: response.name.unwrap_or_default(),
             revision: response.revision.unwrap_or_default(),
             current,
             accepted,
@@ -215,17 +256,54 @@ impl Keyring {
     }
 }
 
-struct Shared {
-    client: Client,
-    secret_id: String,
-    options: KeyringOptions,
+/// One secret's keyring inside a [`KeyringSet`].
+struct Entry {
     snapshot: ArcSwap<Keyring>,
     /// Single flight for refreshes caused by unknown version ids, and when the last one ran.
     unknown_refresh: tokio::sync::Mutex<Option<Instant>>,
-    refreshes: std::sync::atomic::AtomicU64,
 }
 
-/// Ends the background tasks when the last handle to the cache is dropped.
+struct SetShared {
+    client: Client,
+    options: KeyringOptions,
+    /// By the secret id the caller used. Insertion order is kept for eviction.
+    entries: std::sync::Mutex<Vec<(String, Arc<Entry>)>>,
+    /// Secrets held at most; the oldest is dropped beyond it.
+    capacity: usize,
+    /// Wakes the watch when the set of secrets changes, so it watches the new one too.
+    membership: tokio::sync::Notify,
+    refreshes: std::sync::atomic::AtomicU64,
+    /// Bumped whenever a keyring is fetched anew.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl SetShared {
+    fn entry(&self, secret_id: &str) -> Option<Arc<Entry>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .find(|(id, _)| id == secret_id)
+            .map(|(_, e)| e.clone())
+    }
+
+    fn all(&self) -> Vec<(String, Arc<Entry>)> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn refresh(&self, secret_id: &str, entry: &Entry) -> Result<Arc<Keyring>, ClientError> {
+        let ring = Arc::new(fetch(&self.client, secret_id, &self.options).await?);
+        entry.snapshot.store(ring.clone());
+        self.refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(ring)
+    }
+}
+
+/// Ends the background tasks when the last handle is dropped.
 struct Tasks(Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for Tasks {
@@ -236,19 +314,125 @@ impl Drop for Tasks {
     }
 }
 
-/// A secret's keyring, kept fresh in the background. Cheap to clone; the background work
+/// The keyrings of any number of secrets, kept fresh by one watch and one heartbeat: what an
+/// agent holds on behalf of its host. Cheap to clone; the background work stops when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct KeyringSet {
+    shared: Arc<SetShared>,
+    _tasks: Arc<Tasks>,
+}
+
+impl std::fmt::Debug for KeyringSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyringSet")
+            .field("secrets", &self.shared.all().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyringSet {
+    /// Starts the background watch and heartbeat; secrets join with [`KeyringSet::get`].
+    pub fn new(client: Client, options: KeyringOptions, capacity: usize) -> Self {
+        let shared = Arc::new(SetShared {
+            client,
+            options,
+            entries: std::sync::Mutex::new(Vec::new()),
+            capacity: capacity.max(1),
+            membership: tokio::sync::Notify::new(),
+            refreshes: std::sync::atomic::AtomicU64::new(0),
+            changes: tokio::sync::watch::channel(0).0,
+        });
+        let tasks = vec![
+            tokio::spawn(watch_loop(shared.clone())),
+            tokio::spawn(heartbeat_loop(shared.clone())),
+        ];
+        KeyringSet {
+            shared,
+            _tasks: Arc::new(Tasks(tasks)),
+        }
+    }
+
+    /// The secret's keyring: from memory when held, else fetched (and reported) and held from
+    /// now on, kept fresh by the watch.
+    pub async fn get(&self, secret_id: &str) -> Result<Arc<Keyring>, ClientError> {
+        Ok(self.entry(secret_id).await?.snapshot.load_full())
+    }
+
+    /// Fetches the keyring again now, whether or not it changed.
+    pub async fn refresh(&self, secret_id: &str) -> Result<Arc<Keyring>, ClientError> {
+        let entry = self.entry(secret_id).await?;
+        self.shared.refresh(secret_id, &entry).await
+    }
+
+    /// Changes whenever a held keyring is fetched anew (after a watch saw a change, say).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
+    /// How many secrets are held.
+    pub fn len(&self) -> usize {
+        self.shared.all().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many times a watch or an unknown id refreshed a keyring.
+    pub fn refreshes(&self) -> u64 {
+        self.shared
+            .refreshes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.shared.options.instance_id
+    }
+
+    async fn entry(&self, secret_id: &str) -> Result<Arc<Entry>, ClientError> {
+        if let Some(entry) = self.shared.entry(secret_id) {
+            return Ok(entry);
+        }
+        let ring = fetch(&self.shared.client, secret_id, &self.shared.options).await?;
+        let entry = Arc::new(Entry {
+            snapshot: ArcSwap::from_pointee(ring),
+            unknown_refresh: tokio::sync::Mutex::new(None),
+        });
+        {
+            let mut entries = self
+                .shared
+                .entries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            // Two first requests may race; the first one in wins and both share it.
+            if let Some((_, held)) = entries.iter().find(|(id, _)| id == secret_id) {
+                return Ok(held.clone());
+            }
+            if entries.len() >= self.shared.capacity {
+                entries.remove(0);
+            }
+            entries.push((secret_id.to_owned(), entry.clone()));
+        }
+        self.shared.membership.notify_one();
+        Ok(entry)
+    }
+}
+
+/// One secret's keyring, kept fresh in the background. Cheap to clone; the background work
 /// stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct KeyringCache {
-    shared: Arc<Shared>,
-    _tasks: Arc<Tasks>,
+    set: KeyringSet,
+    secret_id: String,
+    entry: Arc<Entry>,
 }
 
 impl std::fmt::Debug for KeyringCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyringCache")
-            .field("secret_id", &self.shared.secret_id)
-            .field("revision", &self.shared.snapshot.load().revision)
+            .field("secret_id", &self.secret_id)
+            .field("revision", &self.entry.snapshot.load().revision)
             .finish_non_exhaustive()
     }
 }
@@ -263,50 +447,46 @@ impl KeyringCache {
         options: KeyringOptions,
     ) -> Result<Self, ClientError> {
         let secret_id = secret_id.into();
-        let first = fetch(&client, &secret_id, &options).await?;
-        let shared = Arc::new(Shared {
-            client,
-            secret_id,
-            options,
-            snapshot: ArcSwap::from_pointee(first),
-            unknown_refresh: tokio::sync::Mutex::new(None),
-            refreshes: std::sync::atomic::AtomicU64::new(0),
-        });
-        let tasks = vec![
-            tokio::spawn(watch_loop(shared.clone())),
-            tokio::spawn(heartbeat_loop(shared.clone())),
-        ];
+        let set = KeyringSet::new(client, options, 1);
+        let entry = set.entry(&secret_id).await?;
         Ok(KeyringCache {
-            shared,
-            _tasks: Arc::new(Tasks(tasks)),
+            set,
+            secret_id,
+            entry,
         })
     }
 
     /// The keyring now: lock-free and allocation-free.
     pub fn keyring(&self) -> Guard<Arc<Keyring>> {
-        self.shared.snapshot.load()
+        self.entry.snapshot.load()
     }
 
-    /// The accepted version with this id, refreshing once from the server if this instance has
-    /// not seen it yet (a message signed with a version that is newer than this cache).
+    /// The keyring now, as an `Arc` to keep.
+    pub fn keyring_full(&self) -> Arc<Keyring> {
+        self.entry.snapshot.load_full()
+    }
+
+    /// The keyring that holds this version id, refreshing once from the server if this
+    /// instance has not seen it yet (a message signed with a version newer than this cache).
     /// Refreshes are single-flight and at most one per `unknown_refresh_interval`; an id that
     /// is still unknown after that is `None`.
     pub async fn find_or_refresh(&self, version_id: &str) -> Option<Arc<Keyring>> {
-        let ring = self.shared.snapshot.load_full();
+        let ring = self.entry.snapshot.load_full();
         if ring.find(version_id).is_some() {
             return Some(ring);
         }
-        let mut last = self.shared.unknown_refresh.lock().await;
+        let mut last = self.entry.unknown_refresh.lock().await;
         // Another caller may have refreshed while this one waited.
-        let ring = self.shared.snapshot.load_full();
+        let ring = self.entry.snapshot.load_full();
         if ring.find(version_id).is_some() {
             return Some(ring);
         }
-        if last.is_some_and(|at| at.elapsed() < self.shared.options.unknown_refresh_interval) {
+        let interval = self.set.shared.options.unknown_refresh_interval;
+        if last.is_some_and(|at| at.elapsed() < interval) {
             return None;
         }
         *last = Some(Instant::now());
-        match refresh(&self.shared).await {
+        match self.set.shared.refresh(&self.secret_id, &self.entry).await {
             Ok(ring) => ring.find(version_id).is_some().then_some(ring),
             Err(_) => None,
         }
@@ -314,13 +494,11 @@ impl KeyringCache {
 
     /// How many times the background watch or an unknown id refreshed the keyring.
     pub fn refreshes(&self) -> u64 {
-        self.shared
-            .refreshes
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.set.refreshes()
     }
 
     pub fn instance_id(&self) -> &str {
-        &self.shared.options.instance_id
+        self.set.instance_id()
     }
 }
 
@@ -342,74 +520,91 @@ async fn fetch(
             },
         )
         .await?;
-    Keyring::from_response(response)
+    Keyring::from_wire(response)
 }
 
-async fn refresh(shared: &Shared) -> Result<Arc<Keyring>, ClientError> {
-    let ring = Arc::new(fetch(&shared.client, &shared.secret_id, &shared.options).await?);
-    shared.snapshot.store(ring.clone());
-    shared
-        .refreshes
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(ring)
-}
-
-/// Waits on the server for a change and refetches at once. On errors it keeps the keyring it
-/// has and retries with capped exponential backoff.
-async fn watch_loop(shared: Arc<Shared>) {
+/// One long-poll watch for every held secret; refetches each that changed. It restarts when a
+/// secret joins the set. On errors it keeps what it has and retries with capped backoff.
+async fn watch_loop(shared: Arc<SetShared>) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        let revision = shared.snapshot.load().revision.clone();
+        let held = shared.all();
+        if held.is_empty() {
+            shared.membership.notified().await;
+            continue;
+        }
         let wait = shared.options.watch_wait;
-        let answer: Result<p::WatchSecretsResponse, ClientError> = shared
-            .client
-            .call_with_timeout(
-                "baton.WatchSecrets",
-                &p::WatchSecretsRequest {
-                    secrets: Some(vec![p::WatchedSecret {
-                        secret_id: Some(shared.secret_id.clone()),
-                        revision: Some(revision),
+        let request = p::WatchSecretsRequest {
+            secrets: Some(
+                held.iter()
+                    .map(|(id, entry)| p::WatchedSecret {
+                        secret_id: Some(id.clone()),
+                        revision: Some(entry.snapshot.load().revision.clone()),
                         ..Default::default()
-                    }]),
-                    wait_seconds: Some(wait.as_secs() as i64),
-                },
-                wait + Duration::from_secs(10),
-            )
-            .await;
-        let result = match answer {
-            Ok(answer) if answer.changed.as_ref().is_some_and(|c| !c.is_empty()) => {
-                refresh(&shared).await.map(drop)
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
+                    })
+                    .collect(),
+            ),
+            wait_seconds: Some(wait.as_secs() as i64),
         };
-        match result {
-            Ok(()) => backoff = Duration::from_millis(250),
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+        let call = shared
+            .client
+            .call_with_timeout::<_, p::WatchSecretsResponse>(
+                "baton.WatchSecrets",
+                &request,
+                wait + Duration::from_secs(10),
+            );
+        let answer = tokio::select! {
+            answer = call => answer,
+            () = shared.membership.notified() => continue,
+        };
+        let mut failed = answer.is_err();
+        if let Ok(answer) = answer {
+            for changed in answer.changed.unwrap_or_default() {
+                let Some(id) = changed.secret_id else {
+                    continue;
+                };
+                if let Some((_, entry)) = held.iter().find(|(held_id, _)| *held_id == id) {
+                    // A deleted secret keeps its last keyring; its fetch fails until restored.
+                    failed |= shared.refresh(&id, entry).await.is_err();
+                }
             }
+        }
+        if failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        } else {
+            backoff = Duration::from_millis(250);
         }
     }
 }
 
-/// Renews the lease with what this instance holds, so the server keeps counting it.
-async fn heartbeat_loop(shared: Arc<Shared>) {
+/// Renews the lease with what this instance holds of every secret.
+async fn heartbeat_loop(shared: Arc<SetShared>) {
     let every = shared.options.lease / 3;
     loop {
         tokio::time::sleep(every).await;
-        let ring = shared.snapshot.load_full();
+        let held = shared.all();
+        if held.is_empty() {
+            continue;
+        }
         let report = p::ReportConsumerRequest {
             application: Some(shared.options.application.clone()),
             instance_id: Some(shared.options.instance_id.clone()),
             lease_seconds: Some(shared.options.lease.as_secs() as i64),
-            holdings: Some(vec![p::ConsumerHolding {
-                secret_id: Some(shared.secret_id.clone()),
-                current_version_id: ring.current().map(|v| v.version_id.clone()),
-                accepted_version_ids: Some(
-                    ring.accepted.iter().map(|v| v.version_id.clone()).collect(),
-                ),
-            }]),
+            holdings: Some(
+                held.iter()
+                    .map(|(id, entry)| {
+                        let ring = entry.snapshot.load();
+                        p::ConsumerHolding {
+                            secret_id: Some(id.clone()),
+                            current_version_id: ring.current().map(|v| v.version_id.clone()),
+                            accepted_version_ids: Some(
+                                ring.accepted.iter().map(|v| v.version_id.clone()).collect(),
+                            ),
+                        }
+                    })
+                    .collect(),
+            ),
         };
         // A missed heartbeat is retried at the next beat; the lease outlasts two of them.
         let _: Result<p::ReportConsumerResponse, _> =
@@ -432,7 +627,7 @@ mod tests {
 
     #[test]
     fn a_keyring_indexes_its_current_version_and_finds_accepted_ones() {
-        let ring = Keyring::from_response(p::GetSecretKeyringResponse {
+        let ring = Keyring::from_wire(p::GetSecretKeyringResponse {
             arn: Some("arn".into()),
             revision: Some("r1".into()),
             current: Some(version("v1", Some("one"), None)),
@@ -457,7 +652,7 @@ mod tests {
 
     #[test]
     fn a_current_version_missing_from_the_accepted_set_is_refused() {
-        let err = Keyring::from_response(p::GetSecretKeyringResponse {
+        let err = Keyring::from_wire(p::GetSecretKeyringResponse {
             current: Some(version("v1", Some("one"), None)),
             accepted: Some(vec![]),
             ..Default::default()
