@@ -386,13 +386,41 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let token = config.ssrf_token()?;
     let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+    let access_key = AccessKey {
+        access_key_id: var("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.http_port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{}", config.http_port))?;
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Some(()) = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    };
+    serve(config, access_key, token, listener, shutdown).await
+}
+
+/// Serves on `listener` until `shutdown` completes; [`run`] with everything given.
+pub async fn serve(
+    config: AgentConfig,
+    access_key: AccessKey,
+    token: Zeroizing<String>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let client = Client::new(ClientConfig {
         endpoint: config.endpoint.clone(),
         region: config.region.clone(),
-        access_key: AccessKey {
-            access_key_id: var("AWS_ACCESS_KEY_ID")?,
-            secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
-        },
+        access_key,
         timeout: Duration::from_secs(10),
     })?;
     let mut options = KeyringOptions::new(config.application.clone());
@@ -413,23 +441,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     });
     let sinks = tokio::spawn(sinks::run(set, config.sinks.clone()));
     let router = Router::new().fallback(handle).with_state(agent);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.http_port))
-        .await
-        .with_context(|| format!("binding 127.0.0.1:{}", config.http_port))?;
-    tracing::info!(port = config.http_port, endpoint = %config.endpoint, "baton agent listening");
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            Some(()) = async {
-                match term.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-        }
-    };
+    tracing::info!(address = %listener.local_addr()?, endpoint = %config.endpoint, "baton agent listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -9,7 +9,6 @@
 //!
 //! Run: `cargo run --release -p baton-bench -- [--rounds N] [--seconds S] [--concurrency C]`
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,12 +18,11 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-const ACCESS_KEY_ID: &str = "BTNBENCHMARK00000001";
-const SECRET_ACCESS_KEY: &str = "benchmark-secret-access-key-000000000000";
+use baton_bench::{
+    ACCESS_KEY_ID, RoundResult, SECRET_ACCESS_KEY, load, median_and_spread, runtime, start_baton,
+    start_reference,
+};
 const SECRET_NAME: &str = "bench/db-password";
 
 struct Options {
@@ -60,77 +58,6 @@ fn parse_options() -> anyhow::Result<Options> {
         }
     }
     Ok(options)
-}
-
-fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(name)
-        .enable_all()
-        .build()?)
-}
-
-/// Starts `baton serve` in-process on an ephemeral port with a known administrator key.
-fn start_baton(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> anyhow::Result<SocketAddr> {
-    let options = baton_api::ServeOptions {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.to_path_buf(),
-        store: baton_api::StoreChoice::Sqlite,
-        root_key_file: None,
-        account_id: "123456789012".into(),
-        regions: vec!["us-east-1".into()],
-        tls_cert: None,
-        tls_key: None,
-        body_bytes_max: 512 * 1024,
-        connections_max: 4096,
-        request_timeout: Duration::from_secs(30),
-        purge_interval: Duration::from_secs(3600),
-        shutdown_grace: Duration::from_secs(1),
-        bootstrap: Some(baton_api::Bootstrap {
-            access_key_id: ACCESS_KEY_ID.into(),
-            secret_access_key: SECRET_ACCESS_KEY.to_owned().into(),
-        }),
-    };
-    let server = rt.block_on(baton_api::Server::bind(options))?;
-    let addr = server.local_addr()?;
-    rt.spawn(server.run(std::future::pending()));
-    Ok(addr)
-}
-
-/// The reference: hyper answering every request with the same fixed body.
-fn start_reference(rt: &tokio::runtime::Runtime, body: Bytes) -> anyhow::Result<SocketAddr> {
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let addr = listener.local_addr()?;
-    rt.spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let body = body.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| {
-                        let body = body.clone();
-                        async move {
-                            // Read the request body, as Baton must, before answering.
-                            let _ = request.into_body().collect().await;
-                            Ok::<_, Infallible>(
-                                http::Response::builder()
-                                    .header("content-type", baton_proto::CONTENT_TYPE)
-                                    .body(Full::new(body))
-                                    .expect("static response"),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
 }
 
 /// A GetSecretValue request signed once; a SigV4 signature stays valid for 15 minutes, which
@@ -169,87 +96,6 @@ fn signed_get(addr: SocketAddr) -> anyhow::Result<http::Request<Bytes>> {
     instructions.apply_to_request_http1x(&mut request);
     let (parts, body) = request.into_parts();
     Ok(http::Request::from_parts(parts, Bytes::from(body)))
-}
-
-struct RoundResult {
-    requests_per_second: f64,
-    p50_us: u64,
-    p99_us: u64,
-    errors: u64,
-}
-
-fn load(
-    rt: &tokio::runtime::Runtime,
-    template: &http::Request<Bytes>,
-    concurrency: usize,
-    duration: Duration,
-) -> RoundResult {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(concurrency)
-        .build_http();
-    let template = Arc::new(template.clone());
-    rt.block_on(async move {
-        let deadline = Instant::now() + duration;
-        let mut tasks = Vec::with_capacity(concurrency);
-        for _ in 0..concurrency {
-            let client = client.clone();
-            let template = template.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut latencies_us: Vec<u64> = Vec::with_capacity(100_000);
-                let mut errors = 0u64;
-                while Instant::now() < deadline {
-                    let mut builder = http::Request::builder()
-                        .method(template.method())
-                        .uri(template.uri());
-                    for (k, v) in template.headers() {
-                        builder = builder.header(k, v);
-                    }
-                    let request = builder
-                        .body(Full::new(template.body().clone()))
-                        .expect("request from template");
-                    let started = Instant::now();
-                    match client.request(request).await {
-                        Ok(response) => {
-                            let ok = response.status().is_success();
-                            let _ = response.into_body().collect().await;
-                            if ok {
-                                latencies_us.push(started.elapsed().as_micros() as u64);
-                            } else {
-                                errors += 1;
-                            }
-                        }
-                        Err(_) => errors += 1,
-                    }
-                }
-                (latencies_us, errors)
-            }));
-        }
-        let mut all = Vec::new();
-        let mut errors = 0;
-        for task in tasks {
-            let (latencies, e) = task.await.expect("load task");
-            all.extend(latencies);
-            errors += e;
-        }
-        all.sort_unstable();
-        let pick = |q: f64| {
-            all.get(((all.len() as f64 - 1.0) * q) as usize)
-                .copied()
-                .unwrap_or(0)
-        };
-        RoundResult {
-            requests_per_second: all.len() as f64 / duration.as_secs_f64(),
-            p50_us: pick(0.50),
-            p99_us: pick(0.99),
-            errors,
-        }
-    })
-}
-
-fn median_and_spread(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let median = values[values.len() / 2];
-    (median, values[0], values[values.len() - 1])
 }
 
 /// Times `f` over `iterations` calls and returns nanoseconds per call.

@@ -72,6 +72,9 @@ pub enum SecretCommand {
     },
     /// Cancel a scheduled deletion.
     Restore { secret_id: String },
+    /// Show which Baton clients and agents hold which version, and when plain readers last
+    /// read the secret: what rotation gates wait for.
+    Consumers { secret_id: String },
     /// List a secret's versions and their labels.
     Versions {
         secret_id: String,
@@ -461,6 +464,60 @@ pub async fn run_secret(
                 .await?;
             show(format, &r, |r| {
                 println!("restored {}", r.name.as_deref().unwrap_or_default())
+            })
+        }
+        SecretCommand::Consumers { secret_id } => {
+            let r: p::ListConsumersResponse = client
+                .call(
+                    "baton.ListConsumers",
+                    &p::SecretIdRequest {
+                        secret_id: Some(secret_id),
+                    },
+                )
+                .await?;
+            show(format, &r, |r| {
+                let current = r.current_version_id.clone().unwrap_or_default();
+                table(
+                    &[
+                        "Application",
+                        "Instance",
+                        "Uses",
+                        "Accepts new",
+                        "Live",
+                        "Last seen",
+                    ],
+                    r.consumers
+                        .iter()
+                        .flatten()
+                        .map(|c| {
+                            let uses = c.current_version_id.clone().unwrap_or_default();
+                            let marker = if uses == current { " (current)" } else { "" };
+                            vec![
+                                c.application.clone().unwrap_or_default(),
+                                c.instance_id.clone().unwrap_or_default(),
+                                format!("{uses}{marker}"),
+                                c.accepted_version_ids
+                                    .clone()
+                                    .unwrap_or_default()
+                                    .join(", "),
+                                if c.live == Some(true) {
+                                    "yes"
+                                } else {
+                                    "lease ended"
+                                }
+                                .to_owned(),
+                                date(c.last_seen_date),
+                            ]
+                        })
+                        .collect(),
+                );
+                match r.last_plain_read_date {
+                    Some(at) => println!(
+                        "last read by a client that does not report: {} (gates wait the propagation delay after it)",
+                        date(Some(at))
+                    ),
+                    None => println!("no client that does not report has read it"),
+                }
             })
         }
         SecretCommand::Versions {

@@ -497,6 +497,11 @@ impl KeyringCache {
         self.set.refreshes()
     }
 
+    /// Changes whenever the keyring is fetched anew.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.set.changes()
+    }
+
     pub fn instance_id(&self) -> &str {
         self.set.instance_id()
     }

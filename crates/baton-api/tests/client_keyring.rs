@@ -1,0 +1,139 @@
+//! baton-client's keyring cache against a real server over loopback: the watch delivers a new
+//! version, and unknown version ids cause one refresh at most per interval however many
+//! callers ask at once.
+
+use std::time::Duration;
+
+use baton_client::keyring::{KeyringCache, KeyringOptions};
+use baton_client::{AccessKey, Client, ClientConfig};
+
+const KEY_ID: &str = "BTNCLIENTTEST0000001";
+const SECRET: &str = "client-test-secret-access-key-0000000000";
+
+async fn server(dir: &std::path::Path) -> Client {
+    let options = baton_api::ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        store: baton_api::StoreChoice::Sqlite,
+        root_key_file: None,
+        account_id: "123456789012".into(),
+        regions: vec!["us-east-1".into()],
+        tls_cert: None,
+        tls_key: None,
+        body_bytes_max: 512 * 1024,
+        connections_max: 1024,
+        request_timeout: Duration::from_secs(30),
+        purge_interval: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(1),
+        bootstrap: Some(baton_api::Bootstrap {
+            access_key_id: KEY_ID.into(),
+            secret_access_key: SECRET.to_owned().into(),
+        }),
+    };
+    let server = baton_api::Server::bind(options).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run(std::future::pending()));
+    Client::new(ClientConfig {
+        endpoint: format!("http://{addr}"),
+        region: "us-east-1".into(),
+        access_key: AccessKey {
+            access_key_id: KEY_ID.into(),
+            secret_access_key: SECRET.into(),
+        },
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap()
+}
+
+async fn call(client: &Client, target: &str, body: serde_json::Value) -> serde_json::Value {
+    client.call(target, &body).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_delivers_new_versions_and_unknown_ids_refresh_once_per_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = server(dir.path()).await;
+    let first = call(
+        &client,
+        "secretsmanager.CreateSecret",
+        serde_json::json!({"Name": "app/key", "SecretString": "one"}),
+    )
+    .await["VersionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut options = KeyringOptions::new("test");
+    options.unknown_refresh_interval = Duration::from_secs(60);
+    let cache = KeyringCache::start(client.clone(), "app/key", options)
+        .await
+        .unwrap();
+    assert_eq!(cache.keyring().current().unwrap().version_id(), first);
+    assert_eq!(cache.keyring().current().unwrap().expose_secret(), b"one");
+
+    // Fifty callers ask for an id nobody has: one refresh, then the interval holds.
+    let before = cache.refreshes();
+    let lookups: Vec<_> = (0..50)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .find_or_refresh("f0f0f0f0-0000-4000-8000-000000000000")
+                    .await
+            })
+        })
+        .collect();
+    for lookup in lookups {
+        assert!(lookup.await.unwrap().is_none());
+    }
+    assert_eq!(cache.refreshes() - before, 1, "single flight");
+    assert!(
+        cache
+            .find_or_refresh("f0f0f0f0-0000-4000-8000-000000000001")
+            .await
+            .is_none()
+    );
+    assert_eq!(cache.refreshes() - before, 1, "rate-limited");
+
+    // A new pending version reaches the cache through the watch alone.
+    let mut changes = cache.changes();
+    let pending = call(
+        &client,
+        "secretsmanager.PutSecretValue",
+        serde_json::json!({"SecretId": "app/key", "SecretString": "two", "VersionStages": ["AWSPENDING"]}),
+    )
+    .await["VersionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while cache.keyring().find(&pending).is_none() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the watch delivered the pending version");
+    let ring = cache.keyring();
+    assert_eq!(
+        ring.current().unwrap().version_id(),
+        first,
+        "pending is accepted, not used"
+    );
+    assert_eq!(ring.find(&pending).unwrap().expose_secret(), b"two");
+
+    // The server knows what this instance holds.
+    let consumers = call(
+        &client,
+        "baton.ListConsumers",
+        serde_json::json!({"SecretId": "app/key"}),
+    )
+    .await;
+    let held = &consumers["Consumers"][0];
+    assert_eq!(held["InstanceId"], cache.instance_id());
+    assert!(
+        held["AcceptedVersionIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == pending.as_str())
+    );
+}
