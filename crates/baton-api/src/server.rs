@@ -63,6 +63,36 @@ pub struct ServeOptions {
     pub bootstrap: Option<Bootstrap>,
 }
 
+impl ServeOptions {
+    /// An embedded (SQLite) server on an ephemeral loopback port with the default limits and
+    /// a known administrator key: for benchmarks and in-process tests.
+    pub fn embedded_for_tests(
+        data_dir: &std::path::Path,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> Self {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_path_buf(),
+            store: StoreChoice::Sqlite,
+            root_key_file: None,
+            account_id: "123456789012".into(),
+            regions: vec!["us-east-1".into()],
+            tls_cert: None,
+            tls_key: None,
+            body_bytes_max: 512 * 1024,
+            connections_max: 4096,
+            request_timeout: Duration::from_secs(30),
+            purge_interval: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(1),
+            bootstrap: Some(Bootstrap {
+                access_key_id: access_key_id.into(),
+                secret_access_key: secret_access_key.to_owned().into(),
+            }),
+        }
+    }
+}
+
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -11,25 +11,7 @@ const KEY_ID: &str = "BTNCLIENTTEST0000001";
 const SECRET: &str = "client-test-secret-access-key-0000000000";
 
 async fn server(dir: &std::path::Path) -> Client {
-    let options = baton_api::ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        store: baton_api::StoreChoice::Sqlite,
-        root_key_file: None,
-        account_id: "123456789012".into(),
-        regions: vec!["us-east-1".into()],
-        tls_cert: None,
-        tls_key: None,
-        body_bytes_max: 512 * 1024,
-        connections_max: 1024,
-        request_timeout: Duration::from_secs(30),
-        purge_interval: Duration::from_secs(3600),
-        shutdown_grace: Duration::from_secs(1),
-        bootstrap: Some(baton_api::Bootstrap {
-            access_key_id: KEY_ID.into(),
-            secret_access_key: SECRET.to_owned().into(),
-        }),
-    };
+    let options = baton_api::ServeOptions::embedded_for_tests(dir, KEY_ID, SECRET);
     let server = baton_api::Server::bind(options).await.unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.run(std::future::pending()));

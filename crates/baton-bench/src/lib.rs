@@ -28,25 +28,8 @@ pub fn start_baton(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
 ) -> anyhow::Result<SocketAddr> {
-    let options = baton_api::ServeOptions {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.to_path_buf(),
-        store: baton_api::StoreChoice::Sqlite,
-        root_key_file: None,
-        account_id: "123456789012".into(),
-        regions: vec!["us-east-1".into()],
-        tls_cert: None,
-        tls_key: None,
-        body_bytes_max: 512 * 1024,
-        connections_max: 4096,
-        request_timeout: Duration::from_secs(30),
-        purge_interval: Duration::from_secs(3600),
-        shutdown_grace: Duration::from_secs(1),
-        bootstrap: Some(baton_api::Bootstrap {
-            access_key_id: ACCESS_KEY_ID.into(),
-            secret_access_key: SECRET_ACCESS_KEY.to_owned().into(),
-        }),
-    };
+    let options =
+        baton_api::ServeOptions::embedded_for_tests(dir, ACCESS_KEY_ID, SECRET_ACCESS_KEY);
     let server = rt.block_on(baton_api::Server::bind(options))?;
     let addr = server.local_addr()?;
     rt.spawn(server.run(std::future::pending()));
@@ -184,4 +167,54 @@ pub fn admin_client(addr: SocketAddr) -> anyhow::Result<baton_client::Client> {
         },
         timeout: Duration::from_secs(30),
     })?)
+}
+
+/// A POST of `body` to operation `target`, signed once with the benchmark's key. A SigV4
+/// signature stays valid for 15 minutes, which covers a run.
+pub fn signed_post(
+    addr: SocketAddr,
+    target: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<http::Request<Bytes>> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let body = serde_json::to_vec(body)?;
+    let url = format!("http://{addr}/");
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(&url)
+        .header("host", addr.to_string())
+        .header("content-type", baton_proto::CONTENT_TYPE)
+        .header("x-amz-target", target)
+        .body(body.clone())?;
+    let identity = aws_credential_types::Credentials::new(
+        ACCESS_KEY_ID,
+        SECRET_ACCESS_KEY,
+        None,
+        None,
+        "bench",
+    )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("secretsmanager")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()?
+        .into();
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let signable = SignableRequest::new(
+        "POST",
+        &url,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(&body),
+    )?;
+    let (instructions, _) = sign(signable, &params)?.into_parts();
+    instructions.apply_to_request_http1x(&mut request);
+    let (parts, body) = request.into_parts();
+    Ok(http::Request::from_parts(parts, Bytes::from(body)))
 }

@@ -14,9 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use bytes::Bytes;
 
 use baton_bench::{
@@ -63,39 +60,11 @@ fn parse_options() -> anyhow::Result<Options> {
 /// A GetSecretValue request signed once; a SigV4 signature stays valid for 15 minutes, which
 /// covers the run, and sending identical bytes to both servers keeps the client's cost equal.
 fn signed_get(addr: SocketAddr) -> anyhow::Result<http::Request<Bytes>> {
-    let body = serde_json::to_vec(&serde_json::json!({ "SecretId": SECRET_NAME }))?;
-    let url = format!("http://{addr}/");
-    let mut request = http::Request::builder()
-        .method("POST")
-        .uri(&url)
-        .header("host", addr.to_string())
-        .header("content-type", baton_proto::CONTENT_TYPE)
-        .header("x-amz-target", "secretsmanager.GetSecretValue")
-        .body(body.clone())?;
-    let identity = Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "bench").into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("secretsmanager")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()?
-        .into();
-    let headers: Vec<(String, String)> = request
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
-    let signable = SignableRequest::new(
-        "POST",
-        &url,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Bytes(&body),
-    )?;
-    let (instructions, _) = sign(signable, &params)?.into_parts();
-    instructions.apply_to_request_http1x(&mut request);
-    let (parts, body) = request.into_parts();
-    Ok(http::Request::from_parts(parts, Bytes::from(body)))
+    baton_bench::signed_post(
+        addr,
+        "secretsmanager.GetSecretValue",
+        &serde_json::json!({ "SecretId": SECRET_NAME }),
+    )
 }
 
 /// Times `f` over `iterations` calls and returns nanoseconds per call.

@@ -379,50 +379,24 @@ fn memory_per_watch(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
 
 /// A raw, signed HTTP/1.1 WatchSecrets request that parks for 20 s.
 fn signed_watch(addr: SocketAddr, revision: &str) -> anyhow::Result<Vec<u8>> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    let body = serde_json::to_vec(&serde_json::json!({
-        "Secrets": [{ "SecretId": "bench/watched", "Revision": revision }],
-        "WaitSeconds": 20,
-    }))?;
-    let url = format!("http://{addr}/");
-    let headers = [
-        ("host".to_owned(), addr.to_string()),
-        ("content-type".to_owned(), p::CONTENT_TYPE.to_owned()),
-        ("x-amz-target".to_owned(), "baton.WatchSecrets".to_owned()),
-    ];
-    let identity = aws_credential_types::Credentials::new(
-        baton_bench::ACCESS_KEY_ID,
-        baton_bench::SECRET_ACCESS_KEY,
-        None,
-        None,
-        "bench",
-    )
-    .into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("secretsmanager")
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()?
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
-        &url,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Bytes(&body),
+    let request = baton_bench::signed_post(
+        addr,
+        "baton.WatchSecrets",
+        &serde_json::json!({
+            "Secrets": [{ "SecretId": "bench/watched", "Revision": revision }],
+            "WaitSeconds": 20,
+        }),
     )?;
-    let (instructions, _) = sign(signable, &params)?.into_parts();
-    let mut out = format!("POST / HTTP/1.1\r\ncontent-length: {}\r\n", body.len());
-    for (k, v) in headers.iter() {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    for (k, v) in instructions.headers() {
-        out.push_str(&format!("{k}: {v}\r\n"));
+    let mut out = format!(
+        "POST / HTTP/1.1\r\ncontent-length: {}\r\n",
+        request.body().len()
+    );
+    for (k, v) in request.headers() {
+        out.push_str(&format!("{k}: {}\r\n", v.to_str()?));
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    bytes.extend(body);
+    bytes.extend_from_slice(request.body());
     Ok(bytes)
 }
 

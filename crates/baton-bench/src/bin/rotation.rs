@@ -91,25 +91,8 @@ async fn due_index_figure() -> anyhow::Result<()> {
 
 async fn full_rotation_figure() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let options = baton_api::ServeOptions {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        store: baton_api::StoreChoice::Sqlite,
-        root_key_file: None,
-        account_id: "123456789012".into(),
-        regions: vec!["us-east-1".into()],
-        tls_cert: None,
-        tls_key: None,
-        body_bytes_max: 512 * 1024,
-        connections_max: 64,
-        request_timeout: Duration::from_secs(30),
-        purge_interval: Duration::from_secs(3600),
-        shutdown_grace: Duration::from_secs(1),
-        bootstrap: Some(baton_api::Bootstrap {
-            access_key_id: ACCESS_KEY_ID.into(),
-            secret_access_key: SECRET_ACCESS_KEY.to_owned().into(),
-        }),
-    };
+    let options =
+        baton_api::ServeOptions::embedded_for_tests(dir.path(), ACCESS_KEY_ID, SECRET_ACCESS_KEY);
     let server = baton_api::Server::bind(options).await?;
     let addr = server.local_addr()?;
     tokio::spawn(server.run(std::future::pending()));
