@@ -1622,6 +1622,7 @@ impl Baton {
             )?,
             step_attempts_max: attempts,
             blackouts,
+            kill_sessions_after_max_wait: req.kill_sessions_after_max_wait.unwrap_or(false),
             ..defaults
         };
         let now = now_ms();
@@ -1663,6 +1664,7 @@ impl Baton {
             retire_grace_seconds: Some(policy.retire_grace_ms / 1000),
             max_attempts: Some(i64::from(policy.step_attempts_max)),
             blackout_windows: Some(policy.blackouts.iter().map(ToString::to_string).collect()),
+            kill_sessions_after_max_wait: Some(policy.kill_sessions_after_max_wait),
         };
         let mut response = p::DescribeRotationResponse {
             arn: Some(arn),

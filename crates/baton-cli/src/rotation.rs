@@ -60,6 +60,10 @@ pub enum RotationCommand {
         /// A daily UTC window with no promotion or retirement, HH:MM-HH:MM; repeatable.
         #[arg(long = "blackout")]
         blackouts: Vec<String>,
+        /// Database rotators: end the old user's sessions once the maximum gate wait passed
+        /// (otherwise retire waits and alerts).
+        #[arg(long)]
+        kill_sessions: bool,
     },
 }
 
@@ -265,6 +269,7 @@ pub async fn run(
             retire_grace,
             max_attempts,
             blackouts,
+            kill_sessions,
         } => {
             let r: p::DescribeRotationResponse = client
                 .call(
@@ -276,6 +281,7 @@ pub async fn run(
                         retire_grace_seconds: retire_grace,
                         max_attempts,
                         blackout_windows: (!blackouts.is_empty()).then_some(blackouts),
+                        kill_sessions_after_max_wait: Some(kill_sessions),
                     },
                 )
                 .await?;

@@ -176,6 +176,9 @@ pub struct RotationPolicy {
     pub retire_grace_ms: Timestamp,
     /// Attempts of a step before the rotation stops in a safe state.
     pub step_attempts_max: u32,
+    /// Whether a database rotator's retire ends the old user's sessions once the gate's
+    /// maximum wait has passed. Off by default: it waits and alerts instead.
+    pub kill_sessions_after_max_wait: bool,
     pub backoff_base_ms: Timestamp,
     pub backoff_max_ms: Timestamp,
     pub blackouts: Vec<Blackout>,
@@ -188,6 +191,7 @@ impl Default for RotationPolicy {
             gate_wait_max_ms: 60 * MINUTE_MS,
             retire_grace_ms: 5 * MINUTE_MS,
             step_attempts_max: 5,
+            kill_sessions_after_max_wait: false,
             backoff_base_ms: 1_000,
             backoff_max_ms: 5 * MINUTE_MS,
             blackouts: Vec::new(),
@@ -225,6 +229,9 @@ impl RotationPolicy {
             .min(self.backoff_max_ms)
     }
 }
+
+/// How long a deferred step waits before it is asked for again.
+pub const DEFERRED_STEP_RETRY_MS: Timestamp = 2_000;
 
 /// What the consumers of a secret hold, as the engine knows it when it calls the machine.
 /// Reporting consumers come with the clients-and-agent milestone; until then the engine passes
@@ -269,6 +276,13 @@ pub enum Input {
         step: Step,
         reason: String,
     },
+    /// The step cannot finish yet for a reason that is not a failure (the old database user
+    /// still has sessions, say): it is asked for again after a pause, without counting an
+    /// attempt, and past the gate's maximum wait an alert is raised once.
+    StepDeferred {
+        step: Step,
+        reason: String,
+    },
     /// An operator's explicit override of a held gate.
     ForceAdvance,
     /// An operator's retry of a rotation that stopped after its retry limit.
@@ -306,6 +320,17 @@ pub enum RotationEvent {
     StepFailed {
         step: Step,
         attempt: u32,
+        reason: String,
+    },
+    /// A step waits for its target (the old database user still has sessions, say).
+    StepDeferred {
+        step: Step,
+        reason: String,
+    },
+    /// A deferred step waited past the gate's maximum wait.
+    StepHeld {
+        step: Step,
+        waited_ms: Timestamp,
         reason: String,
     },
     /// The retry limit was reached; the rotation waits for an operator.
@@ -557,6 +582,26 @@ impl Rotation {
                     self.retry_at = Some(now + self.policy.backoff(self.attempts));
                 }
             }
+            Input::StepDeferred { step, reason } => {
+                if self.status != Status::Running || self.in_flight != Some(step) {
+                    return Ok(out);
+                }
+                self.in_flight = None;
+                self.retry_at = Some(now + DEFERRED_STEP_RETRY_MS);
+                let waited_ms = now - self.phase_started_at;
+                if waited_ms >= self.policy.gate_wait_max_ms && !self.alerted {
+                    self.alerted = true;
+                    out.push(Command::Record(RotationEvent::StepHeld {
+                        step,
+                        waited_ms,
+                        reason: reason.clone(),
+                    }));
+                }
+                out.push(Command::Record(RotationEvent::StepDeferred {
+                    step,
+                    reason,
+                }));
+            }
             Input::ForceAdvance => {
                 if self.is_finished() {
                     return Err(RotationError::Ended);
@@ -772,6 +817,18 @@ impl std::fmt::Display for RotationEvent {
                 "step {} failed (attempt {attempt}): {reason}",
                 step.as_str()
             ),
+            RotationEvent::StepDeferred { step, reason } => {
+                write!(f, "step {} waiting: {reason}", step.as_str())
+            }
+            RotationEvent::StepHeld {
+                step,
+                waited_ms,
+                reason,
+            } => write!(
+                f,
+                "ALERT: step {} held for {waited_ms} ms: {reason}",
+                step.as_str()
+            ),
             RotationEvent::Stopped { step, reason } => {
                 write!(f, "stopped after step {} failed: {reason}", step.as_str())
             }
@@ -890,6 +947,7 @@ mod tests {
             gate_wait_max_ms: 4 * T,
             retire_grace_ms: 0,
             step_attempts_max: 3,
+            kill_sessions_after_max_wait: false,
             backoff_base_ms: 1_000,
             backoff_max_ms: 8_000,
             blackouts: vec![],
@@ -1047,6 +1105,65 @@ mod tests {
     fn tick_with(r: &mut Rotation, status: ConsumerStatus, now: Timestamp) {
         let out = r.handle(Input::Tick(status), now).unwrap();
         assert_eq!(runs(&out), [Step::Promote]);
+    }
+
+    #[test]
+    fn a_deferred_retire_waits_without_failing_alerts_once_and_then_completes() {
+        let (mut r, _) = Rotation::start("s".into(), "v2".into(), Some("v1".into()), policy(), 0);
+        let ready = ConsumerStatus {
+            reporting: 0,
+            reporting_ready: 0,
+            non_reporting_readers: false,
+        };
+        for step in [Step::Create, Step::Set, Step::Test] {
+            ok(&mut r, step, 0);
+        }
+        r.handle(Input::Tick(ready), 1).unwrap();
+        ok(&mut r, Step::Promote, 1);
+        let out = r.handle(Input::Tick(ready), 2).unwrap();
+        assert_eq!(runs(&out), [Step::Retire]);
+        let defer = |r: &mut Rotation, now| {
+            r.handle(
+                Input::StepDeferred {
+                    step: Step::Retire,
+                    reason: "2 sessions".into(),
+                },
+                now,
+            )
+            .unwrap()
+        };
+        let out = defer(&mut r, 3);
+        assert!(
+            out.iter()
+                .any(|c| matches!(c, Command::Record(RotationEvent::StepDeferred { .. })))
+        );
+        assert_eq!(r.attempts, 0, "a deferral is not a failure");
+        assert_eq!(r.poll_timeout(), Some(3 + DEFERRED_STEP_RETRY_MS));
+        assert!(
+            runs(&r.handle(Input::Tick(ready), 4).unwrap()).is_empty(),
+            "waits"
+        );
+        let out = r
+            .handle(Input::Tick(ready), 3 + DEFERRED_STEP_RETRY_MS)
+            .unwrap();
+        assert_eq!(runs(&out), [Step::Retire], "asked again after the pause");
+        let held = |out: &[Command]| {
+            out.iter()
+                .filter(|c| matches!(c, Command::Record(RotationEvent::StepHeld { .. })))
+                .count()
+        };
+        assert_eq!(
+            held(&defer(&mut r, 4 * T + 10)),
+            1,
+            "alert past the maximum wait"
+        );
+        r.handle(Input::Tick(ready), 4 * T + 10 + DEFERRED_STEP_RETRY_MS)
+            .unwrap();
+        assert_eq!(held(&defer(&mut r, 5 * T)), 0, "alerted once");
+        r.handle(Input::Tick(ready), 5 * T + DEFERRED_STEP_RETRY_MS)
+            .unwrap();
+        ok(&mut r, Step::Retire, 5 * T + DEFERRED_STEP_RETRY_MS);
+        assert_eq!(r.status, Status::Succeeded);
     }
 
     #[test]

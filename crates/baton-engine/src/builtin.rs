@@ -12,6 +12,13 @@ use zeroize::Zeroize as _;
 pub const RANDOM_ROTATOR: &str = "baton-random";
 /// Generates an asymmetric key pair.
 pub const KEYPAIR_ROTATOR: &str = "baton-keypair";
+/// Rotates a PostgreSQL user's password, single-user or alternating users.
+pub const POSTGRES_ROTATOR: &str = "baton-postgres";
+/// Rotates a MySQL or MariaDB user's password, single-user or alternating users.
+pub const MYSQL_ROTATOR: &str = "baton-mysql";
+/// Characters left out of database passwords, as AWS's database rotation functions do, so a
+/// password survives connection strings and shells.
+pub const DB_PASSWORD_EXCLUDED: &str = "/@\"'\\";
 /// The key type `baton-keypair` generates when the secret's value names none.
 pub const DEFAULT_KEY_TYPE: KeyPairType = KeyPairType::Rsa2048;
 
@@ -26,6 +33,9 @@ pub enum Builtin {
     /// the current value are kept. The key type is the current value's `key_type`, or
     /// [`DEFAULT_KEY_TYPE`].
     KeyPair,
+    /// A database user's new password (and, for alternating users, the other user's name) in
+    /// the JSON shape of AWS's database secrets; set, tested and retired on the database.
+    Database(baton_dbrotate::Engine),
 }
 
 impl Builtin {
@@ -33,6 +43,8 @@ impl Builtin {
         match name {
             RANDOM_ROTATOR => Some(Self::Random),
             KEYPAIR_ROTATOR => Some(Self::KeyPair),
+            POSTGRES_ROTATOR => Some(Self::Database(baton_dbrotate::Engine::Postgres)),
+            MYSQL_ROTATOR => Some(Self::Database(baton_dbrotate::Engine::Mysql)),
             _ => None,
         }
     }
@@ -67,6 +79,7 @@ pub fn create_value(
     let value = match builtin {
         Builtin::Random => random_value(current.as_mut()),
         Builtin::KeyPair => keypair_value(current.as_mut(), &rotation.version_id),
+        Builtin::Database(engine) => database_value(current.as_mut(), engine),
     };
     if let Some(current) = &mut current {
         wipe(current);
@@ -126,6 +139,42 @@ fn keypair_value(current: Option<&mut Value>, version_id: &str) -> Result<Secret
     let value = serialize(object);
     wipe(object);
     value
+}
+
+/// The next database credentials: a new password, and for alternating users (the value names
+/// a `masterarn`) the user that takes turns with the current one.
+fn database_value(
+    current: Option<&mut Value>,
+    engine: baton_dbrotate::Engine,
+) -> Result<SecretBytes, String> {
+    let object = current.ok_or_else(|| {
+        "the secret's value must be a database secret: JSON with engine, host, username and \
+         password"
+            .to_owned()
+    })?;
+    let parsed = baton_dbrotate::DbSecret::parse(object.to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
+    let kind = parsed.engine_kind().map_err(|e| e.to_string())?;
+    if kind != engine {
+        return Err(format!(
+            "the secret's engine is {:?}, but the rotator is for {}",
+            parsed.engine,
+            engine.name()
+        ));
+    }
+    let password = baton_crypto::random_password(&PasswordOptions {
+        exclude_characters: DB_PASSWORD_EXCLUDED.to_owned(),
+        ..PasswordOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let password = std::str::from_utf8(password.expose())
+        .map_err(|_| "generated password is not UTF-8".to_owned())?
+        .to_owned();
+    if parsed.masterarn.is_some() {
+        object["username"] = baton_dbrotate::alternate_username(&parsed.username).into();
+    }
+    object["password"] = Value::String(password);
+    serialize(object)
 }
 
 /// Serializes straight into memory that is wiped on drop.

@@ -23,9 +23,12 @@ use baton_crypto::RootKey;
 use baton_store::{Store, StoreError};
 
 mod builtin;
+mod database;
 mod external;
 
-pub use builtin::{Builtin, DEFAULT_KEY_TYPE, KEYPAIR_ROTATOR, RANDOM_ROTATOR};
+pub use builtin::{
+    Builtin, DEFAULT_KEY_TYPE, KEYPAIR_ROTATOR, MYSQL_ROTATOR, POSTGRES_ROTATOR, RANDOM_ROTATOR,
+};
 use tokio::sync::{Notify, watch};
 
 /// Due rotations taken per pass of the engine.
@@ -421,8 +424,19 @@ impl Engine {
                             .is_some_and(is_builtin)
                         {
                             let mut trial = secret.clone();
-                            self.perform(&mut trial, &state.machine, step, now)
-                                .map(|()| trial)
+                            match self.perform(&mut trial, &state.machine, step, now).await {
+                                Ok(database::StepResult::Done) => Ok(trial),
+                                Ok(database::StepResult::Deferred(reason)) => {
+                                    queue.extend(
+                                        state
+                                            .machine
+                                            .handle(Input::StepDeferred { step, reason }, now)
+                                            .map_err(EngineError::Rotation)?,
+                                    );
+                                    continue;
+                                }
+                                Err(e) => Err(e),
+                            }
                         } else {
                             let outcome = self
                                 .perform_external(&secret, &state.machine, step, now)
@@ -524,14 +538,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Performs one step on `secret` (a copy that is kept only if the step succeeds).
-    fn perform(
+    /// Performs one step of a built-in rotator on `secret` (a copy that is kept only if the
+    /// step succeeds).
+    async fn perform(
         &self,
         secret: &mut SecretRecord,
         rotation: &Rotation,
         step: Step,
         now: Timestamp,
-    ) -> Result<(), String> {
+    ) -> Result<database::StepResult, String> {
         let name = secret
             .rotation
             .lambda_arn
@@ -540,13 +555,22 @@ impl Engine {
             .unwrap_or_default();
         let builtin = Builtin::from_name(name)
             .ok_or_else(|| format!("{name:?} is not a built-in rotator"))?;
+        if let Builtin::Database(_) = builtin
+            && matches!(step, Step::Set | Step::Test | Step::Retire)
+        {
+            let result = self.database_step(secret, rotation, step, now).await?;
+            if let database::StepResult::Deferred(_) = result {
+                return Ok(result);
+            }
+        }
         match step {
             Step::Create => builtin::create_value(&self.root_key, builtin, secret, rotation, now),
-            // Built-in rotators have no target system to set or test.
+            // Random and key-pair rotators have no target system to set or test.
             Step::Set | Step::Test => Ok(()),
             Step::Promote => promote_labels(secret, rotation, now),
             Step::Retire => retire_labels(secret, rotation, now),
         }
+        .map(|()| database::StepResult::Done)
     }
 }
 

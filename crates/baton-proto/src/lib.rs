@@ -409,6 +409,8 @@ wire!(
         retire_grace_seconds: Option<i64>,
         max_attempts: Option<i64>,
         blackout_windows: Option<Vec<String>>,
+        /// Database rotators: end the old user's sessions once MaxGateWaitSeconds passed.
+        kill_sessions_after_max_wait: Option<bool>,
     }
 );
 
@@ -464,6 +466,7 @@ wire!(RotationPolicy {
     retire_grace_seconds: Option<i64>,
     max_attempts: Option<i64>,
     blackout_windows: Option<Vec<String>>,
+    kill_sessions_after_max_wait: Option<bool>,
 });
 
 wire!(TimelineEntry { date: Option<f64>, event: Option<String> });

@@ -94,6 +94,7 @@ impl SimConfig {
                 // Messages are in flight for at most message_delay_max_ms.
                 retire_grace_ms: 1_000,
                 step_attempts_max: 8,
+                kill_sessions_after_max_wait: false,
                 backoff_base_ms: 1_000,
                 backoff_max_ms: 30_000,
                 blackouts: Vec::new(),

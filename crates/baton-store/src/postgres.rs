@@ -193,7 +193,7 @@ async fn load_children(
     })
     .await?;
     let policy = child_rows(client, schema::SELECT_POLICY, &id, |r| {
-        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
     })
     .await?
     .pop();
@@ -321,8 +321,8 @@ async fn write_children(
         .await
         .map_err(backend)?;
     if let Some(policy) = &secret.rotation_policy {
-        let (a, b, c, d, e) = schema::policy_row(policy);
-        tx.execute(schema::INSERT_POLICY, &[&secret.id, &a, &b, &c, &d, &e])
+        let (a, b, c, d, e, f) = schema::policy_row(policy);
+        tx.execute(schema::INSERT_POLICY, &[&secret.id, &a, &b, &c, &d, &e, &f])
             .await
             .map_err(backend)?;
     }

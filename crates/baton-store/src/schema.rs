@@ -228,6 +228,13 @@ CREATE TABLE plain_reads (
 );
 "#,
     ),
+    (
+        9,
+        r#"
+-- Whether a database rotator's retire may end the old user's sessions after the maximum wait.
+ALTER TABLE rotation_policies ADD COLUMN kill_sessions BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -291,10 +298,11 @@ pub const REPLICA_OWNER: &str =
 pub const REPLICATED_INTO: &str = "SELECT secret_id FROM secret_replicas \
     WHERE account_id = $1 AND region = $2 ORDER BY secret_id";
 pub const SELECT_POLICY: &str = "SELECT propagation_delay_ms, gate_wait_max_ms, retire_grace_ms, \
-    step_attempts_max, blackouts FROM rotation_policies WHERE secret_id = $1";
+    step_attempts_max, blackouts, kill_sessions FROM rotation_policies WHERE secret_id = $1";
 pub const DELETE_POLICY: &str = "DELETE FROM rotation_policies WHERE secret_id = $1";
 pub const INSERT_POLICY: &str = "INSERT INTO rotation_policies (secret_id, propagation_delay_ms, \
-    gate_wait_max_ms, retire_grace_ms, step_attempts_max, blackouts) VALUES ($1, $2, $3, $4, $5, $6)";
+    gate_wait_max_ms, retire_grace_ms, step_attempts_max, blackouts, kill_sessions) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
 const ROTATION_COLUMNS: &str = "version_id, old_version_id, phase, phase_started_at, status, \
     stopped_step, stopped_reason, in_flight, attempts, retry_at, alerted, gate_ready_since, \
     started_at, timeline, due_at";
@@ -373,8 +381,9 @@ pub const DELETE_ACCESS_KEY: &str = "DELETE FROM access_keys WHERE access_key_id
 /// one of its labels.
 pub type VersionRow = (String, i64, String, Vec<u8>, Option<String>);
 
-/// A `rotation_policies` row: delays in ms, attempts, blackouts as `HH:MM-HH:MM,…`.
-pub type PolicyRow = (i64, i64, i64, i64, String);
+/// A `rotation_policies` row: delays in ms, attempts, blackouts as `HH:MM-HH:MM,…`, and
+/// whether sessions may be ended.
+pub type PolicyRow = (i64, i64, i64, i64, String, bool);
 
 pub fn policy_row(policy: &RotationPolicy) -> PolicyRow {
     (
@@ -388,11 +397,12 @@ pub fn policy_row(policy: &RotationPolicy) -> PolicyRow {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(","),
+        policy.kill_sessions_after_max_wait,
     )
 }
 
 fn policy_from_row(row: PolicyRow) -> Result<RotationPolicy, StoreError> {
-    let (propagation_delay_ms, gate_wait_max_ms, retire_grace_ms, attempts, blackouts) = row;
+    let (propagation_delay_ms, gate_wait_max_ms, retire_grace_ms, attempts, blackouts, kill) = row;
     let blackouts = blackouts
         .split(',')
         .filter(|b| !b.is_empty())
@@ -405,6 +415,7 @@ fn policy_from_row(row: PolicyRow) -> Result<RotationPolicy, StoreError> {
         step_attempts_max: u32::try_from(attempts)
             .map_err(|_| StoreError::Corrupt(format!("step_attempts_max {attempts}")))?,
         blackouts,
+        kill_sessions_after_max_wait: kill,
         ..RotationPolicy::default()
     })
 }

@@ -280,7 +280,14 @@ fn load_children(conn: &Connection, row: SecretRow) -> Result<SecretRecord, Stor
         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })?;
     let policy = child_rows(conn, schema::SELECT_POLICY, &id, |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
     })?
     .pop();
     let rotation = child_rows(conn, schema::SELECT_ROTATION, &id, read_rotation_row)?.pop();
@@ -399,10 +406,10 @@ fn write_children(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Resu
     tx.execute(&sql(schema::DELETE_POLICY), [&secret.id])
         .map_err(backend)?;
     if let Some(policy) = &secret.rotation_policy {
-        let (a, b, c, d, e) = schema::policy_row(policy);
+        let (a, b, c, d, e, f) = schema::policy_row(policy);
         tx.execute(
             &sql(schema::INSERT_POLICY),
-            params![secret.id, a, b, c, d, e],
+            params![secret.id, a, b, c, d, e, f],
         )
         .map_err(backend)?;
     }

@@ -1,0 +1,324 @@
+"""Database credentials: the built-in baton-postgres and baton-mysql rotators against the
+MariaDB server on this machine and a PostgreSQL cluster that checks passwords.
+
+The machine's PostgreSQL trusts every local connection, so a password could never fail there.
+These tests start a private cluster with scram-sha-256 authentication instead (as the postgres
+system user, which needs root). MariaDB checks passwords as it is.
+
+Environment: BATON_TEST_MYSQL_URL (mysql://root@127.0.0.1:3306/test) enables MariaDB;
+BATON_TEST_POSTGRES_URL enables PostgreSQL. Unset, those tests skip and say so.
+"""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+import pytest
+
+import awsraw
+from conftest import free_port
+
+# Quotes, a backslash, a semicolon, a comment and non-ASCII: nothing may be injected.
+HOSTILE_USER = "ap'p\"\\;--ü"
+HOSTILE_PASSWORD = "pa'ss\"\\; DROP USER root; --é☃"
+
+
+# ---------------------------------------------------------------- database helpers
+
+class MariaDB:
+    engine = "mysql"
+    rotator = "baton-mysql"
+
+    def __init__(self, url):
+        u = urllib.parse.urlparse(url)
+        self.host, self.port = u.hostname, u.port or 3306
+        self.admin_user, self.admin_password = urllib.parse.unquote(u.username or "root"), u.password or ""
+        self.dbname = u.path.lstrip("/") or "test"
+
+    @staticmethod
+    def lit(text):
+        return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+    def admin(self, sql):
+        run = subprocess.run(["mysql", "-u", self.admin_user, "-h", self.host, "-P", str(self.port), "-N", "-e", sql],
+                             env=dict(os.environ, MYSQL_PWD=self.admin_password), capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    def login(self, user, password):
+        run = subprocess.run(["mysql", "-u", user, "-h", self.host, "-P", str(self.port), "-N", "-e", "SELECT 1"],
+                             env=dict(os.environ, MYSQL_PWD=password), capture_output=True, text=True)
+        return run.returncode == 0
+
+    def create_user(self, user, password):
+        self.drop_user(user)
+        self.admin(f"CREATE USER {self.lit(user)}@'%' IDENTIFIED BY {self.lit(password)}; "
+                   f"GRANT SELECT ON `{self.dbname}`.* TO {self.lit(user)}@'%'")
+
+    def drop_user(self, user):
+        self.admin(f"DROP USER IF EXISTS {self.lit(user)}@'%'")
+
+    def can_select(self, user, password):
+        run = subprocess.run(["mysql", "-u", user, "-h", self.host, "-P", str(self.port), self.dbname, "-N", "-e",
+                              "SELECT COUNT(*) FROM baton_probe"],
+                             env=dict(os.environ, MYSQL_PWD=password), capture_output=True, text=True)
+        return run.returncode == 0
+
+    def prepare_probe(self):
+        self.admin(f"CREATE TABLE IF NOT EXISTS `{self.dbname}`.baton_probe (n INT)")
+
+    def hold_session(self, user, password):
+        return subprocess.Popen(["mysql", "-u", user, "-h", self.host, "-P", str(self.port), "-N", "-e",
+                                 "SELECT SLEEP(600)"], env=dict(os.environ, MYSQL_PWD=password),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def close_sessions(self, user):
+        pass  # the server ends a session whose client went away
+
+    def master_value(self):
+        return {"engine": "mysql", "host": self.host, "port": self.port, "username": self.admin_user,
+                "password": self.admin_password, "dbname": self.dbname}
+
+
+class ScramPostgres:
+    """A private PostgreSQL cluster with scram-sha-256 authentication on a free port."""
+    engine = "postgres"
+    rotator = "baton-postgres"
+    dbname = "postgres"
+
+    def __init__(self):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        self.bin = bins[-1]
+        self.dir = tempfile.mkdtemp(prefix="baton-pg-")
+        shutil.chown(self.dir, "postgres")
+        self.host, self.port = "127.0.0.1", free_port()
+        self.admin_user, self.admin_password = "postgres", "master-pass-0123456789"
+        pwfile = os.path.join(self.dir, "pw")
+        with open(pwfile, "w") as f:
+            f.write(self.admin_password)
+        shutil.chown(pwfile, "postgres")
+        self.as_postgres([f"{self.bin}/initdb", "-D", f"{self.dir}/data", "-U", "postgres", "-E", "UTF8",
+                          "--auth=scram-sha-256", f"--pwfile={pwfile}"])
+        self.as_postgres([f"{self.bin}/pg_ctl", "-D", f"{self.dir}/data", "-l", f"{self.dir}/log", "-w", "-o",
+                          f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                          "start"])
+
+    @staticmethod
+    def as_postgres(cmd):
+        run = subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+
+    def stop(self):
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{self.bin}/pg_ctl", "-D", f"{self.dir}/data",
+                        "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def ident(name):
+        return '"' + name.replace('"', '""') + '"'
+
+    @staticmethod
+    def lit(text):
+        return "'" + text.replace("'", "''") + "'"
+
+    def psql(self, user, password, sql, db="postgres"):
+        return subprocess.run(["psql", "-h", self.host, "-p", str(self.port), "-U", user, "-d", db, "-X", "-q",
+                               "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                              env=dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="5"),
+                              capture_output=True, text=True)
+
+    def admin(self, sql):
+        run = self.psql(self.admin_user, self.admin_password, sql)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    def login(self, user, password):
+        return self.psql(user, password, "SELECT 1").returncode == 0
+
+    def create_user(self, user, password):
+        self.drop_user(user)
+        self.admin(f"CREATE ROLE {self.ident(user)} LOGIN PASSWORD {self.lit(password)}; "
+                   f"GRANT SELECT ON baton_probe TO {self.ident(user)}")
+
+    def drop_user(self, user):
+        if self.admin(f"SELECT 1 FROM pg_roles WHERE rolname = {self.lit(user)}").strip():
+            self.admin(f"DROP OWNED BY {self.ident(user)}; DROP ROLE {self.ident(user)}")
+
+    def can_select(self, user, password):
+        return self.psql(user, password, "SELECT count(*) FROM baton_probe").returncode == 0
+
+    def prepare_probe(self):
+        self.admin("CREATE TABLE IF NOT EXISTS baton_probe (n int)")
+
+    def hold_session(self, user, password):
+        return subprocess.Popen(["psql", "-h", self.host, "-p", str(self.port), "-U", user, "-d", "postgres",
+                                 "-c", "SELECT pg_sleep(600)"], env=dict(os.environ, PGPASSWORD=password),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def close_sessions(self, user):
+        # pg_sleep does not notice that its client went away; end the backend as the app would.
+        self.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {self.lit(user)}")
+
+    def master_value(self):
+        return {"engine": "postgres", "host": self.host, "port": self.port, "username": self.admin_user,
+                "password": self.admin_password, "dbname": "postgres"}
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    url = os.environ.get("BATON_TEST_MYSQL_URL")
+    if not url:
+        pytest.skip("BATON_TEST_MYSQL_URL is not set: MariaDB rotation tests skipped")
+    db = MariaDB(url)
+    db.prepare_probe()
+    return db
+
+
+@pytest.fixture(scope="session")
+def scram_postgres():
+    if not os.environ.get("BATON_TEST_POSTGRES_URL"):
+        pytest.skip("BATON_TEST_POSTGRES_URL is not set: PostgreSQL rotation tests skipped")
+    if os.geteuid() != 0 or not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        pytest.skip("a private scram PostgreSQL cluster needs root and initdb: PostgreSQL rotation tests skipped")
+    db = ScramPostgres()
+    db.prepare_probe()
+    yield db
+    db.stop()
+
+
+@pytest.fixture(params=["mariadb", "postgres"])
+def db(request):
+    return request.getfixturevalue("mariadb" if request.param == "mariadb" else "scram_postgres")
+
+
+# ---------------------------------------------------------------- helpers
+
+def rotate_and_wait(server, sm, name, rotator=None, timeout=60):
+    kwargs = {"RotationLambdaARN": f"arn:aws:lambda:us-east-1:{server.account_id}:function:{rotator}"} if rotator else {}
+    version = sm.rotate_secret(SecretId=name, **kwargs)["VersionId"]
+    deadline = time.time() + timeout
+    while True:
+        status, r = awsraw.call(server, "baton.DescribeRotation", {"SecretId": name})
+        assert status == 200, r
+        if r["VersionId"] == version and r["Status"] in ("Succeeded", "Stopped"):
+            return r
+        assert time.time() < deadline, r
+        time.sleep(0.1)
+
+
+def value_of(server, name):
+    status, ring = awsraw.call(server, "baton.GetSecretKeyring", {"SecretId": name})
+    assert status == 200, ring
+    return json.loads(ring["Current"]["SecretString"])
+
+
+def fast_policy(server, name, **extra):
+    status, body = awsraw.call(server, "baton.PutRotationPolicy", {
+        "SecretId": name, "PropagationDelaySeconds": 1, "RetireGraceSeconds": 0, **extra})
+    assert status == 200, body
+
+
+# ---------------------------------------------------------------- tests
+
+@pytest.mark.parametrize("user,password", [("baton_single", "initial-pass"), (HOSTILE_USER, HOSTILE_PASSWORD)],
+                         ids=["plain", "hostile"])
+def test_single_user_rotation_changes_the_password_in_place(server, sm, unique_name, db, user, password):
+    db.create_user(user, password)
+    value = {"engine": db.engine, "host": db.host, "port": db.port, "username": user, "password": password,
+             "dbname": db.dbname, "note": "kept"}
+    sm.create_secret(Name=unique_name, SecretString=json.dumps(value))
+    fast_policy(server, unique_name)
+    r = rotate_and_wait(server, sm, unique_name, db.rotator)
+    assert r["Status"] == "Succeeded", r
+    new = value_of(server, unique_name)
+    assert new["username"] == user and new["note"] == "kept" and new["password"] != password
+    assert not any(c in new["password"] for c in "/@\"'\\"), "AWS's excluded characters"
+    assert db.login(user, new["password"]), "the new password works"
+    assert not db.login(user, password), "the old one does not"
+    # Nothing was injected: the master account still works, and no stray user appeared.
+    assert db.login(db.admin_user, db.admin_password)
+    # A second rotation logs in with the password the first one set.
+    r = rotate_and_wait(server, sm, unique_name)
+    assert r["Status"] == "Succeeded", r
+    assert db.login(user, value_of(server, unique_name)["password"])
+    db.drop_user(user)
+
+
+@pytest.mark.parametrize("user", ["baton_alt", HOSTILE_USER], ids=["plain", "hostile"])
+def test_alternating_users_clone_the_user_take_turns_and_revoke_the_old_one(server, sm, unique_name, db, user):
+    clone = user + "_clone"
+    db.create_user(user, HOSTILE_PASSWORD)
+    db.drop_user(clone)
+    master = sm.create_secret(Name=unique_name + "/master", SecretString=json.dumps(db.master_value()))["ARN"]
+    # The shape AWS documents for its alternating-users functions.
+    value = {"engine": db.engine, "host": db.host, "port": db.port, "username": user, "password": HOSTILE_PASSWORD,
+             "dbname": db.dbname, "masterarn": master}
+    sm.create_secret(Name=unique_name, SecretString=json.dumps(value))
+    fast_policy(server, unique_name)
+    r = rotate_and_wait(server, sm, unique_name, db.rotator)
+    assert r["Status"] == "Succeeded", r
+    first = value_of(server, unique_name)
+    assert first["username"] == clone and first["masterarn"] == master
+    assert db.login(clone, first["password"])
+    assert db.can_select(clone, first["password"]), "the clone has the original's privileges"
+    assert not db.login(user, HOSTILE_PASSWORD), "retire revoked the old user's password"
+    r = rotate_and_wait(server, sm, unique_name)
+    assert r["Status"] == "Succeeded", r
+    second = value_of(server, unique_name)
+    assert second["username"] == user and db.login(user, second["password"])
+    assert db.can_select(user, second["password"])
+    assert not db.login(clone, first["password"])
+    db.drop_user(clone)
+    db.drop_user(user)
+
+
+def test_retire_waits_while_the_old_user_has_a_session_then_alerts(server, sm, unique_name, db):
+    user = "baton_held"
+    db.create_user(user, "held-pass-1")
+    db.drop_user(user + "_clone")
+    master = sm.create_secret(Name=unique_name + "/master", SecretString=json.dumps(db.master_value()))["ARN"]
+    sm.create_secret(Name=unique_name, SecretString=json.dumps({
+        "engine": db.engine, "host": db.host, "port": db.port, "username": user, "password": "held-pass-1",
+        "dbname": db.dbname, "masterarn": master}))
+    fast_policy(server, unique_name, MaxGateWaitSeconds=2)
+    session = db.hold_session(user, "held-pass-1")
+    try:
+        time.sleep(1)
+        lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:{db.rotator}"
+        sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)
+        deadline = time.time() + 30
+        while True:
+            status, r = awsraw.call(server, "baton.DescribeRotation", {"SecretId": unique_name})
+            events = [e["Event"] for e in r.get("Timeline", [])]
+            if any(e.startswith("ALERT: step retire held") for e in events):
+                break
+            assert time.time() < deadline and r["Status"] == "InProgress", r
+            time.sleep(0.2)
+        assert r["Phase"] == "drained", "promoted and drained, waiting to retire"
+        assert any("still has 1 open session" in e for e in events), events
+        assert db.login(user, "held-pass-1"), "the old user is not revoked while it has a session"
+    finally:
+        session.kill()
+        session.wait()
+        db.close_sessions(user)
+    deadline = time.time() + 30
+    while (r := awsraw.call(server, "baton.DescribeRotation", {"SecretId": unique_name})[1])["Status"] != "Succeeded":
+        assert time.time() < deadline, r
+        time.sleep(0.2)
+    assert not db.login(user, "held-pass-1")
+    db.drop_user(user + "_clone")
+    db.drop_user(user)
+
+
+def test_a_secret_that_is_not_a_database_secret_stops_with_a_clear_reason(server, sm, unique_name, mariadb):
+    sm.create_secret(Name=unique_name, SecretString=json.dumps({"engine": "oracle", "host": "h", "username": "u",
+                                                                "password": "p"}))
+    awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "MaxAttempts": 1})
+    r = rotate_and_wait(server, sm, unique_name, "baton-mysql")
+    assert r["Status"] == "Stopped" and "engine \"oracle\" is not one Baton rotates" in r["StatusReason"], r
+    assert json.loads(sm.get_secret_value(SecretId=unique_name)["SecretString"])["password"] == "p"
