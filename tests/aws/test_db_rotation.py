@@ -322,3 +322,69 @@ def test_a_secret_that_is_not_a_database_secret_stops_with_a_clear_reason(server
     r = rotate_and_wait(server, sm, unique_name, "baton-mysql")
     assert r["Status"] == "Stopped" and "engine \"oracle\" is not one Baton rotates" in r["StatusReason"], r
     assert json.loads(sm.get_secret_value(SecretId=unique_name)["SecretString"])["password"] == "p"
+
+
+# ---------------------------------------------------------------- load
+
+def run_load(server, sm, db, name, strategy, rotations, clients=4, interval_ms=10):
+    """Clients open a new connection per request with the credentials their keyring cache holds
+    now, while the secret rotates `rotations` times. Returns the clients' counters and each
+    rotation's duration."""
+    from test_examples import BIN, read_stats
+    from conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY
+    import signal
+
+    user = f"baton_load_{strategy}"
+    db.create_user(user, "load-initial-pass")
+    db.drop_user(user + "_clone")
+    value = {"engine": db.engine, "host": db.host, "port": db.port, "username": user,
+             "password": "load-initial-pass", "dbname": db.dbname}
+    if strategy == "alternating":
+        value["masterarn"] = sm.create_secret(Name=name + "/master",
+                                              SecretString=json.dumps(db.master_value()))["ARN"]
+    sm.create_secret(Name=name, SecretString=json.dumps(value))
+    status, body = awsraw.call(server, "baton.PutRotationPolicy", {
+        "SecretId": name, "PropagationDelaySeconds": 300, "MaxGateWaitSeconds": 300, "RetireGraceSeconds": 1})
+    assert status == 200, body
+    env = dict(os.environ, AWS_ENDPOINT_URL=server.endpoint, AWS_REGION="us-east-1",
+               AWS_ACCESS_KEY_ID=ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY)
+    stats_dir = tempfile.mkdtemp(prefix="baton-dbload-")
+    procs, paths = [], []
+    durations = []
+    try:
+        for i in range(clients):
+            path = os.path.join(stats_dir, f"client-{i}.json")
+            paths.append(path)
+            procs.append(subprocess.Popen(
+                [str(BIN / "db-client"), "--secret", name, "--interval-ms", str(interval_ms), "--stats", path],
+                env=dict(env, INSTANCE_ID=f"db-client-{i}"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.5)
+        for n in range(rotations):
+            started = time.time()
+            r = rotate_and_wait(server, sm, name, db.rotator if n == 0 else None, timeout=120)
+            assert r["Status"] == "Succeeded", r
+            durations.append(time.time() - started)
+        time.sleep(1)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=15)
+    from pathlib import Path
+    results = [read_stats(Path(p)) for p in paths]
+    db.drop_user(user + "_clone")
+    db.drop_user(user)
+    return results, durations
+
+
+@pytest.mark.parametrize("engine_name", ["mariadb", "postgres"])
+def test_alternating_users_rotate_20_times_without_one_failed_connection(server, sm, unique_name, engine_name,
+                                                                         request):
+    if server.engine != "sqlite":
+        pytest.skip("the database load runs once, on the embedded store: the store plays no part in it")
+    db = request.getfixturevalue("mariadb" if engine_name == "mariadb" else "scram_postgres")
+    results, durations = run_load(server, sm, db, unique_name, "alternating", rotations=20)
+    print(f"\n{engine_name}: {results}; rotation seconds {[round(d, 2) for d in durations]}")
+    connected = sum(r["connected"] for r in results)
+    assert connected > 200, "connections were opened throughout"
+    assert all(r["failed"] == 0 for r in results), results
