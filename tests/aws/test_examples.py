@@ -69,6 +69,7 @@ def test_services_never_fail_a_request_while_their_keys_rotate(server, sm, uniqu
             env=dict(env, INSTANCE_ID=label), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     stop = threading.Event()
+    driver = None
     session_failures, session_round_trips = [], [0]
     try:
         verifier_ports = [free_port() for _ in range(3)]
@@ -122,15 +123,18 @@ def test_services_never_fail_a_request_while_their_keys_rotate(server, sm, uniqu
                 durations.append(time.time() - started)
         time.sleep(1)
     finally:
+        # The driver finishes its round trip before the services stop, or it would count
+        # their shutdown as a failure.
         stop.set()
-        for p in processes:
+        if driver is not None:
+            driver.join(timeout=10)
+        # Signers were started last: stop them first, so none sends to a stopped verifier.
+        for p in reversed(processes):
             p.send_signal(signal.SIGTERM)
-        for p in processes:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    driver.join(timeout=10)
 
     results = {label: read_stats(path) for label, path in stats.items()}
     print(f"\nrotation seconds: {[round(d, 2) for d in durations]}; T = {T_SECONDS} s")
