@@ -6,6 +6,7 @@
 
 mod consumers;
 mod error;
+pub mod events;
 mod ops;
 mod policy;
 mod server;

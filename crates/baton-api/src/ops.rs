@@ -387,7 +387,7 @@ impl Baton {
     }
 
     /// Finds a secret that the caller may change: a replica is read-only.
-    async fn find_primary(
+    pub(crate) async fn find_primary(
         &self,
         caller: &Caller,
         secret_id: &str,
@@ -414,15 +414,21 @@ impl Baton {
             let mut secret = self.find_primary(caller, secret_id).await?;
             match change(&mut secret, self)? {
                 Outcome::Unchanged(out) => return Ok((out, secret)),
-                Outcome::Changed(out) => match self.store.save_secret(&secret).await {
-                    Ok(revision) => {
-                        secret.revision = revision;
-                        return Ok((out, secret));
+                Outcome::Changed(out) => {
+                    // The operation first, then what it set off (RotateSecret, RotationStarted).
+                    secret
+                        .outbox
+                        .insert(0, crate::events::api_event(&caller.operation, &secret));
+                    match self.store.save_secret(&secret).await {
+                        Ok(revision) => {
+                            secret.revision = revision;
+                            return Ok((out, secret));
+                        }
+                        Err(StoreError::Conflict) => continue,
+                        Err(StoreError::NameTaken) => return Err(name_taken_in_replica_region()),
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(StoreError::Conflict) => continue,
-                    Err(StoreError::NameTaken) => return Err(name_taken_in_replica_region()),
-                    Err(e) => return Err(e.into()),
-                },
+                }
             }
         }
         Err(ApiError::Internal(
@@ -631,6 +637,7 @@ impl Baton {
             deletion: DeletionState::Active,
             versions: Vec::new(),
             revision: 0,
+            outbox: vec![],
         };
         secret.tag(tags, now)?;
         secret.add_replicas(&replicas, now)?;
@@ -640,6 +647,9 @@ impl Baton {
         if req.force_overwrite_replica_secret.unwrap_or(false) {
             self.clear_replica_names(caller, name, &replicas).await?;
         }
+        secret
+            .outbox
+            .push(crate::events::api_event(&caller.operation, &secret));
         match self.store.insert_secret(&secret).await {
             Ok(()) => {}
             Err(StoreError::NameTaken) => {
@@ -1124,9 +1134,12 @@ impl Baton {
         }
         let now = now_ms();
         if force {
-            let secret = self.find_primary(caller, secret_id).await?;
+            let mut secret = self.find_primary(caller, secret_id).await?;
             refuse_if_replicated(&secret)?;
-            self.store.delete_secret(&secret.id).await?;
+            secret
+                .outbox
+                .push(crate::events::api_event(&caller.operation, &secret));
+            self.store.delete_secret(&secret).await?;
             return Ok(p::DeleteSecretResponse {
                 arn: Some(secret.arn),
                 name: Some(secret.name),
@@ -1927,14 +1940,17 @@ impl Baton {
         regions: &[(String, Option<String>)],
     ) -> Result<(), ApiError> {
         for (region, _) in regions {
-            if let Some(existing) = self
+            if let Some(mut existing) = self
                 .store
                 .find_secret_by_name(&caller.account_id, region, name)
                 .await?
             {
                 refuse_if_replicated(&existing)?;
                 tracing::info!(secret = %existing.arn, "ForceOverwriteReplicaSecret: deleting to make room for a replica");
-                self.store.delete_secret(&existing.id).await?;
+                existing
+                    .outbox
+                    .push(crate::events::api_event("DeleteSecret", &existing));
+                self.store.delete_secret(&existing).await?;
             }
         }
         Ok(())
@@ -2051,9 +2067,17 @@ impl Baton {
                 rotation_policy: primary.rotation_policy.clone(),
                 rotation_state: None,
                 revision: 0,
+                outbox: vec![],
             };
             let mut primary = primary;
             primary.remove_replicas(std::slice::from_ref(&region), now)?;
+            primary
+                .outbox
+                .push(crate::events::api_event(&caller.operation, &primary));
+            let mut promoted = promoted;
+            promoted
+                .outbox
+                .push(crate::events::api_event(&caller.operation, &promoted));
             match self.store.promote_replica(&primary, &promoted).await {
                 Ok(_) => {
                     return Ok(p::StopReplicationToReplicaResponse { arn: Some(arn) });
@@ -2070,13 +2094,23 @@ impl Baton {
     /// Removes secrets whose recovery window has ended. Returns how many were purged.
     pub async fn purge_due(&self, now: i64) -> Result<usize, ApiError> {
         const PURGE_BATCH_MAX: u32 = 100;
-        let ids = self
+        let arns = self
             .store
             .secrets_due_for_purge(now, PURGE_BATCH_MAX)
             .await?;
-        for id in &ids {
-            self.store.delete_secret(id).await?;
+        for arn in &arns {
+            let Some(mut secret) = self.store.find_secret_by_arn(arn).await? else {
+                continue;
+            };
+            secret
+                .outbox
+                .push(crate::events::api_event("EndSecretDeletion", &secret));
+            self.store.delete_secret(&secret).await?;
         }
+        let ids = arns;
+        self.store
+            .delete_events_before(now - self.events_retention.as_millis() as i64)
+            .await?;
         // Housekeeping that shares the purge's rhythm.
         self.store
             .delete_consumers_expired(now - crate::consumers::EXPIRED_CONSUMERS_KEPT_MS)
@@ -2307,6 +2341,7 @@ mod tests {
             account_id: "123456789012".into(),
             region: "us-east-1".into(),
             scope_arn: None,
+            operation: "Test".into(),
         }
     }
 

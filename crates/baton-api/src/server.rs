@@ -59,6 +59,8 @@ pub struct ServeOptions {
     pub connections_max: usize,
     pub request_timeout: Duration,
     pub purge_interval: Duration,
+    /// How long the event log keeps events.
+    pub events_retention: Duration,
     pub shutdown_grace: Duration,
     pub bootstrap: Option<Bootstrap>,
 }
@@ -84,6 +86,7 @@ impl ServeOptions {
             connections_max: 4096,
             request_timeout: Duration::from_secs(30),
             purge_interval: Duration::from_secs(3600),
+            events_retention: Duration::from_secs(30 * 24 * 3600),
             shutdown_grace: Duration::from_secs(1),
             bootstrap: Some(Bootstrap {
                 access_key_id: access_key_id.into(),
@@ -193,6 +196,7 @@ impl Server {
             options.account_id.clone(),
             options.regions.clone(),
         );
+        baton.events_retention = options.events_retention;
         // A watch answers before the request timeout cuts it off.
         baton.watch_wait_max = baton.watch_wait_max.min(
             options
@@ -477,6 +481,7 @@ const OPERATIONS: &[&str] = &[
     "baton.ReportConsumer",
     "baton.ListConsumers",
     "baton.WatchSecrets",
+    "baton.ListEvents",
     "baton.PutRotationPolicy",
     "baton.DescribeRotation",
     "baton.ResumeRotation",
@@ -660,9 +665,10 @@ async fn dispatch(
     caller_key: &mut String,
 ) -> Result<Vec<u8>, ApiError> {
     let baton = &app.baton;
-    let caller = baton
+    let mut caller = baton
         .authenticate(method, uri, headers, body, now_ms() / 1000)
         .await?;
+    caller.operation = target.rsplit('.').next().unwrap_or(target).to_owned();
     caller_key.clone_from(&caller.access_key_id);
     if let Some(scope) = &caller.scope_arn {
         check_scope(baton, &caller, scope, target, body).await?;
@@ -704,6 +710,7 @@ async fn dispatch(
         "baton.ReportConsumer" => op!(report_consumer),
         "baton.ListConsumers" => op!(list_consumers),
         "baton.WatchSecrets" => op!(watch_secrets),
+        "baton.ListEvents" => op!(list_events),
         "baton.PutRotationPolicy" => op!(put_rotation_policy),
         "baton.DescribeRotation" => op!(describe_rotation),
         "baton.ResumeRotation" => op!(resume_rotation),

@@ -28,6 +28,8 @@ pub struct Caller {
     pub region: String,
     /// For a rotation's temporary key: the only secret it may act on.
     pub scope_arn: Option<String>,
+    /// The operation being served (`PutSecretValue`), the name of the event it records.
+    pub operation: String,
 }
 
 /// What authentication keeps of an access key between requests.
@@ -49,6 +51,8 @@ pub struct Baton {
     pub kicks: Arc<baton_engine::Kicks>,
     /// The longest a watch waits; below the request timeout.
     pub watch_wait_max: Duration,
+    /// How long the event log keeps events.
+    pub events_retention: Duration,
     /// When this node last recorded a plain read of each secret (throttles the writes).
     pub(crate) plain_reads: Mutex<HashMap<String, i64>>,
     pub account_id: String,
@@ -91,6 +95,7 @@ impl Baton {
             kicks: Arc::new(baton_engine::Kicks::default()),
             watch_wait_max: Duration::from_secs(20),
             plain_reads: Mutex::new(HashMap::new()),
+            events_retention: Duration::from_secs(30 * 24 * 3600),
             account_id,
             regions,
             signing_keys: Mutex::new(HashMap::new()),
@@ -183,6 +188,7 @@ impl Baton {
             account_id: self.account_id.clone(),
             region: signed.region,
             scope_arn: key.scope_arn,
+            operation: String::new(),
         })
     }
 

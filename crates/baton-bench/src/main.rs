@@ -125,6 +125,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, template: &http::Request<Bytes>) -> a
         account_id: "123456789012".into(),
         region: "us-east-1".into(),
         scope_arn: None,
+        operation: "Bench".into(),
     };
     rt.block_on(async {
         use baton_store::Store as _;
@@ -153,6 +154,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, template: &http::Request<Bytes>) -> a
             rotation_policy: None,
             rotation_state: None,
             revision: 0,
+            outbox: vec![],
         };
         let value = vec![b'x'; 256];
         secret.add_version(

@@ -2,6 +2,7 @@
 //! except `serve` talks to a server over the signed API; none reaches into the database.
 
 mod connect;
+mod events;
 mod output;
 mod rotation;
 mod secret;
@@ -55,6 +56,13 @@ enum Command {
         #[command(subcommand)]
         command: rotation::RotationCommand,
     },
+    /// Read the event log.
+    Events {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
     /// Register and manage external rotators.
     Rotator {
         #[command(flatten)]
@@ -99,6 +107,9 @@ fn main() -> std::process::ExitCode {
             }
             Command::Rotation { connect, command } => {
                 rotation::run(connect.client()?, connect.output, command).await
+            }
+            Command::Events { connect, command } => {
+                events::run(connect.client()?, connect.output, command).await
             }
             Command::Rotator { connect, command } => {
                 rotation::run_rotator(connect.client()?, connect.output, command).await

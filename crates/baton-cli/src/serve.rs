@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Seconds between purges of secrets whose recovery window ended.
     #[arg(long, env = "BATON_PURGE_INTERVAL_SECONDS")]
     purge_interval_seconds: Option<u64>,
+    /// Days the event log keeps events (1-3650, default 30).
+    #[arg(long, env = "BATON_EVENTS_RETENTION_DAYS")]
+    events_retention_days: Option<u64>,
 }
 
 /// The config file. Unknown keys are an error, so a misspelt setting is never silently ignored.
@@ -85,6 +88,7 @@ struct FileConfig {
     connections_max: Option<usize>,
     request_timeout_seconds: Option<u64>,
     purge_interval_seconds: Option<u64>,
+    events_retention_days: Option<u64>,
 }
 
 fn load_file(path: &PathBuf) -> anyhow::Result<FileConfig> {
@@ -192,6 +196,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or(60),
         ),
         shutdown_grace: Duration::from_secs(30),
+        events_retention: {
+            let days = args
+                .events_retention_days
+                .or(file.events_retention_days)
+                .unwrap_or(30);
+            anyhow::ensure!(
+                (1..=3650).contains(&days),
+                "events_retention_days must be between 1 and 3650 (got {days})"
+            );
+            Duration::from_secs(days * 24 * 3600)
+        },
         bootstrap,
     };
     let server = Server::bind(options).await?;

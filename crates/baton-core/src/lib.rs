@@ -18,7 +18,7 @@ pub use names::{
     validate_version_stage,
 };
 pub use secret::{
-    DEPRECATED_VERSIONS_MAX, DeletionState, LABELS_PER_SECRET_MAX, NewVersion, Replica,
+    DEPRECATED_VERSIONS_MAX, DeletionState, LABELS_PER_SECRET_MAX, NewEvent, NewVersion, Replica,
     RotationConfig, RotationRules, SecretRecord, SecretValueKind, Tag, Timestamp, VALUE_BYTES_MAX,
     VersionRecord, resolve_version,
 };

@@ -128,6 +128,18 @@ pub enum DeletionState {
     },
 }
 
+/// A change to announce: written to the event log in the same transaction as the change, so
+/// an event is never lost and never recorded for a change that did not commit. `detail` is a
+/// JSON object that never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub at: Timestamp,
+    /// The operation (`PutSecretValue`) or the service event (`RotationSucceeded`).
+    pub name: String,
+    pub detail: String,
+}
+
 /// A secret with all of its versions: the unit that the store loads and saves atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRecord {
@@ -157,6 +169,9 @@ pub struct SecretRecord {
     pub rotation_state: Option<crate::rotation::RotationState>,
     /// Incremented by every save; the store refuses a save whose expected revision is stale.
     pub revision: i64,
+    /// Events to record in the same transaction as this record's next write (the outbox).
+    /// Never read back: a loaded record's outbox is empty.
+    pub outbox: Vec<NewEvent>,
 }
 
 impl SecretRecord {
@@ -521,6 +536,7 @@ pub(crate) mod tests {
             rotation_policy: None,
             rotation_state: None,
             revision: 0,
+            outbox: vec![],
         }
     }
 

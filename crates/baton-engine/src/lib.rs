@@ -24,6 +24,7 @@ use baton_store::{Store, StoreError};
 
 mod builtin;
 mod database;
+mod events;
 mod external;
 
 pub use builtin::{
@@ -162,7 +163,14 @@ pub fn start_rotation(
         timeline: Vec::new(),
         due_at: None,
     };
-    state.record_all(now, &commands);
+    for command in &commands {
+        if let Command::Record(event) = command {
+            let arn = secret.arn.clone();
+            secret
+                .outbox
+                .extend(events::record(&mut state, &arn, now, event));
+        }
+    }
     // The first step runs on the engine's next pass.
     state.due_at = Some(now);
     secret.rotation_state = Some(state);
@@ -394,6 +402,7 @@ impl Engine {
             // part of the previous one (label moves) must be saved first: one external step per
             // drive. The next step stays in flight and runs at the next drive, at once.
             let mut external_step_done = false;
+            let mut logged = Vec::new();
             loop {
                 if queue.is_empty() && retick {
                     retick = false;
@@ -476,7 +485,7 @@ impl Engine {
                     Command::DropPending => drop_pending(&mut secret, &state.machine, now),
                     Command::Record(event) => {
                         tracing::info!(secret = %arn, version = %state.machine.version_id, event = %event, "rotation");
-                        state.record(now, &event);
+                        logged.extend(events::record(&mut state, arn, now, &event));
                     }
                 }
             }
@@ -486,6 +495,8 @@ impl Engine {
                 .recheck_at;
             state.compute_due_at_with(now, recheck);
             secret.rotation_state = Some(state);
+            // Collected apart: an external step replaces `secret` with a fresh read.
+            secret.outbox.extend(logged);
             match self.store.save_secret(&secret).await {
                 Ok(_) => {
                     if let Some(CrashPoint::AfterSave(step)) = self.crash_hook
@@ -699,6 +710,7 @@ mod tests {
             rotation_state: None,
             id: id.clone(),
             revision: 0,
+            outbox: vec![],
         };
         secret
             .add_version(

@@ -596,6 +596,24 @@ wire!(
 
 wire!(WatchSecretsResponse { changed: Option<Vec<WatchedSecret>> });
 
+wire!(
+    /// `baton.ListEvents`: the event log after `NextToken`, oldest first.
+    ListEventsRequest {
+        secret_id: Option<String>,
+        max_results: Option<i64>,
+        next_token: Option<String>,
+    }
+);
+
+wire!(
+    /// Events in EventBridge's shape. `NextToken` is always set: it is where to read on from,
+    /// also when there is nothing new yet.
+    ListEventsResponse {
+        events: Option<Vec<serde_json::Value>>,
+        next_token: Option<String>,
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,6 +104,23 @@ pub enum RotatorTarget {
     },
 }
 
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Its position in the log: commit order.
+    pub seq: i64,
+    pub event_id: String,
+    pub at: Timestamp,
+    pub account_id: String,
+    pub region: String,
+    pub secret_id: String,
+    pub secret_arn: String,
+    pub secret_name: String,
+    pub event_name: String,
+    /// A JSON object; never a value.
+    pub detail: String,
+}
+
 /// What one reporting consumer (a Baton client or agent instance) holds of one secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
@@ -171,10 +188,21 @@ pub trait Store: Send + Sync + 'static {
         region: &str,
     ) -> Result<Vec<SecretRecord>, StoreError>;
 
-    /// Removes a secret and everything it owns.
-    async fn delete_secret(&self, secret_id: &str) -> Result<(), StoreError>;
+    /// Removes a secret and everything it owns, and records its outbox, in one transaction.
+    async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
 
-    /// Ids of secrets whose recovery window ended at or before `now`, at most `limit` of them.
+    /// Events after `after_seq`, oldest first, at most `limit`; of one secret if `secret_arn`.
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+        secret_arn: Option<&str>,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Retention: forgets events recorded before `before`; returns how many.
+    async fn delete_events_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// ARNs of secrets whose recovery window ended at or before `now`, at most `limit` of them.
     async fn secrets_due_for_purge(
         &self,
         now: Timestamp,

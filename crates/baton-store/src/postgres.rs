@@ -121,7 +121,8 @@ impl PostgresStore {
             if applied.is_none() {
                 let body = body
                     .replace("{blob}", "BYTEA")
-                    .replace("{bigint}", "BIGINT");
+                    .replace("{bigint}", "BIGINT")
+                    .replace("{serial}", "BIGSERIAL PRIMARY KEY");
                 tx.batch_execute(&body).await.map_err(backend)?;
                 tx.execute(
                     "INSERT INTO schema_migrations (version) VALUES ($1)",
@@ -244,10 +245,62 @@ async fn find_one(
     }
 }
 
+/// Serialises writers of events until commit, so that `seq` order is commit order and a
+/// reader that follows `seq` never skips an event that commits late.
+const EVENTS_LOCK_KEY: i64 = 0x6261_746f_6e65_7631;
+
+/// The outbox: the record's events, in the transaction of its write.
+async fn write_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    secret: &SecretRecord,
+) -> Result<(), StoreError> {
+    if secret.outbox.is_empty() {
+        return Ok(());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK_KEY])
+        .await
+        .map_err(backend)?;
+    for e in &secret.outbox {
+        tx.execute(
+            schema::INSERT_EVENT,
+            &[
+                &e.event_id,
+                &e.at,
+                &secret.account_id,
+                &secret.region,
+                &secret.id,
+                &secret.arn,
+                &secret.name,
+                &e.name,
+                &e.detail,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn read_event(r: &Row) -> crate::EventRecord {
+    crate::EventRecord {
+        seq: r.get(0),
+        event_id: r.get(1),
+        at: r.get(2),
+        account_id: r.get(3),
+        region: r.get(4),
+        secret_id: r.get(5),
+        secret_arn: r.get(6),
+        secret_name: r.get(7),
+        event_name: r.get(8),
+        detail: r.get(9),
+    }
+}
+
 async fn write_children(
     tx: &deadpool_postgres::Transaction<'_>,
     secret: &SecretRecord,
 ) -> Result<(), StoreError> {
+    write_events(tx, secret).await?;
     let stored: Vec<(String, String)> = tx
         .query(schema::SELECT_VERSION_IDS, &[&secret.id])
         .await
@@ -657,14 +710,43 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
-    async fn delete_secret(&self, secret_id: &str) -> Result<(), StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        client
-            .execute(schema::DELETE_SECRET, &[&secret_id])
+    async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        write_events(&tx, secret).await?;
+        tx.execute(schema::DELETE_SECRET, &[&secret.id])
             .await
             .map_err(backend)?;
-        self.changes.publish(secret_id);
+        tx.commit().await.map_err(backend)?;
+        self.changes.publish(&secret.id);
         Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+        secret_arn: Option<&str>,
+    ) -> Result<Vec<crate::EventRecord>, StoreError> {
+        let limit = i64::from(limit);
+        match secret_arn {
+            Some(arn) => {
+                self.rows(
+                    schema::LIST_EVENTS_OF_SECRET,
+                    &[&after_seq, &limit, &arn],
+                    read_event,
+                )
+                .await
+            }
+            None => {
+                self.rows(schema::LIST_EVENTS, &[&after_seq, &limit], read_event)
+                    .await
+            }
+        }
+    }
+
+    async fn delete_events_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.changed(schema::DELETE_EVENTS_BEFORE, &[&before]).await
     }
 
     async fn secrets_due_for_purge(

@@ -235,6 +235,28 @@ CREATE TABLE plain_reads (
 ALTER TABLE rotation_policies ADD COLUMN kill_sessions BOOLEAN NOT NULL DEFAULT FALSE;
 "#,
     ),
+    (
+        10,
+        r#"
+-- The event log: written in the transaction of the change it records (the outbox). It
+-- outlives its secret, so it has no foreign key. seq orders it: a SQLite write and, in
+-- PostgreSQL, an advisory lock make seq order commit order.
+CREATE TABLE events (
+    seq {serial},
+    event_id TEXT NOT NULL UNIQUE,
+    at {bigint} NOT NULL,
+    account_id TEXT NOT NULL,
+    region TEXT NOT NULL,
+    secret_id TEXT NOT NULL,
+    secret_arn TEXT NOT NULL,
+    secret_name TEXT NOT NULL,
+    event_name TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX events_at ON events (at);
+CREATE INDEX events_secret ON events (secret_arn, seq);
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -365,8 +387,16 @@ pub const RECORD_PLAIN_READ: &str = "INSERT INTO plain_reads (secret_id, last_re
     ON CONFLICT (secret_id) DO UPDATE SET last_read_at = excluded.last_read_at \
     WHERE excluded.last_read_at > plain_reads.last_read_at";
 pub const SELECT_PLAIN_READ: &str = "SELECT last_read_at FROM plain_reads WHERE secret_id = $1";
+pub const INSERT_EVENT: &str = "INSERT INTO events (event_id, at, account_id, region, secret_id, \
+    secret_arn, secret_name, event_name, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub const LIST_EVENTS: &str = "SELECT seq, event_id, at, account_id, region, secret_id, secret_arn, \
+    secret_name, event_name, detail FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub const LIST_EVENTS_OF_SECRET: &str = "SELECT seq, event_id, at, account_id, region, secret_id, \
+    secret_arn, secret_name, event_name, detail FROM events WHERE seq > $1 AND secret_arn = $3 \
+    ORDER BY seq LIMIT $2";
+pub const DELETE_EVENTS_BEFORE: &str = "DELETE FROM events WHERE at < $1";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
-pub const DUE_FOR_PURGE: &str = "SELECT id FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
+pub const DUE_FOR_PURGE: &str = "SELECT arn FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
 pub const INSERT_ACCESS_KEY: &str = "INSERT INTO access_keys (access_key_id, sealed_secret, \
     user_name, created_at, scope_arn, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
 pub const SELECT_ACCESS_KEY: &str = "SELECT access_key_id, sealed_secret, user_name, created_at, \
@@ -681,6 +711,7 @@ impl SecretRow {
             rotation_policy,
             rotation_state,
             revision: self.revision,
+            outbox: vec![],
         };
         if !record.versions.is_empty()
             && record.version_with_label(baton_core::AWSCURRENT).is_none()

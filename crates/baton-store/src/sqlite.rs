@@ -216,7 +216,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         if applied.is_none() {
             let body = body
                 .replace("{blob}", "BLOB")
-                .replace("{bigint}", "INTEGER");
+                .replace("{bigint}", "INTEGER")
+                .replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT");
             tx.execute_batch(&body).map_err(backend)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
@@ -340,7 +341,45 @@ fn find_one(
 }
 
 /// Writes versions, labels and tags of `secret` inside an open transaction.
+/// The outbox: the record's events, in the transaction of its write.
+fn write_events(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<(), StoreError> {
+    for e in &secret.outbox {
+        tx.execute(
+            &sql(schema::INSERT_EVENT),
+            params![
+                e.event_id,
+                e.at,
+                secret.account_id,
+                secret.region,
+                secret.id,
+                secret.arn,
+                secret.name,
+                e.name,
+                e.detail
+            ],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn read_event(r: &Row<'_>) -> rusqlite::Result<crate::EventRecord> {
+    Ok(crate::EventRecord {
+        seq: r.get(0)?,
+        event_id: r.get(1)?,
+        at: r.get(2)?,
+        account_id: r.get(3)?,
+        region: r.get(4)?,
+        secret_id: r.get(5)?,
+        secret_arn: r.get(6)?,
+        secret_name: r.get(7)?,
+        event_name: r.get(8)?,
+        detail: r.get(9)?,
+    })
+}
+
 fn write_children(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<(), StoreError> {
+    write_events(tx, secret)?;
     let stored: Vec<(String, String)> = tx
         .prepare_cached(&sql(schema::SELECT_VERSION_IDS))
         .and_then(|mut s| {
@@ -776,13 +815,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_secret(&self, secret_id: &str) -> Result<(), StoreError> {
-        let id = secret_id.to_owned();
+    async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        let secret_id = secret.id.as_str();
+        let record = secret.clone();
         let result = self
             .with(move |conn| {
-                conn.execute(&sql(schema::DELETE_SECRET), [&id])
+                let tx = conn.transaction().map_err(backend)?;
+                write_events(&tx, &record)?;
+                tx.execute(&sql(schema::DELETE_SECRET), [&record.id])
                     .map_err(backend)?;
-                Ok(())
+                tx.commit().map_err(backend)
             })
             .await;
         self.cache.invalidate(&[secret_id]);
@@ -937,6 +979,40 @@ impl Store for SqliteStore {
 
     async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError> {
         self.delete_by(schema::DELETE_ROTATOR, name).await
+    }
+
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+        secret_arn: Option<&str>,
+    ) -> Result<Vec<crate::EventRecord>, StoreError> {
+        let arn = secret_arn.map(str::to_owned);
+        self.read(move |conn| {
+            let mut statement = conn
+                .prepare_cached(&sql(if arn.is_some() {
+                    schema::LIST_EVENTS_OF_SECRET
+                } else {
+                    schema::LIST_EVENTS
+                }))
+                .map_err(backend)?;
+            let rows = match &arn {
+                Some(arn) => statement.query_map(params![after_seq, limit, arn], read_event),
+                None => statement.query_map(params![after_seq, limit], read_event),
+            };
+            rows.and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_events_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.with(move |conn| {
+            conn.execute(&sql(schema::DELETE_EVENTS_BEFORE), [before])
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn upsert_consumers(&self, consumers: &[ConsumerRecord]) -> Result<(), StoreError> {

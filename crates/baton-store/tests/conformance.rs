@@ -74,4 +74,6 @@ conformance!(
     consumers_round_trip_and_expire,
     plain_reads_keep_the_latest,
     committed_changes_are_published,
+    events_are_written_with_their_change_and_read_in_order,
+    no_event_is_recorded_for_a_write_that_did_not_commit,
 );
