@@ -5,6 +5,7 @@
 //! (`baton-proto`) and the domain (`baton-core`); conversions between them live here.
 
 mod consumers;
+mod delivery;
 mod error;
 pub mod events;
 mod ops;

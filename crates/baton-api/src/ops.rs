@@ -2283,7 +2283,7 @@ fn wire_rotator(r: baton_store::RotatorRecord) -> p::Rotator {
 
 /// A webhook rotator receives temporary credentials, so its URL must be HTTPS, or plain HTTP
 /// only to this machine's loopback, and must not carry credentials of its own.
-fn check_webhook_url(url: &str) -> Result<(), ApiError> {
+pub(crate) fn check_webhook_url(url: &str) -> Result<(), ApiError> {
     let invalid = |why: &str| ApiError::InvalidParameter(format!("Invalid WebhookUrl: {why}."));
     if url.len() > 2048 {
         return Err(invalid("it is longer than 2048 characters"));

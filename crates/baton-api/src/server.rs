@@ -106,6 +106,12 @@ struct App {
     metrics: PrometheusHandle,
 }
 
+impl AsRef<Baton> for App {
+    fn as_ref(&self) -> &Baton {
+        &self.baton
+    }
+}
+
 /// A bound, ready server. `run` serves until the shutdown signal.
 pub struct Server {
     app: Arc<App>,
@@ -251,6 +257,7 @@ impl Server {
             options.purge_interval,
             stop_rx.clone(),
         ));
+        let delivery = tokio::spawn(crate::delivery::run(app.clone(), stop_rx.clone()));
         let local = listener.local_addr()?;
         let host = if local.ip().is_unspecified() {
             std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
@@ -354,6 +361,7 @@ impl Server {
             }
         }
         let _ = purge.await;
+        let _ = delivery.await;
         let _ = engine.await;
         let _ = wake_forwarder.await;
         Ok(())
@@ -482,6 +490,11 @@ const OPERATIONS: &[&str] = &[
     "baton.ListConsumers",
     "baton.WatchSecrets",
     "baton.ListEvents",
+    "baton.CreateSubscription",
+    "baton.ListSubscriptions",
+    "baton.DeleteSubscription",
+    "baton.ListDeadLetters",
+    "baton.RedeliverDeadLetters",
     "baton.PutRotationPolicy",
     "baton.DescribeRotation",
     "baton.ResumeRotation",
@@ -711,6 +724,11 @@ async fn dispatch(
         "baton.ListConsumers" => op!(list_consumers),
         "baton.WatchSecrets" => op!(watch_secrets),
         "baton.ListEvents" => op!(list_events),
+        "baton.CreateSubscription" => op!(create_subscription),
+        "baton.ListSubscriptions" => op!(list_subscriptions),
+        "baton.DeleteSubscription" => op!(delete_subscription),
+        "baton.ListDeadLetters" => op!(list_dead_letters),
+        "baton.RedeliverDeadLetters" => op!(redeliver_dead_letters),
         "baton.PutRotationPolicy" => op!(put_rotation_policy),
         "baton.DescribeRotation" => op!(describe_rotation),
         "baton.ResumeRotation" => op!(resume_rotation),

@@ -53,6 +53,8 @@ pub struct Baton {
     pub watch_wait_max: Duration,
     /// How long the event log keeps events.
     pub events_retention: Duration,
+    /// Wakes the delivery supervisor when subscriptions change.
+    pub delivery_wake: tokio::sync::Notify,
     /// When this node last recorded a plain read of each secret (throttles the writes).
     pub(crate) plain_reads: Mutex<HashMap<String, i64>>,
     pub account_id: String,
@@ -96,6 +98,7 @@ impl Baton {
             watch_wait_max: Duration::from_secs(20),
             plain_reads: Mutex::new(HashMap::new()),
             events_retention: Duration::from_secs(30 * 24 * 3600),
+            delivery_wake: tokio::sync::Notify::new(),
             account_id,
             regions,
             signing_keys: Mutex::new(HashMap::new()),

@@ -597,6 +597,48 @@ wire!(
 wire!(WatchSecretsResponse { changed: Option<Vec<WatchedSecret>> });
 
 wire!(
+    /// A webhook subscription to the event log. `SigningSecret` is returned once, by
+    /// `baton.CreateSubscription`. Empty filters match everything.
+    Subscription {
+        subscription_id: Option<String>,
+        url: Option<String>,
+        event_names: Option<Vec<String>>,
+        secret_name_prefix: Option<String>,
+        tag_key: Option<String>,
+        tag_value: Option<String>,
+        max_attempts: Option<i64>,
+        signing_secret: Option<String>,
+        create_date: Option<f64>,
+        delivered_through_seq: Option<i64>,
+    }
+);
+
+wire!(ListSubscriptionsResponse { subscriptions: Option<Vec<Subscription>> });
+
+wire!(SubscriptionIdRequest {
+    subscription_id: Option<String>,
+    /// For RedeliverDeadLetters: one event only.
+    seq: Option<i64>,
+});
+
+wire!(DeadLetter {
+    subscription_id: Option<String>,
+    seq: Option<i64>,
+    event_name: Option<String>,
+    secret_name: Option<String>,
+    attempts: Option<i64>,
+    last_error: Option<String>,
+    failed_date: Option<f64>,
+});
+
+wire!(ListDeadLettersResponse { dead_letters: Option<Vec<DeadLetter>> });
+
+wire!(RedeliverResponse {
+    redelivered: Option<i64>,
+    still_failing: Option<Vec<DeadLetter>>,
+});
+
+wire!(
     /// `baton.ListEvents`: the event log after `NextToken`, oldest first.
     ListEventsRequest {
         secret_id: Option<String>,

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 #[derive(Default)]
 pub struct ChangeFeed {
     channels: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Woken by every publication: for workers that follow the whole event log.
+    any: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ChangeFeed {
@@ -42,8 +44,14 @@ impl ChangeFeed {
         }
     }
 
+    /// Completes at the next publication of any secret.
+    pub fn any_change(&self) -> tokio::sync::futures::Notified<'_> {
+        self.any.notified()
+    }
+
     /// Wakes every watcher of `secret_id`. Channels whose watchers all left are dropped here.
     pub fn publish(&self, secret_id: &str) {
+        self.any.notify_waiters();
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sender) = channels.get(secret_id) {
             if sender.receiver_count() == 0 {

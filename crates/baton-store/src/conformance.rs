@@ -845,6 +845,58 @@ pub async fn no_event_is_recorded_for_a_write_that_did_not_commit(store: &dyn St
     );
 }
 
+pub async fn subscriptions_keep_a_forward_cursor_and_dead_letters(store: &dyn Store) {
+    let sub = crate::SubscriptionRecord {
+        id: unique("sub-"),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        url: "https://hooks.example/baton".into(),
+        sealed_signing_secret: b"sealed".to_vec(),
+        filter: "{}".into(),
+        cursor_seq: 5,
+        created_at: 1,
+    };
+    store.insert_subscription(&sub).await.unwrap();
+    let find = |all: Vec<crate::SubscriptionRecord>| all.into_iter().find(|s| s.id == sub.id);
+    assert_eq!(
+        find(store.list_subscriptions().await.unwrap()),
+        Some(sub.clone())
+    );
+    store.advance_subscription(&sub.id, 9).await.unwrap();
+    store.advance_subscription(&sub.id, 7).await.unwrap();
+    let cursor = find(store.list_subscriptions().await.unwrap())
+        .unwrap()
+        .cursor_seq;
+    assert_eq!(cursor, 9, "a cursor never moves back");
+    let letter = crate::DeadLetterRecord {
+        subscription_id: sub.id.clone(),
+        seq: 8,
+        attempts: 6,
+        last_error: "HTTP 500".into(),
+        failed_at: 2,
+    };
+    store.insert_dead_letter(&letter).await.unwrap();
+    store.insert_dead_letter(&letter).await.unwrap();
+    let mine = |all: Vec<crate::DeadLetterRecord>| -> Vec<crate::DeadLetterRecord> {
+        all.into_iter()
+            .filter(|d| d.subscription_id == sub.id)
+            .collect()
+    };
+    assert_eq!(
+        mine(store.list_dead_letters().await.unwrap()),
+        vec![letter.clone()]
+    );
+    assert!(store.delete_dead_letter(&sub.id, 8).await.unwrap());
+    assert!(!store.delete_dead_letter(&sub.id, 8).await.unwrap());
+    store.insert_dead_letter(&letter).await.unwrap();
+    assert!(store.delete_subscription(&sub.id).await.unwrap());
+    assert!(
+        mine(store.list_dead_letters().await.unwrap()).is_empty(),
+        "cascade"
+    );
+    assert!(find(store.list_subscriptions().await.unwrap()).is_none());
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -866,4 +918,5 @@ pub const CHECKS: &[&str] = &[
     "committed_changes_are_published",
     "events_are_written_with_their_change_and_read_in_order",
     "no_event_is_recorded_for_a_write_that_did_not_commit",
+    "subscriptions_keep_a_forward_cursor_and_dead_letters",
 ];

@@ -121,6 +121,32 @@ pub struct EventRecord {
     pub detail: String,
 }
 
+/// A webhook subscription to the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub id: String,
+    pub account_id: String,
+    pub region: String,
+    pub url: String,
+    /// Sealed under the root key, bound to the subscription's id.
+    pub sealed_signing_secret: Vec<u8>,
+    /// Which events it wants, as JSON (see baton-api's `delivery`).
+    pub filter: String,
+    /// The last event it has been given (delivered or dead-lettered).
+    pub cursor_seq: i64,
+    pub created_at: Timestamp,
+}
+
+/// An event a subscription gave up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRecord {
+    pub subscription_id: String,
+    pub seq: i64,
+    pub attempts: i64,
+    pub last_error: String,
+    pub failed_at: Timestamp,
+}
+
 /// What one reporting consumer (a Baton client or agent instance) holds of one secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
@@ -201,6 +227,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Retention: forgets events recorded before `before`; returns how many.
     async fn delete_events_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+    async fn find_event(&self, seq: i64) -> Result<Option<EventRecord>, StoreError>;
+    /// The newest event's seq, or 0.
+    async fn last_event_seq(&self) -> Result<i64, StoreError>;
+
+    async fn insert_subscription(&self, s: &SubscriptionRecord) -> Result<(), StoreError>;
+    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// Returns whether it existed. Its dead letters go with it.
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError>;
+    /// Moves the subscription's cursor forward to `seq` (never back).
+    async fn advance_subscription(&self, id: &str, seq: i64) -> Result<(), StoreError>;
+    async fn insert_dead_letter(&self, d: &DeadLetterRecord) -> Result<(), StoreError>;
+    async fn list_dead_letters(&self) -> Result<Vec<DeadLetterRecord>, StoreError>;
+    /// Returns whether it existed.
+    async fn delete_dead_letter(&self, subscription_id: &str, seq: i64)
+    -> Result<bool, StoreError>;
 
     /// ARNs of secrets whose recovery window ended at or before `now`, at most `limit` of them.
     async fn secrets_due_for_purge(

@@ -745,6 +745,104 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn find_event(&self, seq: i64) -> Result<Option<crate::EventRecord>, StoreError> {
+        Ok(self
+            .rows(schema::SELECT_EVENT, &[&seq], read_event)
+            .await?
+            .pop())
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .rows(schema::LAST_EVENT_SEQ, &[], |r| r.get::<_, i64>(0))
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    async fn insert_subscription(&self, s: &crate::SubscriptionRecord) -> Result<(), StoreError> {
+        self.changed(
+            schema::INSERT_SUBSCRIPTION,
+            &[
+                &s.id,
+                &s.account_id,
+                &s.region,
+                &s.url,
+                &s.sealed_signing_secret,
+                &s.filter,
+                &s.cursor_seq,
+                &s.created_at,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<crate::SubscriptionRecord>, StoreError> {
+        self.rows(schema::LIST_SUBSCRIPTIONS, &[], |r| {
+            crate::SubscriptionRecord {
+                id: r.get(0),
+                account_id: r.get(1),
+                region: r.get(2),
+                url: r.get(3),
+                sealed_signing_secret: r.get(4),
+                filter: r.get(5),
+                cursor_seq: r.get(6),
+                created_at: r.get(7),
+            }
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.changed(schema::DELETE_SUBSCRIPTION, &[&id]).await? > 0)
+    }
+
+    async fn advance_subscription(&self, id: &str, seq: i64) -> Result<(), StoreError> {
+        self.changed(schema::ADVANCE_SUBSCRIPTION, &[&id, &seq])
+            .await
+            .map(drop)
+    }
+
+    async fn insert_dead_letter(&self, d: &crate::DeadLetterRecord) -> Result<(), StoreError> {
+        self.changed(
+            schema::INSERT_DEAD_LETTER,
+            &[
+                &d.subscription_id,
+                &d.seq,
+                &d.attempts,
+                &d.last_error,
+                &d.failed_at,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn list_dead_letters(&self) -> Result<Vec<crate::DeadLetterRecord>, StoreError> {
+        self.rows(schema::LIST_DEAD_LETTERS, &[], |r| {
+            crate::DeadLetterRecord {
+                subscription_id: r.get(0),
+                seq: r.get(1),
+                attempts: r.get(2),
+                last_error: r.get(3),
+                failed_at: r.get(4),
+            }
+        })
+        .await
+    }
+
+    async fn delete_dead_letter(
+        &self,
+        subscription_id: &str,
+        seq: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .changed(schema::DELETE_DEAD_LETTER, &[&subscription_id, &seq])
+            .await?
+            > 0)
+    }
+
     async fn delete_events_before(&self, before: Timestamp) -> Result<u64, StoreError> {
         self.changed(schema::DELETE_EVENTS_BEFORE, &[&before]).await
     }

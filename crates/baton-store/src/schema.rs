@@ -257,6 +257,31 @@ CREATE INDEX events_at ON events (at);
 CREATE INDEX events_secret ON events (secret_arn, seq);
 "#,
     ),
+    (
+        11,
+        r#"
+-- Webhook subscriptions to the event log; each delivers in seq order from its cursor.
+CREATE TABLE subscriptions (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    region TEXT NOT NULL,
+    url TEXT NOT NULL,
+    sealed_signing_secret {blob} NOT NULL,
+    filter TEXT NOT NULL,
+    cursor_seq {bigint} NOT NULL,
+    created_at {bigint} NOT NULL
+);
+-- Events a subscription gave up on after its retries; redelivered on request.
+CREATE TABLE dead_letters (
+    subscription_id TEXT NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
+    seq {bigint} NOT NULL,
+    attempts {bigint} NOT NULL,
+    last_error TEXT NOT NULL,
+    failed_at {bigint} NOT NULL,
+    PRIMARY KEY (subscription_id, seq)
+);
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -394,6 +419,22 @@ pub const LIST_EVENTS: &str = "SELECT seq, event_id, at, account_id, region, sec
 pub const LIST_EVENTS_OF_SECRET: &str = "SELECT seq, event_id, at, account_id, region, secret_id, \
     secret_arn, secret_name, event_name, detail FROM events WHERE seq > $1 AND secret_arn = $3 \
     ORDER BY seq LIMIT $2";
+pub const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (id, account_id, region, url, \
+    sealed_signing_secret, filter, cursor_seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub const LIST_SUBSCRIPTIONS: &str = "SELECT id, account_id, region, url, sealed_signing_secret, \
+    filter, cursor_seq, created_at FROM subscriptions ORDER BY created_at, id";
+pub const DELETE_SUBSCRIPTION: &str = "DELETE FROM subscriptions WHERE id = $1";
+pub const ADVANCE_SUBSCRIPTION: &str =
+    "UPDATE subscriptions SET cursor_seq = $2 WHERE id = $1 AND cursor_seq < $2";
+pub const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters (subscription_id, seq, attempts, \
+    last_error, failed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subscription_id, seq) DO NOTHING";
+pub const LIST_DEAD_LETTERS: &str = "SELECT subscription_id, seq, attempts, last_error, failed_at \
+    FROM dead_letters ORDER BY subscription_id, seq";
+pub const DELETE_DEAD_LETTER: &str =
+    "DELETE FROM dead_letters WHERE subscription_id = $1 AND seq = $2";
+pub const SELECT_EVENT: &str = "SELECT seq, event_id, at, account_id, region, secret_id, secret_arn, \
+    secret_name, event_name, detail FROM events WHERE seq = $1";
+pub const LAST_EVENT_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
 pub const DELETE_EVENTS_BEFORE: &str = "DELETE FROM events WHERE at < $1";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
 pub const DUE_FOR_PURGE: &str = "SELECT arn FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";

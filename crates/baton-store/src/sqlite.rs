@@ -1006,6 +1006,125 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn find_event(&self, seq: i64) -> Result<Option<crate::EventRecord>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::SELECT_EVENT))
+                .and_then(|mut s| {
+                    s.query_map([seq], read_event)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map(|mut v| v.pop())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        self.read(|conn| {
+            conn.query_row(&sql(schema::LAST_EVENT_SEQ), [], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_subscription(&self, s: &crate::SubscriptionRecord) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.with(move |conn| {
+            conn.execute(
+                &sql(schema::INSERT_SUBSCRIPTION),
+                params![
+                    s.id,
+                    s.account_id,
+                    s.region,
+                    s.url,
+                    s.sealed_signing_secret,
+                    s.filter,
+                    s.cursor_seq,
+                    s.created_at
+                ],
+            )
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<crate::SubscriptionRecord>, StoreError> {
+        self.rows_by(schema::LIST_SUBSCRIPTIONS, None, |r| {
+            Ok(crate::SubscriptionRecord {
+                id: r.get(0)?,
+                account_id: r.get(1)?,
+                region: r.get(2)?,
+                url: r.get(3)?,
+                sealed_signing_secret: r.get(4)?,
+                filter: r.get(5)?,
+                cursor_seq: r.get(6)?,
+                created_at: r.get(7)?,
+            })
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        self.delete_by(schema::DELETE_SUBSCRIPTION, id).await
+    }
+
+    async fn advance_subscription(&self, id: &str, seq: i64) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| {
+            conn.execute(&sql(schema::ADVANCE_SUBSCRIPTION), params![id, seq])
+                .map(drop)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_dead_letter(&self, d: &crate::DeadLetterRecord) -> Result<(), StoreError> {
+        let d = d.clone();
+        self.with(move |conn| {
+            conn.execute(
+                &sql(schema::INSERT_DEAD_LETTER),
+                params![
+                    d.subscription_id,
+                    d.seq,
+                    d.attempts,
+                    d.last_error,
+                    d.failed_at
+                ],
+            )
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_dead_letters(&self) -> Result<Vec<crate::DeadLetterRecord>, StoreError> {
+        self.rows_by(schema::LIST_DEAD_LETTERS, None, |r| {
+            Ok(crate::DeadLetterRecord {
+                subscription_id: r.get(0)?,
+                seq: r.get(1)?,
+                attempts: r.get(2)?,
+                last_error: r.get(3)?,
+                failed_at: r.get(4)?,
+            })
+        })
+        .await
+    }
+
+    async fn delete_dead_letter(
+        &self,
+        subscription_id: &str,
+        seq: i64,
+    ) -> Result<bool, StoreError> {
+        let id = subscription_id.to_owned();
+        self.with(move |conn| {
+            conn.execute(&sql(schema::DELETE_DEAD_LETTER), params![id, seq])
+                .map(|n| n > 0)
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn delete_events_before(&self, before: Timestamp) -> Result<u64, StoreError> {
         self.with(move |conn| {
             conn.execute(&sql(schema::DELETE_EVENTS_BEFORE), [before])
