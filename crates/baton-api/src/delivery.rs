@@ -4,8 +4,8 @@
 //!
 //! Each subscription has a worker task of its own, so a slow or failing endpoint delays only
 //! itself, never another subscription nor the rotation engine. A worker advances its cursor
-//! only after an event was delivered or dead-lettered: a crash in between means the event is
-//! sent again, never lost.
+//! only after the events before it were delivered or dead-lettered, once per page of up to 100:
+//! a crash in between means those events are sent again, never lost.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -362,16 +362,16 @@ async fn worker<A: AsRef<Baton> + Send + Sync + 'static>(app: Arc<A>, mut sub: S
                     }
                 }
             }
-            if baton
-                .store
-                .advance_subscription(&sub.id, event.seq)
-                .await
-                .is_err()
-            {
-                // The event will be sent again: at least once.
-                break;
-            }
             sub.cursor_seq = event.seq;
+        }
+        // Once per page, not per event: a write per event would cap delivery at the disk's
+        // fsync rate. A crash before it sends the page's events again: at least once.
+        if let Err(e) = baton
+            .store
+            .advance_subscription(&sub.id, sub.cursor_seq)
+            .await
+        {
+            tracing::warn!(subscription = %sub.id, error = %e, "cannot save the delivery cursor");
         }
     }
 }
