@@ -27,6 +27,24 @@ pub(crate) fn api_event(operation: &str, secret: &SecretRecord) -> NewEvent {
     }
 }
 
+/// The purge of a secret: one `EndSecretVersionDelete` per version, as AWS records it.
+pub(crate) fn version_deletion_events(secret: &SecretRecord) -> Vec<NewEvent> {
+    secret
+        .versions
+        .iter()
+        .map(|v| NewEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            at: now_ms(),
+            name: "EndSecretVersionDelete".to_owned(),
+            detail: serde_json::json!({
+                "requestParameters": { "secretId": secret.arn },
+                "additionalEventData": { "versionId": v.version_id },
+            })
+            .to_string(),
+        })
+        .collect()
+}
+
 fn stages(secret: &SecretRecord) -> serde_json::Value {
     serde_json::Value::Object(
         secret
@@ -45,7 +63,7 @@ fn stages(secret: &SecretRecord) -> serde_json::Value {
 
 /// AWS's rotation events are service events; API calls are API calls.
 fn detail_type(event_name: &str) -> &'static str {
-    if event_name.starts_with("Rotation") {
+    if event_name.starts_with("Rotation") || event_name == "EndSecretVersionDelete" {
         "AWS Service Event via CloudTrail"
     } else {
         "AWS API Call via CloudTrail"

@@ -2102,9 +2102,9 @@ impl Baton {
             let Some(mut secret) = self.store.find_secret_by_arn(arn).await? else {
                 continue;
             };
-            secret
-                .outbox
-                .push(crate::events::api_event("EndSecretDeletion", &secret));
+            // AWS records the end of each version's deletion as a service event.
+            let ends = crate::events::version_deletion_events(&secret);
+            secret.outbox.extend(ends);
             self.store.delete_secret(&secret).await?;
         }
         let ids = arns;
@@ -2381,6 +2381,15 @@ mod tests {
             Err(ApiError::ResourceNotFound(_))
         ));
         assert!(baton.find_primary(&caller(), "kept").await.is_ok());
+        // The purge is in the event log: the end of each version's deletion.
+        let events = baton.store.list_events(0, 1_000, None).await.unwrap();
+        let purged: Vec<&str> = events
+            .iter()
+            .filter(|e| e.secret_name == "doomed")
+            .map(|e| e.event_name.as_str())
+            .collect();
+        // (The test caller names its operations "Test".)
+        assert_eq!(purged, ["Test", "Test", "EndSecretVersionDelete"]);
     }
 
     #[tokio::test]
