@@ -284,21 +284,16 @@ async fn deliver_once(
         .open(&sub.sealed_signing_secret, &aad(&sub.id))
         .map_err(|e| format!("signing secret: {e}"))?;
     let body = serde_json::to_vec(&crate::events::eventbridge(event)).map_err(|e| e.to_string())?;
-    let timestamp = now_ms() / 1000;
-    let signature = baton_crypto::webhook::sign(secret.expose(), timestamp, &body);
-    let response = client
+    let mut request = client
         .post(&sub.url)
         .header("Content-Type", "application/json")
-        .header("User-Agent", concat!("baton/", env!("CARGO_PKG_VERSION")))
-        .header(
-            baton_crypto::webhook::TIMESTAMP_HEADER,
-            timestamp.to_string(),
-        )
-        .header(baton_crypto::webhook::SIGNATURE_HEADER, signature)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .header("User-Agent", concat!("baton/", env!("CARGO_PKG_VERSION")));
+    for (name, value) in
+        baton_crypto::webhook::signed_headers(secret.expose(), now_ms() / 1000, &body)
+    {
+        request = request.header(name, value);
+    }
+    let response = request.body(body).send().await.map_err(|e| e.to_string())?;
     if response.status().is_success() {
         Ok(())
     } else {

@@ -33,6 +33,14 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("v1={}", hex::encode(context.sign().as_ref()))
 }
 
+/// The two headers that sign `body` sent at `timestamp`: (`Baton-Timestamp`, `Baton-Signature`).
+pub fn signed_headers(secret: &[u8], timestamp: i64, body: &[u8]) -> [(&'static str, String); 2] {
+    [
+        (TIMESTAMP_HEADER, timestamp.to_string()),
+        (SIGNATURE_HEADER, sign(secret, timestamp, body)),
+    ]
+}
+
 /// Why a signed request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {

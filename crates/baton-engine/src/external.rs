@@ -229,20 +229,21 @@ impl Engine {
         {
             zeroize::Zeroize::zeroize(s);
         }
-        let timestamp = now_ms() / 1000;
-        let signature =
-            baton_crypto::webhook::sign(signing_secret.expose(), timestamp, body.expose());
         let name = &call.rotator.name;
-        let response = self
+        let mut request = self
             .http
             .post(url)
             .header("Content-Type", "application/json")
-            .header("User-Agent", concat!("baton/", env!("CARGO_PKG_VERSION")))
-            .header(
-                baton_crypto::webhook::TIMESTAMP_HEADER,
-                timestamp.to_string(),
-            )
-            .header(baton_crypto::webhook::SIGNATURE_HEADER, signature)
+            .header("User-Agent", concat!("baton/", env!("CARGO_PKG_VERSION")));
+        let signed = baton_crypto::webhook::signed_headers(
+            signing_secret.expose(),
+            now_ms() / 1000,
+            body.expose(),
+        );
+        for (header, value) in signed {
+            request = request.header(header, value);
+        }
+        let response = request
             .body(body.expose().to_vec())
             .send()
             .await
