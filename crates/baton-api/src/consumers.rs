@@ -30,12 +30,7 @@ fn identity(
     instance_id: &Option<String>,
 ) -> Result<(String, String), ApiError> {
     let check = |value: &Option<String>, member: &str| -> Result<String, ApiError> {
-        let value = value.as_deref().ok_or_else(|| {
-            ApiError::Validation(format!(
-                "1 validation error detected: Value null at '{member}' failed to satisfy \
-                 constraint: Member must not be null"
-            ))
-        })?;
+        let value = crate::ops::required(value, member)?;
         if value.is_empty()
             || value.len() > IDENTITY_LENGTH_MAX
             || value.chars().any(|c| c.is_control())
@@ -165,13 +160,7 @@ impl Baton {
         let mut unknown = Vec::new();
         let mut kick = Vec::new();
         for holding in &holdings {
-            let secret_id = holding.secret_id.as_deref().ok_or_else(|| {
-                ApiError::Validation(
-                    "1 validation error detected: Value null at 'holdings.member.secretId' \
-                     failed to satisfy constraint: Member must not be null"
-                        .to_owned(),
-                )
-            })?;
+            let secret_id = crate::ops::required(&holding.secret_id, "holdings.member.secretId")?;
             let accepted = holding.accepted_version_ids.clone().unwrap_or_default();
             if accepted.len() > ACCEPTED_VERSIONS_MAX {
                 return Err(ApiError::InvalidParameter(format!(
@@ -278,13 +267,7 @@ impl Baton {
         let mut entries = Vec::with_capacity(watched.len());
         let mut changed = Vec::new();
         for w in &watched {
-            let secret_id = w.secret_id.as_deref().ok_or_else(|| {
-                ApiError::Validation(
-                    "1 validation error detected: Value null at 'secrets.member.secretId' \
-                     failed to satisfy constraint: Member must not be null"
-                        .to_owned(),
-                )
-            })?;
+            let secret_id = crate::ops::required(&w.secret_id, "secrets.member.secretId")?;
             match self.locate(caller, secret_id).await {
                 Ok(located) => {
                     let receiver = self.store.changes().subscribe(&located.secret.id);
