@@ -206,6 +206,20 @@ impl Stats {
     }
 }
 
+/// Serves `router` on loopback `port` while the counters are published, until SIGTERM.
+pub async fn serve_until_stopped(
+    router: axum::Router,
+    port: u16,
+    stats: Arc<Stats>,
+    stats_path: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    stats.publish_until_stopped(stats_path).await;
+    server.abort();
+    Ok(())
+}
+
 /// `--name value` from the command line.
 pub fn arg(name: &str) -> anyhow::Result<String> {
     let mut args = std::env::args();

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use baton_client::keyring::KeyringCache;
-use rotating_keys::{Refusal, Stats, arg, keyring_from_env, verify};
+use rotating_keys::{Refusal, Stats, arg, keyring_from_env, serve_until_stopped, verify};
 
 struct App {
     cache: KeyringCache,
@@ -62,9 +62,5 @@ async fn main() -> anyhow::Result<()> {
     let router = Router::new()
         .route("/verify", post(verify_request))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    stats.publish_until_stopped(stats_path).await;
-    server.abort();
-    Ok(())
+    serve_until_stopped(router, port, stats, stats_path).await
 }

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use baton_client::keyring::KeyringCache;
-use rotating_keys::{Stats, arg, decrypt, encrypt, keyring_from_env};
+use rotating_keys::{Stats, arg, decrypt, encrypt, keyring_from_env, serve_until_stopped};
 
 struct App {
     cache: KeyringCache,
@@ -60,9 +60,5 @@ async fn main() -> anyhow::Result<()> {
         .route("/encrypt", post(encrypt_session))
         .route("/decrypt", post(decrypt_session))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    stats.publish_until_stopped(stats_path).await;
-    server.abort();
-    Ok(())
+    serve_until_stopped(router, port, stats, stats_path).await
 }
