@@ -1,6 +1,7 @@
 """The aws CLI and the baton CLI, as a person would use them against a running server."""
 
 import json
+import random
 import os
 import subprocess
 import sys
@@ -97,16 +98,30 @@ def test_binary_values_through_the_cli(server, unique_name, tmp_path):
     assert out.returncode == 0 and out.stdout == bytes(range(256))
 
 
-def test_access_keys_are_issued_listed_and_revoked(server):
-    created = json.loads(baton(server, "admin", "access-key", "create", "--user", "ci", "--output", "json").stdout)
+def test_principals_policies_and_access_keys_through_the_cli(server, tmp_path):
+    name = f"ci-{random.randrange(1 << 30)}"
+    baton(server, "admin", "principal", "create", name, "--kind", "service")
+    created = json.loads(baton(server, "admin", "access-key", "create", "--principal", name, "--output", "json").stdout)
     key = created["AccessKey"]
-    listed = baton(server, "admin", "access-key", "list").stdout
+    assert key["PrincipalName"] == name
+    listed = baton(server, "admin", "access-key", "list", "--principal", name).stdout
     assert key["AccessKeyId"] in listed and key["SecretAccessKey"] not in listed
     as_new_key = env_for(server, key["AccessKeyId"], key["SecretAccessKey"])
+    denied = baton(server, "secret", "list", env=as_new_key, check=False)
+    assert denied.returncode == 1 and "AccessDeniedException" in denied.stderr
+    assert f"role/{name} is not authorized to perform: secretsmanager:ListSecrets" in denied.stderr
+    policy = tmp_path / "list.json"
+    policy.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "secretsmanager:ListSecrets", "Resource": "*"}]}))
+    baton(server, "admin", "policy", "put", name, "list-only", "--document", str(policy))
+    assert "list-only" in baton(server, "admin", "principal", "list").stdout
+    assert "ListSecrets" in baton(server, "admin", "policy", "get", name, "list-only").stdout
     assert baton(server, "secret", "list", env=as_new_key).returncode == 0
     baton(server, "admin", "access-key", "delete", key["AccessKeyId"])
     refused = baton(server, "secret", "list", env=as_new_key, check=False)
     assert refused.returncode == 1 and "UnrecognizedClientException" in refused.stderr
+    baton(server, "admin", "principal", "delete", name)
+    assert name not in baton(server, "admin", "principal", "list").stdout
 
 
 def test_cli_reads_the_shared_credentials_file_and_profile(server, tmp_path):

@@ -44,6 +44,7 @@ class Handler(BaseHTTPRequestHandler):
             "AWS_DEFAULT_REGION": baton["Region"],
             "AWS_ACCESS_KEY_ID": baton["Credentials"]["AccessKeyId"],
             "AWS_SECRET_ACCESS_KEY": baton["Credentials"]["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": baton["Credentials"]["SessionToken"],
         })
         try:
             rotation_function.lambda_handler(event, None)

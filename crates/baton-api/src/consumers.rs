@@ -83,7 +83,7 @@ impl Baton {
     /// temporary key are the rotator's own and do not count. At most one write per secret per
     /// `PLAIN_READ_RECORD_INTERVAL_MS` on this node; the engine allows for that slack.
     pub(crate) async fn note_plain_read(&self, caller: &Caller, secret: &SecretRecord) {
-        if caller.scope_arn.is_some() {
+        if caller.is_rotation() {
             return;
         }
         let now = now_ms();

@@ -4,12 +4,14 @@
 //! Architecture invariant: this crate is the only one that knows both the wire types
 //! (`baton-proto`) and the domain (`baton-core`); conversions between them live here.
 
+pub mod audit;
+pub mod authz;
 mod consumers;
 mod delivery;
 mod error;
 pub mod events;
 mod ops;
-mod policy;
+mod principals;
 mod server;
 pub mod sigv4;
 mod state;

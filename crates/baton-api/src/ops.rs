@@ -14,8 +14,9 @@ use baton_crypto::{DataKey, PasswordOptions, SecretBytes};
 use baton_proto as p;
 use baton_store::StoreError;
 
+use crate::ApiError;
+use crate::authz::Target;
 use crate::state::{ALPHABET_ARN_SUFFIX, Baton, Caller, now_ms, random_chars, value_aad};
-use crate::{ApiError, policy};
 
 /// A write retries this many times when another writer changed the secret in between.
 const UPDATE_ATTEMPTS_MAX: usize = 8;
@@ -41,7 +42,7 @@ pub(crate) fn seconds(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
-fn length_error(member: &str, op: &str, bound: usize) -> ApiError {
+pub(crate) fn length_error(member: &str, op: &str, bound: usize) -> ApiError {
     ApiError::Validation(format!(
         "1 validation error detected: Value at '{member}' failed to satisfy constraint: Member \
          must have length {op} {bound}"
@@ -185,7 +186,22 @@ pub struct Located {
     pub replica_region: Option<String>,
 }
 
+/// What reading a value needs of a customer KMS key, and what writing one needs.
+const KMS_READ: &str = "kms:Decrypt";
+const KMS_WRITE: &str = "kms:GenerateDataKey";
+
 impl Located {
+    /// The KMS key the value is encrypted under in the caller's region.
+    pub fn kms_key_id(&self) -> Option<&str> {
+        match &self.replica_region {
+            Some(region) => self
+                .secret
+                .replica(region)
+                .and_then(|r| r.kms_key_id.as_deref()),
+            None => self.secret.kms_key_id.as_deref(),
+        }
+    }
+
     /// The ARN in the caller's region.
     pub fn arn(&self) -> String {
         match &self.replica_region {
@@ -313,6 +329,47 @@ fn refuse_if_replicated(secret: &SecretRecord) -> Result<(), ApiError> {
     )))
 }
 
+/// What ValidateResourcePolicy reports about a secret's resource policy: the document's own
+/// problems, actions that do not apply to a secret, and broad access. Malformed JSON is an error.
+fn resource_policy_findings(text: &str) -> Result<Vec<baton_iam::Finding>, ApiError> {
+    let mut findings = match baton_iam::Policy::parse(text, baton_iam::PolicyKind::Resource) {
+        Ok(policy) => policy.broad_access_findings(),
+        Err(baton_iam::PolicyError::Malformed(m)) => {
+            return Err(ApiError::MalformedPolicyDocument(m));
+        }
+        Err(baton_iam::PolicyError::Invalid(findings)) => findings,
+    };
+    // The document parsed as JSON above; here only its actions are looked at.
+    let doc: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let statements = match &doc["Statement"] {
+        serde_json::Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    for (i, st) in statements.iter().enumerate() {
+        let actions = match st.get("Action").or_else(|| st.get("NotAction")) {
+            Some(serde_json::Value::Array(items)) => items.clone(),
+            Some(other) => vec![other.clone()],
+            None => vec![],
+        };
+        for action in actions.iter().filter_map(|a| a.as_str()) {
+            let service = action
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if action != "*" && service != "secretsmanager" && service != "baton" {
+                findings.push(baton_iam::Finding {
+                    check_name: "SYNTAX_CHECK",
+                    message: format!(
+                        "Statement {i}: action '{action}' does not apply to Secrets Manager."
+                    ),
+                });
+            }
+        }
+    }
+    Ok(findings)
+}
+
 fn arn_matches(candidate: &str, given: &str) -> bool {
     candidate == given
         || (candidate.len() == given.len() + 1 + baton_core::ARN_SUFFIX_LEN
@@ -323,7 +380,24 @@ fn arn_matches(candidate: &str, given: &str) -> bool {
 impl Baton {
     /// Finds a secret by name, full ARN or partial ARN (an ARN without its random suffix) in the
     /// caller's namespace, whether the secret lives there or is replicated there.
+    ///
+    /// Checks the caller's action on the secret: a caller who may not act on it is denied
+    /// whether or not it exists, and only a caller who may is told that it does not.
     pub async fn locate(&self, caller: &Caller, secret_id: &str) -> Result<Located, ApiError> {
+        match self.find_located(caller, secret_id).await {
+            Ok(located) => {
+                self.authorize_secret(caller, secret_id, Some((&located.secret, &located.arn())))?;
+                Ok(located)
+            }
+            Err(ApiError::ResourceNotFound(m)) => {
+                self.authorize_secret(caller, secret_id, None)?;
+                Err(ApiError::ResourceNotFound(m))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn find_located(&self, caller: &Caller, secret_id: &str) -> Result<Located, ApiError> {
         if secret_id.is_empty() {
             return Err(length_error("secretId", "greater than or equal to", 1));
         }
@@ -503,6 +577,7 @@ impl Baton {
         let located = self
             .locate(caller, required(&req.secret_id, "secretId")?)
             .await?;
+        self.authorize_key_use(caller, located.kms_key_id(), KMS_READ)?;
         let arn = located.arn();
         let secret = located.secret;
         secret.ensure_not_deleted()?;
@@ -608,6 +683,20 @@ impl Baton {
         let tags = convert_tags(req.tags.as_deref().unwrap_or_default())?;
         let replicas =
             self.replica_regions(req.add_replica_regions.as_deref().unwrap_or_default())?;
+        let pending = self.pending_secret_arn(caller, name);
+        self.authorize(
+            caller,
+            Target {
+                action: &caller.action,
+                arn: &pending,
+                shown: name,
+                resource_policy: None,
+                tags: &[],
+            },
+        )?;
+        if value.is_some() {
+            self.authorize_key_use(caller, req.kms_key_id.as_deref(), KMS_WRITE)?;
+        }
         let now = now_ms();
         let id = uuid::Uuid::new_v4().to_string();
         let data_key = DataKey::generate()?;
@@ -734,6 +823,7 @@ impl Baton {
             baton_core::validate_version_stage(s)?;
         }
         let located = self.locate(caller, secret_id).await?;
+        self.authorize_key_use(caller, located.kms_key_id(), KMS_READ)?;
         let arn = located.arn();
         let mut secret = located.secret;
         secret.ensure_not_deleted()?;
@@ -815,9 +905,11 @@ impl Baton {
                 list.clone()
             }
             (None, Some(filters)) => {
+                let lister = caller.acting_as("secretsmanager:ListSecrets");
+                self.authorize(&lister, Target::global(&lister.action))?;
                 let listed = self
                     .list_secrets(
-                        caller,
+                        &lister,
                         p::ListSecretsRequest {
                             filters: Some(filters.clone()),
                             max_results: Some(req.max_results.unwrap_or(BATCH_IDS_MAX as i64)),
@@ -847,8 +939,10 @@ impl Baton {
     ) -> p::BatchGetSecretValueResponse {
         let mut values = Vec::new();
         let mut errors = Vec::new();
+        // Each secret needs GetSecretValue of its own; a denial is that secret's error.
+        let reader = caller.acting_as("secretsmanager:GetSecretValue");
         for id in ids {
-            match self.read_value(caller, &id, None, None).await {
+            match self.read_value(&reader, &id, None, None).await {
                 Ok(value) => values.push(value),
                 Err(e) => errors.push(p::ApiErrorEntry {
                     secret_id: Some(id),
@@ -892,6 +986,7 @@ impl Baton {
         let ((), secret) = self
             .update(caller, secret_id, |secret, baton| {
                 secret.ensure_not_deleted()?;
+                baton.authorize_key_use(caller, secret.kms_key_id.as_deref(), KMS_WRITE)?;
                 baton.add_or_match_version(
                     secret,
                     &version_id,
@@ -937,6 +1032,9 @@ impl Baton {
                 {
                     secret.kms_key_id = Some(k.clone());
                     changed = true;
+                }
+                if value.is_some() {
+                    baton.authorize_key_use(caller, secret.kms_key_id.as_deref(), KMS_WRITE)?;
                 }
                 if let Some(value) = &value
                     && let Outcome::Changed(()) =
@@ -1265,11 +1363,15 @@ impl Baton {
         req: p::PutResourcePolicyRequest,
     ) -> Result<p::ArnNameResponse, ApiError> {
         let text = required(&req.resource_policy, "resourcePolicy")?;
-        let (doc, findings) = policy::check(text).map_err(ApiError::MalformedPolicyDocument)?;
-        if let Some(first) = findings.first() {
-            return Err(ApiError::MalformedPolicyDocument(first.message.clone()));
+        let findings = resource_policy_findings(text)?;
+        if let Some(invalid) = findings.iter().find(|f| f.check_name == "SYNTAX_CHECK") {
+            return Err(ApiError::MalformedPolicyDocument(invalid.message.clone()));
         }
-        if req.block_public_policy.unwrap_or(false) && policy::grants_public_access(&doc) {
+        if req.block_public_policy.unwrap_or(false)
+            && findings
+                .iter()
+                .any(|f| f.check_name == "BROAD_ACCESS_CHECK")
+        {
             return Err(ApiError::PublicPolicy(
                 "BlockPublicPolicy is set and the resource policy grants broad access to the \
                  secret (an Allow for principal \"*\" without a Condition)."
@@ -1334,19 +1436,12 @@ impl Baton {
         caller: &Caller,
         req: p::ValidateResourcePolicyRequest,
     ) -> Result<p::ValidateResourcePolicyResponse, ApiError> {
-        if let Some(id) = &req.secret_id {
-            self.locate(caller, id).await?;
+        match &req.secret_id {
+            Some(id) => drop(self.locate(caller, id).await?),
+            None => self.authorize(caller, Target::global(&caller.action))?,
         }
         let text = required(&req.resource_policy, "resourcePolicy")?;
-        let (doc, mut findings) = policy::check(text).map_err(ApiError::MalformedPolicyDocument)?;
-        if policy::grants_public_access(&doc) {
-            findings.push(policy::Finding {
-                check_name: "BROAD_ACCESS_CHECK",
-                message: "The policy allows principal \"*\" without a Condition: anyone could \
-                          act on the secret."
-                    .to_owned(),
-            });
-        }
+        let findings = resource_policy_findings(text)?;
         Ok(p::ValidateResourcePolicyResponse {
             policy_validation_passed: Some(findings.is_empty()),
             validation_errors: Some(
@@ -1848,66 +1943,6 @@ impl Baton {
         Ok(p::Empty {})
     }
 
-    pub async fn create_access_key(
-        &self,
-        req: p::CreateAccessKeyRequest,
-    ) -> Result<p::CreateAccessKeyResponse, ApiError> {
-        let user = req.user_name.clone().unwrap_or_else(|| "admin".to_owned());
-        if user.is_empty() || user.len() > 64 {
-            return Err(length_error("userName", "between 1 and", 64));
-        }
-        let (record, secret) = self.issue_access_key(&user, None).await?;
-        Ok(p::CreateAccessKeyResponse {
-            access_key: Some(p::AccessKey {
-                access_key_id: Some(record.access_key_id),
-                secret_access_key: Some(
-                    String::from_utf8(secret.expose().to_vec()).unwrap_or_default(),
-                ),
-                user_name: Some(record.user_name),
-                create_date: Some(seconds(record.created_at)),
-            }),
-        })
-    }
-
-    pub async fn list_access_keys(&self) -> Result<p::ListAccessKeysResponse, ApiError> {
-        let keys = self.store.list_access_keys().await?;
-        Ok(p::ListAccessKeysResponse {
-            access_keys: Some(
-                keys.into_iter()
-                    .map(|k| p::AccessKey {
-                        access_key_id: Some(k.access_key_id),
-                        secret_access_key: None,
-                        user_name: Some(k.user_name),
-                        create_date: Some(seconds(k.created_at)),
-                    })
-                    .collect(),
-            ),
-        })
-    }
-
-    pub async fn delete_access_key(
-        &self,
-        req: p::DeleteAccessKeyRequest,
-    ) -> Result<p::Empty, ApiError> {
-        let id = required(&req.access_key_id, "accessKeyId")?;
-        let keys = self.store.list_access_keys().await?;
-        if !keys.iter().any(|k| k.access_key_id == id) {
-            return Err(ApiError::ResourceNotFound(format!(
-                "Baton has no access key {id}."
-            )));
-        }
-        if keys.len() == 1 {
-            return Err(ApiError::InvalidRequest(
-                "You can't delete the last access key: nobody could call Baton afterwards. \
-                 Create another key first."
-                    .to_owned(),
-            ));
-        }
-        self.store.delete_access_key(id).await?;
-        self.forget_access_key(id);
-        Ok(p::Empty {})
-    }
-
     /// Checks AddReplicaRegions: each region must be served by this deployment.
     fn replica_regions(
         &self,
@@ -2336,13 +2371,7 @@ mod tests {
     }
 
     fn caller() -> Caller {
-        Caller {
-            access_key_id: "BTNTEST".into(),
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            scope_arn: None,
-            operation: "Test".into(),
-        }
+        Caller::admin("123456789012", "us-east-1", "Test")
     }
 
     #[tokio::test]

@@ -63,6 +63,7 @@ pub struct ServeOptions {
     pub events_retention: Duration,
     pub shutdown_grace: Duration,
     pub bootstrap: Option<Bootstrap>,
+    pub audit: crate::audit::AuditOptions,
 }
 
 impl ServeOptions {
@@ -92,6 +93,7 @@ impl ServeOptions {
                 access_key_id: access_key_id.into(),
                 secret_access_key: secret_access_key.to_owned().into(),
             }),
+            audit: crate::audit::AuditOptions::default(),
         }
     }
 }
@@ -209,6 +211,11 @@ impl Server {
                 .request_timeout
                 .saturating_sub(Duration::from_secs(2)),
         );
+        baton.audit = Some(crate::audit::AuditLog::start(
+            baton.store.clone(),
+            &baton.root_key,
+            &options.audit,
+        ));
         bootstrap_admin(&baton, &options).await?;
         let tls = match (&options.tls_cert, &options.tls_key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
@@ -315,7 +322,11 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(router.clone());
+            let service =
+                TowerToHyperService::new(router.clone().layer(axum::Extension(Connection {
+                    peer,
+                    secure: tls.is_some(),
+                })));
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let tls = tls.clone();
@@ -360,6 +371,9 @@ impl Server {
                 tracing::warn!(grace = ?options.shutdown_grace, "grace period over; closing remaining connections");
             }
         }
+        if let Some(audit) = &app.baton.audit {
+            audit.flush().await;
+        }
         let _ = purge.await;
         let _ = delivery.await;
         let _ = engine.await;
@@ -369,6 +383,10 @@ impl Server {
 }
 
 async fn bootstrap_admin(baton: &Baton, options: &ServeOptions) -> anyhow::Result<()> {
+    baton
+        .ensure_admin_principal()
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the administrator principal: {e}"))?;
     let keys = baton.store.list_access_keys().await?;
     if let Some(first) = keys.first() {
         // A root key that cannot open what the database holds would fail every request;
@@ -390,7 +408,7 @@ async fn bootstrap_admin(baton: &Baton, options: &ServeOptions) -> anyhow::Resul
         .map(|b| (b.access_key_id, b.secret_access_key));
     let from_env = fixed.is_some();
     let (record, secret) = baton
-        .issue_access_key("admin", fixed)
+        .issue_access_key(crate::principals::ADMIN_PRINCIPAL, fixed)
         .await
         .map_err(|e| anyhow::anyhow!("creating the administrator access key: {e}"))?;
     let path = options.data_dir.join("credentials");
@@ -505,10 +523,72 @@ const OPERATIONS: &[&str] = &[
     "baton.CreateAccessKey",
     "baton.ListAccessKeys",
     "baton.DeleteAccessKey",
+    "baton.CreatePrincipal",
+    "baton.ListPrincipals",
+    "baton.DeletePrincipal",
+    "baton.PutPrincipalPolicy",
+    "baton.GetPrincipalPolicy",
+    "baton.DeletePrincipalPolicy",
+    "baton.GetSessionToken",
+    "baton.ListAuditEntries",
+    "baton.VerifyAuditLog",
 ];
+
+/// Operations that act on no one secret: checked against resource `*` before they run. Every
+/// other operation is checked on its secret when it looks the secret up.
+const GLOBAL_OPERATIONS: &[&str] = &[
+    "secretsmanager.ListSecrets",
+    "secretsmanager.GetRandomPassword",
+    "secretsmanager.BatchGetSecretValue",
+    "baton.ListEvents",
+    "baton.CreateSubscription",
+    "baton.ListSubscriptions",
+    "baton.DeleteSubscription",
+    "baton.ListDeadLetters",
+    "baton.RedeliverDeadLetters",
+    "baton.CreateRotator",
+    "baton.ListRotators",
+    "baton.DeleteRotator",
+    "baton.CreateAccessKey",
+    "baton.ListAccessKeys",
+    "baton.DeleteAccessKey",
+    "baton.CreatePrincipal",
+    "baton.ListPrincipals",
+    "baton.DeletePrincipal",
+    "baton.PutPrincipalPolicy",
+    "baton.GetPrincipalPolicy",
+    "baton.DeletePrincipalPolicy",
+    "baton.GetSessionToken",
+    "baton.ListAuditEntries",
+    "baton.VerifyAuditLog",
+];
+
+/// The TCP connection a request came on.
+#[derive(Debug, Clone, Copy)]
+struct Connection {
+    peer: SocketAddr,
+    secure: bool,
+}
+
+/// What the request log and the audit entry say about who asked and what was decided.
+#[derive(Debug, Default)]
+struct Seen {
+    access_key_id: String,
+    principal: String,
+    action: String,
+    note: Option<crate::authz::SharedNote>,
+    refused_by_audit: bool,
+}
+
+/// The IAM action of an operation: `secretsmanager.GetSecretValue` is
+/// `secretsmanager:GetSecretValue`, `baton.ListEvents` is `baton:ListEvents`.
+fn action_of(target: &str) -> String {
+    target.replacen('.', ":", 1)
+}
 
 async fn api(
     State(app): State<Arc<App>>,
+    axum::Extension(connection): axum::Extension<Connection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -526,7 +606,7 @@ async fn api(
         .find(|op| **op == target)
         .copied()
         .unwrap_or("unknown");
-    let mut caller_key = String::new();
+    let mut seen = Seen::default();
     let result = match body {
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Err(ApiError::PayloadTooLarge(format!(
@@ -540,13 +620,7 @@ async fn api(
         Ok(body) => match tokio::time::timeout(
             app.request_timeout,
             dispatch(
-                &app,
-                &method,
-                &uri,
-                &headers,
-                &body,
-                &target,
-                &mut caller_key,
+                &app, connection, &method, &uri, &headers, &body, &target, &mut seen,
             ),
         )
         .await
@@ -557,6 +631,17 @@ async fn api(
                 app.request_timeout
             ))),
         },
+    };
+    let result = match &app.baton.audit {
+        Some(audit) => {
+            // A request refused because the log is failing does not wait on the log.
+            let entry = audit_entry(&request_id, &target, connection, &seen, &result);
+            match audit.record(entry, !seen.refused_by_audit).await {
+                Ok(()) => result,
+                Err(e) => Err(e),
+            }
+        }
+        None => result,
     };
     let (status, body, outcome) = match result {
         Ok(body) => (StatusCode::OK, body, "ok"),
@@ -575,7 +660,8 @@ async fn api(
         operation,
         status = status.as_u16(),
         outcome,
-        access_key_id = %caller_key,
+        access_key_id = %seen.access_key_id,
+        principal = %seen.principal,
         latency_us = elapsed.as_micros() as u64,
         "request"
     );
@@ -615,52 +701,51 @@ fn parse<T: DeserializeOwned>(body: &[u8], target: &str) -> Result<T, ApiError> 
     })
 }
 
-/// What a rotation's temporary key may call: the steps of an AWS rotation function, on the
-/// secret being rotated and nothing else.
-const SCOPED_OPERATIONS: &[&str] = &[
-    "secretsmanager.DescribeSecret",
-    "secretsmanager.GetSecretValue",
-    "secretsmanager.PutSecretValue",
-    "secretsmanager.UpdateSecretVersionStage",
-    "secretsmanager.ListSecretVersionIds",
-    "secretsmanager.GetRandomPassword",
-];
-
-/// Refuses a scoped caller's request unless it is a rotation step on its own secret. The
-/// refusal is the same whether or not another secret exists, so it reveals nothing.
-async fn check_scope(
-    baton: &Baton,
-    caller: &crate::Caller,
-    scope: &str,
+/// The audit entry of one request: never a value, only who, what, where and the outcome.
+fn audit_entry(
+    request_id: &str,
     target: &str,
-    body: &[u8],
-) -> Result<(), ApiError> {
-    let operation = target.rsplit('.').next().unwrap_or(target);
-    let denied = |resource: &str| {
-        ApiError::AccessDenied(format!(
-            "User: {} is not authorized to perform: secretsmanager:{operation} on resource: \
-             {resource}: the temporary credentials of a rotation may act only on the secret \
-             being rotated",
-            caller.access_key_id
-        ))
-    };
-    if !SCOPED_OPERATIONS.contains(&target) {
-        return Err(denied("*"));
-    }
-    if target == "secretsmanager.GetRandomPassword" {
-        return Ok(());
-    }
-    let secret_id = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("SecretId")
-                .and_then(|s| s.as_str())
-                .map(str::to_owned)
-        })
+    connection: Connection,
+    seen: &Seen,
+    result: &Result<Vec<u8>, ApiError>,
+) -> baton_store::AuditRecord {
+    let note = seen
+        .note
+        .as_ref()
+        .map(|n| n.lock().unwrap_or_else(|e| e.into_inner()).clone())
         .unwrap_or_default();
-    match baton.locate(caller, &secret_id).await {
-        Ok(located) if located.arn() == scope => Ok(()),
-        _ => Err(denied(&secret_id)),
+    let (outcome, status) = match result {
+        Ok(_) => ("ok".to_owned(), 200),
+        Err(e) => {
+            let (status, error_type, _) = e.wire();
+            (error_type.to_owned(), i64::from(status.as_u16()))
+        }
+    };
+    let denied = matches!(result, Err(ApiError::AccessDenied(_)));
+    baton_store::AuditRecord {
+        at: now_ms(),
+        request_id: request_id.to_owned(),
+        principal: seen.principal.clone(),
+        access_key_id: seen.access_key_id.clone(),
+        action: if seen.action.is_empty() {
+            action_of(target)
+        } else {
+            seen.action.clone()
+        },
+        resource: note.resources.join(","),
+        decision: if denied || note.denied && result.is_err() {
+            "deny"
+        } else if note.checked {
+            "allow"
+        } else {
+            "none"
+        }
+        .to_owned(),
+        outcome,
+        status,
+        source_ip: connection.peer.ip().to_string(),
+        reason: note.reason,
+        ..Default::default()
     }
 }
 
@@ -668,25 +753,70 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(|e| ApiError::Internal(format!("serializing response: {e}")))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     app: &App,
+    connection: Connection,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
     target: &str,
-    caller_key: &mut String,
+    seen: &mut Seen,
 ) -> Result<Vec<u8>, ApiError> {
     let baton = &app.baton;
+    if let Some(audit) = &baton.audit
+        && let Err(e) = audit.admit()
+    {
+        seen.refused_by_audit = true;
+        return Err(e);
+    }
     let mut caller = baton
         .authenticate(method, uri, headers, body, now_ms() / 1000)
         .await?;
+    caller.source_ip = Some(connection.peer.ip());
+    caller.secure_transport = connection.secure;
     caller.operation = target.rsplit('.').next().unwrap_or(target).to_owned();
-    caller_key.clone_from(&caller.access_key_id);
-    if let Some(scope) = &caller.scope_arn {
-        check_scope(baton, &caller, scope, target, body).await?;
+    caller.action = action_of(target);
+    seen.access_key_id.clone_from(&caller.access_key_id);
+    seen.principal.clone_from(&caller.principal.arn);
+    seen.action.clone_from(&caller.action);
+    seen.note = Some(caller.note.clone());
+    if !OPERATIONS.contains(&target) {
+        return Err(if target.is_empty() {
+            ApiError::UnknownOperation(
+                "The request has no X-Amz-Target header naming the operation.".to_owned(),
+            )
+        } else {
+            ApiError::UnknownOperation(format!("Baton does not support the operation {target}."))
+        });
     }
-    let c = &caller;
+    if GLOBAL_OPERATIONS.contains(&target) {
+        baton.authorize(&caller, crate::authz::Target::global(&caller.action))?;
+    }
+    let result = serve_operation(baton, &caller, body, target).await;
+    // Fail closed: an operation that succeeded without any authorization check is a bug, and
+    // its answer is withheld rather than served unchecked.
+    let checked = caller.note.lock().map(|n| n.checked).unwrap_or(false);
+    if result.is_ok() && !checked {
+        tracing::error!(
+            operation = target,
+            "operation answered without an authorization check; refusing"
+        );
+        return Err(ApiError::Internal(format!(
+            "{target} was not authorized; the answer is withheld."
+        )));
+    }
+    result
+}
+
+async fn serve_operation(
+    baton: &Baton,
+    caller: &crate::Caller,
+    body: &[u8],
+    target: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let c = caller;
     macro_rules! op {
         ($f:ident) => {
             to_json(&baton.$f(c, parse(body, target)?).await?)
@@ -737,11 +867,23 @@ async fn dispatch(
         "baton.ListRotators" => to_json(&baton.list_rotators().await?),
         "baton.DeleteRotator" => to_json(&baton.delete_rotator(parse(body, target)?).await?),
         "baton.CreateAccessKey" => to_json(&baton.create_access_key(parse(body, target)?).await?),
-        "baton.ListAccessKeys" => to_json(&baton.list_access_keys().await?),
+        "baton.ListAccessKeys" => to_json(&baton.list_access_keys(parse(body, target)?).await?),
         "baton.DeleteAccessKey" => to_json(&baton.delete_access_key(parse(body, target)?).await?),
-        "" => Err(ApiError::UnknownOperation(
-            "The request has no X-Amz-Target header naming the operation.".to_owned(),
-        )),
+        "baton.CreatePrincipal" => to_json(&baton.create_principal(parse(body, target)?).await?),
+        "baton.ListPrincipals" => to_json(&baton.list_principals().await?),
+        "baton.DeletePrincipal" => op!(delete_principal),
+        "baton.PutPrincipalPolicy" => {
+            to_json(&baton.put_principal_policy(parse(body, target)?).await?)
+        }
+        "baton.GetPrincipalPolicy" => {
+            to_json(&baton.get_principal_policy(parse(body, target)?).await?)
+        }
+        "baton.DeletePrincipalPolicy" => {
+            to_json(&baton.delete_principal_policy(parse(body, target)?).await?)
+        }
+        "baton.GetSessionToken" => op!(get_session_token),
+        "baton.ListAuditEntries" => to_json(&baton.list_audit_entries(parse(body, target)?).await?),
+        "baton.VerifyAuditLog" => to_json(&baton.verify_audit_log(parse(body, target)?).await?),
         other => Err(ApiError::UnknownOperation(format!(
             "Baton does not support the operation {other}."
         ))),

@@ -2,6 +2,7 @@
 //! authentication of callers.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -9,6 +10,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use baton_crypto::{DataKey, RootKey, SecretBytes};
 use baton_store::{AccessKeyRecord, Store};
 
+use crate::authz::{Principal, PrincipalKind, SharedNote};
 use crate::{ApiError, sigv4};
 
 /// How long a derived signing key is reused before the access key is looked up again. This
@@ -20,16 +22,55 @@ const SIGNING_KEY_CACHE_MAX: usize = 10_000;
 pub const SIGNING_SERVICE: &str = "secretsmanager";
 
 /// Who made a request, established by a verified signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub access_key_id: String,
     pub account_id: String,
     /// The region from the credential scope: the namespace the request acts on.
     pub region: String,
-    /// For a rotation's temporary key: the only secret it may act on.
-    pub scope_arn: Option<String>,
+    /// The principal the access key acts as, with its policies.
+    pub principal: Arc<Principal>,
+    /// The TCP peer's address: `aws:SourceIp`.
+    pub source_ip: Option<IpAddr>,
+    /// Whether the request came over TLS: `aws:SecureTransport`.
+    pub secure_transport: bool,
     /// The operation being served (`PutSecretValue`), the name of the event it records.
     pub operation: String,
+    /// The IAM action checked for it (`secretsmanager:PutSecretValue`).
+    pub action: String,
+    /// What authorization decided, shared by every clone, for the audit entry.
+    pub(crate) note: SharedNote,
+}
+
+impl Caller {
+    /// The administrator, calling in-process: for benchmarks and tests.
+    pub fn admin(account_id: &str, region: &str, operation: &str) -> Self {
+        Caller {
+            access_key_id: "in-process".into(),
+            account_id: account_id.into(),
+            region: region.into(),
+            principal: Arc::new(Principal::admin(account_id)),
+            source_ip: None,
+            secure_transport: false,
+            operation: operation.into(),
+            action: format!("secretsmanager:{operation}"),
+            note: SharedNote::default(),
+        }
+    }
+
+    /// The same caller checked for another action (a batch read checks each secret for
+    /// GetSecretValue), noting into the same audit entry.
+    pub(crate) fn acting_as(&self, action: &str) -> Caller {
+        Caller {
+            action: action.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the credentials are a rotation's temporary ones.
+    pub fn is_rotation(&self) -> bool {
+        self.principal.kind == PrincipalKind::Rotation
+    }
 }
 
 /// What authentication keeps of an access key between requests.
@@ -37,8 +78,9 @@ pub struct Caller {
 struct CachedKey {
     signing_key: SecretBytes,
     fetched: Instant,
-    scope_arn: Option<String>,
+    principal: Arc<Principal>,
     expires_at: Option<i64>,
+    session_token_hash: Option<Vec<u8>>,
 }
 
 /// Shared by every request.
@@ -59,6 +101,8 @@ pub struct Baton {
     pub(crate) plain_reads: Mutex<HashMap<String, i64>>,
     pub account_id: String,
     pub regions: Vec<String>,
+    /// The audit log; `None` only for in-process use without a server.
+    pub audit: Option<crate::audit::AuditLog>,
     signing_keys: Mutex<HashMap<String, CachedKey>>,
 }
 
@@ -101,11 +145,13 @@ impl Baton {
             delivery_wake: tokio::sync::Notify::new(),
             account_id,
             regions,
+            audit: None,
             signing_keys: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Verifies the request's SigV4 signature and returns the caller.
+    /// Verifies the request's SigV4 signature (and, for temporary credentials, its session
+    /// token) and returns the caller with its principal.
     pub async fn authenticate(
         &self,
         method: &Method,
@@ -115,11 +161,11 @@ impl Baton {
         now_seconds: i64,
     ) -> Result<Caller, ApiError> {
         let signed = sigv4::parse(headers, now_seconds)?;
-        if signed.security_token.is_some() {
-            return Err(ApiError::UnrecognizedClient(
+        let invalid_token = || {
+            ApiError::UnrecognizedClient(
                 "The security token included in the request is invalid.".to_owned(),
-            ));
-        }
+            )
+        };
         if signed.service != SIGNING_SERVICE {
             return Err(ApiError::InvalidSignature(format!(
                 "Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
@@ -166,8 +212,9 @@ impl Baton {
                         &signed.service,
                     ),
                     fetched: Instant::now(),
-                    scope_arn: record.scope_arn.clone(),
+                    principal: self.load_principal(&record).await?,
                     expires_at: record.expires_at,
+                    session_token_hash: record.session_token_hash.clone(),
                 };
                 if let Ok(mut cache) = self.signing_keys.lock() {
                     if cache.len() >= SIGNING_KEY_CACHE_MAX {
@@ -181,6 +228,15 @@ impl Baton {
         let canonical =
             sigv4::canonical_request(method, uri, headers, &signed.signed_headers, body);
         sigv4::verify(&signed, &canonical, &key.signing_key)?;
+        match (&key.session_token_hash, &signed.security_token) {
+            (None, None) => {}
+            (Some(expected), Some(token))
+                if baton_crypto::constant_time_eq(
+                    &baton_crypto::sha256(token.as_bytes()),
+                    expected,
+                ) => {}
+            _ => return Err(invalid_token()),
+        }
         if key.expires_at.is_some_and(|at| now_seconds * 1000 >= at) {
             return Err(ApiError::ExpiredToken(
                 "The security token included in the request is expired".to_owned(),
@@ -190,9 +246,21 @@ impl Baton {
             access_key_id: signed.access_key_id,
             account_id: self.account_id.clone(),
             region: signed.region,
-            scope_arn: key.scope_arn,
+            principal: key.principal,
+            source_ip: None,
+            secure_transport: false,
             operation: String::new(),
+            action: String::new(),
+            note: SharedNote::default(),
         })
+    }
+
+    /// Forgets every cached signing key, so that changed principals and policies take effect
+    /// on this node at once (other nodes see them within `SIGNING_KEY_CACHE_TTL`).
+    pub fn forget_all_access_keys(&self) {
+        if let Ok(mut cache) = self.signing_keys.lock() {
+            cache.clear();
+        }
     }
 
     /// Forgets cached signing keys of an access key, so its deletion takes effect at once here.
@@ -207,7 +275,7 @@ impl Baton {
     /// once and never again.
     pub async fn issue_access_key(
         &self,
-        user_name: &str,
+        principal_name: &str,
         fixed: Option<(String, SecretBytes)>,
     ) -> Result<(AccessKeyRecord, SecretBytes), ApiError> {
         let (access_key_id, secret) = match fixed {
@@ -222,10 +290,11 @@ impl Baton {
                 .root_key
                 .seal(secret.expose(), &access_key_aad(&access_key_id))?,
             access_key_id,
-            user_name: user_name.to_owned(),
+            user_name: principal_name.to_owned(),
             created_at: now_ms(),
             scope_arn: None,
             expires_at: None,
+            session_token_hash: None,
         };
         self.store.insert_access_key(&record).await?;
         Ok((record, secret))

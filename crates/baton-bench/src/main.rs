@@ -120,13 +120,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, template: &http::Request<Bytes>) -> a
         "123456789012".into(),
         vec!["us-east-1".into()],
     );
-    let caller = baton_api::Caller {
-        access_key_id: ACCESS_KEY_ID.into(),
-        account_id: "123456789012".into(),
-        region: "us-east-1".into(),
-        scope_arn: None,
-        operation: "Bench".into(),
-    };
+    let caller = baton_api::Caller::admin("123456789012", "us-east-1", "Bench");
     rt.block_on(async {
         use baton_store::Store as _;
         let data_key = baton_crypto::DataKey::generate()?;

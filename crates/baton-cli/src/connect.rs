@@ -94,6 +94,7 @@ impl ConnectArgs {
             }
             _ => None,
         };
+        let from_env_used = from_env.is_some();
         let access_key = match from_env {
             Some(key) => key,
             None => {
@@ -116,12 +117,17 @@ impl ConnectArgs {
                 }
             }
         };
-        Ok(Client::new(ClientConfig {
+        let client = Client::new(ClientConfig {
             endpoint,
             region,
             access_key,
             timeout: Duration::from_secs(30),
-        })?)
+        })?;
+        // Temporary credentials (`baton admin session-token`) come with a session token.
+        Ok(match env("AWS_SESSION_TOKEN") {
+            Some(token) if from_env_used => client.with_session_token(token),
+            _ => client,
+        })
     }
 }
 

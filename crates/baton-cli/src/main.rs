@@ -1,6 +1,7 @@
 //! `baton`: the server, and the command line for administrators and developers. Every command
 //! except `serve` talks to a server over the signed API; none reaches into the database.
 
+mod admin;
 mod connect;
 mod events;
 mod output;
@@ -70,12 +71,19 @@ enum Command {
         #[command(subcommand)]
         command: rotation::RotatorCommand,
     },
-    /// Administer the server: access keys.
+    /// Administer the server: principals, their policies and access keys.
     Admin {
         #[command(flatten)]
         connect: connect::ConnectArgs,
         #[command(subcommand)]
-        command: secret::AdminCommand,
+        command: admin::AdminCommand,
+    },
+    /// Read and verify the audit log.
+    Audit {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: admin::AuditCommand,
     },
 }
 
@@ -115,7 +123,10 @@ fn main() -> std::process::ExitCode {
                 rotation::run_rotator(connect.client()?, connect.output, command).await
             }
             Command::Admin { connect, command } => {
-                secret::run_admin(connect.client()?, connect.output, command).await
+                admin::run(connect.client()?, connect.output, command).await
+            }
+            Command::Audit { connect, command } => {
+                admin::run_audit(connect.client()?, connect.output, command).await
             }
         }
     });

@@ -1,4 +1,4 @@
-//! `baton secret …` and `baton admin …`: thin commands over the signed API.
+//! `baton secret …`: thin commands over the signed API.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -96,26 +96,6 @@ pub enum SecretCommand {
         #[arg(long = "remove")]
         remove: Vec<String>,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AdminCommand {
-    /// Manage access keys.
-    #[command(subcommand)]
-    AccessKey(AccessKeyCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AccessKeyCommand {
-    /// Issue a new access key; its secret is shown this once.
-    Create {
-        #[arg(long, default_value = "admin")]
-        user: String,
-    },
-    /// List access keys (never their secrets).
-    List,
-    /// Delete an access key.
-    Delete { access_key_id: String },
 }
 
 /// Where a value comes from. Prefer a file or standard input: a value on the command line
@@ -618,70 +598,6 @@ pub async fn run_secret(
                 println!("{{}}");
             }
             Ok(())
-        }
-    }
-}
-
-pub async fn run_admin(
-    client: Client,
-    format: OutputFormat,
-    command: AdminCommand,
-) -> anyhow::Result<()> {
-    match command {
-        AdminCommand::AccessKey(AccessKeyCommand::Create { user }) => {
-            let r: p::CreateAccessKeyResponse = client
-                .call(
-                    "baton.CreateAccessKey",
-                    &p::CreateAccessKeyRequest {
-                        user_name: Some(user),
-                    },
-                )
-                .await?;
-            show(format, &r, |r| {
-                let key = r.access_key.clone().unwrap_or_default();
-                println!("Access key created. The secret is shown this once; store it now.");
-                println!(
-                    "AWS_ACCESS_KEY_ID={}",
-                    key.access_key_id.unwrap_or_default()
-                );
-                println!(
-                    "AWS_SECRET_ACCESS_KEY={}",
-                    key.secret_access_key.unwrap_or_default()
-                );
-            })
-        }
-        AdminCommand::AccessKey(AccessKeyCommand::List) => {
-            let r: p::ListAccessKeysResponse =
-                client.call("baton.ListAccessKeys", &p::Empty {}).await?;
-            show(format, &r, |r| {
-                table(
-                    &["Access key id", "User", "Created"],
-                    r.access_keys
-                        .iter()
-                        .flatten()
-                        .map(|k| {
-                            vec![
-                                k.access_key_id.clone().unwrap_or_default(),
-                                k.user_name.clone().unwrap_or_default(),
-                                date(k.create_date),
-                            ]
-                        })
-                        .collect(),
-                )
-            })
-        }
-        AdminCommand::AccessKey(AccessKeyCommand::Delete { access_key_id }) => {
-            let r: p::Empty = client
-                .call(
-                    "baton.DeleteAccessKey",
-                    &p::DeleteAccessKeyRequest {
-                        access_key_id: Some(access_key_id.clone()),
-                    },
-                )
-                .await?;
-            show(format, &r, |_| {
-                println!("deleted access key {access_key_id}")
-            })
         }
     }
 }

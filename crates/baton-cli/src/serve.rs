@@ -69,6 +69,13 @@ pub struct ServeArgs {
     /// Days the event log keeps events (1-3650, default 30).
     #[arg(long, env = "BATON_EVENTS_RETENTION_DAYS")]
     events_retention_days: Option<u64>,
+    /// `required` (default): refuse requests while the audit log cannot be written, and answer
+    /// each request only once its audit entry is committed. `best-effort`: never wait for it.
+    #[arg(long, env = "BATON_AUDIT_MODE")]
+    audit_mode: Option<String>,
+    /// Also append every audit entry to this file, one JSON object per line.
+    #[arg(long, env = "BATON_AUDIT_FILE")]
+    audit_file: Option<PathBuf>,
 }
 
 /// The config file. Unknown keys are an error, so a misspelt setting is never silently ignored.
@@ -89,6 +96,8 @@ struct FileConfig {
     request_timeout_seconds: Option<u64>,
     purge_interval_seconds: Option<u64>,
     events_retention_days: Option<u64>,
+    audit_mode: Option<String>,
+    audit_file: Option<PathBuf>,
 }
 
 fn load_file(path: &PathBuf) -> anyhow::Result<FileConfig> {
@@ -208,6 +217,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Duration::from_secs(days * 24 * 3600)
         },
         bootstrap,
+        audit: baton_api::audit::AuditOptions {
+            mode: match args.audit_mode.or(file.audit_mode) {
+                Some(mode) => mode.parse().map_err(anyhow::Error::msg)?,
+                None => baton_api::audit::AuditMode::Required,
+            },
+            file: args.audit_file.or(file.audit_file),
+        },
     };
     let server = Server::bind(options).await?;
     server.run(shutdown_signal()).await

@@ -73,11 +73,28 @@ pub enum ClientError {
     Config(String),
 }
 
+/// A session token of temporary credentials. Never appears in `Debug`; wiped on drop.
+#[derive(Clone)]
+struct SessionToken(String);
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken([REDACTED])")
+    }
+}
+
+impl Drop for SessionToken {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 /// A signing client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     config: ClientConfig,
+    session_token: Option<SessionToken>,
 }
 
 impl Client {
@@ -85,7 +102,17 @@ impl Client {
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        Ok(Client { http, config })
+        Ok(Client {
+            http,
+            config,
+            session_token: None,
+        })
+    }
+
+    /// Signs with temporary credentials: their session token goes with every request.
+    pub fn with_session_token(mut self, token: String) -> Self {
+        self.session_token = Some(SessionToken(token));
+        self
     }
 
     pub fn endpoint(&self) -> &str {
@@ -165,7 +192,7 @@ impl Client {
         let identity = Credentials::new(
             self.config.access_key.access_key_id.clone(),
             self.config.access_key.secret_access_key.clone(),
-            None,
+            self.session_token.as_ref().map(|t| t.0.clone()),
             None,
             "baton-client",
         )

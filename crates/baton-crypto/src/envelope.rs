@@ -81,6 +81,8 @@ impl AeadKey {
 /// The root of trust: wraps every data key. Loaded from a 0600 file at start-up.
 pub struct RootKey {
     key: AeadKey,
+    /// HMAC key for deriving purpose-bound keys (the audit chain's, for one).
+    derive: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for RootKey {
@@ -96,6 +98,7 @@ impl RootKey {
         }
         Ok(RootKey {
             key: AeadKey::new(bytes.expose()),
+            derive: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes.expose()),
         })
     }
 
@@ -182,6 +185,41 @@ impl RootKey {
 
     pub fn open(&self, sealed: &[u8], aad: &str) -> Result<SecretBytes, CryptoError> {
         self.key.open(sealed, aad.as_bytes())
+    }
+
+    /// A MAC key for one purpose, derived from the root key (HMAC-SHA256 of the purpose under
+    /// the root key): anyone without the root key can neither compute nor forge its MACs.
+    pub fn mac_key(&self, purpose: &str) -> MacKey {
+        let tag = aws_lc_rs::hmac::sign(
+            &self.derive,
+            format!("baton/derive/v1/{purpose}").as_bytes(),
+        );
+        MacKey(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            tag.as_ref(),
+        ))
+    }
+}
+
+/// A derived HMAC-SHA256 key (see [`RootKey::mac_key`]).
+pub struct MacKey(aws_lc_rs::hmac::Key);
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacKey([REDACTED])")
+    }
+}
+
+impl MacKey {
+    /// The MAC of the parts, each prefixed with its length so that no two different lists of
+    /// parts share an input.
+    pub fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut context = aws_lc_rs::hmac::Context::with_key(&self.0);
+        for part in parts {
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part);
+        }
+        context.sign().as_ref().to_vec()
     }
 }
 

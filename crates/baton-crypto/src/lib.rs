@@ -13,7 +13,7 @@ pub mod sigv4;
 pub mod webhook;
 
 pub use envelope::{
-    DataKey, RootKey, SEALED_FORMAT_V1, access_key_aad, signing_secret_aad, value_aad,
+    DataKey, MacKey, RootKey, SEALED_FORMAT_V1, access_key_aad, signing_secret_aad, value_aad,
 };
 pub use keypair::{GeneratedKeyPair, KeyPairType, generate_key_pair};
 pub use password::{
@@ -38,6 +38,13 @@ pub enum CryptoError {
 /// Fills `buf` with bytes from the operating system's secure random number generator.
 pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
     aws_lc_rs::rand::fill(buf).map_err(|_| CryptoError::Random)
+}
+
+/// SHA-256 of `data`, as stored for session tokens (which are high-entropy, so no salt).
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

@@ -35,6 +35,7 @@ struct StepCall<'a> {
     endpoint: &'a Endpoint,
     key_id: &'a str,
     key_secret: &'a TemporarySecret,
+    session_token: &'a TemporarySecret,
     expires_at: Timestamp,
 }
 
@@ -148,7 +149,8 @@ impl Engine {
             .endpoint
             .clone()
             .ok_or_else(|| "external rotators need the server's endpoint".to_owned())?;
-        let (key_id, key_secret) = self.issue_temporary_key(&secret.arn, now).await?;
+        let (key_id, key_secret, session_token) =
+            self.issue_temporary_key(&secret.arn, now).await?;
         let event = serde_json::json!({
             "Step": aws_step,
             "SecretId": secret.arn,
@@ -162,6 +164,7 @@ impl Engine {
             endpoint: &endpoint,
             key_id: &key_id,
             key_secret: &key_secret,
+            session_token: &session_token,
             expires_at: now + TEMPORARY_KEY_TTL_MS,
         };
         let result = match &rotator.target {
@@ -219,15 +222,19 @@ impl Engine {
             "Credentials": {
                 "AccessKeyId": call.key_id,
                 "SecretAccessKey": call.key_secret.expose_str(),
+                "SessionToken": call.session_token.expose_str(),
                 "Expiration": call.expires_at / 1000,
             },
         });
         let body = SecretBytes::from(serde_json::to_vec(&event).map_err(|e| e.to_string())?);
         if let Some(Value::Object(baton)) = event.get_mut("Baton")
             && let Some(Value::Object(credentials)) = baton.get_mut("Credentials")
-            && let Some(Value::String(s)) = credentials.get_mut("SecretAccessKey")
         {
-            zeroize::Zeroize::zeroize(s);
+            for field in ["SecretAccessKey", "SessionToken"] {
+                if let Some(Value::String(s)) = credentials.get_mut(field) {
+                    zeroize::Zeroize::zeroize(s);
+                }
+            }
         }
         let name = &call.rotator.name;
         let mut request = self
@@ -261,17 +268,21 @@ impl Engine {
         }
     }
 
-    /// A key valid for `TEMPORARY_KEY_TTL_MS` that may act only on `arn`.
+    /// Temporary credentials valid for `TEMPORARY_KEY_TTL_MS` that may act only on `arn`: a key
+    /// and a session token that every request must carry (only its hash is stored).
     async fn issue_temporary_key(
         &self,
         arn: &str,
         now: Timestamp,
-    ) -> Result<(String, TemporarySecret), String> {
-        let mut raw = [0u8; 30];
+    ) -> Result<(String, TemporarySecret, TemporarySecret), String> {
+        let mut raw = [0u8; 62];
         baton_crypto::fill_random(&mut raw).map_err(|e| e.to_string())?;
-        let hex: String = raw.iter().map(|b| format!("{b:02X}")).collect();
+        let mut hex: String = raw.iter().map(|b| format!("{b:02X}")).collect();
+        raw.fill(0);
         let key_id = format!("BTT{}", &hex[..17]);
-        let secret = TemporarySecret(SecretBytes::from(hex[17..].to_owned()));
+        let secret = TemporarySecret(SecretBytes::from(hex[17..60].to_owned()));
+        let token = TemporarySecret(SecretBytes::from(format!("bst_{}", &hex[60..])));
+        zeroize::Zeroize::zeroize(&mut hex);
         let record = baton_store::AccessKeyRecord {
             sealed_secret: self
                 .root_key
@@ -282,12 +293,13 @@ impl Engine {
             created_at: now,
             scope_arn: Some(arn.to_owned()),
             expires_at: Some(now + TEMPORARY_KEY_TTL_MS),
+            session_token_hash: Some(baton_crypto::sha256(token.0.expose())),
         };
         self.store
             .insert_access_key(&record)
             .await
             .map_err(|e| e.to_string())?;
-        Ok((key_id, secret))
+        Ok((key_id, secret, token))
     }
 }
 
@@ -319,7 +331,8 @@ async fn run_command(
         .env("AWS_REGION", &call.secret.region)
         .env("AWS_DEFAULT_REGION", &call.secret.region)
         .env("AWS_ACCESS_KEY_ID", call.key_id)
-        .env("AWS_SECRET_ACCESS_KEY", call.key_secret.expose_str());
+        .env("AWS_SECRET_ACCESS_KEY", call.key_secret.expose_str())
+        .env("AWS_SESSION_TOKEN", call.session_token.expose_str());
     if let Some(ca) = &call.endpoint.ca_bundle {
         command.env("AWS_CA_BUNDLE", ca);
     }

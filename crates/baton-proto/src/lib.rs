@@ -64,6 +64,7 @@ const SENSITIVE_FIELDS: &[&str] = &[
     "random_password",
     "secret_access_key",
     "signing_secret",
+    "session_token",
 ];
 
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -388,15 +389,141 @@ wire!(RotateSecretRequest {
 wire!(AccessKey {
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
+    /// The principal the key acts as.
+    principal_name: Option<String>,
+    /// The same as `PrincipalName`, under the member name Baton used before principals.
     user_name: Option<String>,
     create_date: Option<f64>,
 });
 
-wire!(CreateAccessKeyRequest { user_name: Option<String> });
+wire!(
+    /// `baton.CreateAccessKey`. `UserName` is accepted as an older name of `PrincipalName`.
+    CreateAccessKeyRequest {
+        principal_name: Option<String>,
+        user_name: Option<String>,
+    }
+);
 
 wire!(CreateAccessKeyResponse { access_key: Option<AccessKey> });
 
+wire!(ListAccessKeysRequest { principal_name: Option<String> });
+
 wire!(ListAccessKeysResponse { access_keys: Option<Vec<AccessKey>> });
+
+wire!(
+    /// `baton.CreatePrincipal`: a user (a person) or a service. Both start with no rights.
+    CreatePrincipalRequest {
+        name: Option<String>,
+        /// `user` (the default) or `service`.
+        kind: Option<String>,
+    }
+);
+
+wire!(Principal {
+    name: Option<String>,
+    kind: Option<String>,
+    arn: Option<String>,
+    create_date: Option<f64>,
+    policy_names: Option<Vec<String>>,
+});
+
+wire!(CreatePrincipalResponse { principal: Option<Principal> });
+
+wire!(ListPrincipalsResponse { principals: Option<Vec<Principal>> });
+
+wire!(PrincipalNameRequest { principal_name: Option<String> });
+
+wire!(PutPrincipalPolicyRequest {
+    principal_name: Option<String>,
+    policy_name: Option<String>,
+    policy_document: Option<String>,
+});
+
+wire!(PrincipalPolicyRequest {
+    principal_name: Option<String>,
+    policy_name: Option<String>,
+});
+
+wire!(GetPrincipalPolicyResponse {
+    principal_name: Option<String>,
+    policy_name: Option<String>,
+    policy_document: Option<String>,
+});
+
+wire!(
+    /// `baton.GetSessionToken`: temporary credentials with the caller's own rights.
+    GetSessionTokenRequest { duration_seconds: Option<i64> }
+);
+
+wire!(Credentials {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+    expiration: Option<f64>,
+});
+
+wire!(GetSessionTokenResponse { credentials: Option<Credentials> });
+
+wire!(
+    /// `baton.ListAuditEntries`: the audit log in order, optionally filtered. Filters match
+    /// exactly, except `Resource` and `Action`, which take `*` wildcards.
+    ListAuditEntriesRequest {
+        after_seq: Option<i64>,
+        max_results: Option<i64>,
+        principal: Option<String>,
+        action: Option<String>,
+        resource: Option<String>,
+        decision: Option<String>,
+        since: Option<f64>,
+        until: Option<f64>,
+    }
+);
+
+wire!(AuditEntry {
+    seq: Option<i64>,
+    time: Option<f64>,
+    request_id: Option<String>,
+    principal: Option<String>,
+    access_key_id: Option<String>,
+    action: Option<String>,
+    resource: Option<String>,
+    decision: Option<String>,
+    outcome: Option<String>,
+    status: Option<i64>,
+    source_ip: Option<String>,
+    reason: Option<String>,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+});
+
+wire!(ListAuditEntriesResponse {
+    entries: Option<Vec<AuditEntry>>,
+    /// Pass as `AfterSeq` for the next page; absent at the end of the log.
+    next_seq: Option<i64>,
+    /// How many entries this page read (matching or not).
+    scanned: Option<i64>,
+});
+
+wire!(VerifyAuditLogRequest {
+    after_seq: Option<i64>,
+    max_results: Option<i64>,
+});
+
+wire!(AuditProblem {
+    seq: Option<i64>,
+    problem: Option<String>,
+});
+
+wire!(VerifyAuditLogResponse {
+    /// How many entries this call checked.
+    checked: Option<i64>,
+    /// The last entry checked, and its hash: where the next call continues.
+    last_seq: Option<i64>,
+    last_hash: Option<String>,
+    problems: Option<Vec<AuditProblem>>,
+    /// Whether the log has entries after `LastSeq`.
+    more: Option<bool>,
+});
 
 wire!(DeleteAccessKeyRequest { access_key_id: Option<String> });
 

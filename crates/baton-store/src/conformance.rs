@@ -285,6 +285,7 @@ pub async fn access_keys_round_trip(store: &dyn Store) {
         created_at: 42,
         scope_arn: None,
         expires_at: None,
+        session_token_hash: Some(vec![7; 32]),
     };
     store.insert_access_key(&key).await.unwrap();
     assert_eq!(
@@ -897,6 +898,136 @@ pub async fn subscriptions_keep_a_forward_cursor_and_dead_letters(store: &dyn St
     assert!(find(store.list_subscriptions().await.unwrap()).is_none());
 }
 
+pub async fn principals_and_their_policies_round_trip(store: &dyn Store) {
+    use crate::{PrincipalPolicyRecord, PrincipalRecord};
+    let name = unique("svc");
+    let principal = PrincipalRecord {
+        name: name.clone(),
+        kind: "service".into(),
+        created_at: 5,
+    };
+    store.insert_principal(&principal).await.unwrap();
+    assert!(matches!(
+        store.insert_principal(&principal).await,
+        Err(StoreError::NameTaken)
+    ));
+    assert_eq!(
+        store.find_principal(&name).await.unwrap(),
+        Some(principal.clone())
+    );
+    assert!(store.list_principals().await.unwrap().contains(&principal));
+    let policy = |policy_name: &str, document: &str| PrincipalPolicyRecord {
+        principal_name: name.clone(),
+        policy_name: policy_name.into(),
+        document: document.into(),
+        updated_at: 6,
+    };
+    store
+        .put_principal_policy(&policy("b", "{1}"))
+        .await
+        .unwrap();
+    store
+        .put_principal_policy(&policy("a", "{2}"))
+        .await
+        .unwrap();
+    store
+        .put_principal_policy(&policy("b", "{3}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_principal_policies(&name).await.unwrap(),
+        vec![policy("a", "{2}"), policy("b", "{3}")],
+        "replaced in place, listed by name"
+    );
+    let orphan = PrincipalPolicyRecord {
+        principal_name: unique("nobody"),
+        ..policy("a", "{}")
+    };
+    assert!(matches!(
+        store.put_principal_policy(&orphan).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.delete_principal_policy(&name, "a").await.unwrap());
+    assert!(!store.delete_principal_policy(&name, "a").await.unwrap());
+    let key = AccessKeyRecord {
+        access_key_id: unique("BTN"),
+        sealed_secret: vec![1],
+        user_name: name.clone(),
+        created_at: 7,
+        scope_arn: None,
+        expires_at: None,
+        session_token_hash: None,
+    };
+    store.insert_access_key(&key).await.unwrap();
+    assert!(store.delete_principal(&name).await.unwrap());
+    assert!(!store.delete_principal(&name).await.unwrap());
+    assert_eq!(store.find_principal(&name).await.unwrap(), None);
+    assert!(
+        store
+            .list_principal_policies(&name)
+            .await
+            .unwrap()
+            .is_empty(),
+        "policies go with their principal"
+    );
+    assert_eq!(
+        store.find_access_key(&key.access_key_id).await.unwrap(),
+        None,
+        "so do its access keys"
+    );
+}
+
+pub async fn the_audit_log_appends_a_gapless_chain(store: &dyn Store) {
+    use crate::AuditRecord;
+    let marker = unique("req");
+    let chain: crate::AuditChain = std::sync::Arc::new(|prev: &[u8], e: &AuditRecord| {
+        let mut h = prev.to_vec();
+        h.extend_from_slice(e.seq.to_be_bytes().as_slice());
+        h.extend_from_slice(e.request_id.as_bytes());
+        h
+    });
+    let entry = |i: usize| AuditRecord {
+        request_id: format!("{marker}-{i}"),
+        action: "secretsmanager:GetSecretValue".into(),
+        decision: "allow".into(),
+        ..Default::default()
+    };
+    // Concurrent appenders (other tests, other nodes) each get a consecutive run of seqs.
+    let (a, b) = tokio::join!(
+        store.append_audit((0..3).map(entry).collect(), chain.clone()),
+        store.append_audit((3..5).map(entry).collect(), chain.clone()),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    for run in [&a, &b] {
+        for pair in run.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+        }
+    }
+    let (last_seq, last_hash) = store.last_audit().await.unwrap().unwrap();
+    assert!(last_seq >= a[2].seq.max(b[1].seq));
+    assert!(!last_hash.is_empty());
+    let first = a[0].seq.min(b[0].seq);
+    let listed = store.list_audit(first - 1, 1000).await.unwrap();
+    assert!(listed.len() >= 5);
+    for pair in listed.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1, "no gaps");
+        assert_eq!(
+            pair[1].prev_hash, pair[0].hash,
+            "each links to its predecessor"
+        );
+    }
+    let mine: Vec<&AuditRecord> = listed
+        .iter()
+        .filter(|e| e.request_id.starts_with(&marker))
+        .collect();
+    assert_eq!(mine.len(), 5);
+    assert!(
+        a.iter().chain(&b).all(|e| mine.contains(&e)),
+        "read back as stored"
+    );
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -919,4 +1050,6 @@ pub const CHECKS: &[&str] = &[
     "events_are_written_with_their_change_and_read_in_order",
     "no_event_is_recorded_for_a_write_that_did_not_commit",
     "subscriptions_keep_a_forward_cursor_and_dead_letters",
+    "principals_and_their_policies_round_trip",
+    "the_audit_log_appends_a_gapless_chain",
 ];

@@ -67,7 +67,61 @@ pub struct AccessKeyRecord {
     pub scope_arn: Option<String>,
     /// A temporary key stops working at this time.
     pub expires_at: Option<Timestamp>,
+    /// Temporary credentials: SHA-256 of the session token that each request must carry.
+    pub session_token_hash: Option<Vec<u8>>,
 }
+
+/// Who may call Baton: the bootstrap administrator, or a user or service whose identity
+/// policies say what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    pub name: String,
+    /// `admin`, `user` or `service`.
+    pub kind: String,
+    pub created_at: Timestamp,
+}
+
+/// An identity policy attached to a principal, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalPolicyRecord {
+    pub principal_name: String,
+    pub policy_name: String,
+    /// The IAM JSON document, as given.
+    pub document: String,
+    pub updated_at: Timestamp,
+}
+
+/// One entry of the audit log: one request, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditRecord {
+    /// Its position: consecutive from 1, assigned by [`Store::append_audit`].
+    pub seq: i64,
+    pub at: Timestamp,
+    pub request_id: String,
+    /// The caller's ARN, or empty when the request was not authenticated.
+    pub principal: String,
+    pub access_key_id: String,
+    /// `secretsmanager:GetSecretValue`, `baton:CreatePrincipal`, ...
+    pub action: String,
+    /// The resource as the caller named it, or `*`.
+    pub resource: String,
+    /// `allow`, `deny`, or `none` when the request was refused before authorization.
+    pub decision: String,
+    /// `ok` or the error type the caller received.
+    pub outcome: String,
+    pub status: i64,
+    pub source_ip: String,
+    /// Why the decision was made: the policy that allowed or denied.
+    pub reason: String,
+    /// The previous entry's hash (empty for the first).
+    pub prev_hash: Vec<u8>,
+    /// A keyed hash of `prev_hash` and this entry's fields.
+    pub hash: Vec<u8>,
+}
+
+/// Computes an entry's hash from the previous hash; [`Store::append_audit`] calls it under the
+/// log's lock, so the chain has exactly one successor for each entry.
+pub type AuditChain = std::sync::Arc<dyn Fn(&[u8], &AuditRecord) -> Vec<u8> + Send + Sync>;
 
 impl std::fmt::Debug for AccessKeyRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -258,6 +312,41 @@ pub trait Store: Send + Sync + 'static {
     async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError>;
     /// Returns whether a key was deleted.
     async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError>;
+
+    /// Fails with [`StoreError::NameTaken`] if a principal has this name.
+    async fn insert_principal(&self, principal: &PrincipalRecord) -> Result<(), StoreError>;
+    async fn find_principal(&self, name: &str) -> Result<Option<PrincipalRecord>, StoreError>;
+    async fn list_principals(&self) -> Result<Vec<PrincipalRecord>, StoreError>;
+    /// Removes a principal with its policies and access keys, in one transaction. Returns
+    /// whether it existed.
+    async fn delete_principal(&self, name: &str) -> Result<bool, StoreError>;
+    /// Creates or replaces a policy of an existing principal ([`StoreError::NotFound`] if the
+    /// principal does not exist).
+    async fn put_principal_policy(&self, policy: &PrincipalPolicyRecord) -> Result<(), StoreError>;
+    /// Returns whether the policy existed.
+    async fn delete_principal_policy(
+        &self,
+        principal_name: &str,
+        policy_name: &str,
+    ) -> Result<bool, StoreError>;
+    /// A principal's policies, by policy name.
+    async fn list_principal_policies(
+        &self,
+        principal_name: &str,
+    ) -> Result<Vec<PrincipalPolicyRecord>, StoreError>;
+
+    /// Appends entries to the audit log in one transaction, under a lock that orders every
+    /// appender: each gets the next seq, `prev_hash` from its predecessor and `hash` from
+    /// `chain`. Returns the entries as stored.
+    async fn append_audit(
+        &self,
+        entries: Vec<AuditRecord>,
+        chain: AuditChain,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The newest entry's seq and hash, if the log has any.
+    async fn last_audit(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    /// Entries after `after_seq`, in order, at most `limit`.
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// ARNs of secrets whose rotation in flight or whose schedule is due at or before `now`,
     /// soonest first, at most `limit`. Served by indexes on the due times, so its cost does not

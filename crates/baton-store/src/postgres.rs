@@ -594,8 +594,48 @@ fn read_access_key(r: &Row) -> AccessKeyRecord {
         created_at: r.get(3),
         scope_arn: r.get(4),
         expires_at: r.get(5),
+        session_token_hash: r.get(6),
     }
 }
+
+fn read_principal(r: &Row) -> crate::PrincipalRecord {
+    crate::PrincipalRecord {
+        name: r.get(0),
+        kind: r.get(1),
+        created_at: r.get(2),
+    }
+}
+
+fn read_principal_policy(r: &Row) -> crate::PrincipalPolicyRecord {
+    crate::PrincipalPolicyRecord {
+        principal_name: r.get(0),
+        policy_name: r.get(1),
+        document: r.get(2),
+        updated_at: r.get(3),
+    }
+}
+
+fn read_audit(r: &Row) -> crate::AuditRecord {
+    crate::AuditRecord {
+        seq: r.get(0),
+        at: r.get(1),
+        request_id: r.get(2),
+        principal: r.get(3),
+        access_key_id: r.get(4),
+        action: r.get(5),
+        resource: r.get(6),
+        decision: r.get(7),
+        outcome: r.get(8),
+        status: r.get(9),
+        source_ip: r.get(10),
+        reason: r.get(11),
+        prev_hash: r.get(12),
+        hash: r.get(13),
+    }
+}
+
+/// Serializes appenders of the audit log across nodes.
+const AUDIT_LOCK_KEY: i64 = 0x6261_746f_6e61_7564;
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -874,6 +914,7 @@ impl Store for PostgresStore {
                     &key.created_at,
                     &key.scope_arn,
                     &key.expires_at,
+                    &key.session_token_hash,
                 ],
             )
             .await
@@ -905,6 +946,165 @@ impl Store for PostgresStore {
             .changed(schema::DELETE_ACCESS_KEY, &[&access_key_id])
             .await?
             > 0)
+    }
+
+    async fn insert_principal(&self, p: &crate::PrincipalRecord) -> Result<(), StoreError> {
+        match self
+            .changed(schema::INSERT_PRINCIPAL, &[&p.name, &p.kind, &p.created_at])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Constraint(_)) => Err(StoreError::NameTaken),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn find_principal(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::PrincipalRecord>, StoreError> {
+        Ok(self
+            .rows(schema::SELECT_PRINCIPAL, &[&name], read_principal)
+            .await?
+            .pop())
+    }
+
+    async fn list_principals(&self) -> Result<Vec<crate::PrincipalRecord>, StoreError> {
+        self.rows(schema::LIST_PRINCIPALS, &[], read_principal)
+            .await
+    }
+
+    async fn delete_principal(&self, name: &str) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute(schema::DELETE_ACCESS_KEYS_OF, &[&name])
+            .await
+            .map_err(backend)?;
+        let n = tx
+            .execute(schema::DELETE_PRINCIPAL, &[&name])
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    async fn put_principal_policy(
+        &self,
+        p: &crate::PrincipalPolicyRecord,
+    ) -> Result<(), StoreError> {
+        match self
+            .changed(
+                schema::UPSERT_PRINCIPAL_POLICY,
+                &[
+                    &p.principal_name,
+                    &p.policy_name,
+                    &p.document,
+                    &p.updated_at,
+                ],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Constraint(_)) => Err(StoreError::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_principal_policy(
+        &self,
+        principal_name: &str,
+        policy_name: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .changed(
+                schema::DELETE_PRINCIPAL_POLICY,
+                &[&principal_name, &policy_name],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn list_principal_policies(
+        &self,
+        principal_name: &str,
+    ) -> Result<Vec<crate::PrincipalPolicyRecord>, StoreError> {
+        self.rows(
+            schema::LIST_PRINCIPAL_POLICIES,
+            &[&principal_name],
+            read_principal_policy,
+        )
+        .await
+    }
+
+    async fn append_audit(
+        &self,
+        entries: Vec<crate::AuditRecord>,
+        chain: crate::AuditChain,
+    ) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK_KEY])
+            .await
+            .map_err(backend)?;
+        let (mut seq, mut prev): (i64, Vec<u8>) = tx
+            .query_opt(schema::LAST_AUDIT, &[])
+            .await
+            .map_err(backend)?
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap_or_default();
+        let insert = tx.prepare(schema::INSERT_AUDIT).await.map_err(backend)?;
+        let mut stored = Vec::with_capacity(entries.len());
+        for mut e in entries {
+            seq += 1;
+            e.seq = seq;
+            e.prev_hash = std::mem::take(&mut prev);
+            e.hash = chain(&e.prev_hash, &e);
+            tx.execute(
+                &insert,
+                &[
+                    &e.seq,
+                    &e.at,
+                    &e.request_id,
+                    &e.principal,
+                    &e.access_key_id,
+                    &e.action,
+                    &e.resource,
+                    &e.decision,
+                    &e.outcome,
+                    &e.status,
+                    &e.source_ip,
+                    &e.reason,
+                    &e.prev_hash,
+                    &e.hash,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+            prev = e.hash.clone();
+            stored.push(e);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(stored)
+    }
+
+    async fn last_audit(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .rows(schema::LAST_AUDIT, &[], |r| (r.get(0), r.get(1)))
+            .await?
+            .pop())
+    }
+
+    async fn list_audit(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        self.rows(
+            schema::LIST_AUDIT,
+            &[&after_seq, &i64::from(limit)],
+            read_audit,
+        )
+        .await
     }
 
     async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {

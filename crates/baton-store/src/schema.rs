@@ -282,6 +282,49 @@ CREATE TABLE dead_letters (
 );
 "#,
     ),
+    (
+        12,
+        r#"
+-- Principals: 'admin' (the bootstrap administrator: full rights, no policy evaluated), 'user'
+-- and 'service' (allowed what their identity policies allow, and nothing else).
+CREATE TABLE principals (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    created_at {bigint} NOT NULL
+);
+CREATE TABLE principal_policies (
+    principal_name TEXT NOT NULL REFERENCES principals (name) ON DELETE CASCADE,
+    policy_name TEXT NOT NULL,
+    document TEXT NOT NULL,
+    updated_at {bigint} NOT NULL,
+    PRIMARY KEY (principal_name, policy_name)
+);
+-- Keys issued before principals existed: the administrator keeps full rights; every other
+-- holder becomes a user with no policy, denied everything until a policy is attached.
+INSERT INTO principals (name, kind, created_at)
+    SELECT user_name, CASE WHEN user_name = 'admin' THEN 'admin' ELSE 'user' END, MIN(created_at)
+    FROM access_keys WHERE expires_at IS NULL GROUP BY user_name;
+ALTER TABLE access_keys ADD COLUMN session_token_hash {blob};
+-- The audit log: append-only, one row per request, hash-chained in seq order.
+CREATE TABLE audit_log (
+    seq {bigint} PRIMARY KEY,
+    at {bigint} NOT NULL,
+    request_id TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    access_key_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    status {bigint} NOT NULL,
+    source_ip TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    prev_hash {blob} NOT NULL,
+    hash {blob} NOT NULL
+);
+CREATE INDEX audit_log_at ON audit_log (at);
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -439,13 +482,35 @@ pub const DELETE_EVENTS_BEFORE: &str = "DELETE FROM events WHERE at < $1";
 pub const DELETE_SECRET: &str = "DELETE FROM secrets WHERE id = $1";
 pub const DUE_FOR_PURGE: &str = "SELECT arn FROM secrets WHERE purge_at IS NOT NULL AND purge_at <= $1 ORDER BY purge_at LIMIT $2";
 pub const INSERT_ACCESS_KEY: &str = "INSERT INTO access_keys (access_key_id, sealed_secret, \
-    user_name, created_at, scope_arn, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+    user_name, created_at, scope_arn, expires_at, session_token_hash) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
 pub const SELECT_ACCESS_KEY: &str = "SELECT access_key_id, sealed_secret, user_name, created_at, \
-    scope_arn, expires_at FROM access_keys WHERE access_key_id = $1";
-/// Permanent keys only: temporary rotation keys are not listed.
+    scope_arn, expires_at, session_token_hash FROM access_keys WHERE access_key_id = $1";
+/// Permanent keys only: temporary credentials are not listed.
 pub const LIST_ACCESS_KEYS: &str = "SELECT access_key_id, sealed_secret, user_name, created_at, \
-    scope_arn, expires_at FROM access_keys WHERE expires_at IS NULL \
+    scope_arn, expires_at, session_token_hash FROM access_keys WHERE expires_at IS NULL \
     ORDER BY created_at, access_key_id";
+pub const DELETE_ACCESS_KEYS_OF: &str = "DELETE FROM access_keys WHERE user_name = $1";
+pub const INSERT_PRINCIPAL: &str =
+    "INSERT INTO principals (name, kind, created_at) VALUES ($1, $2, $3)";
+pub const SELECT_PRINCIPAL: &str = "SELECT name, kind, created_at FROM principals WHERE name = $1";
+pub const LIST_PRINCIPALS: &str = "SELECT name, kind, created_at FROM principals ORDER BY name";
+pub const DELETE_PRINCIPAL: &str = "DELETE FROM principals WHERE name = $1";
+pub const UPSERT_PRINCIPAL_POLICY: &str = "INSERT INTO principal_policies (principal_name, \
+    policy_name, document, updated_at) VALUES ($1, $2, $3, $4) \
+    ON CONFLICT (principal_name, policy_name) DO UPDATE SET document = excluded.document, \
+    updated_at = excluded.updated_at";
+pub const DELETE_PRINCIPAL_POLICY: &str =
+    "DELETE FROM principal_policies WHERE principal_name = $1 AND policy_name = $2";
+pub const LIST_PRINCIPAL_POLICIES: &str = "SELECT principal_name, policy_name, document, \
+    updated_at FROM principal_policies WHERE principal_name = $1 ORDER BY policy_name";
+pub const LAST_AUDIT: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+pub const INSERT_AUDIT: &str = "INSERT INTO audit_log (seq, at, request_id, principal, \
+    access_key_id, action, resource, decision, outcome, status, source_ip, reason, prev_hash, \
+    hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+pub const LIST_AUDIT: &str = "SELECT seq, at, request_id, principal, access_key_id, action, \
+    resource, decision, outcome, status, source_ip, reason, prev_hash, hash FROM audit_log \
+    WHERE seq > $1 ORDER BY seq LIMIT $2";
 pub const DELETE_ACCESS_KEY: &str = "DELETE FROM access_keys WHERE access_key_id = $1";
 
 /// One row of [`SELECT_VERSIONS_AND_LABELS`]: version id, creation time, kind, sealed value, and

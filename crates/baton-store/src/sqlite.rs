@@ -642,6 +642,43 @@ fn read_access_key(r: &Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
         created_at: r.get(3)?,
         scope_arn: r.get(4)?,
         expires_at: r.get(5)?,
+        session_token_hash: r.get(6)?,
+    })
+}
+
+fn read_principal(r: &Row<'_>) -> rusqlite::Result<crate::PrincipalRecord> {
+    Ok(crate::PrincipalRecord {
+        name: r.get(0)?,
+        kind: r.get(1)?,
+        created_at: r.get(2)?,
+    })
+}
+
+fn read_principal_policy(r: &Row<'_>) -> rusqlite::Result<crate::PrincipalPolicyRecord> {
+    Ok(crate::PrincipalPolicyRecord {
+        principal_name: r.get(0)?,
+        policy_name: r.get(1)?,
+        document: r.get(2)?,
+        updated_at: r.get(3)?,
+    })
+}
+
+fn read_audit(r: &Row<'_>) -> rusqlite::Result<crate::AuditRecord> {
+    Ok(crate::AuditRecord {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        request_id: r.get(2)?,
+        principal: r.get(3)?,
+        access_key_id: r.get(4)?,
+        action: r.get(5)?,
+        resource: r.get(6)?,
+        decision: r.get(7)?,
+        outcome: r.get(8)?,
+        status: r.get(9)?,
+        source_ip: r.get(10)?,
+        reason: r.get(11)?,
+        prev_hash: r.get(12)?,
+        hash: r.get(13)?,
     })
 }
 
@@ -861,7 +898,8 @@ impl Store for SqliteStore {
                     key.user_name,
                     key.created_at,
                     key.scope_arn,
-                    key.expires_at
+                    key.expires_at,
+                    key.session_token_hash
                 ],
             )
             .map_err(backend)?;
@@ -892,6 +930,176 @@ impl Store for SqliteStore {
     async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError> {
         self.delete_by(schema::DELETE_ACCESS_KEY, access_key_id)
             .await
+    }
+
+    async fn insert_principal(&self, p: &crate::PrincipalRecord) -> Result<(), StoreError> {
+        let p = p.clone();
+        self.with(move |conn| {
+            match conn.execute(
+                &sql(schema::INSERT_PRINCIPAL),
+                params![p.name, p.kind, p.created_at],
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) => match backend(e) {
+                    StoreError::Constraint(_) => Err(StoreError::NameTaken),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn find_principal(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::PrincipalRecord>, StoreError> {
+        Ok(self
+            .rows_by(schema::SELECT_PRINCIPAL, Some(name), read_principal)
+            .await?
+            .pop())
+    }
+
+    async fn list_principals(&self) -> Result<Vec<crate::PrincipalRecord>, StoreError> {
+        self.rows_by(schema::LIST_PRINCIPALS, None, read_principal)
+            .await
+    }
+
+    async fn delete_principal(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            tx.execute(&sql(schema::DELETE_ACCESS_KEYS_OF), [&name])
+                .map_err(backend)?;
+            let n = tx
+                .execute(&sql(schema::DELETE_PRINCIPAL), [&name])
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn put_principal_policy(
+        &self,
+        p: &crate::PrincipalPolicyRecord,
+    ) -> Result<(), StoreError> {
+        let p = p.clone();
+        self.with(move |conn| {
+            match conn.execute(
+                &sql(schema::UPSERT_PRINCIPAL_POLICY),
+                params![p.principal_name, p.policy_name, p.document, p.updated_at],
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) => match backend(e) {
+                    StoreError::Constraint(_) => Err(StoreError::NotFound),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn delete_principal_policy(
+        &self,
+        principal_name: &str,
+        policy_name: &str,
+    ) -> Result<bool, StoreError> {
+        let (a, b) = (principal_name.to_owned(), policy_name.to_owned());
+        self.with(move |conn| {
+            let n = conn
+                .execute(&sql(schema::DELETE_PRINCIPAL_POLICY), params![a, b])
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list_principal_policies(
+        &self,
+        principal_name: &str,
+    ) -> Result<Vec<crate::PrincipalPolicyRecord>, StoreError> {
+        self.rows_by(
+            schema::LIST_PRINCIPAL_POLICIES,
+            Some(principal_name),
+            read_principal_policy,
+        )
+        .await
+    }
+
+    async fn append_audit(
+        &self,
+        entries: Vec<crate::AuditRecord>,
+        chain: crate::AuditChain,
+    ) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        self.with(move |conn| {
+            // The write connection is the lock: one appender at a time, in one transaction.
+            let tx = conn.transaction().map_err(backend)?;
+            let (mut seq, mut prev): (i64, Vec<u8>) = tx
+                .query_row(&sql(schema::LAST_AUDIT), [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(backend)?
+                .unwrap_or_default();
+            let mut stored = Vec::with_capacity(entries.len());
+            {
+                let mut insert = tx
+                    .prepare_cached(&sql(schema::INSERT_AUDIT))
+                    .map_err(backend)?;
+                for mut e in entries {
+                    seq += 1;
+                    e.seq = seq;
+                    e.prev_hash = std::mem::take(&mut prev);
+                    e.hash = chain(&e.prev_hash, &e);
+                    insert
+                        .execute(params![
+                            e.seq,
+                            e.at,
+                            e.request_id,
+                            e.principal,
+                            e.access_key_id,
+                            e.action,
+                            e.resource,
+                            e.decision,
+                            e.outcome,
+                            e.status,
+                            e.source_ip,
+                            e.reason,
+                            e.prev_hash,
+                            e.hash
+                        ])
+                        .map_err(backend)?;
+                    prev = e.hash.clone();
+                    stored.push(e);
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn last_audit(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.read(|conn| {
+            conn.query_row(&sql(schema::LAST_AUDIT), [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::LIST_AUDIT))
+                .and_then(|mut s| {
+                    s.query_map(params![after_seq, limit], read_audit)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError> {

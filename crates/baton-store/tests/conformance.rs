@@ -77,4 +77,6 @@ conformance!(
     events_are_written_with_their_change_and_read_in_order,
     no_event_is_recorded_for_a_write_that_did_not_commit,
     subscriptions_keep_a_forward_cursor_and_dead_letters,
+    principals_and_their_policies_round_trip,
+    the_audit_log_appends_a_gapless_chain,
 );

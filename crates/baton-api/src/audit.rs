@@ -1,0 +1,458 @@
+//! The audit log: one entry per request (who, what, which resource, the decision, the result,
+//! the source address and the time; never a value), appended in batches by one writer task and
+//! chained with a MAC keyed from the root key, so that an edited, removed or reordered entry is
+//! detected by `baton audit verify` and cannot be re-chained without the root key.
+//!
+//! In `required` mode (the default), a response waits until its entry is committed, and while
+//! the log cannot be written every request is refused before it runs. In `best-effort` mode a
+//! request never waits and entries that cannot be written are counted and dropped.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use baton_crypto::{MacKey, RootKey};
+use baton_proto as p;
+use baton_store::{AuditChain, AuditRecord, Store};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ops::seconds;
+use crate::{ApiError, Baton};
+
+/// Entries waiting for the writer; a full queue slows requests down (required mode) or drops
+/// entries (best-effort mode).
+const QUEUE_DEPTH: usize = 65_536;
+/// The most entries one transaction appends.
+const BATCH_MAX: usize = 1024;
+const LIST_MAX: i64 = 1000;
+const VERIFY_MAX: i64 = 100_000;
+
+/// What happens when the audit log cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditMode {
+    /// Refuse requests rather than serve them unaudited.
+    Required,
+    /// Serve requests; count and drop entries that cannot be written.
+    BestEffort,
+}
+
+impl std::str::FromStr for AuditMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "required" => Ok(Self::Required),
+            "best-effort" => Ok(Self::BestEffort),
+            other => Err(format!(
+                "audit mode must be \"required\" or \"best-effort\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// How the server keeps its audit log.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub mode: AuditMode,
+    /// Also append each entry as a JSON line to this file.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            mode: AuditMode::Required,
+            file: None,
+        }
+    }
+}
+
+enum Message {
+    Entry(Box<AuditRecord>, Option<oneshot::Sender<bool>>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The server's handle on its audit log.
+pub struct AuditLog {
+    queue: mpsc::Sender<Message>,
+    mode: AuditMode,
+    healthy: Arc<AtomicBool>,
+    /// The newest entry this node appended: a log whose end is behind it was truncated.
+    last_written: Arc<Mutex<(i64, Vec<u8>)>>,
+    key: Arc<MacKey>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The MAC of an entry given its predecessor's: covers every field and the seq, so an edited,
+/// moved or swapped entry no longer matches.
+pub fn entry_hash(key: &MacKey, prev: &[u8], e: &AuditRecord) -> Vec<u8> {
+    key.mac(&[
+        b"baton-audit-v1",
+        prev,
+        &e.seq.to_be_bytes(),
+        &e.at.to_be_bytes(),
+        e.request_id.as_bytes(),
+        e.principal.as_bytes(),
+        e.access_key_id.as_bytes(),
+        e.action.as_bytes(),
+        e.resource.as_bytes(),
+        e.decision.as_bytes(),
+        e.outcome.as_bytes(),
+        &e.status.to_be_bytes(),
+        e.source_ip.as_bytes(),
+        e.reason.as_bytes(),
+    ])
+}
+
+fn json_line(e: &AuditRecord) -> String {
+    serde_json::json!({
+        "seq": e.seq,
+        "time": jiff::Timestamp::from_millisecond(e.at).map(|t| t.to_string()).unwrap_or_default(),
+        "request_id": e.request_id,
+        "principal": e.principal,
+        "access_key_id": e.access_key_id,
+        "action": e.action,
+        "resource": e.resource,
+        "decision": e.decision,
+        "outcome": e.outcome,
+        "status": e.status,
+        "source_ip": e.source_ip,
+        "reason": e.reason,
+        "prev_hash": hex::encode(&e.prev_hash),
+        "hash": hex::encode(&e.hash),
+    })
+    .to_string()
+}
+
+impl AuditLog {
+    /// Starts the writer task. Must run inside a tokio runtime.
+    pub fn start(store: Arc<dyn Store>, root_key: &RootKey, options: &AuditOptions) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let key = Arc::new(root_key.mac_key("audit-chain"));
+        let log = AuditLog {
+            queue,
+            mode: options.mode,
+            healthy: Arc::new(AtomicBool::new(true)),
+            last_written: Arc::new(Mutex::new((0, Vec::new()))),
+            key: key.clone(),
+        };
+        let chain: AuditChain =
+            Arc::new(move |prev: &[u8], e: &AuditRecord| entry_hash(&key, prev, e));
+        tokio::spawn(writer(
+            rx,
+            store,
+            chain,
+            options.file.clone(),
+            log.healthy.clone(),
+            log.last_written.clone(),
+        ));
+        log
+    }
+
+    pub fn mode(&self) -> AuditMode {
+        self.mode
+    }
+
+    /// In required mode, refuses a request before it runs while the log cannot be written.
+    pub fn admit(&self) -> Result<(), ApiError> {
+        if self.mode == AuditMode::Required && !self.healthy.load(Ordering::Acquire) {
+            return Err(ApiError::Internal(
+                "The audit log cannot be written, and this Baton is configured to refuse \
+                 requests it cannot audit. Check the database; requests resume when it accepts \
+                 writes again."
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues an entry. In required mode (and when `wait`), returns once it is committed, or
+    /// an error if it could not be.
+    pub async fn record(&self, entry: AuditRecord, wait: bool) -> Result<(), ApiError> {
+        let failed = || {
+            ApiError::Internal(
+                "The request's audit entry could not be written, so its response is withheld; \
+                 the operation may or may not have taken effect. Retry it (with the same \
+                 ClientRequestToken, where the operation takes one)."
+                    .to_owned(),
+            )
+        };
+        if self.mode == AuditMode::Required && wait {
+            let (ack, done) = oneshot::channel();
+            self.queue
+                .send(Message::Entry(Box::new(entry), Some(ack)))
+                .await
+                .map_err(|_| failed())?;
+            return match done.await {
+                Ok(true) => Ok(()),
+                _ => Err(failed()),
+            };
+        }
+        if self
+            .queue
+            .try_send(Message::Entry(Box::new(entry), None))
+            .is_err()
+        {
+            metrics::counter!("baton_audit_dropped_total").increment(1);
+            tracing::warn!("audit queue full; an entry was dropped (best-effort mode)");
+        }
+        Ok(())
+    }
+
+    /// Waits until every entry queued so far is written (or failed).
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.queue.send(Message::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+async fn writer(
+    mut rx: mpsc::Receiver<Message>,
+    store: Arc<dyn Store>,
+    chain: AuditChain,
+    file: Option<PathBuf>,
+    healthy: Arc<AtomicBool>,
+    last_written: Arc<Mutex<(i64, Vec<u8>)>>,
+) {
+    let mut sink = file.as_ref().and_then(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| tracing::error!(path = %path.display(), error = %e, "cannot open the audit file"))
+            .ok()
+    });
+    while let Some(first) = rx.recv().await {
+        let mut entries = Vec::new();
+        let mut acks = Vec::new();
+        let mut flushes = Vec::new();
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Message::Entry(e, ack) => {
+                    entries.push(*e);
+                    acks.extend(ack);
+                }
+                Message::Flush(ack) => flushes.push(ack),
+            }
+            if entries.len() < BATCH_MAX {
+                next = rx.try_recv().ok();
+            }
+        }
+        let ok = if entries.is_empty() {
+            true
+        } else {
+            let count = entries.len();
+            match store.append_audit(entries, chain.clone()).await {
+                Ok(stored) => {
+                    if let Some(last) = stored.last()
+                        && let Ok(mut mine) = last_written.lock()
+                    {
+                        *mine = (last.seq, last.hash.clone());
+                    }
+                    if let Some(file) = sink.as_mut() {
+                        let mut text = String::new();
+                        for e in &stored {
+                            text.push_str(&json_line(e));
+                            text.push('\n');
+                        }
+                        // The database is the log; the file is a copy. Its failure is logged,
+                        // not a reason to refuse requests.
+                        if let Err(e) = file.write_all(text.as_bytes()) {
+                            metrics::counter!("baton_audit_file_errors_total").increment(1);
+                            tracing::error!(error = %e, "writing the audit file failed");
+                        }
+                    }
+                    metrics::counter!("baton_audit_entries_total").increment(count as u64);
+                    true
+                }
+                Err(e) => {
+                    metrics::counter!("baton_audit_failures_total").increment(count as u64);
+                    tracing::error!(error = %e, entries = count, "appending to the audit log failed");
+                    false
+                }
+            }
+        };
+        healthy.store(ok, Ordering::Release);
+        for ack in acks {
+            let _ = ack.send(ok);
+        }
+        for flush in flushes {
+            let _ = flush.send(());
+        }
+    }
+}
+
+fn wire_entry(e: AuditRecord) -> p::AuditEntry {
+    p::AuditEntry {
+        seq: Some(e.seq),
+        time: Some(seconds(e.at)),
+        request_id: Some(e.request_id),
+        principal: Some(e.principal),
+        access_key_id: Some(e.access_key_id),
+        action: Some(e.action),
+        resource: Some(e.resource),
+        decision: Some(e.decision),
+        outcome: Some(e.outcome),
+        status: Some(e.status),
+        source_ip: Some(e.source_ip),
+        reason: Some(e.reason),
+        prev_hash: Some(hex::encode(e.prev_hash)),
+        hash: Some(hex::encode(e.hash)),
+    }
+}
+
+fn page_size(value: Option<i64>, default: i64, max: i64) -> Result<u32, ApiError> {
+    let n = value.unwrap_or(default);
+    if !(1..=max).contains(&n) {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
+             constraint: Member must have value between 1 and {max}"
+        )));
+    }
+    Ok(n as u32)
+}
+
+impl Baton {
+    /// One page of the log after `AfterSeq` (or, with a negative `AfterSeq`, of its last
+    /// entries), filtered.
+    pub async fn list_audit_entries(
+        &self,
+        req: p::ListAuditEntriesRequest,
+    ) -> Result<p::ListAuditEntriesResponse, ApiError> {
+        let limit = page_size(req.max_results, 100, LIST_MAX)?;
+        let after = match req.after_seq.unwrap_or(0) {
+            tail if tail < 0 => {
+                let last = self.store.last_audit().await?.map(|(s, _)| s).unwrap_or(0);
+                (last + tail).max(0)
+            }
+            after => after,
+        };
+        let rows = self.store.list_audit(after, limit).await?;
+        let scanned = rows.len() as i64;
+        let next_seq = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|e| e.seq))
+            .flatten();
+        let since = req.since.map(|s| (s * 1000.0) as i64);
+        let until = req.until.map(|s| (s * 1000.0) as i64);
+        let entries = rows
+            .into_iter()
+            .filter(|e| {
+                req.principal.as_ref().is_none_or(|p| &e.principal == p)
+                    && req.decision.as_ref().is_none_or(|d| &e.decision == d)
+                    && req
+                        .action
+                        .as_ref()
+                        .is_none_or(|a| baton_iam::wildcard_match(a, &e.action, true))
+                    && req
+                        .resource
+                        .as_ref()
+                        .is_none_or(|r| baton_iam::wildcard_match(r, &e.resource, false))
+                    && since.is_none_or(|s| e.at >= s)
+                    && until.is_none_or(|u| e.at < u)
+            })
+            .map(wire_entry)
+            .collect();
+        Ok(p::ListAuditEntriesResponse {
+            entries: Some(entries),
+            next_seq,
+            scanned: Some(scanned),
+        })
+    }
+
+    /// Checks up to `MaxResults` entries after `AfterSeq`: consecutive seqs, each linked to its
+    /// predecessor, each matching its MAC.
+    pub async fn verify_audit_log(
+        &self,
+        req: p::VerifyAuditLogRequest,
+    ) -> Result<p::VerifyAuditLogResponse, ApiError> {
+        let limit = page_size(req.max_results, 10_000, VERIFY_MAX)?;
+        let after = req.after_seq.unwrap_or(0).max(0);
+        let mut problems = Vec::new();
+        let mut problem = |seq: i64, text: String| {
+            problems.push(p::AuditProblem {
+                seq: Some(seq),
+                problem: Some(text),
+            })
+        };
+        let mut prev_hash = Vec::new();
+        if after > 0 {
+            match self.store.list_audit(after - 1, 1).await?.pop() {
+                Some(e) if e.seq == after => prev_hash = e.hash,
+                _ => problem(
+                    after,
+                    format!("entry {after}, where this check starts, is missing"),
+                ),
+            }
+        }
+        let rows = self.store.list_audit(after, limit).await?;
+        let Some(audit) = &self.audit else {
+            return Err(ApiError::Internal(
+                "this Baton has no audit log to verify".to_owned(),
+            ));
+        };
+        let key = &audit.key;
+        let mut expected = after + 1;
+        for e in &rows {
+            if e.seq != expected {
+                problem(
+                    e.seq,
+                    format!("entries {expected} to {} are missing (removed)", e.seq - 1),
+                );
+            }
+            if !baton_crypto::constant_time_eq(&e.prev_hash, &prev_hash) {
+                problem(
+                    e.seq,
+                    "does not link to the entry before it (an entry was removed, inserted or \
+                     moved)"
+                        .to_owned(),
+                );
+            }
+            if !baton_crypto::constant_time_eq(&entry_hash(key, &e.prev_hash, e), &e.hash) {
+                problem(
+                    e.seq,
+                    "its content does not match its MAC (the entry was edited or swapped)"
+                        .to_owned(),
+                );
+            }
+            prev_hash = e.hash.clone();
+            expected = e.seq + 1;
+        }
+        let more = rows.len() == limit as usize;
+        if !more {
+            // The chain cannot show that entries were cut off its end; this node remembers the
+            // newest entry it wrote.
+            let (mine, _) = audit
+                .last_written
+                .lock()
+                .map(|g| g.clone())
+                .unwrap_or_default();
+            let end = rows.last().map(|e| e.seq).unwrap_or(after);
+            if mine > end {
+                problem(
+                    end + 1,
+                    format!(
+                        "the log ends at entry {end}, but this node wrote entries up to {mine} \
+                         (entries were removed from its end)"
+                    ),
+                );
+            }
+        }
+        Ok(p::VerifyAuditLogResponse {
+            checked: Some(rows.len() as i64),
+            last_seq: Some(rows.last().map(|e| e.seq).unwrap_or(after)),
+            last_hash: Some(hex::encode(&prev_hash)),
+            problems: Some(problems),
+            more: Some(more),
+        })
+    }
+}

@@ -1,0 +1,363 @@
+//! Principals, their identity policies and access keys (`baton.CreatePrincipal` and friends),
+//! and temporary credentials (`baton.GetSessionToken`).
+
+use baton_iam::{Policy, PolicyError, PolicyKind};
+use baton_proto as p;
+use baton_store::{AccessKeyRecord, PrincipalPolicyRecord, PrincipalRecord, StoreError};
+
+use crate::authz::{PrincipalKind, principal_arn};
+use crate::ops::{length_error, required, seconds};
+use crate::state::{ALPHABET_KEY, ALPHABET_UPPER_DIGITS, access_key_aad, now_ms, random_chars};
+use crate::{ApiError, Baton, Caller};
+
+/// The name of the administrator that the first start creates.
+pub const ADMIN_PRINCIPAL: &str = "admin";
+/// How many policies one principal may have.
+pub const POLICIES_PER_PRINCIPAL_MAX: usize = 100;
+/// Session credentials last this long unless asked otherwise, and within these bounds.
+const SESSION_SECONDS_DEFAULT: i64 = 3600;
+const SESSION_SECONDS_MIN: i64 = 900;
+const SESSION_SECONDS_MAX: i64 = 43_200;
+
+/// Names of principals and policies: IAM's characters, 1 to `max` of them.
+fn check_name(value: &str, member: &str, max: usize) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > max {
+        return Err(length_error(member, "between 1 and", max));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "+=,.@_-".contains(*c)))
+    {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value at '{member}' failed to satisfy constraint: \
+             Member must contain only letters, digits and +=,.@_- (found {bad:?})"
+        )));
+    }
+    Ok(())
+}
+
+fn no_such_principal(name: &str) -> ApiError {
+    ApiError::ResourceNotFound(format!("Baton has no principal named {name}."))
+}
+
+impl Baton {
+    fn wire_principal(&self, p: &PrincipalRecord, policy_names: Vec<String>) -> p::Principal {
+        let kind = PrincipalKind::parse(&p.kind).unwrap_or(PrincipalKind::User);
+        p::Principal {
+            name: Some(p.name.clone()),
+            kind: Some(p.kind.clone()),
+            arn: Some(principal_arn(&self.account_id, kind, &p.name)),
+            create_date: Some(seconds(p.created_at)),
+            policy_names: Some(policy_names),
+        }
+    }
+
+    /// Creates the administrator principal if it does not exist yet (first start, or a
+    /// database from before principals).
+    pub(crate) async fn ensure_admin_principal(&self) -> Result<(), ApiError> {
+        let admin = PrincipalRecord {
+            name: ADMIN_PRINCIPAL.to_owned(),
+            kind: PrincipalKind::Admin.as_str().to_owned(),
+            created_at: now_ms(),
+        };
+        match self.store.insert_principal(&admin).await {
+            Ok(()) | Err(StoreError::NameTaken) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn create_principal(
+        &self,
+        req: p::CreatePrincipalRequest,
+    ) -> Result<p::CreatePrincipalResponse, ApiError> {
+        let name = required(&req.name, "name")?;
+        check_name(name, "name", 64)?;
+        let kind = match req.kind.as_deref().unwrap_or("user") {
+            "user" => PrincipalKind::User,
+            "service" => PrincipalKind::Service,
+            other => {
+                return Err(ApiError::InvalidParameter(format!(
+                    "Kind must be \"user\" or \"service\", not {other:?}. There is one \
+                     administrator, created at first start."
+                )));
+            }
+        };
+        let record = PrincipalRecord {
+            name: name.to_owned(),
+            kind: kind.as_str().to_owned(),
+            created_at: now_ms(),
+        };
+        match self.store.insert_principal(&record).await {
+            Ok(()) => {}
+            Err(StoreError::NameTaken) => {
+                return Err(ApiError::ResourceExists(format!(
+                    "A principal named {name} already exists."
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(p::CreatePrincipalResponse {
+            principal: Some(self.wire_principal(&record, vec![])),
+        })
+    }
+
+    pub async fn list_principals(&self) -> Result<p::ListPrincipalsResponse, ApiError> {
+        let mut principals = Vec::new();
+        for record in self.store.list_principals().await? {
+            let names = self
+                .store
+                .list_principal_policies(&record.name)
+                .await?
+                .into_iter()
+                .map(|p| p.policy_name)
+                .collect();
+            principals.push(self.wire_principal(&record, names));
+        }
+        Ok(p::ListPrincipalsResponse {
+            principals: Some(principals),
+        })
+    }
+
+    pub async fn delete_principal(
+        &self,
+        caller: &Caller,
+        req: p::PrincipalNameRequest,
+    ) -> Result<p::Empty, ApiError> {
+        let name = required(&req.principal_name, "principalName")?;
+        if name == ADMIN_PRINCIPAL || name == caller.principal.name {
+            return Err(ApiError::InvalidRequest(format!(
+                "You can't delete the principal {name}: it is the administrator or yourself, and \
+                 nobody might be left to manage Baton."
+            )));
+        }
+        if !self.store.delete_principal(name).await? {
+            return Err(no_such_principal(name));
+        }
+        self.forget_all_access_keys();
+        Ok(p::Empty {})
+    }
+
+    pub async fn put_principal_policy(
+        &self,
+        req: p::PutPrincipalPolicyRequest,
+    ) -> Result<p::Empty, ApiError> {
+        let principal = required(&req.principal_name, "principalName")?;
+        let policy_name = required(&req.policy_name, "policyName")?;
+        check_name(policy_name, "policyName", 128)?;
+        let document = required(&req.policy_document, "policyDocument")?;
+        Policy::parse(document, PolicyKind::Identity).map_err(|e| match e {
+            PolicyError::Malformed(m) => ApiError::MalformedPolicyDocument(m),
+            PolicyError::Invalid(findings) => ApiError::MalformedPolicyDocument(
+                findings
+                    .iter()
+                    .map(|f| f.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        })?;
+        let record = self
+            .store
+            .find_principal(principal)
+            .await?
+            .ok_or_else(|| no_such_principal(principal))?;
+        if record.kind == PrincipalKind::Admin.as_str() {
+            return Err(ApiError::InvalidRequest(
+                "The administrator has every right; a policy on it would not be evaluated."
+                    .to_owned(),
+            ));
+        }
+        let existing = self.store.list_principal_policies(principal).await?;
+        if existing.len() >= POLICIES_PER_PRINCIPAL_MAX
+            && !existing.iter().any(|p| p.policy_name == policy_name)
+        {
+            return Err(ApiError::LimitExceeded(format!(
+                "A principal may have at most {POLICIES_PER_PRINCIPAL_MAX} policies."
+            )));
+        }
+        match self
+            .store
+            .put_principal_policy(&PrincipalPolicyRecord {
+                principal_name: principal.to_owned(),
+                policy_name: policy_name.to_owned(),
+                document: document.to_owned(),
+                updated_at: now_ms(),
+            })
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => return Err(no_such_principal(principal)),
+            Err(e) => return Err(e.into()),
+        }
+        self.forget_all_access_keys();
+        Ok(p::Empty {})
+    }
+
+    pub async fn get_principal_policy(
+        &self,
+        req: p::PrincipalPolicyRequest,
+    ) -> Result<p::GetPrincipalPolicyResponse, ApiError> {
+        let principal = required(&req.principal_name, "principalName")?;
+        let policy_name = required(&req.policy_name, "policyName")?;
+        let found = self
+            .store
+            .list_principal_policies(principal)
+            .await?
+            .into_iter()
+            .find(|p| p.policy_name == policy_name)
+            .ok_or_else(|| {
+                ApiError::ResourceNotFound(format!(
+                    "Principal {principal} has no policy named {policy_name}."
+                ))
+            })?;
+        Ok(p::GetPrincipalPolicyResponse {
+            principal_name: Some(found.principal_name),
+            policy_name: Some(found.policy_name),
+            policy_document: Some(found.document),
+        })
+    }
+
+    pub async fn delete_principal_policy(
+        &self,
+        req: p::PrincipalPolicyRequest,
+    ) -> Result<p::Empty, ApiError> {
+        let principal = required(&req.principal_name, "principalName")?;
+        let policy_name = required(&req.policy_name, "policyName")?;
+        if !self
+            .store
+            .delete_principal_policy(principal, policy_name)
+            .await?
+        {
+            return Err(ApiError::ResourceNotFound(format!(
+                "Principal {principal} has no policy named {policy_name}."
+            )));
+        }
+        self.forget_all_access_keys();
+        Ok(p::Empty {})
+    }
+
+    pub async fn create_access_key(
+        &self,
+        req: p::CreateAccessKeyRequest,
+    ) -> Result<p::CreateAccessKeyResponse, ApiError> {
+        let principal = req
+            .principal_name
+            .clone()
+            .or(req.user_name.clone())
+            .ok_or_else(|| ApiError::missing("principalName"))?;
+        if self.store.find_principal(&principal).await?.is_none() {
+            return Err(no_such_principal(&principal));
+        }
+        let (record, secret) = self.issue_access_key(&principal, None).await?;
+        Ok(p::CreateAccessKeyResponse {
+            access_key: Some(p::AccessKey {
+                access_key_id: Some(record.access_key_id),
+                secret_access_key: Some(
+                    String::from_utf8(secret.expose().to_vec()).unwrap_or_default(),
+                ),
+                principal_name: Some(record.user_name.clone()),
+                user_name: Some(record.user_name),
+                create_date: Some(seconds(record.created_at)),
+            }),
+        })
+    }
+
+    pub async fn list_access_keys(
+        &self,
+        req: p::ListAccessKeysRequest,
+    ) -> Result<p::ListAccessKeysResponse, ApiError> {
+        let keys = self.store.list_access_keys().await?;
+        Ok(p::ListAccessKeysResponse {
+            access_keys: Some(
+                keys.into_iter()
+                    .filter(|k| {
+                        req.principal_name
+                            .as_ref()
+                            .is_none_or(|name| &k.user_name == name)
+                    })
+                    .map(|k| p::AccessKey {
+                        access_key_id: Some(k.access_key_id),
+                        secret_access_key: None,
+                        principal_name: Some(k.user_name.clone()),
+                        user_name: Some(k.user_name),
+                        create_date: Some(seconds(k.created_at)),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    pub async fn delete_access_key(
+        &self,
+        req: p::DeleteAccessKeyRequest,
+    ) -> Result<p::Empty, ApiError> {
+        let id = required(&req.access_key_id, "accessKeyId")?;
+        let keys = self.store.list_access_keys().await?;
+        let Some(key) = keys.iter().find(|k| k.access_key_id == id) else {
+            return Err(ApiError::ResourceNotFound(format!(
+                "Baton has no access key {id}."
+            )));
+        };
+        let admin_keys = keys
+            .iter()
+            .filter(|k| k.user_name == ADMIN_PRINCIPAL)
+            .count();
+        if key.user_name == ADMIN_PRINCIPAL && admin_keys == 1 {
+            return Err(ApiError::InvalidRequest(
+                "You can't delete the administrator's last access key: nobody could manage \
+                 Baton afterwards. Create another administrator key first."
+                    .to_owned(),
+            ));
+        }
+        self.store.delete_access_key(id).await?;
+        self.forget_access_key(id);
+        Ok(p::Empty {})
+    }
+
+    /// Temporary credentials with the caller's own rights, which need the session token on
+    /// every request and stop working at their expiration.
+    pub async fn get_session_token(
+        &self,
+        caller: &Caller,
+        req: p::GetSessionTokenRequest,
+    ) -> Result<p::GetSessionTokenResponse, ApiError> {
+        let seconds_valid = req.duration_seconds.unwrap_or(SESSION_SECONDS_DEFAULT);
+        if !(SESSION_SECONDS_MIN..=SESSION_SECONDS_MAX).contains(&seconds_valid) {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{seconds_valid}' at 'durationSeconds' \
+                 failed to satisfy constraint: Member must have value between \
+                 {SESSION_SECONDS_MIN} and {SESSION_SECONDS_MAX}"
+            )));
+        }
+        if caller.principal.temporary || caller.is_rotation() {
+            return Err(ApiError::AccessDenied(
+                "Temporary credentials cannot get more temporary credentials; call with a \
+                 long-term access key."
+                    .to_owned(),
+            ));
+        }
+        let access_key_id = format!("BTS{}", random_chars(17, ALPHABET_UPPER_DIGITS)?);
+        let secret = random_chars(40, ALPHABET_KEY)?;
+        let token = format!("bst_{}", random_chars(64, ALPHABET_KEY)?);
+        let expires_at = now_ms() + seconds_valid * 1000;
+        let record = AccessKeyRecord {
+            sealed_secret: self
+                .root_key
+                .seal(secret.as_bytes(), &access_key_aad(&access_key_id))?,
+            access_key_id: access_key_id.clone(),
+            user_name: caller.principal.name.clone(),
+            created_at: now_ms(),
+            scope_arn: None,
+            expires_at: Some(expires_at),
+            session_token_hash: Some(baton_crypto::sha256(token.as_bytes())),
+        };
+        self.store.insert_access_key(&record).await?;
+        Ok(p::GetSessionTokenResponse {
+            credentials: Some(p::Credentials {
+                access_key_id: Some(access_key_id),
+                secret_access_key: Some(secret),
+                session_token: Some(token),
+                expiration: Some(seconds(expires_at)),
+            }),
+        })
+    }
+}

@@ -1,0 +1,518 @@
+//! `baton admin …` (principals, policies, access keys, session credentials) and
+//! `baton audit …` (tail, search, verify).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use baton_client::Client;
+use baton_proto as p;
+use clap::Subcommand;
+
+use crate::connect::OutputFormat;
+use crate::output::{date, show, table};
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage principals: users and services that call Baton.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Manage the identity policies attached to principals.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Manage access keys.
+    #[command(subcommand)]
+    AccessKey(AccessKeyCommand),
+    /// Get temporary credentials with your own rights (printed as shell exports).
+    SessionToken {
+        /// How long they last, 900 to 43200 seconds.
+        #[arg(long, default_value_t = 3600)]
+        duration_seconds: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrincipalCommand {
+    /// Create a principal. It may do nothing until a policy is attached.
+    Create {
+        name: String,
+        /// `user` (a person) or `service`.
+        #[arg(long, default_value = "user")]
+        kind: String,
+    },
+    /// List principals and their policies.
+    List,
+    /// Delete a principal with its policies and access keys.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Attach (or replace) a policy: an IAM JSON document from a file, or '-' for stdin.
+    Put {
+        principal: String,
+        policy_name: String,
+        #[arg(long)]
+        document: PathBuf,
+    },
+    /// Print a policy's document.
+    Get {
+        principal: String,
+        policy_name: String,
+    },
+    /// Detach a policy.
+    Delete {
+        principal: String,
+        policy_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessKeyCommand {
+    /// Issue a new access key for a principal; its secret is shown this once.
+    Create {
+        #[arg(long, default_value = "admin")]
+        principal: String,
+    },
+    /// List access keys (never their secrets).
+    List {
+        #[arg(long)]
+        principal: Option<String>,
+    },
+    /// Delete an access key.
+    Delete { access_key_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the newest entries, oldest first; with --follow keep printing new ones.
+    Tail {
+        /// How many of the newest entries to start with.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: i64,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print entries that match every filter given, oldest first.
+    Search {
+        /// The caller's ARN, exactly.
+        #[arg(long)]
+        principal: Option<String>,
+        /// An action; `*` wildcards allowed (`secretsmanager:Get*`).
+        #[arg(long)]
+        action: Option<String>,
+        /// A resource as the caller named it; `*` wildcards allowed.
+        #[arg(long)]
+        resource: Option<String>,
+        /// `allow`, `deny` or `none`.
+        #[arg(long)]
+        decision: Option<String>,
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Stop after this many matches.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Check the whole chain: exits 1 and names each entry that was edited, removed or moved.
+    Verify {
+        /// Entries checked per request.
+        #[arg(long, default_value_t = 10_000)]
+        page: i64,
+    },
+}
+
+fn read_document(path: &PathBuf) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the policy from standard input")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+pub async fn run(
+    client: Client,
+    format: OutputFormat,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Principal(PrincipalCommand::Create { name, kind }) => {
+            let r: p::CreatePrincipalResponse = client
+                .call(
+                    "baton.CreatePrincipal",
+                    &p::CreatePrincipalRequest {
+                        name: Some(name),
+                        kind: Some(kind),
+                    },
+                )
+                .await?;
+            show(format, &r, |r| {
+                let p = r.principal.clone().unwrap_or_default();
+                println!(
+                    "created {} {} ({}); it may do nothing until a policy is attached",
+                    p.kind.unwrap_or_default(),
+                    p.name.unwrap_or_default(),
+                    p.arn.unwrap_or_default()
+                );
+            })
+        }
+        AdminCommand::Principal(PrincipalCommand::List) => {
+            let r: p::ListPrincipalsResponse =
+                client.call("baton.ListPrincipals", &p::Empty {}).await?;
+            show(format, &r, |r| {
+                table(
+                    &["Name", "Kind", "ARN", "Policies", "Created"],
+                    r.principals
+                        .iter()
+                        .flatten()
+                        .map(|p| {
+                            vec![
+                                p.name.clone().unwrap_or_default(),
+                                p.kind.clone().unwrap_or_default(),
+                                p.arn.clone().unwrap_or_default(),
+                                p.policy_names.clone().unwrap_or_default().join(", "),
+                                date(p.create_date),
+                            ]
+                        })
+                        .collect(),
+                )
+            })
+        }
+        AdminCommand::Principal(PrincipalCommand::Delete { name }) => {
+            let r: p::Empty = client
+                .call(
+                    "baton.DeletePrincipal",
+                    &p::PrincipalNameRequest {
+                        principal_name: Some(name.clone()),
+                    },
+                )
+                .await?;
+            show(format, &r, |_| {
+                println!("deleted principal {name} with its policies and access keys")
+            })
+        }
+        AdminCommand::Policy(PolicyCommand::Put {
+            principal,
+            policy_name,
+            document,
+        }) => {
+            let text = read_document(&document)?;
+            let r: p::Empty = client
+                .call(
+                    "baton.PutPrincipalPolicy",
+                    &p::PutPrincipalPolicyRequest {
+                        principal_name: Some(principal.clone()),
+                        policy_name: Some(policy_name.clone()),
+                        policy_document: Some(text),
+                    },
+                )
+                .await?;
+            show(format, &r, |_| {
+                println!("attached policy {policy_name} to {principal}")
+            })
+        }
+        AdminCommand::Policy(PolicyCommand::Get {
+            principal,
+            policy_name,
+        }) => {
+            let r: p::GetPrincipalPolicyResponse = client
+                .call(
+                    "baton.GetPrincipalPolicy",
+                    &p::PrincipalPolicyRequest {
+                        principal_name: Some(principal),
+                        policy_name: Some(policy_name),
+                    },
+                )
+                .await?;
+            show(format, &r, |r| {
+                println!("{}", r.policy_document.clone().unwrap_or_default())
+            })
+        }
+        AdminCommand::Policy(PolicyCommand::Delete {
+            principal,
+            policy_name,
+        }) => {
+            let r: p::Empty = client
+                .call(
+                    "baton.DeletePrincipalPolicy",
+                    &p::PrincipalPolicyRequest {
+                        principal_name: Some(principal.clone()),
+                        policy_name: Some(policy_name.clone()),
+                    },
+                )
+                .await?;
+            show(format, &r, |_| {
+                println!("detached policy {policy_name} from {principal}")
+            })
+        }
+        AdminCommand::AccessKey(AccessKeyCommand::Create { principal }) => {
+            let r: p::CreateAccessKeyResponse = client
+                .call(
+                    "baton.CreateAccessKey",
+                    &p::CreateAccessKeyRequest {
+                        principal_name: Some(principal),
+                        user_name: None,
+                    },
+                )
+                .await?;
+            show(format, &r, |r| {
+                let key = r.access_key.clone().unwrap_or_default();
+                println!("Access key created. The secret is shown this once; store it now.");
+                println!(
+                    "AWS_ACCESS_KEY_ID={}",
+                    key.access_key_id.unwrap_or_default()
+                );
+                println!(
+                    "AWS_SECRET_ACCESS_KEY={}",
+                    key.secret_access_key.unwrap_or_default()
+                );
+            })
+        }
+        AdminCommand::AccessKey(AccessKeyCommand::List { principal }) => {
+            let r: p::ListAccessKeysResponse = client
+                .call(
+                    "baton.ListAccessKeys",
+                    &p::ListAccessKeysRequest {
+                        principal_name: principal,
+                    },
+                )
+                .await?;
+            show(format, &r, |r| {
+                table(
+                    &["Access key id", "Principal", "Created"],
+                    r.access_keys
+                        .iter()
+                        .flatten()
+                        .map(|k| {
+                            vec![
+                                k.access_key_id.clone().unwrap_or_default(),
+                                k.principal_name.clone().unwrap_or_default(),
+                                date(k.create_date),
+                            ]
+                        })
+                        .collect(),
+                )
+            })
+        }
+        AdminCommand::AccessKey(AccessKeyCommand::Delete { access_key_id }) => {
+            let r: p::Empty = client
+                .call(
+                    "baton.DeleteAccessKey",
+                    &p::DeleteAccessKeyRequest {
+                        access_key_id: Some(access_key_id.clone()),
+                    },
+                )
+                .await?;
+            show(format, &r, |_| {
+                println!("deleted access key {access_key_id}")
+            })
+        }
+        AdminCommand::SessionToken { duration_seconds } => {
+            let r: p::GetSessionTokenResponse = client
+                .call(
+                    "baton.GetSessionToken",
+                    &p::GetSessionTokenRequest {
+                        duration_seconds: Some(duration_seconds),
+                    },
+                )
+                .await?;
+            show(format, &r, |r| {
+                let c = r.credentials.clone().unwrap_or_default();
+                println!(
+                    "export AWS_ACCESS_KEY_ID={}",
+                    c.access_key_id.unwrap_or_default()
+                );
+                println!(
+                    "export AWS_SECRET_ACCESS_KEY={}",
+                    c.secret_access_key.unwrap_or_default()
+                );
+                println!(
+                    "export AWS_SESSION_TOKEN={}",
+                    c.session_token.unwrap_or_default()
+                );
+                println!("# expires {}", date(c.expiration));
+            })
+        }
+    }
+}
+
+fn print_entry(format: OutputFormat, e: &p::AuditEntry) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string(e)?),
+        OutputFormat::Table => println!(
+            "{:>8} {} {:<5} {:<24} {} {} from {} by {}{}",
+            e.seq.unwrap_or_default(),
+            date(e.time),
+            e.decision.clone().unwrap_or_default(),
+            e.action.clone().unwrap_or_default(),
+            e.resource
+                .clone()
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "-".into()),
+            e.outcome.clone().unwrap_or_default(),
+            e.source_ip.clone().unwrap_or_default(),
+            e.principal
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "(unauthenticated)".into()),
+            e.reason
+                .clone()
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(" [{r}]"))
+                .unwrap_or_default(),
+        ),
+    }
+    Ok(())
+}
+
+fn parse_time(text: &Option<String>) -> anyhow::Result<Option<f64>> {
+    text.as_ref()
+        .map(|t| {
+            t.parse::<jiff::Timestamp>()
+                .map(|ts| ts.as_millisecond() as f64 / 1000.0)
+                .with_context(|| {
+                    format!("{t:?} is not an RFC 3339 time such as 2026-12-01T10:00:00Z")
+                })
+        })
+        .transpose()
+}
+
+pub async fn run_audit(
+    client: Client,
+    format: OutputFormat,
+    command: AuditCommand,
+) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Tail { lines, follow } => {
+            if lines < 0 {
+                bail!("--lines must be zero or more");
+            }
+            let mut request = p::ListAuditEntriesRequest {
+                after_seq: Some(-lines),
+                max_results: Some(lines.clamp(1, 1000)),
+                ..Default::default()
+            };
+            let mut printed = 0;
+            loop {
+                let r: p::ListAuditEntriesResponse =
+                    client.call("baton.ListAuditEntries", &request).await?;
+                let entries = r.entries.unwrap_or_default();
+                let mut last = request.after_seq.unwrap_or(0).max(0);
+                for e in &entries {
+                    if printed < lines || follow {
+                        print_entry(format, e)?;
+                        printed += 1;
+                    }
+                    last = e.seq.unwrap_or(last);
+                }
+                request.after_seq = Some(last);
+                request.max_results = Some(1000);
+                if r.next_seq.is_some() {
+                    continue;
+                }
+                if !follow {
+                    return Ok(());
+                }
+                printed = lines;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        AuditCommand::Search {
+            principal,
+            action,
+            resource,
+            decision,
+            since,
+            until,
+            limit,
+        } => {
+            let mut request = p::ListAuditEntriesRequest {
+                after_seq: Some(0),
+                max_results: Some(1000),
+                principal,
+                action,
+                resource,
+                decision,
+                since: parse_time(&since)?,
+                until: parse_time(&until)?,
+            };
+            let mut found = 0;
+            loop {
+                let r: p::ListAuditEntriesResponse =
+                    client.call("baton.ListAuditEntries", &request).await?;
+                for e in r.entries.iter().flatten() {
+                    if found == limit {
+                        return Ok(());
+                    }
+                    print_entry(format, e)?;
+                    found += 1;
+                }
+                match r.next_seq {
+                    Some(next) => request.after_seq = Some(next),
+                    None => return Ok(()),
+                }
+            }
+        }
+        AuditCommand::Verify { page } => {
+            let mut after = 0;
+            let mut checked = 0;
+            let mut problems = Vec::new();
+            let last_hash = loop {
+                let r: p::VerifyAuditLogResponse = client
+                    .call(
+                        "baton.VerifyAuditLog",
+                        &p::VerifyAuditLogRequest {
+                            after_seq: Some(after),
+                            max_results: Some(page),
+                        },
+                    )
+                    .await?;
+                checked += r.checked.unwrap_or(0);
+                after = r.last_seq.unwrap_or(after);
+                problems.extend(r.problems.unwrap_or_default());
+                if r.more != Some(true) {
+                    break r.last_hash.unwrap_or_default();
+                }
+                eprintln!("verified {checked} entries (through {after})");
+            };
+            if format == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "Checked": checked,
+                        "LastSeq": after,
+                        "LastHash": last_hash,
+                        "Problems": problems,
+                    })
+                );
+            } else {
+                for problem in &problems {
+                    println!(
+                        "entry {}: {}",
+                        problem.seq.unwrap_or_default(),
+                        problem.problem.clone().unwrap_or_default()
+                    );
+                }
+                println!(
+                    "checked {checked} entries; the log ends at {after} with hash {last_hash}"
+                );
+            }
+            if problems.is_empty() {
+                if format == OutputFormat::Table {
+                    println!("the audit chain is intact");
+                }
+                Ok(())
+            } else {
+                bail!(
+                    "the audit log was tampered with: {} problem(s)",
+                    problems.len()
+                )
+            }
+        }
+    }
+}
