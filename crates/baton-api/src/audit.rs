@@ -79,6 +79,9 @@ pub struct AuditLog {
     healthy: Arc<AtomicBool>,
     /// The newest entry this node appended: a log whose end is behind it was truncated.
     last_written: Arc<Mutex<(i64, Vec<u8>)>>,
+    /// Set when an append landed at or below a seq this node had written: `(landed at, had
+    /// written up to)`.
+    truncated: Arc<Mutex<Option<(i64, i64)>>>,
     key: Arc<MacKey>,
 }
 
@@ -141,6 +144,7 @@ impl AuditLog {
             mode: options.mode,
             healthy: Arc::new(AtomicBool::new(true)),
             last_written: Arc::new(Mutex::new((0, Vec::new()))),
+            truncated: Arc::new(Mutex::new(None)),
             key: key.clone(),
         };
         let chain: AuditChain =
@@ -152,6 +156,7 @@ impl AuditLog {
             options.file.clone(),
             log.healthy.clone(),
             log.last_written.clone(),
+            log.truncated.clone(),
         ));
         log
     }
@@ -222,6 +227,7 @@ async fn writer(
     file: Option<PathBuf>,
     healthy: Arc<AtomicBool>,
     last_written: Arc<Mutex<(i64, Vec<u8>)>>,
+    truncated: Arc<Mutex<Option<(i64, i64)>>>,
 ) {
     let mut sink = file.as_ref().and_then(|path| {
         std::fs::OpenOptions::new()
@@ -254,9 +260,21 @@ async fn writer(
             let count = entries.len();
             match store.append_audit(entries, chain.clone()).await {
                 Ok(stored) => {
-                    if let Some(last) = stored.last()
+                    if let (Some(first), Some(last)) = (stored.first(), stored.last())
                         && let Ok(mut mine) = last_written.lock()
                     {
+                        // Seqs only grow; a new entry at or below one this node already wrote
+                        // means entries were cut off the end of the log.
+                        if first.seq <= mine.0 {
+                            tracing::error!(
+                                written_up_to = mine.0,
+                                appended_at = first.seq,
+                                "the audit log lost entries from its end; `baton audit verify` reports it"
+                            );
+                            if let Ok(mut t) = truncated.lock() {
+                                t.get_or_insert((first.seq, mine.0));
+                            }
+                        }
                         *mine = (last.seq, last.hash.clone());
                     }
                     if let Some(file) = sink.as_mut() {
@@ -428,6 +446,18 @@ impl Baton {
             expected = e.seq + 1;
         }
         let more = rows.len() == limit as usize;
+        if after == 0
+            && let Some((landed, had)) = audit.truncated.lock().ok().and_then(|t| *t)
+        {
+            problem(
+                landed,
+                format!(
+                    "this node had written entries up to {had}, then the log's end was at \
+                     {}: entries were removed from its end",
+                    landed - 1
+                ),
+            );
+        }
         if !more {
             // The chain cannot show that entries were cut off its end; this node remembers the
             // newest entry it wrote.

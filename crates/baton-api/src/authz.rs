@@ -166,7 +166,7 @@ fn denial_message(caller: &Caller, target: &Target<'_>, decision: &Decision) -> 
     match decision {
         Decision::ExplicitDeny { source, .. } => format!(
             "User: {who} is not authorized to perform: {action} on resource: {shown} with an \
-             explicit deny in a {}",
+             explicit deny in {}",
             source.kind_phrase()
         ),
         Decision::ImplicitDeny { missing } => format!(

@@ -214,12 +214,12 @@ pub enum Source {
 }
 
 impl Source {
-    /// How AWS's error messages name the kind of policy.
+    /// How AWS's error messages name the kind of policy, with its article.
     pub fn kind_phrase(&self) -> &'static str {
         match self {
-            Source::Identity(_) => "identity-based policy",
-            Source::Resource => "resource-based policy",
-            Source::Session => "session policy",
+            Source::Identity(_) => "an identity-based policy",
+            Source::Resource => "a resource-based policy",
+            Source::Session => "a session policy",
         }
     }
 }
