@@ -55,9 +55,15 @@ def call(server, target, payload=None, *, body=None, access_key=None, secret_key
         body = tamper(signed, body)
     request = urllib.request.Request(f"{server.endpoint}/", data=body, method="POST",
                                      headers={k: v for k, v in signed.items() if k != "host"})
+    from conftest import remember_sensitive
+
+    if payload is not None:
+        remember_sensitive(payload)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"{}")
+            parsed = json.loads(response.read() or b"{}")
+            remember_sensitive(parsed)
+            return response.status, parsed
     except urllib.error.HTTPError as e:
         raw = e.read()
         try:

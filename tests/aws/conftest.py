@@ -5,6 +5,7 @@ one PostgreSQL database never see each other's secrets. The PostgreSQL engine ru
 BATON_TEST_POSTGRES_URL is set; otherwise those tests are skipped with a visible reason.
 """
 
+import json
 import os
 import random
 import re
@@ -26,6 +27,70 @@ BATON = Path(os.environ.get("BATON_BIN", TARGET_DIR / "debug" / "baton"))
 REGION = "us-east-1"
 ACCESS_KEY_ID = "BTNTESTBOOTSTRAP0001"
 SECRET_ACCESS_KEY = "test-bootstrap-secret-access-key-0123456789"
+
+
+# ---- Suite-wide leak check. Every secret value, password, access-key secret and session
+# token that passes through a client in this run is remembered; when the run ends, every
+# server log, audit file, audit dump and SQLite file of the run is scanned for each of them.
+
+SENSITIVE_MEMBERS = {"SecretString", "SecretBinary", "RandomPassword", "SecretAccessKey", "SessionToken"}
+SENSITIVE_MIN_LEN = 8
+SENSITIVE = set()
+SCANNED_FILES = []
+
+
+def remember_sensitive(obj):
+    """Records every sensitive member found in a request or response, at any depth."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in SENSITIVE_MEMBERS and isinstance(v, (str, bytes)) and len(v) >= SENSITIVE_MIN_LEN:
+                SENSITIVE.add(v.encode() if isinstance(v, str) else bytes(v))
+            else:
+                remember_sensitive(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            remember_sensitive(v)
+
+
+def _remember_params(params, **_):
+    remember_sensitive(params)
+
+
+def _remember_response(parsed, **_):
+    remember_sensitive(parsed)
+
+
+def scan_for_leaks(paths, values):
+    """(path, value) for every value found in a file: the check run at the end of the suite."""
+    found = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        for value in values:
+            if value in data:
+                found.append((str(path), value))
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    files = []
+    for entry in SCANNED_FILES:
+        path = Path(entry)
+        files += [path] if path.is_file() else list(path.glob("*.db*")) if path.is_dir() else []
+    leaks = scan_for_leaks(files, SENSITIVE)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    summary = (f"leak check: {len(SENSITIVE)} secret values of this run searched for in {len(files)} "
+               f"server logs, audit logs and database files")
+    if reporter:
+        reporter.write_line(summary)
+    if leaks:
+        for path, value in leaks:
+            line = f"LEAK: a secret value ({len(value)} bytes, starting {value[:3]!r}...) is in {path}"
+            if reporter:
+                reporter.write_line(line, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def free_port():
@@ -76,6 +141,10 @@ class BatonServer:
 
     def start(self, wait=True):
         self.log = open(self.data_dir.parent / f"baton-{self.port}.log", "ab")
+        SCANNED_FILES.extend([self.data_dir.parent / f"baton-{self.port}.log", self.data_dir])
+        args = self.extra_args
+        if "--audit-file" in args:
+            SCANNED_FILES.append(args[args.index("--audit-file") + 1])
         self.process = subprocess.Popen(self.command(), env=self.env(), stdout=self.log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()
@@ -112,7 +181,7 @@ class BatonServer:
                 self.process.wait()
 
     def client(self, service="secretsmanager", region=REGION, access_key=ACCESS_KEY_ID, secret_key=SECRET_ACCESS_KEY, **kw):
-        return boto3.client(
+        client = boto3.client(
             service,
             endpoint_url=self.endpoint,
             region_name=region,
@@ -121,6 +190,27 @@ class BatonServer:
             config=Config(retries={"max_attempts": 1, "mode": "standard"}),
             **kw,
         )
+        client.meta.events.register("provide-client-params.*.*", _remember_params)
+        client.meta.events.register("after-call.*.*", _remember_response)
+        return client
+
+    def dump_audit(self):
+        """Writes the server's whole audit log to a file the leak check scans (for PostgreSQL,
+        whose log is not in a file of the run)."""
+        import awsraw
+        entries, after = [], 0
+        while True:
+            status, out = awsraw.call(self, "baton.ListAuditEntries", {"AfterSeq": after, "MaxResults": 1000})
+            if status != 200:
+                break
+            entries += out.get("Entries", [])
+            if out.get("NextSeq") is None:
+                break
+            after = out["NextSeq"]
+        path = self.data_dir.parent / f"audit-dump-{self.port}.json"
+        path.write_text(json.dumps(entries))
+        SCANNED_FILES.append(path)
+        return entries
 
 
 def engines():
@@ -153,9 +243,12 @@ def server(engine, tmp_path_factory):
     if not BATON.exists():
         pytest.fail(f"{BATON} not found: run `cargo build` first (scripts/test does)")
     name, url = engine
-    srv = BatonServer(data_dir=tmp_path_factory.mktemp(f"baton-{name}") / "data", engine=name, database_url=url)
+    base = tmp_path_factory.mktemp(f"baton-{name}")
+    srv = BatonServer(data_dir=base / "data", engine=name, database_url=url,
+                      extra_args=["--audit-file", str(base / "audit.jsonl")])
     srv.start()
     yield srv
+    srv.dump_audit()
     srv.stop()
 
 

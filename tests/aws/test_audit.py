@@ -276,3 +276,19 @@ def test_tail_and_search(fresh):
     assert none == ""
     bad = cli(srv, "audit", "search", "--since", "yesterday", check=False)
     assert bad.returncode != 0 and "RFC 3339" in bad.stderr
+
+
+def test_the_leak_check_finds_a_planted_value(tmp_path):
+    """The end-of-suite scan (conftest.pytest_sessionfinish) is only as good as its matcher."""
+    from conftest import remember_sensitive, scan_for_leaks
+    log = tmp_path / "baton.log"
+    log.write_bytes(b"INFO request ok\nERROR oops value=hunter2-planted-value\n")
+    values = set()
+    import conftest
+    before = set(conftest.SENSITIVE)
+    remember_sensitive({"SecretValues": [{"SecretString": "hunter2-planted-value"}], "SecretString": "short"})
+    values = conftest.SENSITIVE - before
+    conftest.SENSITIVE.difference_update(values)  # planted here, not a leak of the suite
+    assert values == {b"hunter2-planted-value"}, "nested members are remembered; short ones are not"
+    assert scan_for_leaks([log], values) == [(str(log), b"hunter2-planted-value")]
+    assert scan_for_leaks([log], {b"not-in-the-log"}) == []

@@ -368,3 +368,36 @@ def test_the_aws_cli_gets_the_same_denial(world, tmp_path):
     ok = subprocess.run([aws, "secretsmanager", "get-secret-value", "--secret-id", world.name("app/db")],
                         env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and json.loads(ok.stdout)["Name"] == world.name("app/db")
+
+
+def readme_policies():
+    """The JSON documents of the README's least-privilege example, as written there."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Least privilege"):]
+    return dict(re.findall(r"cat > (\S+)\.json <<'JSON'\n(.*?)\nJSON", section, re.S))
+
+
+def test_the_readme_least_privilege_example_does_what_it_says(world):
+    docs = readme_policies()
+    assert set(docs) == {"read-db", "rotate-own"}
+    account = world.server.account_id
+    for short, doc in [("billing-api", docs["read-db"]), ("db-rotator", docs["rotate-own"])]:
+        name = world.principal(short)
+        admin_call(world.server, "baton.PutPrincipalPolicy", {
+            "PrincipalName": name, "PolicyName": short,
+            "PolicyDocument": doc.replace("123456789012", account).replace("prod/", f"{world.run}-prod/")})
+    sm = world.sm
+    db = sm.create_secret(Name=f"{world.run}-prod/db", SecretString="readme-db-password",
+                          Tags=[{"Key": "rotated-by", "Value": "db-rotator"}])["ARN"]
+    other = sm.create_secret(Name=f"{world.run}-prod/other", SecretString="readme-other-password")["ARN"]
+    billing = world.client("billing-api")
+    assert billing.get_secret_value(SecretId=db)["SecretString"] == "readme-db-password"
+    assert outcome(lambda: billing.get_secret_value(SecretId=other)) == "deny"
+    assert outcome(lambda: billing.put_secret_value(SecretId=db, SecretString="nope-nope")) == "deny"
+    rotator = world.client("db-rotator")
+    assert outcome(lambda: rotator.put_secret_value(SecretId=db, SecretString="rotated-by-service")) == "allow"
+    assert outcome(lambda: rotator.put_secret_value(SecretId=other, SecretString="not-mine-to-rotate")) == "deny"
+    assert outcome(lambda: rotator.get_random_password(PasswordLength=20)) == "allow"
+    assert outcome(lambda: rotator.delete_secret(SecretId=db)) == "deny"

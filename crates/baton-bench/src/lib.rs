@@ -23,13 +23,24 @@ pub fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Starts `baton serve` in-process on an ephemeral port with a known administrator key.
+/// Starts `baton serve` in-process on an ephemeral port with a known administrator key, and
+/// the default audit log (required mode).
 pub fn start_baton(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
 ) -> anyhow::Result<SocketAddr> {
-    let options =
+    start_baton_with(rt, dir, baton_api::audit::AuditOptions::default().mode)
+}
+
+/// As [`start_baton`], with the audit log in `audit` mode.
+pub fn start_baton_with(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    audit: baton_api::audit::AuditMode,
+) -> anyhow::Result<SocketAddr> {
+    let mut options =
         baton_api::ServeOptions::embedded_for_tests(dir, ACCESS_KEY_ID, SECRET_ACCESS_KEY);
+    options.audit.mode = audit;
     let server = rt.block_on(baton_api::Server::bind(options))?;
     let addr = server.local_addr()?;
     rt.spawn(server.run(std::future::pending()));
@@ -176,6 +187,17 @@ pub fn signed_post(
     target: &str,
     body: &serde_json::Value,
 ) -> anyhow::Result<http::Request<Bytes>> {
+    signed_post_as(addr, target, body, ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+}
+
+/// As [`signed_post`], signed with another access key.
+pub fn signed_post_as(
+    addr: SocketAddr,
+    target: &str,
+    body: &serde_json::Value,
+    access_key_id: &str,
+    secret_access_key: &str,
+) -> anyhow::Result<http::Request<Bytes>> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     let body = serde_json::to_vec(body)?;
     let url = format!("http://{addr}/");
@@ -187,8 +209,8 @@ pub fn signed_post(
         .header("x-amz-target", target)
         .body(body.clone())?;
     let identity = aws_credential_types::Credentials::new(
-        ACCESS_KEY_ID,
-        SECRET_ACCESS_KEY,
+        access_key_id,
+        secret_access_key,
         None,
         None,
         "bench",

@@ -1,0 +1,168 @@
+//! `authz-bench`: what authorization and the audit log cost a GetSecretValue.
+//!
+//! One in-process Baton (embedded store, audit log in its default required mode) serves the
+//! same secret to four callers in alternating rounds: the administrator (no policy is
+//! evaluated), a principal with 1 attached policy, one with 50, and, on a second Baton whose
+//! audit log is best-effort, the administrator again. A bare hyper server answering a fixed
+//! body of the same size is the reference, measured in the same rounds. The 50 policies are
+//! the worst case for evaluation order: 49 of them allow other secrets under conditions, and
+//! the one that allows this secret comes last.
+//!
+//! Run: `cargo run --release -p baton-bench --bin authz-bench -- [--rounds N] [--seconds S]`
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use baton_bench::{
+    RoundResult, admin_client, load, median_and_spread, runtime, signed_post, signed_post_as,
+    start_baton_with, start_reference,
+};
+use bytes::Bytes;
+use serde_json::json;
+
+const SECRET_NAME: &str = "bench/authz";
+const CONCURRENCY: usize = 64;
+
+fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .with_context(|| format!("{name} needs a value"))?
+            .parse()
+            .with_context(|| format!("{name} needs a number")),
+        None => Ok(default),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let rounds = flag("--rounds", 5)? as usize;
+    let seconds = flag("--seconds", 4)?;
+    let baton_rt = runtime("baton")?;
+    let reference_rt = runtime("reference")?;
+    let load_rt = runtime("load")?;
+    let required_dir = tempfile::tempdir()?;
+    let best_effort_dir = tempfile::tempdir()?;
+    use baton_api::audit::AuditMode;
+    let addr = start_baton_with(&baton_rt, required_dir.path(), AuditMode::Required)?;
+    let best_effort_addr =
+        start_baton_with(&baton_rt, best_effort_dir.path(), AuditMode::BestEffort)?;
+
+    let value = "x".repeat(256);
+    let mut arn = String::new();
+    for a in [addr, best_effort_addr] {
+        let admin = admin_client(a)?;
+        let created: serde_json::Value = load_rt.block_on(admin.call(
+            "secretsmanager.CreateSecret",
+            &json!({"Name": SECRET_NAME, "SecretString": value}),
+        ))?;
+        arn = created["ARN"].as_str().unwrap_or_default().to_owned();
+    }
+    let admin = admin_client(addr)?;
+    let principal = |name: &str, policies: usize| -> anyhow::Result<(String, String)> {
+        load_rt.block_on(async {
+            admin
+                .call::<_, serde_json::Value>(
+                    "baton.CreatePrincipal",
+                    &json!({"Name": name, "Kind": "service"}),
+                )
+                .await?;
+            for i in 0..policies {
+                let statement = if i + 1 == policies {
+                    json!({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                           "Resource": format!("{}-*", arn.rsplit_once('-').map(|(a, _)| a).unwrap_or(&arn))})
+                } else {
+                    json!({"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "secretsmanager:Describe*"],
+                           "Resource": format!("arn:aws:secretsmanager:*:*:secret:team-{i}/*"),
+                           "Condition": {"StringEquals": {"secretsmanager:ResourceTag/team": format!("team-{i}")},
+                                         "IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}})
+                };
+                admin
+                    .call::<_, serde_json::Value>(
+                        "baton.PutPrincipalPolicy",
+                        &json!({"PrincipalName": name, "PolicyName": format!("p{i:02}"),
+                                "PolicyDocument": json!({"Version": "2012-10-17", "Statement": [statement]}).to_string()}),
+                    )
+                    .await?;
+            }
+            let key: serde_json::Value = admin
+                .call("baton.CreateAccessKey", &json!({"PrincipalName": name}))
+                .await?;
+            let key = &key["AccessKey"];
+            anyhow::Ok((
+                key["AccessKeyId"].as_str().unwrap_or_default().to_owned(),
+                key["SecretAccessKey"].as_str().unwrap_or_default().to_owned(),
+            ))
+        })
+    };
+    let one = principal("bench-one-policy", 1)?;
+    let fifty = principal("bench-fifty-policies", 50)?;
+
+    let body = json!({"SecretId": SECRET_NAME});
+    let response: serde_json::Value =
+        load_rt.block_on(admin.call("secretsmanager.GetSecretValue", &body))?;
+    let reference_addr =
+        start_reference(&reference_rt, Bytes::from(serde_json::to_vec(&response)?))?;
+    let target = "secretsmanager.GetSecretValue";
+    let cases: Vec<(&str, http::Request<Bytes>)> = vec![
+        (
+            "reference (bare hyper)",
+            signed_post(reference_addr, target, &body)?,
+        ),
+        ("admin, audit required", signed_post(addr, target, &body)?),
+        (
+            "1 policy, audit required",
+            signed_post_as(addr, target, &body, &one.0, &one.1)?,
+        ),
+        (
+            "50 policies, audit required",
+            signed_post_as(addr, target, &body, &fifty.0, &fifty.1)?,
+        ),
+        (
+            "admin, audit best-effort",
+            signed_post(best_effort_addr, target, &body)?,
+        ),
+    ];
+    for (name, request) in &cases {
+        let warm = load(&load_rt, request, CONCURRENCY, Duration::from_secs(1));
+        anyhow::ensure!(
+            warm.errors == 0 && warm.requests_per_second > 0.0,
+            "{name}: the warm-up failed ({} errors); is the policy right?",
+            warm.errors
+        );
+    }
+    println!(
+        "GetSecretValue, 256-byte value, concurrency {CONCURRENCY}, {rounds} rounds of {seconds} s, cases alternating"
+    );
+    let mut results: Vec<Vec<RoundResult>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for (i, (name, request)) in cases.iter().enumerate() {
+            let r = load(&load_rt, request, CONCURRENCY, Duration::from_secs(seconds));
+            println!(
+                "  round {}: {name:<28} {:>8.0} req/s p50 {:>6} µs p99 {:>6} µs errors {}",
+                round + 1,
+                r.requests_per_second,
+                r.p50_us,
+                r.p99_us,
+                r.errors
+            );
+            results[i].push(r);
+        }
+    }
+    println!();
+    let admin_rps: Vec<f64> = results[1].iter().map(|r| r.requests_per_second).collect();
+    for (i, (name, _)) in cases.iter().enumerate() {
+        let rps: Vec<f64> = results[i].iter().map(|r| r.requests_per_second).collect();
+        let (median, low, high) = median_and_spread(rps.clone());
+        let (p50, _, _) = median_and_spread(results[i].iter().map(|r| r.p50_us as f64).collect());
+        let reference: Vec<f64> = results[0].iter().map(|r| r.requests_per_second).collect();
+        let ratio_ref =
+            median_and_spread(rps.iter().zip(&reference).map(|(a, b)| a / b).collect()).0;
+        let ratio_admin =
+            median_and_spread(rps.iter().zip(&admin_rps).map(|(a, b)| a / b).collect()).0;
+        println!(
+            "{name:<28} median {median:>8.0} req/s [{low:.0}..{high:.0}]  p50 {p50:>5.0} µs  vs reference {ratio_ref:.2}  vs admin {ratio_admin:.2}"
+        );
+    }
+    Ok(())
+}
