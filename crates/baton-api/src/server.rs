@@ -64,6 +64,11 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     pub bootstrap: Option<Bootstrap>,
     pub audit: crate::audit::AuditOptions,
+    /// This node's name in rotation leases; default: host, process id and a random suffix.
+    pub node_id: Option<String>,
+    /// How long a rotation's lease lasts unrenewed: the longest a lost node's rotations wait
+    /// before another node takes them over.
+    pub lease_ttl: Duration,
 }
 
 impl ServeOptions {
@@ -94,6 +99,8 @@ impl ServeOptions {
                 secret_access_key: secret_access_key.to_owned().into(),
             }),
             audit: crate::audit::AuditOptions::default(),
+            node_id: None,
+            lease_ttl: baton_engine::LEASE_TTL_DEFAULT,
         }
     }
 }
@@ -255,6 +262,7 @@ impl Server {
         let router = Router::new()
             .route("/", post(api))
             .route("/health", get(health))
+            .route("/ready", get(ready))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(options.body_bytes_max))
             .with_state(app.clone());
@@ -272,12 +280,14 @@ impl Server {
             local
         };
         let engine = baton_engine::Engine::new(app.baton.store.clone(), app.baton.root_key.clone())
+            .with_lease(options.node_id.clone(), options.lease_ttl)
             .with_kicks(app.baton.kicks.clone())
             .with_endpoint(baton_engine::Endpoint {
                 url: format!("{}://{host}", if tls.is_some() { "https" } else { "http" }),
                 ca_bundle: options.tls_cert.clone(),
             });
         let engine_wake = engine.waker();
+        let node_id = engine.node_id().to_owned();
         let wake_forwarder = {
             let from_api = app.baton.engine_wake.clone();
             let mut stop = stop_rx.clone();
@@ -301,7 +311,7 @@ impl Server {
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
         let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(address = %listener.local_addr()?, scheme, "baton is listening");
+        tracing::info!(address = %listener.local_addr()?, scheme, node = %node_id, "baton is listening");
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -468,6 +478,42 @@ async fn health() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         r#"{"status":"ok"}"#,
     )
+}
+
+/// Ready to serve: the database answers and holds every migration this node knows (a newer
+/// node may have applied more; migrations are additive, so an older node still works).
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    let store = &app.baton.store;
+    let want = baton_store::latest_schema_version();
+    let problem = match tokio::time::timeout(Duration::from_secs(2), async {
+        store.ping().await?;
+        store.schema_version().await
+    })
+    .await
+    {
+        Err(_) => Some("the database did not answer within 2 s".to_owned()),
+        Ok(Err(e)) => Some(format!("the database is not reachable: {e}")),
+        Ok(Ok(have)) if have < want => Some(format!(
+            "the database schema is at version {have}; this node needs {want}"
+        )),
+        Ok(Ok(_)) => None,
+    };
+    let (status, body) = match problem {
+        None => (
+            StatusCode::OK,
+            serde_json::json!({"status": "ready", "schema_version": want}),
+        ),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "not ready", "reason": reason}),
+        ),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

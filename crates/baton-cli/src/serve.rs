@@ -76,6 +76,13 @@ pub struct ServeArgs {
     /// Also append every audit entry to this file, one JSON object per line.
     #[arg(long, env = "BATON_AUDIT_FILE")]
     audit_file: Option<PathBuf>,
+    /// This node's name in rotation leases (default: host/pid/random).
+    #[arg(long, env = "BATON_NODE_ID")]
+    node_id: Option<String>,
+    /// Seconds a rotation's lease lasts without renewal (2-300, default 15): how long a lost
+    /// node's rotations wait before another node takes them over.
+    #[arg(long, env = "BATON_LEASE_SECONDS")]
+    lease_seconds: Option<u64>,
 }
 
 /// The config file. Unknown keys are an error, so a misspelt setting is never silently ignored.
@@ -98,6 +105,8 @@ struct FileConfig {
     events_retention_days: Option<u64>,
     audit_mode: Option<String>,
     audit_file: Option<PathBuf>,
+    node_id: Option<String>,
+    lease_seconds: Option<u64>,
 }
 
 fn load_file(path: &PathBuf) -> anyhow::Result<FileConfig> {
@@ -223,6 +232,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 None => baton_api::audit::AuditMode::Required,
             },
             file: args.audit_file.or(file.audit_file),
+        },
+        node_id: args.node_id.or(file.node_id),
+        lease_ttl: {
+            let seconds = args.lease_seconds.or(file.lease_seconds).unwrap_or(15);
+            anyhow::ensure!(
+                (2..=300).contains(&seconds),
+                "lease_seconds must be between 2 and 300 (got {seconds})"
+            );
+            Duration::from_secs(seconds)
         },
     };
     let server = Server::bind(options).await?;

@@ -50,6 +50,7 @@ impl Engine {
         rotation: &Rotation,
         step: Step,
         now: Timestamp,
+        fence: &baton_store::Fence,
     ) -> Result<SecretRecord, String> {
         let name = secret
             .rotation
@@ -66,7 +67,7 @@ impl Engine {
                 format!("no rotator named {name:?} is registered (baton rotator create)")
             })?;
         if step == Step::Create {
-            self.create_empty_pending_version(secret, rotation, now)
+            self.create_empty_pending_version(secret, rotation, now, fence)
                 .await?;
         }
         if let Some(aws_step) = aws_step_name(step) {
@@ -107,6 +108,7 @@ impl Engine {
         secret: &SecretRecord,
         rotation: &Rotation,
         now: Timestamp,
+        fence: &baton_store::Fence,
     ) -> Result<(), String> {
         let mut fresh = self
             .store
@@ -129,7 +131,7 @@ impl Engine {
             )
             .map_err(|e| e.to_string())?;
         self.store
-            .save_secret(&fresh)
+            .save_secret_fenced(&fresh, fence)
             .await
             .map_err(|e| format!("could not store the pending version: {e}"))?;
         Ok(())

@@ -20,7 +20,7 @@ use baton_core::{
     AWSCURRENT, AWSPENDING, AWSPREVIOUS, CoreError, LabelMove, SecretRecord, Timestamp,
 };
 use baton_crypto::RootKey;
-use baton_store::{Store, StoreError};
+use baton_store::{Fence, Store, StoreError};
 
 mod builtin;
 mod database;
@@ -39,6 +39,11 @@ const COMMANDS_PER_DRIVE_MAX: usize = 64;
 const SAVE_ATTEMPTS_MAX: usize = 8;
 /// The engine sleeps at most this long between looks at the due index.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// How long a node holds a rotation's lease without renewing it; renewed every third of it
+/// while a drive runs.
+pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(15);
+/// How soon to look again at a due rotation that another node is driving.
+const FOREIGN_LEASE_RETRY: Duration = Duration::from_millis(250);
 /// A gate that reporting consumers hold is looked at again this often, so a consumer whose
 /// lease ends stops holding it promptly. Reports wake it sooner (see [`Kicks`]).
 const GATE_RECHECK_MS: Timestamp = 1_000;
@@ -213,6 +218,20 @@ fn crash_now(point: CrashPoint) {
 }
 
 /// A fresh version id (ClientRequestToken) in UUID form, from the system's random generator.
+/// Host, process id and a random suffix: tells operators which process holds a lease.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    let mut b = [0u8; 4];
+    let _ = baton_crypto::fill_random(&mut b);
+    format!(
+        "{host}/{}/{}",
+        std::process::id(),
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
 fn new_version_id() -> String {
     let mut b = [0u8; 16];
     if baton_crypto::fill_random(&mut b).is_err() {
@@ -237,6 +256,11 @@ fn new_version_id() -> String {
 pub struct Engine {
     store: Arc<dyn Store>,
     root_key: Arc<RootKey>,
+    /// This node's name in leases: unique per process.
+    node_id: String,
+    lease_ttl: Duration,
+    /// Set when a pass skipped a due rotation because another node holds its lease.
+    skipped_for_lease: std::sync::atomic::AtomicBool,
     wake: Arc<Notify>,
     kicks: Arc<Kicks>,
     crash_hook: Option<CrashPoint>,
@@ -260,6 +284,9 @@ impl Engine {
         Engine {
             store,
             root_key,
+            node_id: default_node_id(),
+            lease_ttl: LEASE_TTL_DEFAULT,
+            skipped_for_lease: std::sync::atomic::AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
             kicks: Arc::new(Kicks::default()),
             crash_hook,
@@ -270,6 +297,21 @@ impl Engine {
                 .build()
                 .unwrap_or_default(),
         }
+    }
+
+    /// Names this node in rotation leases (default: host, process id and a random suffix), and
+    /// sets how long a lease lasts without renewal: a lost node's rotations are taken over
+    /// after at most this long.
+    pub fn with_lease(mut self, node_id: Option<String>, ttl: Duration) -> Self {
+        if let Some(id) = node_id {
+            self.node_id = id;
+        }
+        self.lease_ttl = ttl;
+        self
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// Lets external rotators call this server at `endpoint`.
@@ -303,7 +345,7 @@ impl Engine {
                     tracing::warn!(secret = %arn, error = %e, "rotation drive failed");
                 }
             }
-            let sleep = match self.store.next_rotation_due().await {
+            let mut sleep = match self.store.next_rotation_due().await {
                 Ok(Some(at)) => Duration::from_millis(
                     (at - now_ms()).clamp(0, IDLE_WAKE.as_millis() as i64) as u64,
                 ),
@@ -313,6 +355,14 @@ impl Engine {
                     IDLE_WAKE
                 }
             };
+            // A due rotation that another node drives stays due until that node saves; do not
+            // spin on it.
+            if self
+                .skipped_for_lease
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                sleep = sleep.max(FOREIGN_LEASE_RETRY);
+            }
             tokio::select! {
                 () = tokio::time::sleep(sleep) => {}
                 () = self.wake.notified() => {}
@@ -346,7 +396,68 @@ impl Engine {
 
     /// As [`Engine::drive`]; `kicked` evaluates a waiting gate before its due time, because a
     /// consumer just reported. A tick is idempotent, so an early look is harmless.
+    ///
+    /// Only the holder of the secret's lease drives it: the lease is renewed while the drive
+    /// runs and released after, and every save checks its fencing token in the transaction,
+    /// so a node that lost the lease (paused, partitioned, slow) writes nothing.
     async fn drive_now(&self, arn: &str, kicked: bool) -> Result<(), EngineError> {
+        let ttl_ms = self.lease_ttl.as_millis() as i64;
+        let Some(token) = self
+            .store
+            .acquire_lease(arn, &self.node_id, now_ms(), ttl_ms)
+            .await?
+        else {
+            self.skipped_for_lease
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        };
+        let fence = Fence {
+            key: arn.to_owned(),
+            holder: self.node_id.clone(),
+            token,
+        };
+        let renewal = {
+            let store = self.store.clone();
+            let fence = fence.clone();
+            let every = self.lease_ttl / 3;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match store
+                        .acquire_lease(&fence.key, &fence.holder, now_ms(), ttl_ms)
+                        .await
+                    {
+                        Ok(Some(t)) if t == fence.token => {}
+                        other => {
+                            tracing::warn!(secret = %fence.key, result = ?other.map(|t| t.is_some()), "lost the rotation's lease; this drive's writes will be refused");
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        let result = self.drive_leased(arn, kicked, &fence).await;
+        renewal.abort();
+        match result {
+            Err(EngineError::Store(StoreError::FencedOut)) => {
+                tracing::warn!(secret = %arn, node = %self.node_id, token, "fenced out: another node took this rotation over; nothing was written");
+                Ok(())
+            }
+            other => {
+                if let Err(e) = self.store.release_lease(arn, &self.node_id, token).await {
+                    tracing::debug!(secret = %arn, error = %e, "could not release the lease; it lapses by itself");
+                }
+                other
+            }
+        }
+    }
+
+    async fn drive_leased(
+        &self,
+        arn: &str,
+        kicked: bool,
+        fence: &Fence,
+    ) -> Result<(), EngineError> {
         for _ in 0..SAVE_ATTEMPTS_MAX {
             let Some(mut secret) = self.store.find_secret_by_arn(arn).await? else {
                 return Ok(());
@@ -370,13 +481,13 @@ impl Engine {
                 }
             }
             let Some(mut state) = secret.rotation_state.take() else {
-                return self.save(&secret).await;
+                return self.save(&secret, fence).await;
             };
             let due = state.due_at.is_some_and(|at| at <= now);
             let gate_waiting = state.due_at.is_some() && state.machine.waiting_gate().is_some();
             if !(due || (kicked && gate_waiting)) {
                 secret.rotation_state = Some(state);
-                match self.save(&secret).await {
+                match self.save(&secret, fence).await {
                     Err(EngineError::Store(StoreError::Conflict)) => continue,
                     other => return other,
                 }
@@ -448,7 +559,7 @@ impl Engine {
                             }
                         } else {
                             let outcome = self
-                                .perform_external(&secret, &state.machine, step, now)
+                                .perform_external(&secret, &state.machine, step, now, fence)
                                 .await;
                             external_step_done = outcome.is_ok();
                             if outcome.is_err() {
@@ -497,7 +608,7 @@ impl Engine {
             secret.rotation_state = Some(state);
             // Collected apart: an external step replaces `secret` with a fresh read.
             secret.outbox.extend(logged);
-            match self.store.save_secret(&secret).await {
+            match self.store.save_secret_fenced(&secret, fence).await {
                 Ok(_) => {
                     if let Some(CrashPoint::AfterSave(step)) = self.crash_hook
                         && steps_done.contains(&step)
@@ -544,8 +655,8 @@ impl Engine {
         Ok(Consumers { status, recheck_at })
     }
 
-    async fn save(&self, secret: &SecretRecord) -> Result<(), EngineError> {
-        self.store.save_secret(secret).await?;
+    async fn save(&self, secret: &SecretRecord, fence: &Fence) -> Result<(), EngineError> {
+        self.store.save_secret_fenced(secret, fence).await?;
         Ok(())
     }
 

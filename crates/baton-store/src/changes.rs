@@ -62,6 +62,16 @@ impl ChangeFeed {
         }
     }
 
+    /// Wakes every watcher: after a gap in notifications from other nodes (a reconnect), when
+    /// any secret may have changed unseen. Watchers re-read, so this costs a read each.
+    pub fn publish_all(&self) {
+        self.any.notify_waiters();
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        for sender in channels.values() {
+            sender.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     /// Drops channels nobody watches any more; for a periodic sweep.
     pub fn sweep(&self) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());

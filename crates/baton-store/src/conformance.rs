@@ -695,7 +695,12 @@ pub async fn committed_changes_are_published(store: &dyn Store) {
     let mut other = store.changes().subscribe("some-other-secret");
     store.insert_secret(&secret).await.unwrap();
     assert!(watcher.has_changed().unwrap(), "insert publishes");
+    // Across nodes (PostgreSQL), the commit's notification also comes back asynchronously;
+    // let it arrive before looking for publications of the failed save.
+    // A node that (re)connects to the notifications wakes every watcher once, too.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     watcher.mark_unchanged();
+    other.mark_unchanged();
     // A write that fails publishes nothing.
     let mut stale = secret.clone();
     stale.revision += 7;
@@ -1028,6 +1033,79 @@ pub async fn the_audit_log_appends_a_gapless_chain(store: &dyn Store) {
     );
 }
 
+pub async fn leases_fence_out_a_holder_that_lost_them(store: &dyn Store) {
+    use crate::Fence;
+    let secret = sample_secret("leased");
+    store.insert_secret(&secret).await.unwrap();
+    let key = secret.arn.clone();
+    let now = 1_000_000;
+    let a = store.acquire_lease(&key, "node-a", now, 300).await.unwrap();
+    let a = a.expect("a free lease is granted");
+    assert_eq!(
+        store
+            .acquire_lease(&key, "node-a", now + 1, 300)
+            .await
+            .unwrap(),
+        Some(a),
+        "the holder renews with the same token"
+    );
+    assert_eq!(
+        store
+            .acquire_lease(&key, "node-b", now + 2, 300)
+            .await
+            .unwrap(),
+        None,
+        "another node waits while the lease runs"
+    );
+    let fence_a = Fence {
+        key: key.clone(),
+        holder: "node-a".into(),
+        token: a,
+    };
+    let mut mine = store.find_secret_by_arn(&key).await.unwrap().unwrap();
+    mine.description = Some("written by a".into());
+    store.save_secret_fenced(&mine, &fence_a).await.unwrap();
+    // The lease lapses (PostgreSQL judges by its own clock, so really wait).
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let b = store
+        .acquire_lease(&key, "node-b", now + 1_000, 300_000)
+        .await
+        .unwrap()
+        .expect("a lapsed lease is taken over");
+    assert!(b > a, "a takeover gets a larger token");
+    // A wakes up and writes with its old token: refused, and nothing is written.
+    let mut stale = store.find_secret_by_arn(&key).await.unwrap().unwrap();
+    stale.description = Some("stale write by a".into());
+    assert!(matches!(
+        store.save_secret_fenced(&stale, &fence_a).await,
+        Err(StoreError::FencedOut)
+    ));
+    let now_stored = store.find_secret_by_arn(&key).await.unwrap().unwrap();
+    assert_eq!(now_stored.description.as_deref(), Some("written by a"));
+    let fence_b = Fence {
+        key: key.clone(),
+        holder: "node-b".into(),
+        token: b,
+    };
+    stale.description = Some("written by b".into());
+    store.save_secret_fenced(&stale, &fence_b).await.unwrap();
+    assert_eq!(
+        store
+            .acquire_lease(&key, "node-a", now + 2_000, 300)
+            .await
+            .unwrap(),
+        None
+    );
+    store.release_lease(&key, "node-b", b).await.unwrap();
+    let again = store
+        .acquire_lease(&key, "node-a", now + 3_000, 300)
+        .await
+        .unwrap()
+        .expect("a released lease is free");
+    assert!(again > b);
+    assert!(store.schema_version().await.unwrap() >= crate::latest_schema_version());
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -1052,4 +1130,5 @@ pub const CHECKS: &[&str] = &[
     "subscriptions_keep_a_forward_cursor_and_dead_letters",
     "principals_and_their_policies_round_trip",
     "the_audit_log_appends_a_gapless_chain",
+    "leases_fence_out_a_holder_that_lost_them",
 ];

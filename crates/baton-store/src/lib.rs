@@ -54,6 +54,23 @@ pub enum StoreError {
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Backend(String),
+    /// A fenced write whose lease was taken over (or lapsed) since it was acquired: nothing
+    /// was written.
+    #[error("the lease was lost to another holder; nothing was written")]
+    FencedOut,
+}
+
+/// A write made under a lease: it commits only while `holder` still holds `key` with `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub key: String,
+    pub holder: String,
+    pub token: i64,
+}
+
+/// The schema version this build knows; a database at it or beyond is ready for this node.
+pub fn latest_schema_version() -> i64 {
+    schema::MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0)
 }
 
 /// An access key that Baton issued. The secret half is sealed under the root key.
@@ -387,4 +404,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers; used by readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The newest migration applied to the database (by this node or a newer one).
+    async fn schema_version(&self) -> Result<i64, StoreError>;
+
+    /// Takes or renews the lease on `key` for `holder` until `ttl_ms` from now, and returns
+    /// its fencing token; `None` while another holder's lease runs. A lease taken over, or
+    /// taken again after it lapsed, gets a larger token than any before it. PostgreSQL judges
+    /// expiry by the database's clock, so nodes' clocks need not agree; SQLite by `now`.
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Ends a lease early, if `holder` still holds it with `token`.
+    async fn release_lease(&self, key: &str, holder: &str, token: i64) -> Result<(), StoreError>;
+
+    /// [`Store::save_secret`], in a transaction that first checks `fence` against the lease
+    /// (and locks it against takeover until commit): [`StoreError::FencedOut`] if lost.
+    async fn save_secret_fenced(
+        &self,
+        secret: &SecretRecord,
+        fence: &Fence,
+    ) -> Result<i64, StoreError>;
 }

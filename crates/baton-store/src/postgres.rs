@@ -4,6 +4,7 @@
 //! migration once. The pool is bounded; statements are prepared and cached per connection.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_core::rotation::{RotationPolicy, RotationState};
@@ -53,6 +54,7 @@ impl PostgresStore {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
+        let config_for_listen = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -69,6 +71,10 @@ impl PostgresStore {
             changes: Arc::new(ChangeFeed::default()),
         };
         store.migrate().await?;
+        tokio::spawn(follow_notifications(
+            config_for_listen,
+            store.changes.clone(),
+        ));
         Ok(store)
     }
 
@@ -296,10 +302,23 @@ fn read_event(r: &Row) -> crate::EventRecord {
     }
 }
 
+/// Tells every node, at commit, that this secret changed (NOTIFY is transactional: a rolled
+/// back write notifies nobody).
+async fn notify_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    secret_id: &str,
+) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &secret_id])
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
 async fn write_children(
     tx: &deadpool_postgres::Transaction<'_>,
     secret: &SecretRecord,
 ) -> Result<(), StoreError> {
+    notify_in(tx, &secret.id).await?;
     write_events(tx, secret).await?;
     let stored: Vec<(String, String)> = tx
         .query(schema::SELECT_VERSION_IDS, &[&secret.id])
@@ -754,6 +773,7 @@ impl Store for PostgresStore {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;
         write_events(&tx, secret).await?;
+        notify_in(&tx, &secret.id).await?;
         tx.execute(schema::DELETE_SECRET, &[&secret.id])
             .await
             .map_err(backend)?;
@@ -1249,5 +1269,113 @@ impl Store for PostgresStore {
         let client = self.pool.get().await.map_err(pool_error)?;
         client.query_one("SELECT 1", &[]).await.map_err(backend)?;
         Ok(())
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .rows(schema::SCHEMA_VERSION, &[], |r| r.get::<_, i64>(0))
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        _now: Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        // The database's clock decides expiry, so nodes whose clocks disagree still agree on
+        // who holds a lease.
+        let statement = schema::ACQUIRE_LEASE
+            .replace("$3", DB_NOW_MS)
+            .replace("$4", "$3");
+        Ok(self
+            .rows(&statement, &[&key, &holder, &ttl_ms], |r| {
+                r.get::<_, i64>(0)
+            })
+            .await?
+            .pop())
+    }
+
+    async fn release_lease(&self, key: &str, holder: &str, token: i64) -> Result<(), StoreError> {
+        self.changed(schema::RELEASE_LEASE, &[&key, &holder, &token])
+            .await
+            .map(drop)
+    }
+
+    async fn save_secret_fenced(
+        &self,
+        secret: &SecretRecord,
+        fence: &crate::Fence,
+    ) -> Result<i64, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        // FOR SHARE holds off a takeover (which updates the row) until this write commits, so
+        // a write checked against the lease commits before any successor begins.
+        let held = tx
+            .query_opt(
+                &format!("{} FOR SHARE", schema::CHECK_FENCE),
+                &[&fence.key, &fence.holder, &fence.token],
+            )
+            .await
+            .map_err(backend)?;
+        if held.is_none() {
+            return Err(StoreError::FencedOut);
+        }
+        let revision = save_in(&tx, secret).await?;
+        tx.commit().await.map_err(backend)?;
+        self.changes.publish(&secret.id);
+        Ok(revision)
+    }
+}
+
+/// Milliseconds since the epoch by the database's clock.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// The channel on which every commit that changes a secret notifies its id to all nodes.
+pub const CHANGES_CHANNEL: &str = "baton_changes";
+
+/// Publishes every other node's commits to this node's change feed, for as long as the process
+/// runs: a dedicated connection LISTENs, and reconnects after a failure. After each (re)connect
+/// every watcher is woken to re-read, since notifications sent while it was away are lost.
+async fn follow_notifications(config: tokio_postgres::Config, changes: Arc<ChangeFeed>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen(&config, &changes).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the PostgreSQL notification connection; reconnecting");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn listen(
+    config: &tokio_postgres::Config,
+    changes: &ChangeFeed,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let statement = format!("LISTEN {CHANGES_CHANNEL}");
+    let listen = client.batch_execute(&statement);
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            result = &mut listen, if !listening => {
+                result?;
+                listening = true;
+                changes.publish_all();
+            }
+            message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => changes.publish(n.payload()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+        }
     }
 }

@@ -325,6 +325,19 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_at ON audit_log (at);
 "#,
     ),
+    (
+        13,
+        r#"
+-- Who drives each rotation: one node at a time, until expires_at. token grows with every
+-- takeover, and every engine write checks it in its transaction (fencing).
+CREATE TABLE rotation_leases (
+    lease_key TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    token {bigint} NOT NULL,
+    expires_at {bigint} NOT NULL
+);
+"#,
+    ),
 ];
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
@@ -504,6 +517,19 @@ pub const DELETE_PRINCIPAL_POLICY: &str =
     "DELETE FROM principal_policies WHERE principal_name = $1 AND policy_name = $2";
 pub const LIST_PRINCIPAL_POLICIES: &str = "SELECT principal_name, policy_name, document, \
     updated_at FROM principal_policies WHERE principal_name = $1 ORDER BY policy_name";
+/// `$3` is "now" in milliseconds: a parameter for SQLite, the database's clock for PostgreSQL.
+pub const ACQUIRE_LEASE: &str = "INSERT INTO rotation_leases (lease_key, holder, token, expires_at) \
+    VALUES ($1, $2, 1, $3 + $4) ON CONFLICT (lease_key) DO UPDATE SET \
+    token = CASE WHEN rotation_leases.holder = excluded.holder AND rotation_leases.expires_at > $3 \
+    THEN rotation_leases.token ELSE rotation_leases.token + 1 END, \
+    holder = excluded.holder, expires_at = excluded.expires_at \
+    WHERE rotation_leases.holder = excluded.holder OR rotation_leases.expires_at <= $3 \
+    RETURNING token";
+pub const RELEASE_LEASE: &str = "UPDATE rotation_leases SET expires_at = 0 \
+    WHERE lease_key = $1 AND holder = $2 AND token = $3";
+pub const CHECK_FENCE: &str = "SELECT token FROM rotation_leases \
+    WHERE lease_key = $1 AND holder = $2 AND token = $3";
+pub const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
 pub const LAST_AUDIT: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 pub const INSERT_AUDIT: &str = "INSERT INTO audit_log (seq, at, request_id, principal, \
     access_key_id, action, resource, decision, outcome, status, source_ip, reason, prev_hash, \

@@ -1418,4 +1418,76 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.read(|conn| {
+            conn.query_row(schema::SCHEMA_VERSION, [], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        now: Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (key, holder) = (key.to_owned(), holder.to_owned());
+        self.with(move |conn| {
+            conn.query_row(
+                &sql(schema::ACQUIRE_LEASE),
+                params![key, holder, now, ttl_ms],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, key: &str, holder: &str, token: i64) -> Result<(), StoreError> {
+        let (key, holder) = (key.to_owned(), holder.to_owned());
+        self.with(move |conn| {
+            conn.execute(&sql(schema::RELEASE_LEASE), params![key, holder, token])
+                .map(drop)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn save_secret_fenced(
+        &self,
+        secret: &SecretRecord,
+        fence: &crate::Fence,
+    ) -> Result<i64, StoreError> {
+        let id = secret.id.clone();
+        let secret = secret.clone();
+        let fence = fence.clone();
+        let result = self
+            .with(move |conn| {
+                let tx = conn.transaction().map_err(backend)?;
+                let held: Option<i64> = tx
+                    .query_row(
+                        &sql(schema::CHECK_FENCE),
+                        params![fence.key, fence.holder, fence.token],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                if held.is_none() {
+                    return Err(StoreError::FencedOut);
+                }
+                let revision = save_in(&tx, &secret)?;
+                tx.commit().map_err(backend)?;
+                Ok(revision)
+            })
+            .await;
+        self.cache.invalidate(&[&id]);
+        if result.is_ok() {
+            self.changes.publish(&id);
+        }
+        result
+    }
 }

@@ -79,4 +79,26 @@ conformance!(
     subscriptions_keep_a_forward_cursor_and_dead_letters,
     principals_and_their_policies_round_trip,
     the_audit_log_appends_a_gapless_chain,
+    leases_fence_out_a_holder_that_lost_them,
 );
+
+/// Two PostgreSQL stores on one database stand for two nodes: a commit on one wakes the
+/// watchers of the other (LISTEN/NOTIFY).
+#[tokio::test]
+async fn a_change_on_one_node_wakes_watchers_on_another() {
+    let (Some(a), Some(b)) = (postgres().await, postgres().await) else {
+        return;
+    };
+    let secret = conformance::sample_secret("cross-node");
+    a.insert_secret(&secret).await.unwrap();
+    let mut watcher = b.changes().subscribe(&secret.id);
+    // Give the listener of b a moment to be LISTENing before the change commits.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut changed = a.find_secret_by_arn(&secret.arn).await.unwrap().unwrap();
+    changed.description = Some("changed on node a".into());
+    a.save_secret(&changed).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), watcher.changed())
+        .await
+        .expect("node b heard of node a's commit within 5 s")
+        .unwrap();
+}
