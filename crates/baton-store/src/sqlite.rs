@@ -1035,8 +1035,8 @@ impl Store for SqliteStore {
             // The write connection is the lock: one appender at a time, in one transaction.
             let tx = conn.transaction().map_err(backend)?;
             let (mut seq, mut prev): (i64, Vec<u8>) = tx
-                .query_row(&sql(schema::LAST_AUDIT), [], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
+                .prepare_cached(&sql(schema::LAST_AUDIT))
+                .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                 .map_err(backend)?
                 .unwrap_or_default();
             let mut stored = Vec::with_capacity(entries.len());
