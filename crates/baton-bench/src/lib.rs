@@ -41,6 +41,14 @@ pub fn start_baton_with(
     let mut options =
         baton_api::ServeOptions::embedded_for_tests(dir, ACCESS_KEY_ID, SECRET_ACCESS_KEY);
     options.audit.mode = audit;
+    start_options(rt, options)
+}
+
+/// Starts a server with these options; returns its address.
+pub fn start_options(
+    rt: &tokio::runtime::Runtime,
+    options: baton_api::ServeOptions,
+) -> anyhow::Result<SocketAddr> {
     let server = rt.block_on(baton_api::Server::bind(options))?;
     let addr = server.local_addr()?;
     rt.spawn(server.run(std::future::pending()));
@@ -98,16 +106,28 @@ pub fn load(
     concurrency: usize,
     duration: Duration,
 ) -> RoundResult {
+    load_spread(rt, std::slice::from_ref(template), concurrency, duration)
+}
+
+/// As [`load`], with connection `i` sending copies of `templates[i % len]`: the same load
+/// spread over several servers (nodes behind a load balancer).
+pub fn load_spread(
+    rt: &tokio::runtime::Runtime,
+    templates: &[http::Request<Bytes>],
+    concurrency: usize,
+    duration: Duration,
+) -> RoundResult {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
         .build_http();
-    let template = Arc::new(template.clone());
+    let templates: Vec<Arc<http::Request<Bytes>>> =
+        templates.iter().map(|t| Arc::new(t.clone())).collect();
     rt.block_on(async move {
         let deadline = Instant::now() + duration;
         let mut tasks = Vec::with_capacity(concurrency);
-        for _ in 0..concurrency {
+        for i in 0..concurrency {
             let client = client.clone();
-            let template = template.clone();
+            let template = templates[i % templates.len()].clone();
             tasks.push(tokio::spawn(async move {
                 let mut latencies_us: Vec<u64> = Vec::with_capacity(100_000);
                 let mut errors = 0u64;

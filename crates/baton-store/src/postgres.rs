@@ -78,7 +78,7 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// Runs one query and maps every row.
+    /// Runs one query (prepared once per connection) and maps every row.
     async fn rows<T>(
         &self,
         statement: &str,
@@ -86,8 +86,9 @@ impl PostgresStore {
         map: impl Fn(&Row) -> T,
     ) -> Result<Vec<T>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached(statement).await.map_err(backend)?;
         Ok(client
-            .query(statement, args)
+            .query(&statement, args)
             .await
             .map_err(backend)?
             .iter()
@@ -176,8 +177,9 @@ async fn child_rows<T>(
     secret_id: &str,
     map: impl Fn(&Row) -> T,
 ) -> Result<Vec<T>, StoreError> {
+    let statement = client.prepare_cached(statement).await.map_err(backend)?;
     Ok(client
-        .query(statement, &[&secret_id])
+        .query(&statement, &[&secret_id])
         .await
         .map_err(backend)?
         .iter()
@@ -190,27 +192,30 @@ async fn load_children(
     row: SecretRow,
 ) -> Result<SecretRecord, StoreError> {
     let id = row.id.clone();
-    let versions = child_rows(client, schema::SELECT_VERSIONS_AND_LABELS, &id, |r| {
-        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
-    })
-    .await?;
-    let tags = child_rows(client, schema::SELECT_TAGS, &id, |r| (r.get(0), r.get(1))).await?;
-    let replicas = child_rows(client, schema::SELECT_REPLICAS, &id, |r| {
-        (r.get(0), r.get(1), r.get(2))
-    })
-    .await?;
-    let policy = child_rows(client, schema::SELECT_POLICY, &id, |r| {
-        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
-    })
-    .await?
-    .pop();
-    let rotation = child_rows(client, schema::SELECT_ROTATION, &id, read_rotation_row)
-        .await?
-        .pop();
-    let next_rotation_at = child_rows(client, schema::SELECT_SCHEDULE, &id, |r| r.get(0))
-        .await?
-        .pop();
-    row.into_record(versions, tags, replicas, policy, rotation, next_rotation_at)
+    // Issued together, the six queries are pipelined on the one connection: one round trip
+    // instead of six.
+    let (versions, tags, replicas, policy, rotation, next_rotation_at) = tokio::try_join!(
+        child_rows(client, schema::SELECT_VERSIONS_AND_LABELS, &id, |r| {
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+        }),
+        child_rows(client, schema::SELECT_TAGS, &id, |r| (r.get(0), r.get(1))),
+        child_rows(client, schema::SELECT_REPLICAS, &id, |r| {
+            (r.get(0), r.get(1), r.get(2))
+        }),
+        child_rows(client, schema::SELECT_POLICY, &id, |r| {
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+        }),
+        child_rows(client, schema::SELECT_ROTATION, &id, read_rotation_row),
+        child_rows(client, schema::SELECT_SCHEDULE, &id, |r| r.get(0)),
+    )?;
+    row.into_record(
+        versions,
+        tags,
+        replicas,
+        policy.into_iter().next(),
+        rotation.into_iter().next(),
+        next_rotation_at.into_iter().next(),
+    )
 }
 
 /// Whether `name` is free in the namespace for a secret other than `except_id`.
@@ -245,7 +250,8 @@ async fn find_one(
         "SELECT {} FROM secrets WHERE {where_clause}",
         schema::SECRET_COLUMNS
     );
-    match client.query_opt(&query, args).await.map_err(backend)? {
+    let statement = client.prepare_cached(&query).await.map_err(backend)?;
+    match client.query_opt(&statement, args).await.map_err(backend)? {
         Some(row) => Ok(Some(load_children(client, read_secret_row(&row)).await?)),
         None => Ok(None),
     }
@@ -1072,37 +1078,46 @@ impl Store for PostgresStore {
             .map_err(backend)?
             .map(|r| (r.get(0), r.get(1)))
             .unwrap_or_default();
-        let insert = tx.prepare(schema::INSERT_AUDIT).await.map_err(backend)?;
         let mut stored = Vec::with_capacity(entries.len());
         for mut e in entries {
             seq += 1;
             e.seq = seq;
             e.prev_hash = std::mem::take(&mut prev);
             e.hash = chain(&e.prev_hash, &e);
-            tx.execute(
-                &insert,
-                &[
-                    &e.seq,
-                    &e.at,
-                    &e.request_id,
-                    &e.principal,
-                    &e.access_key_id,
-                    &e.action,
-                    &e.resource,
-                    &e.decision,
-                    &e.outcome,
-                    &e.status,
-                    &e.source_ip,
-                    &e.reason,
-                    &e.prev_hash,
-                    &e.hash,
-                ],
-            )
-            .await
-            .map_err(backend)?;
             prev = e.hash.clone();
             stored.push(e);
         }
+        // One statement for the whole batch: a round trip per entry would make every audited
+        // request wait for as many round trips as its batch has entries.
+        let column = |f: fn(&crate::AuditRecord) -> String| -> Vec<String> {
+            stored.iter().map(f).collect()
+        };
+        let seqs: Vec<i64> = stored.iter().map(|e| e.seq).collect();
+        let ats: Vec<i64> = stored.iter().map(|e| e.at).collect();
+        let statuses: Vec<i64> = stored.iter().map(|e| e.status).collect();
+        let prevs: Vec<Vec<u8>> = stored.iter().map(|e| e.prev_hash.clone()).collect();
+        let hashes: Vec<Vec<u8>> = stored.iter().map(|e| e.hash.clone()).collect();
+        tx.execute(
+            schema::INSERT_AUDIT_BATCH_PG,
+            &[
+                &seqs,
+                &ats,
+                &column(|e| e.request_id.clone()),
+                &column(|e| e.principal.clone()),
+                &column(|e| e.access_key_id.clone()),
+                &column(|e| e.action.clone()),
+                &column(|e| e.resource.clone()),
+                &column(|e| e.decision.clone()),
+                &column(|e| e.outcome.clone()),
+                &statuses,
+                &column(|e| e.source_ip.clone()),
+                &column(|e| e.reason.clone()),
+                &prevs,
+                &hashes,
+            ],
+        )
+        .await
+        .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(stored)
     }

@@ -322,7 +322,6 @@ CREATE TABLE audit_log (
     prev_hash {blob} NOT NULL,
     hash {blob} NOT NULL
 );
-CREATE INDEX audit_log_at ON audit_log (at);
 "#,
     ),
     (
@@ -534,6 +533,12 @@ pub const LAST_AUDIT: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC 
 pub const INSERT_AUDIT: &str = "INSERT INTO audit_log (seq, at, request_id, principal, \
     access_key_id, action, resource, decision, outcome, status, source_ip, reason, prev_hash, \
     hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+/// PostgreSQL: a whole batch of audit entries in one statement, one array per column.
+pub const INSERT_AUDIT_BATCH_PG: &str = "INSERT INTO audit_log (seq, at, request_id, principal, \
+    access_key_id, action, resource, decision, outcome, status, source_ip, reason, prev_hash, \
+    hash) SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+    $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
+    $13::bytea[], $14::bytea[])";
 pub const LIST_AUDIT: &str = "SELECT seq, at, request_id, principal, access_key_id, action, \
     resource, decision, outcome, status, source_ip, reason, prev_hash, hash FROM audit_log \
     WHERE seq > $1 ORDER BY seq LIMIT $2";

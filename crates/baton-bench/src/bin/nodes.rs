@@ -1,0 +1,184 @@
+//! `nodes-bench`: GetSecretValue throughput with 1, 2 and 3 nodes on one PostgreSQL database,
+//! against the embedded (SQLite) single node and a bare hyper reference, in the same run.
+//!
+//! Every node runs in this process, on a runtime of its own (2 workers each), on loopback; the
+//! load generator spreads its 64 connections evenly over the nodes of a case, as a load
+//! balancer would. Every node keeps its audit log in the default required mode, so each answer
+//! waits for its audit entry's commit, as in production. Cases alternate by round.
+//!
+//! Needs a PostgreSQL server: `--database-url postgres://user@host/db` names a database to
+//! connect to; the benchmark creates a fresh database beside it and drops it at the end.
+//!
+//! Run: `cargo run --release -p baton-bench --bin nodes-bench -- --database-url URL [--rounds N] [--seconds S] [--audit required|best-effort]`
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use baton_bench::{
+    ACCESS_KEY_ID, RoundResult, SECRET_ACCESS_KEY, admin_client, load_spread, median_and_spread,
+    runtime, signed_post, start_options, start_reference,
+};
+use bytes::Bytes;
+use serde_json::json;
+
+const SECRET_NAME: &str = "bench/nodes";
+const CONCURRENCY: usize = 64;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+async fn admin_sql(url: &str, statement: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(connection);
+    client.batch_execute(statement).await?;
+    drop(client);
+    let _ = task.await;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let url = arg("--database-url")
+        .or_else(|| std::env::var("BATON_TEST_POSTGRES_URL").ok())
+        .context("pass --database-url postgres://… (or set BATON_TEST_POSTGRES_URL)")?;
+    let rounds: usize = arg("--rounds").map(|r| r.parse()).transpose()?.unwrap_or(5);
+    let audit: baton_api::audit::AuditMode = arg("--audit")
+        .map(|a| a.parse().map_err(anyhow::Error::msg))
+        .transpose()?
+        .unwrap_or(baton_api::audit::AuditMode::Required);
+    let seconds: u64 = arg("--seconds")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(4);
+    let load_rt = runtime("load")?;
+    let name = format!("baton_nodes_bench_{}", std::process::id());
+    load_rt.block_on(admin_sql(&url, &format!("CREATE DATABASE {name}")))?;
+    let (base, _) = url.rsplit_once('/').context("the URL names no database")?;
+    let db_url = format!("{base}/{name}");
+    let result = run(&load_rt, &db_url, rounds, seconds, audit);
+    load_rt.block_on(admin_sql(
+        &url,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    ))?;
+    result
+}
+
+fn run(
+    load_rt: &tokio::runtime::Runtime,
+    db_url: &str,
+    rounds: usize,
+    seconds: u64,
+    audit: baton_api::audit::AuditMode,
+) -> anyhow::Result<()> {
+    let sqlite_dir = tempfile::tempdir()?;
+    let sqlite_rt = runtime("sqlite")?;
+    let mut sqlite_options = baton_api::ServeOptions::embedded_for_tests(
+        sqlite_dir.path(),
+        ACCESS_KEY_ID,
+        SECRET_ACCESS_KEY,
+    );
+    sqlite_options.audit.mode = audit;
+    let sqlite = start_options(&sqlite_rt, sqlite_options)?;
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
+    let runtimes: Vec<_> = (0..3)
+        .map(|i| runtime(&format!("node{i}")))
+        .collect::<Result<_, _>>()?;
+    let root_key = dirs[0].path().join("root.key");
+    let mut nodes = Vec::new();
+    for (i, (dir, rt)) in dirs.iter().zip(&runtimes).enumerate() {
+        let mut options = baton_api::ServeOptions::embedded_for_tests(
+            dir.path(),
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+        );
+        options.store = baton_api::StoreChoice::Postgres(db_url.to_owned());
+        options.root_key_file = Some(root_key.clone());
+        options.node_id = Some(format!("bench-node-{i}"));
+        options.audit.mode = audit;
+        nodes.push(start_options(rt, options)?);
+    }
+    let value = "x".repeat(256);
+    let body = json!({"SecretId": SECRET_NAME});
+    for addr in [sqlite, nodes[0]] {
+        let admin = admin_client(addr)?;
+        load_rt.block_on(admin.call::<_, serde_json::Value>(
+            "secretsmanager.CreateSecret",
+            &json!({"Name": SECRET_NAME, "SecretString": value}),
+        ))?;
+    }
+    let response: serde_json::Value =
+        load_rt.block_on(admin_client(nodes[0])?.call("secretsmanager.GetSecretValue", &body))?;
+    let reference_rt = runtime("reference")?;
+    let reference = start_reference(&reference_rt, Bytes::from(serde_json::to_vec(&response)?))?;
+    let target = "secretsmanager.GetSecretValue";
+    let get = |addr| signed_post(addr, target, &body);
+    let cases: Vec<(&str, Vec<http::Request<Bytes>>)> = vec![
+        ("reference (bare hyper)", vec![get(reference)?]),
+        ("SQLite, 1 node", vec![get(sqlite)?]),
+        ("PostgreSQL, 1 node", vec![get(nodes[0])?]),
+        ("PostgreSQL, 2 nodes", vec![get(nodes[0])?, get(nodes[1])?]),
+        (
+            "PostgreSQL, 3 nodes",
+            nodes.iter().map(|&a| get(a)).collect::<Result<_, _>>()?,
+        ),
+    ];
+    for (name, templates) in &cases {
+        let warm = load_spread(load_rt, templates, CONCURRENCY, Duration::from_secs(1));
+        anyhow::ensure!(
+            warm.errors == 0,
+            "{name}: {} errors in the warm-up",
+            warm.errors
+        );
+    }
+    println!(
+        "GetSecretValue, 256-byte value, concurrency {CONCURRENCY} spread over the nodes, audit {audit:?}, {rounds} rounds of {seconds} s, cases alternating"
+    );
+    let mut results: Vec<Vec<RoundResult>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for (i, (name, templates)) in cases.iter().enumerate() {
+            let r = load_spread(
+                load_rt,
+                templates,
+                CONCURRENCY,
+                Duration::from_secs(seconds),
+            );
+            println!(
+                "  round {}: {name:<24} {:>8.0} req/s p50 {:>6} µs p99 {:>6} µs errors {}",
+                round + 1,
+                r.requests_per_second,
+                r.p50_us,
+                r.p99_us,
+                r.errors
+            );
+            results[i].push(r);
+        }
+    }
+    println!();
+    let per_round =
+        |i: usize| -> Vec<f64> { results[i].iter().map(|r| r.requests_per_second).collect() };
+    for (i, (name, _)) in cases.iter().enumerate() {
+        let (median, low, high) = median_and_spread(per_round(i));
+        let (p50, _, _) = median_and_spread(results[i].iter().map(|r| r.p50_us as f64).collect());
+        let ratio = |j: usize| {
+            median_and_spread(
+                per_round(i)
+                    .iter()
+                    .zip(per_round(j))
+                    .map(|(a, b)| a / b)
+                    .collect(),
+            )
+            .0
+        };
+        println!(
+            "{name:<24} median {median:>8.0} req/s [{low:.0}..{high:.0}]  p50 {p50:>5.0} µs  vs reference {:.2}  vs SQLite {:.2}",
+            ratio(0),
+            ratio(1)
+        );
+    }
+    Ok(())
+}
