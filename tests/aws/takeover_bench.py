@@ -5,7 +5,8 @@ Each round starts a rotation whose createSecret step takes 3 s, waits until a no
 lease, and 0.5 s later either SIGKILLs that node (the case) or does nothing (the control, in
 the same round). Reported, as medians with the spread over rounds:
 
-- lease takeover: from the kill until another node holds the lease (floor: the lease TTL);
+- lease takeover: from the kill until another node holds the lease (at most the lease TTL
+  after the killed node last renewed it);
 - completion: from the kill (or the same instant in the control) until the rotation succeeded;
 - the cost of losing the node: completion with a kill minus completion without.
 
@@ -84,7 +85,7 @@ def main():
         costs = [a - b for a, b in zip(with_kill, without)]
         print()
         print(f"lease TTL {LEASE_SECONDS} s, slow step 3 s, {args.rounds} rounds")
-        print(f"lease takeover after SIGKILL         {spread(takeovers)}  (floor: the lease TTL, {LEASE_SECONDS} s)")
+        print(f"lease takeover after SIGKILL         {spread(takeovers)}  (bound: the lease TTL, {LEASE_SECONDS} s, after the last renewal)")
         print(f"completion after SIGKILL             {spread(with_kill)}")
         print(f"completion, no node lost (control)   {spread(without)}")
         print(f"cost of losing the driving node      {spread(costs)}")
