@@ -893,6 +893,12 @@ impl RotationState {
             (Status::Running, None) => {
                 let poll = self.machine.poll_timeout();
                 let poll = match (poll, recheck_at) {
+                    // The gate was just evaluated at `now`: a deadline already past means time
+                    // no longer holds it, consumers do, so look again when they may have moved
+                    // (the recheck) rather than at once, over and over.
+                    (Some(p), Some(r)) if self.machine.waiting_gate().is_some() && p <= now => {
+                        Some(r)
+                    }
                     (Some(p), Some(r)) if self.machine.waiting_gate().is_some() => Some(p.min(r)),
                     (p, _) => p,
                 };
@@ -1045,6 +1051,39 @@ mod tests {
             forced: true
         })));
         assert_eq!(runs(&out), [Step::Retire]);
+    }
+
+    #[test]
+    fn a_gate_held_by_consumers_past_its_deadline_is_looked_at_on_the_recheck_not_at_once() {
+        let (mut r, _) = Rotation::start("s".into(), "v2".into(), Some("v1".into()), policy(), 0);
+        for step in [Step::Create, Step::Set, Step::Test] {
+            ok(&mut r, step, 0);
+        }
+        let lagging = ConsumerStatus {
+            reporting: 2,
+            reporting_ready: 1,
+            non_reporting_readers: false,
+        };
+        let now = 10 * T;
+        r.handle(Input::Tick(lagging), now).unwrap();
+        assert!(r.waiting_gate().is_some(), "held by the lagging consumer");
+        let mut state = RotationState {
+            machine: r,
+            timeline: vec![],
+            due_at: None,
+        };
+        state.compute_due_at_with(now, Some(now + 1_000));
+        assert_eq!(
+            state.due_at,
+            Some(now + 1_000),
+            "not `now`, which would spin"
+        );
+        state.compute_due_at_with(now, None);
+        assert_eq!(
+            state.due_at,
+            Some(now),
+            "with nothing to recheck, time decides at once"
+        );
     }
 
     #[test]
