@@ -401,3 +401,39 @@ def test_the_readme_least_privilege_example_does_what_it_says(world):
     assert outcome(lambda: rotator.put_secret_value(SecretId=other, SecretString="not-mine-to-rotate")) == "deny"
     assert outcome(lambda: rotator.get_random_password(PasswordLength=20)) == "allow"
     assert outcome(lambda: rotator.delete_secret(SecretId=db)) == "deny"
+
+
+def test_managing_principals_is_checked_on_the_principal(world):
+    """A key manager may mint keys and attach policies for `team-*` users only: not for the
+    administrator, not for other principals."""
+    account = world.server.account_id
+    team = f"team-{world.run}"
+    admin_call(world.server, "baton.CreatePrincipal", {"Name": team})
+    world.principal("key-manager", allow(["baton:CreateAccessKey", "baton:PutPrincipalPolicy",
+                                          "baton:ListAccessKeys"],
+                                         f"arn:aws:iam::{account}:user/team-*"))
+    key_id, secret, _ = world.keys["key-manager"]
+
+    def call(target, body):
+        return awsraw.call(world.server, target, body, access_key=key_id, secret_key=secret)
+
+    status, out = call("baton.CreateAccessKey", {"PrincipalName": team})
+    assert status == 200 and out["AccessKey"]["PrincipalName"] == team, out
+    status, out = call("baton.ListAccessKeys", {"PrincipalName": team})
+    assert status == 200 and len(out["AccessKeys"]) == 1, out
+    status, out = call("baton.PutPrincipalPolicy", {"PrincipalName": team, "PolicyName": "p",
+                                                     "PolicyDocument": policy(allow("secretsmanager:ListSecrets"))})
+    assert status == 200, out
+    for target, body in [("baton.CreateAccessKey", {"PrincipalName": "admin"}),
+                         ("baton.CreateAccessKey", {"PrincipalName": world.keys["reader"][2]}),
+                         ("baton.PutPrincipalPolicy", {"PrincipalName": "admin", "PolicyName": "p",
+                                                        "PolicyDocument": policy(allow("*"))}),
+                         ("baton.ListAccessKeys", {})]:
+        status, out = call(target, body)
+        assert (status, out["__type"]) == (400, "AccessDeniedException"), (target, out)
+    # A denial for a principal that exists reads like one for a name that does not.
+    answers = []
+    for name in [world.keys["reader"][2], f"nobody-{world.run}"]:
+        status, out = call("baton.CreateAccessKey", {"PrincipalName": name})
+        answers.append((status, out["__type"], (out.get("Message") or out.get("message")).replace(name, "NAME")))
+    assert answers[0] == answers[1], answers

@@ -1,7 +1,8 @@
 """Three `baton serve` processes on one PostgreSQL database: rotations survive the loss of the
 node driving them (SIGKILL), a node paused past its lease (SIGSTOP) writes nothing stale when it
 wakes, watchers on one node hear of changes made on another, and a read after a write returns
-that write on any node. A randomized run repeats rotations under random kills and pauses."""
+that write on any node. A randomized run repeats rotations under random kills and pauses
+(`BATON_NODES_ROUNDS`, default 5; `BATON_NODES_SEED` replays a run)."""
 
 import json
 import os
@@ -265,8 +266,9 @@ def test_rotations_under_random_kills_and_pauses_keep_their_invariants(cluster):
     arn = new_secret(cluster, "rotated/random", lam)
     double_promotions = violations = 0
     started = time.time()
-    for round_ in range(5):
-        assert time.time() - started < 240, "the randomized run is bounded in time"
+    rounds = int(os.environ.get("BATON_NODES_ROUNDS", 5))
+    for round_ in range(rounds):
+        assert time.time() - started < 60 * rounds, "the randomized run is bounded in time"
         stages = cluster.live()[0].client().describe_secret(SecretId=arn)["VersionIdsToStages"]
         old_version = next(v for v, l in stages.items() if "AWSCURRENT" in l)
         new = start_rotation(cluster, arn, lam, node=rng.choice(cluster.live()))

@@ -5,7 +5,7 @@ use baton_iam::{Policy, PolicyError, PolicyKind};
 use baton_proto as p;
 use baton_store::{AccessKeyRecord, PrincipalPolicyRecord, PrincipalRecord, StoreError};
 
-use crate::authz::{PrincipalKind, principal_arn};
+use crate::authz::{PrincipalKind, Target, principal_arn};
 use crate::ops::{length_error, required, seconds};
 use crate::state::{ALPHABET_KEY, ALPHABET_UPPER_DIGITS, access_key_aad, now_ms, random_chars};
 use crate::{ApiError, Baton, Caller};
@@ -52,6 +52,38 @@ impl Baton {
         }
     }
 
+    /// Checks the caller's action on one principal, whose ARN is the resource: a policy can
+    /// allow managing `user/team-*` and nobody else (the administrator is `…:root`). A name
+    /// that does not exist is checked on the ARN of a user of that name, so the denial reads
+    /// the same either way.
+    async fn authorize_principal(
+        &self,
+        caller: &Caller,
+        name: &str,
+        kind_if_new: Option<PrincipalKind>,
+    ) -> Result<Option<PrincipalRecord>, ApiError> {
+        let record = self.store.find_principal(name).await?;
+        let kind = record
+            .as_ref()
+            .and_then(|r| PrincipalKind::parse(&r.kind))
+            .or(kind_if_new)
+            .unwrap_or(PrincipalKind::User);
+        let arn = principal_arn(&self.account_id, kind, name);
+        self.authorize(
+            caller,
+            Target {
+                action: &caller.action,
+                arn: &arn,
+                // The name as given: the ARN would tell a user from a service, and so that the
+                // principal exists.
+                shown: name,
+                resource_policy: None,
+                tags: &[],
+            },
+        )?;
+        Ok(record)
+    }
+
     /// Creates the administrator principal if it does not exist yet (first start, or a
     /// database from before principals).
     pub(crate) async fn ensure_admin_principal(&self) -> Result<(), ApiError> {
@@ -68,6 +100,7 @@ impl Baton {
 
     pub async fn create_principal(
         &self,
+        caller: &Caller,
         req: p::CreatePrincipalRequest,
     ) -> Result<p::CreatePrincipalResponse, ApiError> {
         let name = required(&req.name, "name")?;
@@ -82,6 +115,7 @@ impl Baton {
                 )));
             }
         };
+        self.authorize_principal(caller, name, Some(kind)).await?;
         let record = PrincipalRecord {
             name: name.to_owned(),
             kind: kind.as_str().to_owned(),
@@ -124,6 +158,7 @@ impl Baton {
         req: p::PrincipalNameRequest,
     ) -> Result<p::Empty, ApiError> {
         let name = required(&req.principal_name, "principalName")?;
+        self.authorize_principal(caller, name, None).await?;
         if name == ADMIN_PRINCIPAL || name == caller.principal.name {
             return Err(ApiError::InvalidRequest(format!(
                 "You can't delete the principal {name}: it is the administrator or yourself, and \
@@ -139,9 +174,11 @@ impl Baton {
 
     pub async fn put_principal_policy(
         &self,
+        caller: &Caller,
         req: p::PutPrincipalPolicyRequest,
     ) -> Result<p::Empty, ApiError> {
         let principal = required(&req.principal_name, "principalName")?;
+        self.authorize_principal(caller, principal, None).await?;
         let policy_name = required(&req.policy_name, "policyName")?;
         check_name(policy_name, "policyName", 128)?;
         let document = required(&req.policy_document, "policyDocument")?;
@@ -194,9 +231,11 @@ impl Baton {
 
     pub async fn get_principal_policy(
         &self,
+        caller: &Caller,
         req: p::PrincipalPolicyRequest,
     ) -> Result<p::GetPrincipalPolicyResponse, ApiError> {
         let principal = required(&req.principal_name, "principalName")?;
+        self.authorize_principal(caller, principal, None).await?;
         let policy_name = required(&req.policy_name, "policyName")?;
         let found = self
             .store
@@ -218,9 +257,11 @@ impl Baton {
 
     pub async fn delete_principal_policy(
         &self,
+        caller: &Caller,
         req: p::PrincipalPolicyRequest,
     ) -> Result<p::Empty, ApiError> {
         let principal = required(&req.principal_name, "principalName")?;
+        self.authorize_principal(caller, principal, None).await?;
         let policy_name = required(&req.policy_name, "policyName")?;
         if !self
             .store
@@ -237,6 +278,7 @@ impl Baton {
 
     pub async fn create_access_key(
         &self,
+        caller: &Caller,
         req: p::CreateAccessKeyRequest,
     ) -> Result<p::CreateAccessKeyResponse, ApiError> {
         let principal = req
@@ -244,7 +286,11 @@ impl Baton {
             .clone()
             .or(req.user_name.clone())
             .ok_or_else(|| ApiError::missing("principalName"))?;
-        if self.store.find_principal(&principal).await?.is_none() {
+        if self
+            .authorize_principal(caller, &principal, None)
+            .await?
+            .is_none()
+        {
             return Err(no_such_principal(&principal));
         }
         let (record, secret) = self.issue_access_key(&principal, None).await?;
@@ -263,8 +309,13 @@ impl Baton {
 
     pub async fn list_access_keys(
         &self,
+        caller: &Caller,
         req: p::ListAccessKeysRequest,
     ) -> Result<p::ListAccessKeysResponse, ApiError> {
+        match &req.principal_name {
+            Some(name) => drop(self.authorize_principal(caller, name, None).await?),
+            None => self.authorize(caller, Target::global(&caller.action))?,
+        }
         let keys = self.store.list_access_keys().await?;
         Ok(p::ListAccessKeysResponse {
             access_keys: Some(
@@ -288,15 +339,19 @@ impl Baton {
 
     pub async fn delete_access_key(
         &self,
+        caller: &Caller,
         req: p::DeleteAccessKeyRequest,
     ) -> Result<p::Empty, ApiError> {
         let id = required(&req.access_key_id, "accessKeyId")?;
         let keys = self.store.list_access_keys().await?;
         let Some(key) = keys.iter().find(|k| k.access_key_id == id) else {
+            self.authorize(caller, Target::global(&caller.action))?;
             return Err(ApiError::ResourceNotFound(format!(
                 "Baton has no access key {id}."
             )));
         };
+        self.authorize_principal(caller, &key.user_name, None)
+            .await?;
         let admin_keys = keys
             .iter()
             .filter(|k| k.user_name == ADMIN_PRINCIPAL)

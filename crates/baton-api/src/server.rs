@@ -580,8 +580,9 @@ const OPERATIONS: &[&str] = &[
     "baton.VerifyAuditLog",
 ];
 
-/// Operations that act on no one secret: checked against resource `*` before they run. Every
-/// other operation is checked on its secret when it looks the secret up.
+/// Operations that act on no one secret or principal: checked against resource `*` before they
+/// run. Every other operation is checked on its secret when it looks the secret up, or on its
+/// principal's ARN (`principals.rs`).
 const GLOBAL_OPERATIONS: &[&str] = &[
     "secretsmanager.ListSecrets",
     "secretsmanager.GetRandomPassword",
@@ -595,15 +596,7 @@ const GLOBAL_OPERATIONS: &[&str] = &[
     "baton.CreateRotator",
     "baton.ListRotators",
     "baton.DeleteRotator",
-    "baton.CreateAccessKey",
-    "baton.ListAccessKeys",
-    "baton.DeleteAccessKey",
-    "baton.CreatePrincipal",
     "baton.ListPrincipals",
-    "baton.DeletePrincipal",
-    "baton.PutPrincipalPolicy",
-    "baton.GetPrincipalPolicy",
-    "baton.DeletePrincipalPolicy",
     "baton.GetSessionToken",
     "baton.ListAuditEntries",
     "baton.VerifyAuditLog",
@@ -912,21 +905,15 @@ async fn serve_operation(
         "baton.CreateRotator" => to_json(&baton.create_rotator(parse(body, target)?).await?),
         "baton.ListRotators" => to_json(&baton.list_rotators().await?),
         "baton.DeleteRotator" => to_json(&baton.delete_rotator(parse(body, target)?).await?),
-        "baton.CreateAccessKey" => to_json(&baton.create_access_key(parse(body, target)?).await?),
-        "baton.ListAccessKeys" => to_json(&baton.list_access_keys(parse(body, target)?).await?),
-        "baton.DeleteAccessKey" => to_json(&baton.delete_access_key(parse(body, target)?).await?),
-        "baton.CreatePrincipal" => to_json(&baton.create_principal(parse(body, target)?).await?),
+        "baton.CreateAccessKey" => op!(create_access_key),
+        "baton.ListAccessKeys" => op!(list_access_keys),
+        "baton.DeleteAccessKey" => op!(delete_access_key),
+        "baton.CreatePrincipal" => op!(create_principal),
         "baton.ListPrincipals" => to_json(&baton.list_principals().await?),
         "baton.DeletePrincipal" => op!(delete_principal),
-        "baton.PutPrincipalPolicy" => {
-            to_json(&baton.put_principal_policy(parse(body, target)?).await?)
-        }
-        "baton.GetPrincipalPolicy" => {
-            to_json(&baton.get_principal_policy(parse(body, target)?).await?)
-        }
-        "baton.DeletePrincipalPolicy" => {
-            to_json(&baton.delete_principal_policy(parse(body, target)?).await?)
-        }
+        "baton.PutPrincipalPolicy" => op!(put_principal_policy),
+        "baton.GetPrincipalPolicy" => op!(get_principal_policy),
+        "baton.DeletePrincipalPolicy" => op!(delete_principal_policy),
         "baton.GetSessionToken" => op!(get_session_token),
         "baton.ListAuditEntries" => to_json(&baton.list_audit_entries(parse(body, target)?).await?),
         "baton.VerifyAuditLog" => to_json(&baton.verify_audit_log(parse(body, target)?).await?),
