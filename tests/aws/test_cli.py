@@ -143,3 +143,19 @@ def test_cli_errors_name_the_problem(server):
     assert out.returncode == 1 and "could not reach Baton at http://127.0.0.1:1" in out.stderr
     out = baton(server, "secret", "put", "x", check=False)
     assert out.returncode == 1 and "--value-file" in out.stderr
+
+
+def test_session_credentials_from_the_cli_work_with_the_cli(server):
+    """`baton admin session-token` prints shell exports; the CLI signs with them, token and all."""
+    exports = baton(server, "admin", "session-token", "--duration-seconds", "900").stdout
+    creds = dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines()
+                 if line.startswith("export "))
+    assert set(creds) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+    from conftest import remember_sensitive
+    remember_sensitive({"SecretAccessKey": creds["AWS_SECRET_ACCESS_KEY"],
+                        "SessionToken": creds["AWS_SESSION_TOKEN"]})
+    env = env_for(server, creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"])
+    without_token = baton(server, "secret", "list", env=env, check=False)
+    assert without_token.returncode == 1 and "UnrecognizedClientException" in without_token.stderr
+    env["AWS_SESSION_TOKEN"] = creds["AWS_SESSION_TOKEN"]
+    assert baton(server, "secret", "list", env=env).returncode == 0
