@@ -291,7 +291,9 @@ def test_session_credentials_carry_the_principal_rights_and_need_their_token(wor
     with pytest.raises(ClientError) as e:
         sm.get_secret_value(SecretId=world.secrets["other/x"])
     assert e.value.response["Error"]["Code"] == "AccessDeniedException"
-    for token in [None, creds["SessionToken"][:-1] + "x"]:
+    token = creds["SessionToken"]
+    altered = token[:-1] + ("x" if token[-1] != "x" else "y")
+    for token in [None, altered]:
         with pytest.raises(ClientError) as e:
             client(token).get_secret_value(SecretId=world.secrets["app/db"])
         assert e.value.response["Error"]["Code"] == "UnrecognizedClientException"
@@ -437,3 +439,16 @@ def test_managing_principals_is_checked_on_the_principal(world):
         status, out = call("baton.CreateAccessKey", {"PrincipalName": name})
         answers.append((status, out["__type"], (out.get("Message") or out.get("message")).replace(name, "NAME")))
     assert answers[0] == answers[1], answers
+
+
+def test_an_empty_report_needs_no_permission_and_a_report_on_a_secret_does(world):
+    key_id, secret, _ = world.keys["nothing"]
+    body = {"Application": "app", "InstanceId": "i-1", "LeaseSeconds": 30}
+    status, out = awsraw.call(world.server, "baton.ReportConsumer", {**body, "Holdings": []},
+                              access_key=key_id, secret_key=secret)
+    assert status == 200, out
+    status, out = awsraw.call(world.server, "baton.ReportConsumer",
+                              {**body, "Holdings": [{"SecretId": world.secrets["app/db"],
+                                                     "AcceptedVersionIds": []}]},
+                              access_key=key_id, secret_key=secret)
+    assert (status, out["__type"]) == (400, "AccessDeniedException"), out

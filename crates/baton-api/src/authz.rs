@@ -360,6 +360,13 @@ impl Baton {
         }
     }
 
+    /// Notes that a request that names nothing to act on (an empty report) needed no check:
+    /// a deliberate decision, unlike an operation that forgot its check.
+    pub(crate) fn nothing_to_authorize(&self, caller: &Caller, why: &str) {
+        let mut note = caller.note.lock().unwrap_or_else(|e| e.into_inner());
+        note.record("-", why.to_owned(), false);
+    }
+
     /// Checks the caller's action on a secret, found or not. For a secret that does not exist
     /// the check runs against the ARN its name would have, so that a caller who may not see a
     /// secret is denied whether or not it exists.

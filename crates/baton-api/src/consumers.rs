@@ -149,6 +149,10 @@ impl Baton {
         let (application, instance_id) = identity(&req.application, &req.instance_id)?;
         let lease = lease_ms(req.lease_seconds)?;
         let holdings = req.holdings.unwrap_or_default();
+        if holdings.is_empty() {
+            // Only a lease renewal for no secret: nothing is read or written.
+            self.nothing_to_authorize(caller, "an empty report acts on no secret");
+        }
         if holdings.len() > HOLDINGS_MAX {
             return Err(ApiError::InvalidParameter(format!(
                 "A report may name at most {HOLDINGS_MAX} secrets; it named {}.",
