@@ -170,6 +170,19 @@ def start_rotation(cluster, arn, lam, node=None):
     return sm.rotate_secret(SecretId=arn, RotationLambdaARN=lam)["VersionId"]
 
 
+def rotation_inside_its_slow_step(cluster, name):
+    """Starts a rotation through the slow rotator and returns once the node driving it is
+    0.5 s into its createSecret step: (arn, new version, old version, lease holder, token)."""
+    lam = slow_rotator(cluster, f"slow-{name}")
+    arn = new_secret(cluster, f"rotated/{name}", lam)
+    stages = cluster.nodes[0].client().describe_secret(SecretId=arn)["VersionIdsToStages"]
+    old_version = next(v for v, labels in stages.items() if "AWSCURRENT" in labels)
+    new = start_rotation(cluster, arn, lam)
+    holder, token, _ = cluster.wait_for_live_lease(arn)
+    time.sleep(0.5)
+    return arn, new, old_version, holder, token
+
+
 def test_every_node_is_ready_and_reads_its_own_and_others_writes(cluster):
     for node in cluster.nodes:
         with urllib.request.urlopen(f"{node.endpoint}/ready", timeout=5) as r:
@@ -211,14 +224,8 @@ def test_a_watcher_on_node_3_sees_a_promotion_made_on_node_1(cluster):
 
 
 def test_killing_the_driving_node_hands_the_rotation_to_another(cluster):
-    lam = slow_rotator(cluster, "slow-kill")
-    arn = new_secret(cluster, "rotated/kill", lam)
-    old = cluster.nodes[0].client().describe_secret(SecretId=arn)["VersionIdsToStages"]
-    old_version = next(v for v, l in old.items() if "AWSCURRENT" in l)
-    new = start_rotation(cluster, arn, lam)
-    holder, token, _ = cluster.wait_for_live_lease(arn)
+    arn, new, old_version, holder, token = rotation_inside_its_slow_step(cluster, "kill")
     victim = cluster.node(holder)
-    time.sleep(0.5)  # inside its slow createSecret step
     killed_at = time.time()
     cluster.kill(victim)
     r = wait_succeeded(cluster, arn)
@@ -232,14 +239,8 @@ def test_killing_the_driving_node_hands_the_rotation_to_another(cluster):
 
 
 def test_a_node_paused_past_its_lease_writes_nothing_stale(cluster):
-    lam = slow_rotator(cluster, "slow-pause")
-    arn = new_secret(cluster, "rotated/pause", lam)
-    old = cluster.nodes[0].client().describe_secret(SecretId=arn)["VersionIdsToStages"]
-    old_version = next(v for v, l in old.items() if "AWSCURRENT" in l)
-    new = start_rotation(cluster, arn, lam)
-    holder, token, _ = cluster.wait_for_live_lease(arn)
+    arn, new, old_version, holder, _ = rotation_inside_its_slow_step(cluster, "pause")
     sleeper = cluster.node(holder)
-    time.sleep(0.5)
     cluster.pause(sleeper)
     wait_succeeded(cluster, arn)
     check_invariants(cluster, arn, new, old_version)

@@ -523,83 +523,76 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     )
 }
 
-/// The operations served, used as the metrics label; anything else is labelled "unknown".
-const OPERATIONS: &[&str] = &[
-    "secretsmanager.CreateSecret",
-    "secretsmanager.DescribeSecret",
-    "secretsmanager.GetSecretValue",
-    "secretsmanager.BatchGetSecretValue",
-    "secretsmanager.PutSecretValue",
-    "secretsmanager.UpdateSecret",
-    "secretsmanager.UpdateSecretVersionStage",
-    "secretsmanager.ListSecrets",
-    "secretsmanager.ListSecretVersionIds",
-    "secretsmanager.DeleteSecret",
-    "secretsmanager.RestoreSecret",
-    "secretsmanager.TagResource",
-    "secretsmanager.UntagResource",
-    "secretsmanager.GetRandomPassword",
-    "secretsmanager.PutResourcePolicy",
-    "secretsmanager.GetResourcePolicy",
-    "secretsmanager.DeleteResourcePolicy",
-    "secretsmanager.ValidateResourcePolicy",
-    "secretsmanager.RotateSecret",
-    "secretsmanager.CancelRotateSecret",
-    "secretsmanager.ReplicateSecretToRegions",
-    "secretsmanager.RemoveRegionsFromReplication",
-    "secretsmanager.StopReplicationToReplica",
-    "baton.UpdateSecretVersionStages",
-    "baton.GetSecretKeyring",
-    "baton.ReportConsumer",
-    "baton.ListConsumers",
-    "baton.WatchSecrets",
-    "baton.ListEvents",
-    "baton.CreateSubscription",
-    "baton.ListSubscriptions",
-    "baton.DeleteSubscription",
-    "baton.ListDeadLetters",
-    "baton.RedeliverDeadLetters",
-    "baton.PutRotationPolicy",
-    "baton.DescribeRotation",
-    "baton.ResumeRotation",
-    "baton.ListRotations",
-    "baton.CreateRotator",
-    "baton.ListRotators",
-    "baton.DeleteRotator",
-    "baton.CreateAccessKey",
-    "baton.ListAccessKeys",
-    "baton.DeleteAccessKey",
-    "baton.CreatePrincipal",
-    "baton.ListPrincipals",
-    "baton.DeletePrincipal",
-    "baton.PutPrincipalPolicy",
-    "baton.GetPrincipalPolicy",
-    "baton.DeletePrincipalPolicy",
-    "baton.GetSessionToken",
-    "baton.ListAuditEntries",
-    "baton.VerifyAuditLog",
-];
+/// Where an operation's authorization happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Against resource `*`, in `dispatch`, before it runs: it acts on no one secret or
+    /// principal.
+    OnStar,
+    /// By the operation itself, on the secret it looks up (`locate`) or the principal it acts
+    /// on (`principals.rs`).
+    Itself,
+}
 
-/// Operations that act on no one secret or principal: checked against resource `*` before they
-/// run. Every other operation is checked on its secret when it looks the secret up, or on its
-/// principal's ARN (`principals.rs`).
-const GLOBAL_OPERATIONS: &[&str] = &[
-    "secretsmanager.ListSecrets",
-    "secretsmanager.GetRandomPassword",
-    "secretsmanager.BatchGetSecretValue",
-    "baton.ListEvents",
-    "baton.CreateSubscription",
-    "baton.ListSubscriptions",
-    "baton.DeleteSubscription",
-    "baton.ListDeadLetters",
-    "baton.RedeliverDeadLetters",
-    "baton.CreateRotator",
-    "baton.ListRotators",
-    "baton.DeleteRotator",
-    "baton.ListPrincipals",
-    "baton.GetSessionToken",
-    "baton.ListAuditEntries",
-    "baton.VerifyAuditLog",
+/// The operations served (their names are the metrics label; anything else is "unknown"), and
+/// where each is authorized.
+const OPERATIONS: &[(&str, Checked)] = &[
+    ("secretsmanager.CreateSecret", Checked::Itself),
+    ("secretsmanager.DescribeSecret", Checked::Itself),
+    ("secretsmanager.GetSecretValue", Checked::Itself),
+    ("secretsmanager.BatchGetSecretValue", Checked::OnStar),
+    ("secretsmanager.PutSecretValue", Checked::Itself),
+    ("secretsmanager.UpdateSecret", Checked::Itself),
+    ("secretsmanager.UpdateSecretVersionStage", Checked::Itself),
+    ("secretsmanager.ListSecrets", Checked::OnStar),
+    ("secretsmanager.ListSecretVersionIds", Checked::Itself),
+    ("secretsmanager.DeleteSecret", Checked::Itself),
+    ("secretsmanager.RestoreSecret", Checked::Itself),
+    ("secretsmanager.TagResource", Checked::Itself),
+    ("secretsmanager.UntagResource", Checked::Itself),
+    ("secretsmanager.GetRandomPassword", Checked::OnStar),
+    ("secretsmanager.PutResourcePolicy", Checked::Itself),
+    ("secretsmanager.GetResourcePolicy", Checked::Itself),
+    ("secretsmanager.DeleteResourcePolicy", Checked::Itself),
+    ("secretsmanager.ValidateResourcePolicy", Checked::Itself),
+    ("secretsmanager.RotateSecret", Checked::Itself),
+    ("secretsmanager.CancelRotateSecret", Checked::Itself),
+    ("secretsmanager.ReplicateSecretToRegions", Checked::Itself),
+    (
+        "secretsmanager.RemoveRegionsFromReplication",
+        Checked::Itself,
+    ),
+    ("secretsmanager.StopReplicationToReplica", Checked::Itself),
+    ("baton.UpdateSecretVersionStages", Checked::Itself),
+    ("baton.GetSecretKeyring", Checked::Itself),
+    ("baton.ReportConsumer", Checked::Itself),
+    ("baton.ListConsumers", Checked::Itself),
+    ("baton.WatchSecrets", Checked::Itself),
+    ("baton.ListEvents", Checked::OnStar),
+    ("baton.CreateSubscription", Checked::OnStar),
+    ("baton.ListSubscriptions", Checked::OnStar),
+    ("baton.DeleteSubscription", Checked::OnStar),
+    ("baton.ListDeadLetters", Checked::OnStar),
+    ("baton.RedeliverDeadLetters", Checked::OnStar),
+    ("baton.PutRotationPolicy", Checked::Itself),
+    ("baton.DescribeRotation", Checked::Itself),
+    ("baton.ResumeRotation", Checked::Itself),
+    ("baton.ListRotations", Checked::Itself),
+    ("baton.CreateRotator", Checked::OnStar),
+    ("baton.ListRotators", Checked::OnStar),
+    ("baton.DeleteRotator", Checked::OnStar),
+    ("baton.CreateAccessKey", Checked::Itself),
+    ("baton.ListAccessKeys", Checked::Itself),
+    ("baton.DeleteAccessKey", Checked::Itself),
+    ("baton.CreatePrincipal", Checked::Itself),
+    ("baton.ListPrincipals", Checked::OnStar),
+    ("baton.DeletePrincipal", Checked::Itself),
+    ("baton.PutPrincipalPolicy", Checked::Itself),
+    ("baton.GetPrincipalPolicy", Checked::Itself),
+    ("baton.DeletePrincipalPolicy", Checked::Itself),
+    ("baton.GetSessionToken", Checked::OnStar),
+    ("baton.ListAuditEntries", Checked::OnStar),
+    ("baton.VerifyAuditLog", Checked::OnStar),
 ];
 
 /// The TCP connection a request came on.
@@ -642,8 +635,8 @@ async fn api(
         .to_owned();
     let operation: &'static str = OPERATIONS
         .iter()
-        .find(|op| **op == target)
-        .copied()
+        .find(|(op, _)| *op == target)
+        .map(|(op, _)| *op)
         .unwrap_or("unknown");
     let mut seen = Seen::default();
     let result = match body {
@@ -821,7 +814,7 @@ async fn dispatch(
     seen.principal.clone_from(&caller.principal.arn);
     seen.action.clone_from(&caller.action);
     seen.note = Some(caller.note.clone());
-    if !OPERATIONS.contains(&target) {
+    let Some(&(_, checked)) = OPERATIONS.iter().find(|(op, _)| *op == target) else {
         return Err(if target.is_empty() {
             ApiError::UnknownOperation(
                 "The request has no X-Amz-Target header naming the operation.".to_owned(),
@@ -829,8 +822,8 @@ async fn dispatch(
         } else {
             ApiError::UnknownOperation(format!("Baton does not support the operation {target}."))
         });
-    }
-    if GLOBAL_OPERATIONS.contains(&target) {
+    };
+    if checked == Checked::OnStar {
         baton.authorize(&caller, crate::authz::Target::global(&caller.action))?;
     }
     let result = serve_operation(baton, &caller, body, target).await;

@@ -260,3 +260,57 @@ pub fn signed_post_as(
     let (parts, body) = request.into_parts();
     Ok(http::Request::from_parts(parts, Bytes::from(body)))
 }
+
+/// Warms up every case, runs `rounds` rounds in which the cases alternate (each case's
+/// templates spread over its connections), prints each round, then each case's median
+/// throughput with its spread, its median p50, and its per-round median ratio to case 0 and to
+/// case `baseline` (named `baseline_name`). Fails if a warm-up has errors.
+pub fn alternate_cases(
+    rt: &tokio::runtime::Runtime,
+    cases: &[(&str, Vec<http::Request<Bytes>>)],
+    concurrency: usize,
+    rounds: usize,
+    seconds: u64,
+    (baseline, baseline_name): (usize, &str),
+) -> anyhow::Result<Vec<Vec<RoundResult>>> {
+    for (name, templates) in cases {
+        let warm = load_spread(rt, templates, concurrency, Duration::from_secs(1));
+        anyhow::ensure!(
+            warm.errors == 0 && warm.requests_per_second > 0.0,
+            "{name}: the warm-up failed ({} errors)",
+            warm.errors
+        );
+    }
+    let width = cases.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let mut results: Vec<Vec<RoundResult>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for (i, (name, templates)) in cases.iter().enumerate() {
+            let r = load_spread(rt, templates, concurrency, Duration::from_secs(seconds));
+            println!(
+                "  round {}: {name:<width$} {:>8.0} req/s p50 {:>6} µs p99 {:>6} µs errors {}",
+                round + 1,
+                r.requests_per_second,
+                r.p50_us,
+                r.p99_us,
+                r.errors
+            );
+            results[i].push(r);
+        }
+    }
+    println!();
+    let rps = |i: usize| -> Vec<f64> { results[i].iter().map(|r| r.requests_per_second).collect() };
+    let ratio = |i: usize, j: usize| {
+        median_and_spread(rps(i).iter().zip(rps(j)).map(|(a, b)| a / b).collect()).0
+    };
+    for (i, (name, _)) in cases.iter().enumerate() {
+        let (median, low, high) = median_and_spread(rps(i));
+        let (p50, _, _) = median_and_spread(results[i].iter().map(|r| r.p50_us as f64).collect());
+        println!(
+            "{name:<width$} median {median:>8.0} req/s [{low:.0}..{high:.0}]  p50 {p50:>5.0} µs  vs {} {:.2}  vs {baseline_name} {:.2}",
+            cases[0].0,
+            ratio(i, 0),
+            ratio(i, baseline)
+        );
+    }
+    Ok(results)
+}

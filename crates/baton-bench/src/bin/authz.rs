@@ -10,12 +10,10 @@
 //!
 //! Run: `cargo run --release -p baton-bench --bin authz-bench -- [--rounds N] [--seconds S]`
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use baton_bench::{
-    RoundResult, admin_client, load, median_and_spread, runtime, signed_post, signed_post_as,
-    start_baton_with, start_reference,
+    admin_client, alternate_cases, runtime, signed_post, signed_post_as, start_baton_with,
+    start_reference,
 };
 use bytes::Bytes;
 use serde_json::json;
@@ -104,65 +102,31 @@ fn main() -> anyhow::Result<()> {
     let reference_addr =
         start_reference(&reference_rt, Bytes::from(serde_json::to_vec(&response)?))?;
     let target = "secretsmanager.GetSecretValue";
-    let cases: Vec<(&str, http::Request<Bytes>)> = vec![
+    let cases: Vec<(&str, Vec<http::Request<Bytes>>)> = vec![
         (
             "reference (bare hyper)",
-            signed_post(reference_addr, target, &body)?,
+            vec![signed_post(reference_addr, target, &body)?],
         ),
-        ("admin, audit required", signed_post(addr, target, &body)?),
+        (
+            "admin, audit required",
+            vec![signed_post(addr, target, &body)?],
+        ),
         (
             "1 policy, audit required",
-            signed_post_as(addr, target, &body, &one.0, &one.1)?,
+            vec![signed_post_as(addr, target, &body, &one.0, &one.1)?],
         ),
         (
             "50 policies, audit required",
-            signed_post_as(addr, target, &body, &fifty.0, &fifty.1)?,
+            vec![signed_post_as(addr, target, &body, &fifty.0, &fifty.1)?],
         ),
         (
             "admin, audit best-effort",
-            signed_post(best_effort_addr, target, &body)?,
+            vec![signed_post(best_effort_addr, target, &body)?],
         ),
     ];
-    for (name, request) in &cases {
-        let warm = load(&load_rt, request, CONCURRENCY, Duration::from_secs(1));
-        anyhow::ensure!(
-            warm.errors == 0 && warm.requests_per_second > 0.0,
-            "{name}: the warm-up failed ({} errors); is the policy right?",
-            warm.errors
-        );
-    }
     println!(
         "GetSecretValue, 256-byte value, concurrency {CONCURRENCY}, {rounds} rounds of {seconds} s, cases alternating"
     );
-    let mut results: Vec<Vec<RoundResult>> = vec![Vec::new(); cases.len()];
-    for round in 0..rounds {
-        for (i, (name, request)) in cases.iter().enumerate() {
-            let r = load(&load_rt, request, CONCURRENCY, Duration::from_secs(seconds));
-            println!(
-                "  round {}: {name:<28} {:>8.0} req/s p50 {:>6} µs p99 {:>6} µs errors {}",
-                round + 1,
-                r.requests_per_second,
-                r.p50_us,
-                r.p99_us,
-                r.errors
-            );
-            results[i].push(r);
-        }
-    }
-    println!();
-    let admin_rps: Vec<f64> = results[1].iter().map(|r| r.requests_per_second).collect();
-    for (i, (name, _)) in cases.iter().enumerate() {
-        let rps: Vec<f64> = results[i].iter().map(|r| r.requests_per_second).collect();
-        let (median, low, high) = median_and_spread(rps.clone());
-        let (p50, _, _) = median_and_spread(results[i].iter().map(|r| r.p50_us as f64).collect());
-        let reference: Vec<f64> = results[0].iter().map(|r| r.requests_per_second).collect();
-        let ratio_ref =
-            median_and_spread(rps.iter().zip(&reference).map(|(a, b)| a / b).collect()).0;
-        let ratio_admin =
-            median_and_spread(rps.iter().zip(&admin_rps).map(|(a, b)| a / b).collect()).0;
-        println!(
-            "{name:<28} median {median:>8.0} req/s [{low:.0}..{high:.0}]  p50 {p50:>5.0} µs  vs reference {ratio_ref:.2}  vs admin {ratio_admin:.2}"
-        );
-    }
+    alternate_cases(&load_rt, &cases, CONCURRENCY, rounds, seconds, (1, "admin"))?;
     Ok(())
 }

@@ -11,12 +11,10 @@
 //!
 //! Run: `cargo run --release -p baton-bench --bin nodes-bench -- --database-url URL [--rounds N] [--seconds S] [--audit required|best-effort]`
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use baton_bench::{
-    ACCESS_KEY_ID, RoundResult, SECRET_ACCESS_KEY, admin_client, load_spread, median_and_spread,
-    runtime, signed_post, start_options, start_reference,
+    ACCESS_KEY_ID, SECRET_ACCESS_KEY, admin_client, alternate_cases, runtime, signed_post,
+    start_options, start_reference,
 };
 use bytes::Bytes;
 use serde_json::json;
@@ -127,58 +125,9 @@ fn run(
             nodes.iter().map(|&a| get(a)).collect::<Result<_, _>>()?,
         ),
     ];
-    for (name, templates) in &cases {
-        let warm = load_spread(load_rt, templates, CONCURRENCY, Duration::from_secs(1));
-        anyhow::ensure!(
-            warm.errors == 0,
-            "{name}: {} errors in the warm-up",
-            warm.errors
-        );
-    }
     println!(
         "GetSecretValue, 256-byte value, concurrency {CONCURRENCY} spread over the nodes, audit {audit:?}, {rounds} rounds of {seconds} s, cases alternating"
     );
-    let mut results: Vec<Vec<RoundResult>> = vec![Vec::new(); cases.len()];
-    for round in 0..rounds {
-        for (i, (name, templates)) in cases.iter().enumerate() {
-            let r = load_spread(
-                load_rt,
-                templates,
-                CONCURRENCY,
-                Duration::from_secs(seconds),
-            );
-            println!(
-                "  round {}: {name:<24} {:>8.0} req/s p50 {:>6} µs p99 {:>6} µs errors {}",
-                round + 1,
-                r.requests_per_second,
-                r.p50_us,
-                r.p99_us,
-                r.errors
-            );
-            results[i].push(r);
-        }
-    }
-    println!();
-    let per_round =
-        |i: usize| -> Vec<f64> { results[i].iter().map(|r| r.requests_per_second).collect() };
-    for (i, (name, _)) in cases.iter().enumerate() {
-        let (median, low, high) = median_and_spread(per_round(i));
-        let (p50, _, _) = median_and_spread(results[i].iter().map(|r| r.p50_us as f64).collect());
-        let ratio = |j: usize| {
-            median_and_spread(
-                per_round(i)
-                    .iter()
-                    .zip(per_round(j))
-                    .map(|(a, b)| a / b)
-                    .collect(),
-            )
-            .0
-        };
-        println!(
-            "{name:<24} median {median:>8.0} req/s [{low:.0}..{high:.0}]  p50 {p50:>5.0} µs  vs reference {:.2}  vs SQLite {:.2}",
-            ratio(0),
-            ratio(1)
-        );
-    }
+    alternate_cases(load_rt, &cases, CONCURRENCY, rounds, seconds, (1, "SQLite"))?;
     Ok(())
 }
