@@ -33,7 +33,8 @@ SECRET_ACCESS_KEY = "test-bootstrap-secret-access-key-0123456789"
 # token that passes through a client in this run is remembered; when the run ends, every
 # server log, audit file, audit dump and SQLite file of the run is scanned for each of them.
 
-SENSITIVE_MEMBERS = {"SecretString", "SecretBinary", "RandomPassword", "SecretAccessKey", "SessionToken"}
+SENSITIVE_MEMBERS = {"SecretString", "SecretBinary", "RandomPassword", "SecretAccessKey", "SessionToken",
+                     "Plaintext", "PrivateKeyPlaintext"}
 SENSITIVE_MIN_LEN = 8
 SENSITIVE = set()
 SCANNED_FILES = []

@@ -149,6 +149,17 @@ pub(crate) struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
+    /// A resource with no policy or tags of its own, named by its ARN.
+    pub fn named(action: &'a str, arn: &'a str) -> Self {
+        Target {
+            action,
+            arn,
+            shown: arn,
+            resource_policy: None,
+            tags: &[],
+        }
+    }
+
     pub fn global(action: &'a str) -> Self {
         Target {
             action,

@@ -52,6 +52,37 @@ pub enum ApiError {
     /// The request ran past the server's time limit.
     #[error("{0}")]
     Timeout(String),
+    /// KMS: no key or alias by that name (`NotFoundException`).
+    #[error("{0}")]
+    KmsNotFound(String),
+    #[error("{0}")]
+    KmsDisabled(String),
+    #[error("{0}")]
+    KmsInvalidState(String),
+    #[error("{0}")]
+    KmsInvalidCiphertext(String),
+    #[error("{0}")]
+    KmsIncorrectKey(String),
+    #[error("{0}")]
+    KmsInvalidKeyUsage(String),
+    #[error("{0}")]
+    KmsInvalidSignature(String),
+    #[error("{0}")]
+    KmsInvalidMac(String),
+    #[error("{0}")]
+    KmsAlreadyExists(String),
+    #[error("{0}")]
+    KmsInvalidAliasName(String),
+    #[error("{0}")]
+    KmsUnsupportedOperation(String),
+    #[error("{0}")]
+    KmsInvalidMarker(String),
+    #[error("{0}")]
+    KmsTag(String),
+    #[error("{0}")]
+    KmsConflict(String),
+    #[error("{0}")]
+    KmsInvalidArn(String),
     /// A failure on Baton's side. The message is generic; details go to the log only.
     #[error("{0}")]
     Internal(String),
@@ -92,6 +123,21 @@ impl ApiError {
             }
             ApiError::PublicPolicy(_) => (bad, "PublicPolicyException", Upper),
             ApiError::PreconditionNotMet(_) => (bad, "PreconditionNotMetException", Upper),
+            ApiError::KmsNotFound(_) => (bad, "NotFoundException", Lower),
+            ApiError::KmsDisabled(_) => (bad, "DisabledException", Lower),
+            ApiError::KmsInvalidState(_) => (bad, "KMSInvalidStateException", Lower),
+            ApiError::KmsInvalidCiphertext(_) => (bad, "InvalidCiphertextException", Lower),
+            ApiError::KmsIncorrectKey(_) => (bad, "IncorrectKeyException", Lower),
+            ApiError::KmsInvalidKeyUsage(_) => (bad, "InvalidKeyUsageException", Lower),
+            ApiError::KmsInvalidSignature(_) => (bad, "KMSInvalidSignatureException", Lower),
+            ApiError::KmsInvalidMac(_) => (bad, "KMSInvalidMacException", Lower),
+            ApiError::KmsAlreadyExists(_) => (bad, "AlreadyExistsException", Lower),
+            ApiError::KmsInvalidAliasName(_) => (bad, "InvalidAliasNameException", Lower),
+            ApiError::KmsUnsupportedOperation(_) => (bad, "UnsupportedOperationException", Lower),
+            ApiError::KmsInvalidMarker(_) => (bad, "InvalidMarkerException", Lower),
+            ApiError::KmsTag(_) => (bad, "TagException", Lower),
+            ApiError::KmsConflict(_) => (bad, "ConflictException", Lower),
+            ApiError::KmsInvalidArn(_) => (bad, "InvalidArnException", Lower),
             ApiError::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLargeException",

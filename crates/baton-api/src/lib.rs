@@ -10,6 +10,7 @@ mod consumers;
 mod delivery;
 mod error;
 pub mod events;
+mod kms;
 mod ops;
 mod principals;
 mod server;

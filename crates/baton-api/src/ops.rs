@@ -29,7 +29,7 @@ const BATCH_IDS_MAX: usize = 20;
 const RECOVERY_WINDOW_DAYS_DEFAULT: i64 = 30;
 
 /// Whether a write changed the secret, so the caller knows whether to save it.
-enum Outcome<T> {
+pub(crate) enum Outcome<T> {
     Changed(T),
     Unchanged(T),
 }
@@ -397,7 +397,20 @@ impl Baton {
         }
     }
 
+    /// Finds a secret by name or ARN. A KMS key's keyring is not a secret here: the Secrets
+    /// Manager operations neither find nor read it.
     async fn find_located(&self, caller: &Caller, secret_id: &str) -> Result<Located, ApiError> {
+        match self.find_located_any(caller, secret_id).await {
+            Ok(located) if located.secret.key.is_some() => Err(ApiError::secret_not_found()),
+            other => other,
+        }
+    }
+
+    async fn find_located_any(
+        &self,
+        caller: &Caller,
+        secret_id: &str,
+    ) -> Result<Located, ApiError> {
         if secret_id.is_empty() {
             return Err(length_error("secretId", "greater than or equal to", 1));
         }
@@ -726,6 +739,7 @@ impl Baton {
             deletion: DeletionState::Active,
             versions: Vec::new(),
             revision: 0,
+            key: None,
             outbox: vec![],
         };
         secret.tag(tags, now)?;
@@ -1126,7 +1140,8 @@ impl Baton {
         let offset = decode_next_token(&req.next_token)?;
         let include_deleted = req.include_planned_deletion.unwrap_or(false);
         let (account, region) = (caller.account_id.as_str(), caller.region.as_str());
-        let primaries = self.store.list_secrets(account, region).await?;
+        let mut primaries = self.store.list_secrets(account, region).await?;
+        primaries.retain(|s| s.key.is_none());
         let replicated = self.store.list_replicated_into(account, region).await?;
         let mut secrets: Vec<Located> = primaries
             .into_iter()
@@ -1666,6 +1681,7 @@ impl Baton {
             caller,
             p::SecretIdRequest {
                 secret_id: Some(secret_id),
+                key_id: None,
             },
         )
         .await
@@ -1677,77 +1693,15 @@ impl Baton {
         caller: &Caller,
         req: p::PutRotationPolicyRequest,
     ) -> Result<p::DescribeRotationResponse, ApiError> {
-        const WEEK_SECONDS: i64 = 7 * 86_400;
-        let seconds_in =
-            |value: Option<i64>, member: &str, default_ms: i64| -> Result<i64, ApiError> {
-                match value {
-                    None => Ok(default_ms),
-                    Some(v) if (0..=WEEK_SECONDS).contains(&v) => Ok(v * 1000),
-                    Some(v) => Err(ApiError::InvalidParameter(format!(
-                        "{member} must be between 0 and {WEEK_SECONDS} seconds, got {v}."
-                    ))),
-                }
-            };
+        let policy = rotation_policy_from(&req)?;
+        if let Some(key_id) = &req.key_id {
+            return self.put_key_rotation_policy(caller, key_id, policy).await;
+        }
         let secret_id = required(&req.secret_id, "secretId")?.to_owned();
-        let defaults = baton_core::rotation::RotationPolicy::default();
-        let attempts = match req.max_attempts {
-            None => defaults.step_attempts_max,
-            Some(n) if (1..=100).contains(&n) => n as u32,
-            Some(n) => {
-                return Err(ApiError::InvalidParameter(format!(
-                    "MaxAttempts must be between 1 and 100, got {n}."
-                )));
-            }
-        };
-        let blackouts = req
-            .blackout_windows
-            .iter()
-            .flatten()
-            .map(|w| {
-                baton_core::rotation::Blackout::parse(w).ok_or_else(|| {
-                    ApiError::InvalidParameter(format!(
-                        "Blackout window '{w}' is invalid: use HH:MM-HH:MM in UTC, start and end \
-                         different (it may wrap past midnight)."
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let policy = baton_core::rotation::RotationPolicy {
-            propagation_delay_ms: seconds_in(
-                req.propagation_delay_seconds,
-                "PropagationDelaySeconds",
-                defaults.propagation_delay_ms,
-            )?,
-            gate_wait_max_ms: seconds_in(
-                req.max_gate_wait_seconds,
-                "MaxGateWaitSeconds",
-                defaults.gate_wait_max_ms,
-            )?,
-            retire_grace_ms: seconds_in(
-                req.retire_grace_seconds,
-                "RetireGraceSeconds",
-                defaults.retire_grace_ms,
-            )?,
-            step_attempts_max: attempts,
-            blackouts,
-            kill_sessions_after_max_wait: req.kill_sessions_after_max_wait.unwrap_or(false),
-            ..defaults
-        };
         let now = now_ms();
         self.update(caller, &secret_id, |secret, _| {
             secret.ensure_not_deleted()?;
-            secret.rotation_policy = Some(policy.clone());
-            if secret.rotation.next_rotation_at.is_some() {
-                // New blackouts may move the scheduled time.
-                let last = secret.rotation.last_rotated_at.unwrap_or(secret.created_at);
-                secret.rotation.next_rotation_at =
-                    baton_engine::plan_next_rotation(secret, last, now);
-            }
-            if let Some(state) = secret.rotation_state.as_mut() {
-                // The engine applies the new policy at its next drive.
-                state.machine.policy = policy.clone();
-                state.compute_due_at(now);
-            }
+            apply_rotation_policy(secret, &policy, now);
             Ok(Outcome::Changed(()))
         })
         .await?;
@@ -1760,45 +1714,14 @@ impl Baton {
         caller: &Caller,
         req: p::SecretIdRequest,
     ) -> Result<p::DescribeRotationResponse, ApiError> {
+        if let Some(key_id) = &req.key_id {
+            let key = self.key_for(caller, key_id, &caller.action).await?;
+            return Ok(rotation_description(key.secret.arn.clone(), &key.secret));
+        }
         let located = self
             .locate(caller, required(&req.secret_id, "secretId")?)
             .await?;
-        let arn = located.arn();
-        let secret = located.secret;
-        let policy = secret.rotation_policy.clone().unwrap_or_default();
-        let wire_policy = p::RotationPolicy {
-            propagation_delay_seconds: Some(policy.propagation_delay_ms / 1000),
-            max_gate_wait_seconds: Some(policy.gate_wait_max_ms / 1000),
-            retire_grace_seconds: Some(policy.retire_grace_ms / 1000),
-            max_attempts: Some(i64::from(policy.step_attempts_max)),
-            blackout_windows: Some(policy.blackouts.iter().map(ToString::to_string).collect()),
-            kill_sessions_after_max_wait: Some(policy.kill_sessions_after_max_wait),
-        };
-        let mut response = p::DescribeRotationResponse {
-            arn: Some(arn),
-            name: Some(secret.name.clone()),
-            policy: Some(wire_policy),
-            ..Default::default()
-        };
-        if let Some(state) = &secret.rotation_state {
-            use baton_core::rotation::Status;
-            let m = &state.machine;
-            let reason = match &m.status {
-                Status::Stopped { step, reason } => {
-                    Some(format!("step {} failed: {reason}", step.as_str()))
-                }
-                _ => None,
-            };
-            let status = status_name(&m.status);
-            response.phase = Some(m.phase.as_str().to_owned());
-            response.status = Some(status.to_owned());
-            response.status_reason = reason;
-            response.version_id = Some(m.version_id.clone());
-            response.old_version_id = m.old_version_id.clone();
-            response.next_wake_date = state.due_at.map(seconds);
-            response.timeline = Some(wire_timeline(state));
-        }
-        Ok(response)
+        Ok(rotation_description(located.arn(), &located.secret))
     }
 
     /// Baton's extension: a secret's rotations, newest first, each with its timeline.
@@ -2102,6 +2025,7 @@ impl Baton {
                 rotation_policy: primary.rotation_policy.clone(),
                 rotation_state: None,
                 revision: 0,
+                key: None,
                 outbox: vec![],
             };
             let mut primary = primary;
@@ -2351,6 +2275,127 @@ pub(crate) fn check_webhook_url(url: &str) -> Result<(), ApiError> {
         }
         _ => Err(invalid("it is not an absolute http(s) URL")),
     }
+}
+
+/// The rotation policy PutRotationPolicy asks for, checked.
+fn rotation_policy_from(
+    req: &p::PutRotationPolicyRequest,
+) -> Result<baton_core::rotation::RotationPolicy, ApiError> {
+    const WEEK_SECONDS: i64 = 7 * 86_400;
+    let seconds_in = |value: Option<i64>, member: &str, default_ms: i64| -> Result<i64, ApiError> {
+        match value {
+            None => Ok(default_ms),
+            Some(v) if (0..=WEEK_SECONDS).contains(&v) => Ok(v * 1000),
+            Some(v) => Err(ApiError::InvalidParameter(format!(
+                "{member} must be between 0 and {WEEK_SECONDS} seconds, got {v}."
+            ))),
+        }
+    };
+    let defaults = baton_core::rotation::RotationPolicy::default();
+    let attempts = match req.max_attempts {
+        None => defaults.step_attempts_max,
+        Some(n) if (1..=100).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "MaxAttempts must be between 1 and 100, got {n}."
+            )));
+        }
+    };
+    let blackouts = req
+        .blackout_windows
+        .iter()
+        .flatten()
+        .map(|w| {
+            baton_core::rotation::Blackout::parse(w).ok_or_else(|| {
+                ApiError::InvalidParameter(format!(
+                    "Blackout window '{w}' is invalid: use HH:MM-HH:MM in UTC, start and end \
+                         different (it may wrap past midnight)."
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let policy = baton_core::rotation::RotationPolicy {
+        propagation_delay_ms: seconds_in(
+            req.propagation_delay_seconds,
+            "PropagationDelaySeconds",
+            defaults.propagation_delay_ms,
+        )?,
+        gate_wait_max_ms: seconds_in(
+            req.max_gate_wait_seconds,
+            "MaxGateWaitSeconds",
+            defaults.gate_wait_max_ms,
+        )?,
+        retire_grace_ms: seconds_in(
+            req.retire_grace_seconds,
+            "RetireGraceSeconds",
+            defaults.retire_grace_ms,
+        )?,
+        step_attempts_max: attempts,
+        blackouts,
+        kill_sessions_after_max_wait: req.kill_sessions_after_max_wait.unwrap_or(false),
+        ..defaults
+    };
+    Ok(policy)
+}
+
+/// Sets a secret's (or key's) rotation policy: the schedule and the rotation in flight follow it.
+pub(crate) fn apply_rotation_policy(
+    secret: &mut SecretRecord,
+    policy: &baton_core::rotation::RotationPolicy,
+    now: baton_core::Timestamp,
+) {
+    secret.rotation_policy = Some(policy.clone());
+    if secret.rotation.next_rotation_at.is_some() {
+        // New blackouts may move the scheduled time.
+        let last = secret.rotation.last_rotated_at.unwrap_or(secret.created_at);
+        secret.rotation.next_rotation_at = baton_engine::plan_next_rotation(secret, last, now);
+    }
+    if let Some(state) = secret.rotation_state.as_mut() {
+        // The engine applies the new policy at its next drive.
+        state.machine.policy = policy.clone();
+        state.compute_due_at(now);
+    }
+}
+
+/// DescribeRotation's answer for a secret or a KMS key's keyring.
+pub(crate) fn rotation_description(
+    arn: String,
+    secret: &SecretRecord,
+) -> p::DescribeRotationResponse {
+    let policy = secret.rotation_policy.clone().unwrap_or_default();
+    let wire_policy = p::RotationPolicy {
+        propagation_delay_seconds: Some(policy.propagation_delay_ms / 1000),
+        max_gate_wait_seconds: Some(policy.gate_wait_max_ms / 1000),
+        retire_grace_seconds: Some(policy.retire_grace_ms / 1000),
+        max_attempts: Some(i64::from(policy.step_attempts_max)),
+        blackout_windows: Some(policy.blackouts.iter().map(ToString::to_string).collect()),
+        kill_sessions_after_max_wait: Some(policy.kill_sessions_after_max_wait),
+    };
+    let mut response = p::DescribeRotationResponse {
+        arn: Some(arn),
+        name: Some(secret.name.clone()),
+        policy: Some(wire_policy),
+        ..Default::default()
+    };
+    if let Some(state) = &secret.rotation_state {
+        use baton_core::rotation::Status;
+        let m = &state.machine;
+        let reason = match &m.status {
+            Status::Stopped { step, reason } => {
+                Some(format!("step {} failed: {reason}", step.as_str()))
+            }
+            _ => None,
+        };
+        let status = status_name(&m.status);
+        response.phase = Some(m.phase.as_str().to_owned());
+        response.status = Some(status.to_owned());
+        response.status_reason = reason;
+        response.version_id = Some(m.version_id.clone());
+        response.old_version_id = m.old_version_id.clone();
+        response.next_wake_date = state.due_at.map(seconds);
+        response.timeline = Some(wire_timeline(state));
+    }
+    response
 }
 
 #[cfg(test)]

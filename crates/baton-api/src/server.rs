@@ -262,6 +262,7 @@ impl Server {
         let router = Router::new()
             .route("/", post(api))
             .route("/health", get(health))
+            .route("/jwks/{*key}", get(jwks))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(options.body_bytes_max))
@@ -516,6 +517,63 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// `GET /jwks/<key id, ARN or alias>`: the public keys of every accepted version of a signing
+/// key, unauthenticated. Cached by clients for at most half the key's propagation delay (and
+/// at most 5 minutes), so a verifier always fetches a pending key before anyone signs with it.
+async fn jwks(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let baton = &app.baton;
+    let region = baton.regions.first().cloned().unwrap_or_default();
+    let json = |status: StatusCode, body: String, extra: Vec<(header::HeaderName, String)>| {
+        let mut response = (status, body).into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in extra {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+        response
+    };
+    match baton.jwks(&region, &key).await {
+        Ok((body, delay_ms)) => {
+            let text = body.to_string();
+            let etag = format!(
+                "\"{}\"",
+                hex::encode(&baton_crypto::sha256(text.as_bytes())[..16])
+            );
+            let max_age = (delay_ms / 2000).clamp(0, 300);
+            let extra = vec![
+                (header::ETAG, etag.clone()),
+                (header::CACHE_CONTROL, format!("public, max-age={max_age}")),
+            ];
+            let unchanged = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+            if unchanged {
+                json(StatusCode::NOT_MODIFIED, String::new(), extra)
+            } else {
+                json(StatusCode::OK, text, extra)
+            }
+        }
+        Err(e) => {
+            let status = match e {
+                ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::NOT_FOUND,
+            };
+            let body = serde_json::json!({"error": e.error_type(), "message": e.to_string()});
+            json(status, body.to_string(), vec![])
+        }
+    }
+}
+
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -593,6 +651,47 @@ const OPERATIONS: &[(&str, Checked)] = &[
     ("baton.GetSessionToken", Checked::OnStar),
     ("baton.ListAuditEntries", Checked::OnStar),
     ("baton.VerifyAuditLog", Checked::OnStar),
+    ("TrentService.CreateKey", Checked::OnStar),
+    ("TrentService.DescribeKey", Checked::Itself),
+    ("TrentService.ListKeys", Checked::OnStar),
+    ("TrentService.EnableKey", Checked::Itself),
+    ("TrentService.DisableKey", Checked::Itself),
+    ("TrentService.ScheduleKeyDeletion", Checked::Itself),
+    ("TrentService.CancelKeyDeletion", Checked::Itself),
+    ("TrentService.CreateAlias", Checked::Itself),
+    ("TrentService.UpdateAlias", Checked::Itself),
+    ("TrentService.DeleteAlias", Checked::Itself),
+    ("TrentService.ListAliases", Checked::OnStar),
+    ("TrentService.TagResource", Checked::Itself),
+    ("TrentService.UntagResource", Checked::Itself),
+    ("TrentService.ListResourceTags", Checked::Itself),
+    ("TrentService.GetKeyPolicy", Checked::Itself),
+    ("TrentService.PutKeyPolicy", Checked::Itself),
+    ("TrentService.ListKeyPolicies", Checked::Itself),
+    ("TrentService.Encrypt", Checked::Itself),
+    ("TrentService.Decrypt", Checked::Itself),
+    ("TrentService.ReEncrypt", Checked::Itself),
+    ("TrentService.GenerateDataKey", Checked::Itself),
+    (
+        "TrentService.GenerateDataKeyWithoutPlaintext",
+        Checked::Itself,
+    ),
+    ("TrentService.GenerateDataKeyPair", Checked::Itself),
+    (
+        "TrentService.GenerateDataKeyPairWithoutPlaintext",
+        Checked::Itself,
+    ),
+    ("TrentService.Sign", Checked::Itself),
+    ("TrentService.Verify", Checked::Itself),
+    ("TrentService.GetPublicKey", Checked::Itself),
+    ("TrentService.GenerateMac", Checked::Itself),
+    ("TrentService.VerifyMac", Checked::Itself),
+    ("TrentService.GenerateRandom", Checked::OnStar),
+    ("TrentService.EnableKeyRotation", Checked::Itself),
+    ("TrentService.DisableKeyRotation", Checked::Itself),
+    ("TrentService.GetKeyRotationStatus", Checked::Itself),
+    ("TrentService.RotateKeyOnDemand", Checked::Itself),
+    ("TrentService.ListKeyRotations", Checked::Itself),
 ];
 
 /// The TCP connection a request came on.
@@ -615,7 +714,10 @@ struct Seen {
 /// The IAM action of an operation: `secretsmanager.GetSecretValue` is
 /// `secretsmanager:GetSecretValue`, `baton.ListEvents` is `baton:ListEvents`.
 fn action_of(target: &str) -> String {
-    target.replacen('.', ":", 1)
+    match target.strip_prefix(p::kms::KMS_TARGET_PREFIX) {
+        Some(op) => format!("kms:{op}"),
+        None => target.replacen('.', ":", 1),
+    }
 }
 
 async fn api(
@@ -804,7 +906,18 @@ async fn dispatch(
         return Err(e);
     }
     let mut caller = baton
-        .authenticate(method, uri, headers, body, now_ms() / 1000)
+        .authenticate(
+            method,
+            uri,
+            headers,
+            body,
+            now_ms() / 1000,
+            if target.starts_with(p::kms::KMS_TARGET_PREFIX) {
+                crate::state::KMS_SIGNING_SERVICE
+            } else {
+                crate::SIGNING_SERVICE
+            },
+        )
         .await?;
     caller.source_ip = Some(connection.peer.ip());
     caller.secure_transport = connection.secure;
@@ -910,6 +1023,63 @@ async fn serve_operation(
         "baton.GetSessionToken" => op!(get_session_token),
         "baton.ListAuditEntries" => to_json(&baton.list_audit_entries(parse(body, target)?).await?),
         "baton.VerifyAuditLog" => to_json(&baton.verify_audit_log(parse(body, target)?).await?),
+        "TrentService.CreateKey" => op!(kms_create_key),
+        "TrentService.DescribeKey" => op!(kms_describe_key),
+        "TrentService.ListKeys" => op!(kms_list_keys),
+        "TrentService.EnableKey" => {
+            to_json(&baton.kms_set_enabled(c, parse(body, target)?, true).await?)
+        }
+        "TrentService.DisableKey" => to_json(
+            &baton
+                .kms_set_enabled(c, parse(body, target)?, false)
+                .await?,
+        ),
+        "TrentService.ScheduleKeyDeletion" => op!(kms_schedule_key_deletion),
+        "TrentService.CancelKeyDeletion" => op!(kms_cancel_key_deletion),
+        "TrentService.CreateAlias" => op!(kms_create_alias),
+        "TrentService.UpdateAlias" => op!(kms_update_alias),
+        "TrentService.DeleteAlias" => op!(kms_delete_alias),
+        "TrentService.ListAliases" => op!(kms_list_aliases),
+        "TrentService.TagResource" => op!(kms_tag_resource),
+        "TrentService.UntagResource" => op!(kms_untag_resource),
+        "TrentService.ListResourceTags" => op!(kms_list_resource_tags),
+        "TrentService.GetKeyPolicy" => op!(kms_get_key_policy),
+        "TrentService.PutKeyPolicy" => op!(kms_put_key_policy),
+        "TrentService.ListKeyPolicies" => op!(kms_list_key_policies),
+        "TrentService.Encrypt" => op!(kms_encrypt),
+        "TrentService.Decrypt" => op!(kms_decrypt),
+        "TrentService.ReEncrypt" => op!(kms_re_encrypt),
+        "TrentService.GenerateDataKey" => to_json(
+            &baton
+                .kms_generate_data_key(c, parse(body, target)?, true)
+                .await?,
+        ),
+        "TrentService.GenerateDataKeyWithoutPlaintext" => to_json(
+            &baton
+                .kms_generate_data_key(c, parse(body, target)?, false)
+                .await?,
+        ),
+        "TrentService.GenerateDataKeyPair" => to_json(
+            &baton
+                .kms_generate_data_key_pair(c, parse(body, target)?, true)
+                .await?,
+        ),
+        "TrentService.GenerateDataKeyPairWithoutPlaintext" => to_json(
+            &baton
+                .kms_generate_data_key_pair(c, parse(body, target)?, false)
+                .await?,
+        ),
+        "TrentService.Sign" => op!(kms_sign),
+        "TrentService.Verify" => op!(kms_verify),
+        "TrentService.GetPublicKey" => op!(kms_get_public_key),
+        "TrentService.GenerateMac" => op!(kms_generate_mac),
+        "TrentService.VerifyMac" => op!(kms_verify_mac),
+        "TrentService.GenerateRandom" => to_json(&baton.kms_generate_random(parse(body, target)?)?),
+        "TrentService.EnableKeyRotation" => op!(kms_enable_key_rotation),
+        "TrentService.DisableKeyRotation" => op!(kms_disable_key_rotation),
+        "TrentService.GetKeyRotationStatus" => op!(kms_get_key_rotation_status),
+        "TrentService.RotateKeyOnDemand" => op!(kms_rotate_key_on_demand),
+        "TrentService.ListKeyRotations" => op!(kms_list_key_rotations),
         other => Err(ApiError::UnknownOperation(format!(
             "Baton does not support the operation {other}."
         ))),

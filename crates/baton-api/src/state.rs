@@ -20,6 +20,8 @@ const SIGNING_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 const SIGNING_KEY_CACHE_MAX: usize = 10_000;
 /// The service name callers sign for.
 pub const SIGNING_SERVICE: &str = "secretsmanager";
+/// The service name callers of the KMS operations (`TrentService.*`) sign for.
+pub const KMS_SIGNING_SERVICE: &str = "kms";
 
 /// Who made a request, established by a verified signature.
 #[derive(Debug, Clone)]
@@ -159,6 +161,7 @@ impl Baton {
         headers: &HeaderMap,
         body: &[u8],
         now_seconds: i64,
+        service: &str,
     ) -> Result<Caller, ApiError> {
         let signed = sigv4::parse(headers, now_seconds)?;
         let invalid_token = || {
@@ -166,9 +169,9 @@ impl Baton {
                 "The security token included in the request is invalid.".to_owned(),
             )
         };
-        if signed.service != SIGNING_SERVICE {
+        if signed.service != service {
             return Err(ApiError::InvalidSignature(format!(
-                "Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
+                "Credential should be scoped to correct service: '{service}'."
             )));
         }
         if !self.regions.contains(&signed.region) {

@@ -148,6 +148,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, template: &http::Request<Bytes>) -> a
             rotation_policy: None,
             rotation_state: None,
             revision: 0,
+            key: None,
             outbox: vec![],
         };
         let value = vec![b'x'; 256];

@@ -100,6 +100,7 @@ async fn describe(client: &Client, secret_id: &str) -> anyhow::Result<p::Describ
             "baton.DescribeRotation",
             &p::SecretIdRequest {
                 secret_id: Some(secret_id.to_owned()),
+                key_id: None,
             },
         )
         .await?)
@@ -151,6 +152,7 @@ pub async fn run(
                             "secretsmanager.DescribeSecret",
                             &p::SecretIdRequest {
                                 secret_id: Some(secret_id.clone()),
+                                key_id: None,
                             },
                         )
                         .await?;
@@ -254,6 +256,7 @@ pub async fn run(
                     "secretsmanager.CancelRotateSecret",
                     &p::SecretIdRequest {
                         secret_id: Some(secret_id),
+                        key_id: None,
                     },
                 )
                 .await?;
@@ -276,6 +279,7 @@ pub async fn run(
                     "baton.PutRotationPolicy",
                     &p::PutRotationPolicyRequest {
                         secret_id: Some(secret_id),
+                        key_id: None,
                         propagation_delay_seconds: propagation_delay,
                         max_gate_wait_seconds: max_gate_wait,
                         retire_grace_seconds: retire_grace,

@@ -332,6 +332,7 @@ pub async fn run_secret(
                     "secretsmanager.DescribeSecret",
                     &p::SecretIdRequest {
                         secret_id: Some(secret_id),
+                        key_id: None,
                     },
                 )
                 .await?;
@@ -439,6 +440,7 @@ pub async fn run_secret(
                     "secretsmanager.RestoreSecret",
                     &p::SecretIdRequest {
                         secret_id: Some(secret_id),
+                        key_id: None,
                     },
                 )
                 .await?;
@@ -452,6 +454,7 @@ pub async fn run_secret(
                     "baton.ListConsumers",
                     &p::SecretIdRequest {
                         secret_id: Some(secret_id),
+                        key_id: None,
                     },
                 )
                 .await?;

@@ -18,9 +18,9 @@ pub use names::{
     validate_version_stage,
 };
 pub use secret::{
-    DEPRECATED_VERSIONS_MAX, DeletionState, LABELS_PER_SECRET_MAX, NewEvent, NewVersion, Replica,
-    RotationConfig, RotationRules, SecretRecord, SecretValueKind, Tag, Timestamp, VALUE_BYTES_MAX,
-    VersionRecord, resolve_version,
+    DEPRECATED_VERSIONS_MAX, DeletionState, KeyMeta, LABELS_PER_SECRET_MAX, NewEvent, NewVersion,
+    Replica, RotationConfig, RotationRules, SecretRecord, SecretValueKind, Tag, Timestamp,
+    VALUE_BYTES_MAX, VersionRecord, resolve_version,
 };
 
 /// The label that marks the version clients use.

@@ -140,6 +140,45 @@ pub struct NewEvent {
     pub detail: String,
 }
 
+/// What makes a secret the keyring of a KMS key. The spec and usage are AWS's names
+/// (`RSA_2048`, `SIGN_VERIFY`), checked by the API against `baton_crypto::kms` when the key is
+/// created; the key's description, tags, policy, rotation and deletion are the secret's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMeta {
+    pub key_id: String,
+    pub spec: String,
+    pub usage: String,
+    pub enabled: bool,
+}
+
+impl KeyMeta {
+    /// The stored form: `<key id> <spec> <usage> enabled|disabled`.
+    pub fn to_text(&self) -> String {
+        let state = if self.enabled { "enabled" } else { "disabled" };
+        format!("{} {} {} {state}", self.key_id, self.spec, self.usage)
+    }
+
+    pub fn parse_text(text: &str) -> Option<KeyMeta> {
+        let mut parts = text.split(' ');
+        let (key_id, spec, usage, state) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let enabled = match state {
+            "enabled" => true,
+            "disabled" => false,
+            _ => return None,
+        };
+        Some(KeyMeta {
+            key_id: key_id.to_owned(),
+            spec: spec.to_owned(),
+            usage: usage.to_owned(),
+            enabled,
+        })
+    }
+}
+
 /// A secret with all of its versions: the unit that the store loads and saves atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRecord {
@@ -169,6 +208,9 @@ pub struct SecretRecord {
     pub rotation_state: Option<crate::rotation::RotationState>,
     /// Incremented by every save; the store refuses a save whose expected revision is stale.
     pub revision: i64,
+    /// Set when this secret is the keyring of a KMS key: its versions hold key material, and
+    /// the Secrets Manager API neither lists nor reads it.
+    pub key: Option<KeyMeta>,
     /// Events to record in the same transaction as this record's next write (the outbox).
     /// Never read back: a loaded record's outbox is empty.
     pub outbox: Vec<NewEvent>,
@@ -385,7 +427,11 @@ impl SecretRecord {
 
     /// Removes the oldest versions without labels while there are more than
     /// `DEPRECATED_VERSIONS_MAX` of them, but never one younger than a day.
+    /// A KMS key's versions are never pruned: old ciphertext must keep decrypting.
     pub fn prune_deprecated(&mut self, now: Timestamp) {
+        if self.key.is_some() {
+            return;
+        }
         let mut deprecated: Vec<(Timestamp, String)> = self
             .versions
             .iter()
@@ -536,6 +582,7 @@ pub(crate) mod tests {
             rotation_policy: None,
             rotation_state: None,
             revision: 0,
+            key: None,
             outbox: vec![],
         }
     }

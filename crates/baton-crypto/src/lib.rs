@@ -7,6 +7,7 @@
 
 mod envelope;
 mod keypair;
+pub mod kms;
 mod password;
 mod secret_bytes;
 pub mod sigv4;
@@ -31,6 +32,16 @@ pub enum CryptoError {
     Random,
     #[error("could not generate a {0} key pair")]
     KeyGeneration(&'static str),
+    #[error("the key is not asymmetric")]
+    NotAsymmetric,
+    #[error("the key id is not a UUID, or the version id is not 1 to 64 ASCII characters")]
+    BadKeyId,
+    #[error("the signing algorithm does not suit the key")]
+    WrongAlgorithm,
+    #[error("the digest's length does not match the signing algorithm")]
+    DigestLength,
+    #[error("the plaintext is longer than the {0} bytes this key and algorithm can encrypt")]
+    PlaintextTooLong(usize),
     #[error("root key file {path}: {reason}")]
     RootKeyFile { path: String, reason: String },
 }

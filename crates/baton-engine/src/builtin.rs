@@ -12,6 +12,8 @@ use zeroize::Zeroize as _;
 pub const RANDOM_ROTATOR: &str = "baton-random";
 /// Generates an asymmetric key pair.
 pub const KEYPAIR_ROTATOR: &str = "baton-keypair";
+/// Generates new key material for a KMS key, of the key's spec. Every KMS key rotates with it.
+pub const KMS_ROTATOR: &str = "baton-kms";
 /// Rotates a PostgreSQL user's password, single-user or alternating users.
 pub const POSTGRES_ROTATOR: &str = "baton-postgres";
 /// Rotates a MySQL or MariaDB user's password, single-user or alternating users.
@@ -33,6 +35,9 @@ pub enum Builtin {
     /// the current value are kept. The key type is the current value's `key_type`, or
     /// [`DEFAULT_KEY_TYPE`].
     KeyPair,
+    /// New material for a KMS key (the secret's `key`), stored as a binary value: raw bytes
+    /// for symmetric and HMAC keys, PKCS#8 DER for asymmetric ones.
+    Kms,
     /// A database user's new password (and, for alternating users, the other user's name) in
     /// the JSON shape of AWS's database secrets; set, tested and retired on the database.
     Database(baton_dbrotate::Engine),
@@ -43,6 +48,7 @@ impl Builtin {
         match name {
             RANDOM_ROTATOR => Some(Self::Random),
             KEYPAIR_ROTATOR => Some(Self::KeyPair),
+            KMS_ROTATOR => Some(Self::Kms),
             POSTGRES_ROTATOR => Some(Self::Database(baton_dbrotate::Engine::Postgres)),
             MYSQL_ROTATOR => Some(Self::Database(baton_dbrotate::Engine::Mysql)),
             _ => None,
@@ -80,6 +86,8 @@ pub fn create_value(
         Builtin::Random => random_value(current.as_mut()),
         Builtin::KeyPair => keypair_value(current.as_mut(), &rotation.version_id),
         Builtin::Database(engine) => database_value(current.as_mut(), engine),
+        // Key material: the old version is binary, so `current` is None here.
+        Builtin::Kms => kms_material(secret),
     };
     if let Some(current) = &mut current {
         wipe(current);
@@ -92,13 +100,28 @@ pub fn create_value(
         .add_version(
             NewVersion {
                 version_id: rotation.version_id.clone(),
-                kind: SecretValueKind::String,
+                kind: if builtin == Builtin::Kms {
+                    SecretValueKind::Binary
+                } else {
+                    SecretValueKind::String
+                },
                 sealed_value,
                 labels: Some(vec![AWSPENDING.to_owned()]),
             },
             now,
         )
         .map_err(|e| e.to_string())
+}
+
+/// New key material of the spec of the KMS key whose keyring `secret` is.
+pub fn kms_material(secret: &SecretRecord) -> Result<SecretBytes, String> {
+    let meta = secret
+        .key
+        .as_ref()
+        .ok_or_else(|| format!("{KMS_ROTATOR} rotates KMS keys only, and this is a secret"))?;
+    let spec = baton_crypto::kms::KeySpec::parse(&meta.spec)
+        .ok_or_else(|| format!("the key's spec {:?} is not one Baton knows", meta.spec))?;
+    baton_crypto::kms::generate_key_material(spec).map_err(|e| e.to_string())
 }
 
 fn random_value(current: Option<&mut Value>) -> Result<SecretBytes, String> {

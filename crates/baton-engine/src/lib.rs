@@ -28,7 +28,8 @@ mod events;
 mod external;
 
 pub use builtin::{
-    Builtin, DEFAULT_KEY_TYPE, KEYPAIR_ROTATOR, MYSQL_ROTATOR, POSTGRES_ROTATOR, RANDOM_ROTATOR,
+    Builtin, DEFAULT_KEY_TYPE, KEYPAIR_ROTATOR, KMS_ROTATOR, MYSQL_ROTATOR, POSTGRES_ROTATOR,
+    RANDOM_ROTATOR,
 };
 use tokio::sync::{Notify, watch};
 
@@ -821,6 +822,7 @@ mod tests {
             rotation_state: None,
             id: id.clone(),
             revision: 0,
+            key: None,
             outbox: vec![],
         };
         secret

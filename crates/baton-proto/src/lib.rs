@@ -65,11 +65,14 @@ const SENSITIVE_FIELDS: &[&str] = &[
     "secret_access_key",
     "signing_secret",
     "session_token",
+    "plaintext",
 ];
 
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
+
+pub mod kms;
 
 wire!(Tag { key: Option<String>, value: Option<String> });
 
@@ -111,7 +114,11 @@ wire!(CreateSecretResponse {
     replication_status: Option<Vec<ReplicationStatus>>,
 });
 
-wire!(SecretIdRequest { secret_id: Option<String> });
+wire!(SecretIdRequest {
+    secret_id: Option<String>,
+    /// Baton's extension for DescribeRotation: a KMS key (id, ARN or alias) instead of a secret.
+    key_id: Option<String>,
+});
 
 wire!(ArnNameResponse {
     #[serde(rename = "ARN")]
@@ -531,6 +538,8 @@ wire!(
     /// `baton.PutRotationPolicy`: how rotations of a secret wait and retry.
     PutRotationPolicyRequest {
         secret_id: Option<String>,
+        /// A KMS key (id, ARN or alias) instead of a secret.
+        key_id: Option<String>,
         propagation_delay_seconds: Option<i64>,
         max_gate_wait_seconds: Option<i64>,
         retire_grace_seconds: Option<i64>,

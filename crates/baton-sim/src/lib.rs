@@ -264,6 +264,7 @@ fn initial_secret() -> SecretRecord {
         rotation_policy: None,
         rotation_state: None,
         revision: 0,
+        key: None,
         outbox: vec![],
     };
     add(&mut secret, "v0", None, 0);

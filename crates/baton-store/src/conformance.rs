@@ -73,6 +73,7 @@ pub fn sample_secret(name: &str) -> SecretRecord {
         rotation_policy: None,
         rotation_state: None,
         revision: 0,
+        key: None,
         outbox: vec![],
     };
     add(&mut secret, "v1", None, 1_000);
@@ -1033,6 +1034,74 @@ pub async fn the_audit_log_appends_a_gapless_chain(store: &dyn Store) {
     );
 }
 
+/// A KMS key's keyring keeps its key metadata; aliases are unique, move between keys, list by
+/// namespace, and go with the key's secret.
+pub async fn keys_and_their_aliases_round_trip(store: &dyn Store) {
+    let mut key = sample_secret("kms-key");
+    key.key = Some(baton_core::KeyMeta {
+        key_id: unique("k-"),
+        spec: "RSA_2048".into(),
+        usage: "SIGN_VERIFY".into(),
+        enabled: true,
+    });
+    store.insert_secret(&key).await.unwrap();
+    let read = store.find_secret_by_arn(&key.arn).await.unwrap().unwrap();
+    assert_eq!(read, key);
+    let mut disabled = read.clone();
+    disabled.key.as_mut().unwrap().enabled = false;
+    store.save_secret(&disabled).await.unwrap();
+    let read = store.find_secret_by_arn(&key.arn).await.unwrap().unwrap();
+    assert!(!read.key.as_ref().unwrap().enabled);
+    let other = sample_secret("kms-key-2");
+    store.insert_secret(&other).await.unwrap();
+    let prefix = format!("arn:aws:kms:us-east-1:{}:alias/", key.account_id);
+    let alias = crate::AliasRecord {
+        alias_arn: format!("{prefix}app"),
+        alias_name: "alias/app".into(),
+        key_id: "k1".into(),
+        secret_id: key.id.clone(),
+        created_at: 5,
+        updated_at: 5,
+    };
+    assert!(store.create_alias(&alias).await.unwrap());
+    assert!(
+        !store.create_alias(&alias).await.unwrap(),
+        "alias names are unique"
+    );
+    let moved = crate::AliasRecord {
+        key_id: "k2".into(),
+        secret_id: other.id.clone(),
+        updated_at: 9,
+        ..alias.clone()
+    };
+    assert!(store.update_alias(&moved).await.unwrap());
+    assert_eq!(
+        store.find_alias(&alias.alias_arn).await.unwrap(),
+        Some(moved.clone())
+    );
+    let second = crate::AliasRecord {
+        alias_arn: format!("{prefix}b"),
+        alias_name: "alias/b".into(),
+        ..alias.clone()
+    };
+    assert!(store.create_alias(&second).await.unwrap());
+    let listed = store.list_aliases(&prefix).await.unwrap();
+    assert_eq!(listed, vec![moved.clone(), second.clone()]);
+    assert!(
+        store
+            .list_aliases("arn:aws:kms:us-east-1:nobody:alias/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Deleting the key's secret deletes the aliases that point at it.
+    store.delete_secret(&read).await.unwrap();
+    assert_eq!(store.find_alias(&second.alias_arn).await.unwrap(), None);
+    assert!(store.delete_alias(&moved.alias_arn).await.unwrap());
+    assert!(!store.delete_alias(&moved.alias_arn).await.unwrap());
+    assert!(!store.update_alias(&moved).await.unwrap());
+}
+
 pub async fn leases_fence_out_a_holder_that_lost_them(store: &dyn Store) {
     use crate::Fence;
     let secret = sample_secret("leased");
@@ -1131,4 +1200,5 @@ pub const CHECKS: &[&str] = &[
     "principals_and_their_policies_round_trip",
     "the_audit_log_appends_a_gapless_chain",
     "leases_fence_out_a_holder_that_lost_them",
+    "keys_and_their_aliases_round_trip",
 ];

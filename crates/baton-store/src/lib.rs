@@ -88,6 +88,20 @@ pub struct AccessKeyRecord {
     pub session_token_hash: Option<Vec<u8>>,
 }
 
+/// A KMS alias: a name (`alias/…`) that points at one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRecord {
+    /// `arn:aws:kms:<region>:<account>:alias/<name>`, unique.
+    pub alias_arn: String,
+    /// `alias/<name>`.
+    pub alias_name: String,
+    pub key_id: String,
+    /// The key's secret; deleting it deletes the alias.
+    pub secret_id: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
 /// Who may call Baton: the bootstrap administrator, or a user or service whose identity
 /// policies say what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -422,6 +436,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ends a lease early, if `holder` still holds it with `token`.
     async fn release_lease(&self, key: &str, holder: &str, token: i64) -> Result<(), StoreError>;
+
+    /// Creates an alias; `false` (and nothing written) when its ARN is taken.
+    async fn create_alias(&self, alias: &AliasRecord) -> Result<bool, StoreError>;
+
+    /// Points an existing alias at another key; `false` when there is no such alias.
+    async fn update_alias(&self, alias: &AliasRecord) -> Result<bool, StoreError>;
+
+    /// Deletes an alias; `false` when there was none.
+    async fn delete_alias(&self, alias_arn: &str) -> Result<bool, StoreError>;
+
+    async fn find_alias(&self, alias_arn: &str) -> Result<Option<AliasRecord>, StoreError>;
+
+    /// The aliases whose ARN starts with `arn_prefix`, by name.
+    async fn list_aliases(&self, arn_prefix: &str) -> Result<Vec<AliasRecord>, StoreError>;
 
     /// [`Store::save_secret`], in a transaction that first checks `fence` against the lease
     /// (and locks it against takeover until commit): [`StoreError::FencedOut`] if lost.

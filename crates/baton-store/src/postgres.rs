@@ -167,6 +167,7 @@ fn read_secret_row(r: &Row) -> SecretRow {
         purge_at: r.get(19),
         wrapped_data_key: r.get(20),
         revision: r.get(21),
+        key_meta: r.get(22),
     }
 }
 
@@ -522,6 +523,7 @@ async fn insert_in(
                 &row.purge_at,
                 &row.wrapped_data_key,
                 &row.revision,
+                &row.key_meta,
             ],
         )
         .await
@@ -557,6 +559,7 @@ async fn save_in(
                 &row.last_accessed_at,
                 &row.deleted_at,
                 &row.purge_at,
+                &row.key_meta,
             ],
         )
         .await
@@ -620,6 +623,17 @@ fn read_access_key(r: &Row) -> AccessKeyRecord {
         scope_arn: r.get(4),
         expires_at: r.get(5),
         session_token_hash: r.get(6),
+    }
+}
+
+fn read_alias(r: &Row) -> crate::AliasRecord {
+    crate::AliasRecord {
+        alias_arn: r.get(0),
+        alias_name: r.get(1),
+        key_id: r.get(2),
+        secret_id: r.get(3),
+        created_at: r.get(4),
+        updated_at: r.get(5),
     }
 }
 
@@ -972,6 +986,49 @@ impl Store for PostgresStore {
             .changed(schema::DELETE_ACCESS_KEY, &[&access_key_id])
             .await?
             > 0)
+    }
+
+    async fn create_alias(&self, a: &crate::AliasRecord) -> Result<bool, StoreError> {
+        let n = self
+            .changed(
+                schema::INSERT_ALIAS,
+                &[
+                    &a.alias_arn,
+                    &a.alias_name,
+                    &a.key_id,
+                    &a.secret_id,
+                    &a.created_at,
+                    &a.updated_at,
+                ],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn update_alias(&self, a: &crate::AliasRecord) -> Result<bool, StoreError> {
+        let n = self
+            .changed(
+                schema::UPDATE_ALIAS,
+                &[&a.alias_arn, &a.key_id, &a.secret_id, &a.updated_at],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_alias(&self, alias_arn: &str) -> Result<bool, StoreError> {
+        Ok(self.changed(schema::DELETE_ALIAS, &[&alias_arn]).await? > 0)
+    }
+
+    async fn find_alias(&self, alias_arn: &str) -> Result<Option<crate::AliasRecord>, StoreError> {
+        Ok(self
+            .rows(schema::SELECT_ALIAS, &[&alias_arn], read_alias)
+            .await?
+            .pop())
+    }
+
+    async fn list_aliases(&self, arn_prefix: &str) -> Result<Vec<crate::AliasRecord>, StoreError> {
+        self.rows(schema::LIST_ALIASES, &[&arn_prefix], read_alias)
+            .await
     }
 
     async fn insert_principal(&self, p: &crate::PrincipalRecord) -> Result<(), StoreError> {

@@ -337,19 +337,49 @@ CREATE TABLE rotation_leases (
 );
 "#,
     ),
+    (
+        14,
+        r#"
+-- A KMS key is a secret whose versions hold key material; key_meta says so (spec, usage,
+-- enabled). Secrets keep it NULL.
+ALTER TABLE secrets ADD COLUMN key_meta TEXT;
+-- KMS aliases, one row per alias ARN. Deleting the key's secret deletes its aliases.
+CREATE TABLE kms_aliases (
+    alias_arn TEXT PRIMARY KEY,
+    alias_name TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    secret_id TEXT NOT NULL REFERENCES secrets (id) ON DELETE CASCADE,
+    created_at {bigint} NOT NULL,
+    updated_at {bigint} NOT NULL
+);
+CREATE INDEX kms_aliases_secret ON kms_aliases (secret_id);
+"#,
+    ),
 ];
+
+pub const INSERT_ALIAS: &str = "INSERT INTO kms_aliases (alias_arn, alias_name, key_id, \
+    secret_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (alias_arn) DO NOTHING";
+pub const UPDATE_ALIAS: &str = "UPDATE kms_aliases SET key_id = $2, secret_id = $3, \
+    updated_at = $4 WHERE alias_arn = $1";
+pub const DELETE_ALIAS: &str = "DELETE FROM kms_aliases WHERE alias_arn = $1";
+pub const SELECT_ALIAS: &str = "SELECT alias_arn, alias_name, key_id, secret_id, created_at, \
+    updated_at FROM kms_aliases WHERE alias_arn = $1";
+/// `$1` is the ARN prefix of a namespace (`arn:aws:kms:<region>:<account>:alias/`).
+pub const LIST_ALIASES: &str = "SELECT alias_arn, alias_name, key_id, secret_id, created_at, \
+    updated_at FROM kms_aliases WHERE substr(alias_arn, 1, length($1)) = $1 ORDER BY alias_name";
 
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
     resource_policy, rotation_enabled, rotation_lambda_arn, rotation_after_days, rotation_duration, \
     rotation_schedule, rotation_rules_set, last_rotated_at, created_at, last_changed_at, \
-    last_accessed_at, deleted_at, purge_at, wrapped_data_key, revision";
+    last_accessed_at, deleted_at, purge_at, wrapped_data_key, revision, key_meta";
 
 pub const INSERT_SECRET: &str = "INSERT INTO secrets (id, account_id, region, name, arn, \
     description, kms_key_id, resource_policy, rotation_enabled, rotation_lambda_arn, \
     rotation_after_days, rotation_duration, rotation_schedule, rotation_rules_set, last_rotated_at, \
-    created_at, last_changed_at, last_accessed_at, deleted_at, purge_at, wrapped_data_key, revision) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-    $20, $21, $22)";
+    created_at, last_changed_at, last_accessed_at, deleted_at, purge_at, wrapped_data_key, revision, \
+    key_meta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+    $18, $19, $20, $21, $22, $23)";
 
 /// Updates the mutable columns if the revision is unchanged. Parameters: $1 id, $2 expected
 /// revision, then the same values as [`SecretRow`] from description on.
@@ -357,7 +387,7 @@ pub const UPDATE_SECRET: &str = "UPDATE secrets SET description = $3, kms_key_id
     resource_policy = $5, rotation_enabled = $6, rotation_lambda_arn = $7, \
     rotation_after_days = $8, rotation_duration = $9, rotation_schedule = $10, \
     rotation_rules_set = $11, last_rotated_at = $12, last_changed_at = $13, \
-    last_accessed_at = $14, deleted_at = $15, purge_at = $16, revision = $2 + 1 \
+    last_accessed_at = $14, deleted_at = $15, purge_at = $16, key_meta = $17, revision = $2 + 1 \
     WHERE id = $1 AND revision = $2";
 
 /// Versions with their labels, one row per (version, label); a version without labels has one
@@ -724,6 +754,8 @@ pub struct SecretRow {
     pub purge_at: Option<i64>,
     pub wrapped_data_key: Vec<u8>,
     pub revision: i64,
+    /// [`baton_core::KeyMeta::to_text`] of a KMS key's keyring, NULL for a secret.
+    pub key_meta: Option<String>,
 }
 
 impl SecretRow {
@@ -759,6 +791,7 @@ impl SecretRow {
             purge_at,
             wrapped_data_key: secret.wrapped_data_key.clone(),
             revision: secret.revision,
+            key_meta: secret.key.as_ref().map(baton_core::KeyMeta::to_text),
         }
     }
 
@@ -789,6 +822,15 @@ impl SecretRow {
                 )));
             }
         };
+        let key = self
+            .key_meta
+            .as_deref()
+            .map(|text| {
+                baton_core::KeyMeta::parse_text(text).ok_or_else(|| {
+                    StoreError::Corrupt(format!("secret {} has key_meta {text:?}", self.id))
+                })
+            })
+            .transpose()?;
         let mut version_records: Vec<VersionRecord> = Vec::with_capacity(versions.len());
         for (version_id, created_at, kind, sealed_value, label) in versions {
             if version_records.last().map(|v| &v.version_id) != Some(&version_id) {
@@ -848,6 +890,7 @@ impl SecretRow {
             rotation_policy,
             rotation_state,
             revision: self.revision,
+            key,
             outbox: vec![],
         };
         if !record.versions.is_empty()

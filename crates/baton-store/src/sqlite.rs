@@ -254,6 +254,7 @@ fn read_secret_row(r: &Row<'_>) -> rusqlite::Result<SecretRow> {
         purge_at: r.get(19)?,
         wrapped_data_key: r.get(20)?,
         revision: r.get(21)?,
+        key_meta: r.get(22)?,
     })
 }
 
@@ -552,7 +553,8 @@ fn insert_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<()
             row.deleted_at,
             row.purge_at,
             row.wrapped_data_key,
-            row.revision
+            row.revision,
+            row.key_meta
         ],
     )
     .map_err(backend)?;
@@ -580,7 +582,8 @@ fn save_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<i64,
                 row.last_changed_at,
                 row.last_accessed_at,
                 row.deleted_at,
-                row.purge_at
+                row.purge_at,
+                row.key_meta
             ],
         )
         .map_err(backend)?;
@@ -643,6 +646,17 @@ fn read_access_key(r: &Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
         scope_arn: r.get(4)?,
         expires_at: r.get(5)?,
         session_token_hash: r.get(6)?,
+    })
+}
+
+fn read_alias(r: &Row<'_>) -> rusqlite::Result<crate::AliasRecord> {
+    Ok(crate::AliasRecord {
+        alias_arn: r.get(0)?,
+        alias_name: r.get(1)?,
+        key_id: r.get(2)?,
+        secret_id: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
     })
 }
 
@@ -929,6 +943,64 @@ impl Store for SqliteStore {
 
     async fn delete_access_key(&self, access_key_id: &str) -> Result<bool, StoreError> {
         self.delete_by(schema::DELETE_ACCESS_KEY, access_key_id)
+            .await
+    }
+
+    async fn create_alias(&self, a: &crate::AliasRecord) -> Result<bool, StoreError> {
+        let a = a.clone();
+        self.with(move |conn| {
+            let n = conn
+                .execute(
+                    &sql(schema::INSERT_ALIAS),
+                    params![
+                        a.alias_arn,
+                        a.alias_name,
+                        a.key_id,
+                        a.secret_id,
+                        a.created_at,
+                        a.updated_at
+                    ],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn update_alias(&self, a: &crate::AliasRecord) -> Result<bool, StoreError> {
+        let a = a.clone();
+        self.with(move |conn| {
+            let n = conn
+                .execute(
+                    &sql(schema::UPDATE_ALIAS),
+                    params![a.alias_arn, a.key_id, a.secret_id, a.updated_at],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn delete_alias(&self, alias_arn: &str) -> Result<bool, StoreError> {
+        let arn = alias_arn.to_owned();
+        self.with(move |conn| {
+            let n = conn
+                .execute(&sql(schema::DELETE_ALIAS), [&arn])
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn find_alias(&self, alias_arn: &str) -> Result<Option<crate::AliasRecord>, StoreError> {
+        Ok(self
+            .rows_by(schema::SELECT_ALIAS, Some(alias_arn), read_alias)
+            .await?
+            .pop())
+    }
+
+    async fn list_aliases(&self, arn_prefix: &str) -> Result<Vec<crate::AliasRecord>, StoreError> {
+        self.rows_by(schema::LIST_ALIASES, Some(arn_prefix), read_alias)
             .await
     }
 

@@ -80,6 +80,7 @@ conformance!(
     principals_and_their_policies_round_trip,
     the_audit_log_appends_a_gapless_chain,
     leases_fence_out_a_holder_that_lost_them,
+    keys_and_their_aliases_round_trip,
 );
 
 /// Two PostgreSQL stores on one database stand for two nodes: a commit on one wakes the
