@@ -14,10 +14,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroize;
 
+pub mod jwks;
 pub mod keyring;
 
 /// The signing service name Baton verifies.
 pub const SIGNING_SERVICE: &str = "secretsmanager";
+/// The signing service name of the KMS operations (`TrentService.*`).
+pub const KMS_SIGNING_SERVICE: &str = "kms";
 /// Where `baton serve` listens by default.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
 
@@ -153,7 +156,12 @@ impl Client {
             .header("x-amz-target", target)
             .body(body)
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        self.sign(&mut request)?;
+        let service = if target.starts_with(baton_proto::kms::KMS_TARGET_PREFIX) {
+            KMS_SIGNING_SERVICE
+        } else {
+            SIGNING_SERVICE
+        };
+        self.sign(&mut request, service)?;
         let (parts, body) = request.into_parts();
         let response = self
             .http
@@ -188,7 +196,7 @@ impl Client {
         }
     }
 
-    fn sign(&self, request: &mut http::Request<Vec<u8>>) -> Result<(), ClientError> {
+    fn sign(&self, request: &mut http::Request<Vec<u8>>, service: &str) -> Result<(), ClientError> {
         let identity = Credentials::new(
             self.config.access_key.access_key_id.clone(),
             self.config.access_key.secret_access_key.clone(),
@@ -200,7 +208,7 @@ impl Client {
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.config.region)
-            .name(SIGNING_SERVICE)
+            .name(service)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
