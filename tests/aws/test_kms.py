@@ -789,3 +789,44 @@ def test_the_aws_cli_encrypts_and_decrypts(server, tmp_path):
     (tmp_path / "blob").write_bytes(base64.b64decode(blob))
     out = run("decrypt", "--ciphertext-blob", f"fileb://{tmp_path / 'blob'}")
     assert base64.b64decode(out["Plaintext"]) == b"from the aws cli"
+
+
+def test_the_baton_cli_covers_keys(server, tmp_path):
+    from test_cli import baton
+    alias = f"alias/cli-{uuid.uuid4().hex[:8]}"
+    key = baton(server, "key", "create", "--description", "cli key", "--alias", alias).stdout.strip()
+    uuid.UUID(key)
+    assert key in baton(server, "key", "list").stdout
+    blob = baton(server, "key", "encrypt", alias, "--text", "from the baton cli", "--context", "app=web").stdout
+    out = baton(server, "key", "decrypt", "--context", "app=web", input=blob)
+    assert out.stdout == "from the baton cli"
+    wrong = baton(server, "key", "decrypt", "--context", "app=api", input=blob, check=False)
+    assert wrong.returncode != 0 and "InvalidCiphertextException" in wrong.stderr
+    signer = baton(server, "key", "create", "--spec", "ECC_NIST_P256").stdout.strip()
+    assert json.loads(baton(server, "key", "describe", signer, "--output", "json").stdout)[
+        "KeyMetadata"]["KeyUsage"] == "SIGN_VERIFY"
+    (tmp_path / "msg").write_bytes(b"release 1.2.3")
+    sig = baton(server, "key", "sign", signer, "--algorithm", "ECDSA_SHA_256", "--file", str(tmp_path / "msg")).stdout
+    ok = baton(server, "key", "verify", signer, "--algorithm", "ECDSA_SHA_256", "--signature", sig,
+               "--file", str(tmp_path / "msg"))
+    assert "valid" in ok.stdout
+    bad = baton(server, "key", "verify", signer, "--algorithm", "ECDSA_SHA_256", "--signature", sig,
+                "--text", "release 1.2.4", check=False)
+    assert bad.returncode != 0 and "KMSInvalidSignatureException" in bad.stderr
+    set_delay(server, signer, 0)
+    old = json.loads(baton(server, "key", "jwks", signer).stdout)["keys"][0]["kid"]
+    rotated = baton(server, "key", "rotate", signer, "--wait")
+    new = rotated.stdout.strip()
+    assert f"{new}: retired" in rotated.stderr, rotated.stderr
+    assert [k["kid"] for k in json.loads(baton(server, "key", "jwks", signer).stdout)["keys"]] == [new]
+    assert new != old
+    described = baton(server, "key", "describe", signer).stdout
+    assert new in described and "current" in described
+    moved = baton(server, "key", "alias", "update", alias, signer, check=False)
+    assert moved.returncode != 0 and "same type and usage" in moved.stderr
+    aliases = baton(server, "key", "alias", "list").stdout
+    assert alias in aliases and key in aliases
+    baton(server, "key", "alias", "delete", alias)
+    assert alias not in baton(server, "key", "alias", "list").stdout
+    assert "every 90 days" in (baton(server, "key", "rotate", key, "--every-days", "90").stdout.replace(
+        "rotates every", "every"))

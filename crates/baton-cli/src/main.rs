@@ -4,6 +4,7 @@
 mod admin;
 mod connect;
 mod events;
+mod key;
 mod output;
 mod rotation;
 mod secret;
@@ -64,6 +65,13 @@ enum Command {
         #[command(subcommand)]
         command: events::EventsCommand,
     },
+    /// Create and use KMS keys: encrypt, decrypt, sign, verify, rotate, aliases, JWKS.
+    Key {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: key::KeyCommand,
+    },
     /// Register and manage external rotators.
     Rotator {
         #[command(flatten)]
@@ -118,6 +126,9 @@ fn main() -> std::process::ExitCode {
             }
             Command::Events { connect, command } => {
                 events::run(connect.client()?, connect.output, command).await
+            }
+            Command::Key { connect, command } => {
+                key::run(connect.client()?, connect.output, command).await
             }
             Command::Rotator { connect, command } => {
                 rotation::run_rotator(connect.client()?, connect.output, command).await

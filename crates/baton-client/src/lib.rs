@@ -122,6 +122,35 @@ impl Client {
         &self.config.endpoint
     }
 
+    /// The public JWKS of a signing key (`GET /jwks/<key>`, unauthenticated).
+    pub async fn jwks(&self, key: &str) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}/jwks/{key}", self.config.endpoint.trim_end_matches('/'));
+        let transport = |e: reqwest::Error| ClientError::Transport {
+            endpoint: self.config.endpoint.clone(),
+            reason: error_chain(&e),
+        };
+        let response = self
+            .http
+            .get(&url)
+            .timeout(self.config.timeout)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.map_err(transport)?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            error_type: body["error"]
+                .as_str()
+                .unwrap_or("NotFoundException")
+                .to_owned(),
+            message: body["message"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+
     /// Calls an operation by its full target, e.g. `secretsmanager.GetSecretValue`.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
