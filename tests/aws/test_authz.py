@@ -248,6 +248,9 @@ def test_baton_operations_are_checked_too(world):
 
 def test_reading_a_secret_under_a_customer_key_needs_kms_decrypt(world):
     name = world.name("kms/app")
+    kms = world.server.client("kms")
+    if not any(a["AliasName"] == "alias/team-key" for a in kms.list_aliases(Limit=100)["Aliases"]):
+        kms.create_alias(AliasName="alias/team-key", TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
     world.sm.create_secret(Name=name, SecretString="kms-protected-value", KmsKeyId="alias/team-key")
     world.principal("no-kms", allow("secretsmanager:GetSecretValue"))
     world.principal("with-kms", allow("secretsmanager:GetSecretValue"),

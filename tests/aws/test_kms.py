@@ -830,3 +830,45 @@ def test_the_baton_cli_covers_keys(server, tmp_path):
     assert alias not in baton(server, "key", "alias", "list").stdout
     assert "every 90 days" in (baton(server, "key", "rotate", key, "--every-days", "90").stdout.replace(
         "rotates every", "every"))
+
+
+# ---- Secrets under a chosen key ----
+
+def test_a_secret_under_a_kms_key_is_rewrapped_lazily_and_follows_the_key_state(kms, sm, server, unique_name):
+    key = kms.create_key(Description="wraps secrets")["KeyMetadata"]["KeyId"]
+    set_delay(server, key, 0)
+    first = current_version(server, key)
+    sm.create_secret(Name=unique_name, SecretString="under a customer key", KmsKeyId=key)
+    assert sm.describe_secret(SecretId=unique_name)["KmsKeyId"] == key
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "under a customer key"
+    # Rotating the key re-encrypts nothing: the secret still reads, its data key wrapped by the
+    # old version, until its next write moves the wrap to the current version.
+    second = rotate_and_wait(kms, server, key)
+    assert second != first
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "under a customer key"
+    sm.put_secret_value(SecretId=unique_name, SecretString="second value")
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "second value"
+    assert sm.get_secret_value(SecretId=unique_name, VersionStage="AWSPREVIOUS")["SecretString"] == "under a customer key"
+    # Disabling the key stops reads of what it protects, as in AWS; enabling restores them.
+    kms.disable_key(KeyId=key)
+    with pytest.raises(ClientError) as e:
+        sm.get_secret_value(SecretId=unique_name)
+    assert error(e)[0] == "DecryptionFailure"
+    sm.tag_resource(SecretId=unique_name, Tags=[{"Key": "still", "Value": "taggable"}])
+    kms.enable_key(KeyId=key)
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "second value"
+    # A KmsKeyId that names no usable key is refused, and nothing is written.
+    for bad in (str(uuid.uuid4()), kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]):
+        with pytest.raises(ClientError) as e:
+            sm.create_secret(Name=unique_name + "-bad", SecretString="x", KmsKeyId=bad)
+        assert error(e)[0] == "EncryptionFailure" and bad in error(e)[1]
+        with pytest.raises(ClientError):
+            sm.describe_secret(SecretId=unique_name + "-bad")
+    # Moving the secret to another key (or back to the default) re-wraps; values stay.
+    other = kms.create_key()["KeyMetadata"]["KeyId"]
+    sm.update_secret(SecretId=unique_name, KmsKeyId=other)
+    kms.disable_key(KeyId=key)
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "second value"
+    sm.update_secret(SecretId=unique_name, KmsKeyId="alias/aws/secretsmanager")
+    kms.disable_key(KeyId=other)
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "second value"

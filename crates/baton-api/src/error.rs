@@ -52,6 +52,12 @@ pub enum ApiError {
     /// The request ran past the server's time limit.
     #[error("{0}")]
     Timeout(String),
+    /// The KMS key named by a secret's KmsKeyId cannot wrap its data key.
+    #[error("{0}")]
+    EncryptionFailure(String),
+    /// The KMS key that wraps a secret's data key cannot unwrap it.
+    #[error("{0}")]
+    DecryptionFailure(String),
     /// KMS: no key or alias by that name (`NotFoundException`).
     #[error("{0}")]
     KmsNotFound(String),
@@ -123,6 +129,8 @@ impl ApiError {
             }
             ApiError::PublicPolicy(_) => (bad, "PublicPolicyException", Upper),
             ApiError::PreconditionNotMet(_) => (bad, "PreconditionNotMetException", Upper),
+            ApiError::EncryptionFailure(_) => (bad, "EncryptionFailure", Upper),
+            ApiError::DecryptionFailure(_) => (bad, "DecryptionFailure", Upper),
             ApiError::KmsNotFound(_) => (bad, "NotFoundException", Lower),
             ApiError::KmsDisabled(_) => (bad, "DisabledException", Lower),
             ApiError::KmsInvalidState(_) => (bad, "KMSInvalidStateException", Lower),

@@ -534,19 +534,49 @@ impl Baton {
     }
 
     fn key_material(&self, key: &Key, version_id: &str) -> Result<SecretBytes, ApiError> {
-        let version = key.secret.version(version_id).ok_or_else(|| {
-            ApiError::KmsInvalidCiphertext(format!(
+        if key.secret.version(version_id).is_none() {
+            return Err(ApiError::KmsInvalidCiphertext(format!(
                 "{} has no key version {version_id}.",
                 key.arn()
+            )));
+        }
+        baton_engine::keywrap::key_material(&self.root_key, &key.secret, version_id)
+            .map_err(|e| ApiError::Internal(format!("opening key material: {e}")))
+    }
+
+    /// The wrapped form of a secret's data key: under the current version of the KMS key its
+    /// KmsKeyId names, or under the root key when it names none or the default key.
+    pub(crate) async fn wrap_for(
+        &self,
+        caller: &Caller,
+        secret: &SecretRecord,
+        data_key: &DataKey,
+    ) -> Result<Vec<u8>, ApiError> {
+        let Some(id) = secret
+            .kms_key_id
+            .as_deref()
+            .filter(|k| !k.is_empty() && *k != crate::authz::DEFAULT_KMS_KEY)
+        else {
+            return Ok(self.root_key.wrap(data_key, &secret.id)?);
+        };
+        let fail = |why: &str| {
+            ApiError::EncryptionFailure(format!(
+                "Secrets Manager can't encrypt the protected secret text using the KMS key \
+                 {id}: {why}."
             ))
-        })?;
-        let data_key = self
-            .root_key
-            .unwrap(&key.secret.wrapped_data_key, &key.secret.id)?;
-        Ok(data_key.open(
-            &version.sealed_value,
-            &value_aad(&key.secret.id, version_id),
-        )?)
+        };
+        let key = self
+            .find_key_ref(&key_ref(caller, id))
+            .await?
+            .ok_or_else(|| fail("there is no such key in this region"))?;
+        if key.state() != "Enabled" {
+            return Err(fail(&format!("the key is {}", key.state())));
+        }
+        if key.spec != KeySpec::SymmetricDefault {
+            return Err(fail("it is not a symmetric encryption key"));
+        }
+        baton_engine::keywrap::wrap_under(&self.root_key, &key.secret, &secret.id, data_key)
+            .map_err(|e| ApiError::Internal(format!("wrapping a data key: {e}")))
     }
 
     pub async fn kms_create_key(

@@ -499,9 +499,34 @@ impl Baton {
     ) -> Result<(T, SecretRecord), ApiError> {
         for _ in 0..UPDATE_ATTEMPTS_MAX {
             let mut secret = self.find_primary(caller, secret_id).await?;
-            match change(&mut secret, self)? {
+            // A data key wrapped by a KMS key is held root-wrapped while `change` runs (which
+            // is synchronous), and wrapped again under the key the secret names before saving.
+            // If that key is disabled, the wrap stays as it is: changes that need no value
+            // (tags, deletion) still go through, and ones that do fail with DecryptionFailure.
+            let stored_wrap = secret.wrapped_data_key.clone();
+            let mut unwrapped = false;
+            if baton_crypto::kms::data_key_wrapper(&stored_wrap).is_some()
+                && let Ok(data_key) = self.stored_data_key(&secret).await
+            {
+                secret.wrapped_data_key = self.root_key.wrap(&data_key, &secret.id)?;
+                unwrapped = true;
+            }
+            let kms_key_before = secret.kms_key_id.clone();
+            let outcome = change(&mut secret, self);
+            let held_wrap = std::mem::replace(&mut secret.wrapped_data_key, stored_wrap);
+            match outcome? {
                 Outcome::Unchanged(out) => return Ok((out, secret)),
                 Outcome::Changed(out) => {
+                    // Re-wrapping is one small encryption, never a pass over the values: it
+                    // moves the data key to the key's current version (lazily, on the next
+                    // write after the key rotated) or under a new KmsKeyId.
+                    if unwrapped || secret.kms_key_id != kms_key_before {
+                        let data_key = self.data_key(&SecretRecord {
+                            wrapped_data_key: held_wrap,
+                            ..secret.clone()
+                        })?;
+                        secret.wrapped_data_key = self.wrap_for(caller, &secret, &data_key).await?;
+                    }
                     // The operation first, then what it set off (RotateSecret, RotationStarted).
                     secret
                         .outbox
@@ -595,7 +620,7 @@ impl Baton {
         let secret = located.secret;
         secret.ensure_not_deleted()?;
         let view = baton_core::rotation::keyring(&secret);
-        let data_key = self.data_key(&secret)?;
+        let data_key = self.stored_data_key(&secret).await?;
         let entry = |version_id: &str| -> Result<p::KeyringVersion, ApiError> {
             let (secret_string, secret_binary) = self.wire_value(&data_key, &secret, version_id)?;
             let version = secret
@@ -750,6 +775,7 @@ impl Baton {
         if req.force_overwrite_replica_secret.unwrap_or(false) {
             self.clear_replica_names(caller, name, &replicas).await?;
         }
+        secret.wrapped_data_key = self.wrap_for(caller, &secret, &data_key).await?;
         secret
             .outbox
             .push(crate::events::api_event(&caller.operation, &secret));
@@ -842,7 +868,7 @@ impl Baton {
         let mut secret = located.secret;
         secret.ensure_not_deleted()?;
         let version = resolve_version(&secret, version_id, version_stage)?;
-        let data_key = self.data_key(&secret)?;
+        let data_key = self.stored_data_key(&secret).await?;
         let (secret_string, secret_binary) =
             self.wire_value(&data_key, &secret, &version.version_id)?;
         self.note_plain_read(caller, &secret).await;
@@ -1994,7 +2020,7 @@ impl Baton {
             let arn = located.arn();
             let primary = located.secret;
             let now = now_ms();
-            let old_key = self.data_key(&primary)?;
+            let old_key = self.stored_data_key(&primary).await?;
             let new_key = DataKey::generate()?;
             let id = uuid::Uuid::new_v4().to_string();
             let mut versions = primary.versions.clone();

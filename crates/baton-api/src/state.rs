@@ -303,9 +303,36 @@ impl Baton {
         Ok((record, secret))
     }
 
+    /// The data key of a record whose key the root key wraps: a fresh record, or one inside
+    /// [`Baton::update`], which holds a KMS-wrapped key in root-wrapped form while it changes.
     pub fn data_key(&self, secret: &baton_core::SecretRecord) -> Result<DataKey, ApiError> {
+        if baton_crypto::kms::data_key_wrapper(&secret.wrapped_data_key).is_some() {
+            return Err(key_unavailable());
+        }
         Ok(self.root_key.unwrap(&secret.wrapped_data_key, &secret.id)?)
     }
+
+    /// The data key of a stored secret, whichever key wraps it (the root key, or the KMS key
+    /// named by the secret's KmsKeyId).
+    pub async fn stored_data_key(
+        &self,
+        secret: &baton_core::SecretRecord,
+    ) -> Result<DataKey, ApiError> {
+        baton_engine::keywrap::data_key(&*self.store, &self.root_key, secret)
+            .await
+            .map_err(|e| {
+                tracing::warn!(secret = %secret.arn, error = %e, "cannot unwrap a data key");
+                key_unavailable()
+            })
+    }
+}
+
+fn key_unavailable() -> ApiError {
+    ApiError::DecryptionFailure(
+        "Secrets Manager can't decrypt the protected secret text using the provided KMS key: \
+         the key that wraps this secret's data key is disabled, pending deletion or gone."
+            .to_owned(),
+    )
 }
 
 pub const ALPHABET_UPPER_DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

@@ -245,7 +245,7 @@ fn wrap_aad(context: &str) -> Vec<u8> {
 
 /// A per-secret data key. Its bytes are wiped when it is dropped.
 pub struct DataKey {
-    bytes: SecretBytes,
+    pub(crate) bytes: SecretBytes,
     key: AeadKey,
 }
 
@@ -262,7 +262,7 @@ impl DataKey {
         Self::from_bytes(SecretBytes::new(raw))
     }
 
-    fn from_bytes(bytes: SecretBytes) -> Result<Self, CryptoError> {
+    pub(crate) fn from_bytes(bytes: SecretBytes) -> Result<Self, CryptoError> {
         if bytes.len() != KEY_LEN {
             return Err(CryptoError::OpenFailed);
         }

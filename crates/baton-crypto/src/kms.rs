@@ -538,6 +538,50 @@ pub fn decrypt_blob(
     Ok(SecretBytes::from(buffer))
 }
 
+/// The first bytes of a secret's data key wrapped by a KMS key (instead of the root key).
+/// What follows is a version-1 ciphertext blob of the data key, whose encryption context
+/// binds it to the secret: `{"baton:secret-id": <secret id>}`.
+pub const KMS_WRAPPED_PREFIX: &[u8] = b"BTNK1";
+
+fn secret_context(secret_id: &str) -> [(String, String); 1] {
+    [("baton:secret-id".to_owned(), secret_id.to_owned())]
+}
+
+/// Wraps a secret's data key under a KMS key version.
+pub fn wrap_data_key(
+    material: &SecretBytes,
+    key_id: &str,
+    version_id: &str,
+    secret_id: &str,
+    data_key: &crate::DataKey,
+) -> Result<Vec<u8>, CryptoError> {
+    let blob = encrypt_blob(
+        material,
+        key_id,
+        version_id,
+        &secret_context(secret_id),
+        data_key.bytes.expose(),
+    )?;
+    Ok([KMS_WRAPPED_PREFIX, &blob].concat())
+}
+
+/// The key and version that wrapped a data key, or `None` when the root key wrapped it.
+pub fn data_key_wrapper(wrapped: &[u8]) -> Option<BlobHeader> {
+    parse_blob(wrapped.strip_prefix(KMS_WRAPPED_PREFIX)?).ok()
+}
+
+/// Unwraps a data key that [`wrap_data_key`] wrapped for `secret_id`.
+pub fn unwrap_data_key(
+    material: &SecretBytes,
+    wrapped: &[u8],
+    secret_id: &str,
+) -> Result<crate::DataKey, CryptoError> {
+    let blob = wrapped
+        .strip_prefix(KMS_WRAPPED_PREFIX)
+        .ok_or(CryptoError::OpenFailed)?;
+    crate::DataKey::from_bytes(decrypt_blob(material, blob, &secret_context(secret_id))?)
+}
+
 /// Whether `message` is the message itself or its digest (AWS's MessageType).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
@@ -703,6 +747,25 @@ mod tests {
         assert!(decrypt_blob(&other, &blob, &context).is_err());
         assert!(parse_blob(&blob[..20]).is_err());
         assert!(parse_blob(b"").is_err());
+    }
+
+    #[test]
+    fn a_data_key_wrapped_by_a_kms_key_opens_only_for_its_secret() {
+        let material = generate_key_material(KeySpec::SymmetricDefault).unwrap();
+        let data_key = crate::DataKey::generate().unwrap();
+        let wrapped = wrap_data_key(&material, KEY_ID, "v-7", "secret-1", &data_key).unwrap();
+        let header = data_key_wrapper(&wrapped).unwrap();
+        assert_eq!(
+            (header.key_id.as_str(), header.version_id.as_str()),
+            (KEY_ID, "v-7")
+        );
+        let opened = unwrap_data_key(&material, &wrapped, "secret-1").unwrap();
+        let sealed = data_key.seal(b"value", "aad").unwrap();
+        assert_eq!(opened.open(&sealed, "aad").unwrap().expose(), b"value");
+        assert!(unwrap_data_key(&material, &wrapped, "secret-2").is_err());
+        // A root-wrapped data key is not mistaken for a KMS-wrapped one.
+        let (root, _) = crate::RootKey::generate().unwrap();
+        assert!(data_key_wrapper(&root.wrap(&data_key, "secret-1").unwrap()).is_none());
     }
 
     #[test]

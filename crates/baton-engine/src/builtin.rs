@@ -4,7 +4,7 @@
 
 use baton_core::rotation::Rotation;
 use baton_core::{AWSPENDING, NewVersion, SecretRecord, SecretValueKind, Timestamp};
-use baton_crypto::{KeyPairType, PasswordOptions, RootKey, SecretBytes, value_aad};
+use baton_crypto::{DataKey, KeyPairType, PasswordOptions, SecretBytes, value_aad};
 use serde_json::Value;
 use zeroize::Zeroize as _;
 
@@ -59,7 +59,7 @@ impl Builtin {
 /// createSecret of a built-in: adds the pending version holding a new value. Idempotent: a
 /// pending version that exists already is kept.
 pub fn create_value(
-    root_key: &RootKey,
+    data_key: &DataKey,
     builtin: Builtin,
     secret: &mut SecretRecord,
     rotation: &Rotation,
@@ -68,9 +68,6 @@ pub fn create_value(
     if secret.version(&rotation.version_id).is_some() {
         return Ok(());
     }
-    let data_key = root_key
-        .unwrap(&secret.wrapped_data_key, &secret.id)
-        .map_err(|e| e.to_string())?;
     let mut current = match &rotation.old_version_id {
         Some(old) => secret
             .version(old)

@@ -29,15 +29,12 @@ pub(crate) enum StepResult {
 
 impl Engine {
     /// A version's value, parsed as a database secret.
-    fn db_secret(&self, secret: &SecretRecord, version_id: &str) -> Result<DbSecret, String> {
+    async fn db_secret(&self, secret: &SecretRecord, version_id: &str) -> Result<DbSecret, String> {
         let version = secret
             .version(version_id)
             .filter(|v| v.kind == SecretValueKind::String)
             .ok_or_else(|| format!("version {version_id} has no string value"))?;
-        let data_key = self
-            .root_key
-            .unwrap(&secret.wrapped_data_key, &secret.id)
-            .map_err(|e| e.to_string())?;
+        let data_key = crate::keywrap::data_key(&*self.store, &self.root_key, secret).await?;
         let plain = data_key
             .open(&version.sealed_value, &value_aad(&secret.id, version_id))
             .map_err(|e| e.to_string())?;
@@ -58,6 +55,7 @@ impl Engine {
             .version_id
             .clone();
         self.db_secret(&master, &current)
+            .await
             .map_err(|e| format!("the master secret: {e}"))
     }
 
@@ -69,7 +67,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<StepResult, String> {
         use baton_core::rotation::Step;
-        let pending = self.db_secret(secret, &rotation.version_id)?;
+        let pending = self.db_secret(secret, &rotation.version_id).await?;
         match step {
             Step::Set => self.set_database(secret, rotation, &pending).await,
             Step::Test => {
@@ -100,7 +98,7 @@ impl Engine {
             .old_version_id
             .as_deref()
             .ok_or("the secret has no current version to rotate from")?;
-        let current = self.db_secret(secret, old)?;
+        let current = self.db_secret(secret, old).await?;
         if let Some(arn) = &pending.masterarn {
             let master = self.master(arn).await?;
             let created = baton_dbrotate::ensure_clone(
@@ -125,7 +123,7 @@ impl Engine {
             .version_with_label(AWSPREVIOUS)
             .filter(|v| v.version_id != old && v.version_id != rotation.version_id)
         {
-            candidates.push(self.db_secret(secret, &previous.version_id.clone())?);
+            candidates.push(self.db_secret(secret, &previous.version_id.clone()).await?);
         }
         let mut last_error = String::new();
         for admin in &candidates {
@@ -152,7 +150,7 @@ impl Engine {
             return Ok(StepResult::Done);
         };
         // The old version may be gone already if an earlier attempt finished the retire.
-        let Ok(old) = self.db_secret(secret, old) else {
+        let Ok(old) = self.db_secret(secret, old).await else {
             return Ok(StepResult::Done);
         };
         if old.username == pending.username {

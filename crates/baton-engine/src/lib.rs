@@ -26,6 +26,7 @@ mod builtin;
 mod database;
 mod events;
 mod external;
+pub mod keywrap;
 
 pub use builtin::{
     Builtin, DEFAULT_KEY_TYPE, KEYPAIR_ROTATOR, KMS_ROTATOR, MYSQL_ROTATOR, POSTGRES_ROTATOR,
@@ -687,7 +688,10 @@ impl Engine {
             }
         }
         match step {
-            Step::Create => builtin::create_value(&self.root_key, builtin, secret, rotation, now),
+            Step::Create => {
+                let data_key = keywrap::data_key(&*self.store, &self.root_key, secret).await?;
+                builtin::create_value(&data_key, builtin, secret, rotation, now)
+            }
             // Random and key-pair rotators have no target system to set or test.
             Step::Set | Step::Test => Ok(()),
             Step::Promote => promote_labels(secret, rotation, now),

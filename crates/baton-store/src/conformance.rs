@@ -1049,9 +1049,12 @@ pub async fn keys_and_their_aliases_round_trip(store: &dyn Store) {
     assert_eq!(read, key);
     let mut disabled = read.clone();
     disabled.key.as_mut().unwrap().enabled = false;
+    // A secret moved to another KMS key saves its re-wrapped data key.
+    disabled.wrapped_data_key = vec![9, 9, 9];
     store.save_secret(&disabled).await.unwrap();
     let read = store.find_secret_by_arn(&key.arn).await.unwrap().unwrap();
     assert!(!read.key.as_ref().unwrap().enabled);
+    assert_eq!(read.wrapped_data_key, vec![9, 9, 9]);
     let other = sample_secret("kms-key-2");
     store.insert_secret(&other).await.unwrap();
     let prefix = format!("arn:aws:kms:us-east-1:{}:alias/", key.account_id);

@@ -560,6 +560,7 @@ async fn save_in(
                 &row.deleted_at,
                 &row.purge_at,
                 &row.key_meta,
+                &row.wrapped_data_key,
             ],
         )
         .await

@@ -387,7 +387,8 @@ pub const UPDATE_SECRET: &str = "UPDATE secrets SET description = $3, kms_key_id
     resource_policy = $5, rotation_enabled = $6, rotation_lambda_arn = $7, \
     rotation_after_days = $8, rotation_duration = $9, rotation_schedule = $10, \
     rotation_rules_set = $11, last_rotated_at = $12, last_changed_at = $13, \
-    last_accessed_at = $14, deleted_at = $15, purge_at = $16, key_meta = $17, revision = $2 + 1 \
+    last_accessed_at = $14, deleted_at = $15, purge_at = $16, key_meta = $17, \
+    wrapped_data_key = $18, revision = $2 + 1 \
     WHERE id = $1 AND revision = $2";
 
 /// Versions with their labels, one row per (version, label); a version without labels has one

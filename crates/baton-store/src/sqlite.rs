@@ -583,7 +583,8 @@ fn save_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<i64,
                 row.last_accessed_at,
                 row.deleted_at,
                 row.purge_at,
-                row.key_meta
+                row.key_meta,
+                row.wrapped_data_key
             ],
         )
         .map_err(backend)?;
