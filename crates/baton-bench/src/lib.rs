@@ -14,6 +14,20 @@ use hyper_util::rt::TokioExecutor;
 pub const ACCESS_KEY_ID: &str = "BTNBENCHMARK00000001";
 pub const SECRET_ACCESS_KEY: &str = "benchmark-secret-access-key-000000000000";
 
+/// A numeric command-line flag (`--rounds 5`), or `default` when absent.
+pub fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
+    use anyhow::Context as _;
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .with_context(|| format!("{name} needs a value"))?
+            .parse()
+            .with_context(|| format!("{name} needs a number")),
+        None => Ok(default),
+    }
+}
+
 /// A 2-worker runtime, the shape every party of a benchmark gets.
 pub fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -239,7 +253,11 @@ pub fn signed_post_as(
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region("us-east-1")
-        .name("secretsmanager")
+        .name(if target.starts_with(baton_proto::kms::KMS_TARGET_PREFIX) {
+            "kms"
+        } else {
+            "secretsmanager"
+        })
         .time(std::time::SystemTime::now())
         .settings(SigningSettings::default())
         .build()?

@@ -10,9 +10,8 @@
 //!
 //! Run: `cargo run --release -p baton-bench --bin authz-bench -- [--rounds N] [--seconds S]`
 
-use anyhow::Context as _;
 use baton_bench::{
-    admin_client, alternate_cases, runtime, signed_post, signed_post_as, start_baton_with,
+    admin_client, alternate_cases, flag, runtime, signed_post, signed_post_as, start_baton_with,
     start_reference,
 };
 use bytes::Bytes;
@@ -20,18 +19,6 @@ use serde_json::json;
 
 const SECRET_NAME: &str = "bench/authz";
 const CONCURRENCY: usize = 64;
-
-fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .with_context(|| format!("{name} needs a value"))?
-            .parse()
-            .with_context(|| format!("{name} needs a number")),
-        None => Ok(default),
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let rounds = flag("--rounds", 5)? as usize;
