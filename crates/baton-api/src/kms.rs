@@ -11,6 +11,7 @@
 //! decrypting data already written.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -46,6 +47,8 @@ const TAGS_MAX: usize = 50;
 /// reports them as ON_DEMAND and the others as AUTOMATIC.
 const ON_DEMAND_PREFIX: &str = "ondemand-";
 const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
+/// Parsed signing keys kept in memory, at most.
+const PARSED_KEYS_MAX: usize = 1024;
 
 /// A KMS key as the operations see it.
 #[derive(Debug)]
@@ -542,6 +545,31 @@ impl Baton {
         }
         baton_engine::keywrap::key_material(&self.root_key, &key.secret, version_id)
             .map_err(|e| ApiError::Internal(format!("opening key material: {e}")))
+    }
+
+    /// A signing key version, parsed once per process (RSA parsing checks the key, which costs
+    /// more than a signature).
+    fn parsed_key(&self, key: &Key, version_id: &str) -> Result<Arc<ck::ParsedKey>, ApiError> {
+        let cache_key = (key.secret.id.clone(), version_id.to_owned());
+        if let Some(found) = self
+            .parsed_keys
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&cache_key).cloned())
+        {
+            return Ok(found);
+        }
+        let parsed = Arc::new(ck::ParsedKey::parse(
+            key.spec,
+            &self.key_material(key, version_id)?,
+        )?);
+        if let Ok(mut cache) = self.parsed_keys.lock() {
+            if cache.len() >= PARSED_KEYS_MAX {
+                cache.clear();
+            }
+            cache.insert(cache_key, parsed.clone());
+        }
+        Ok(parsed)
     }
 
     /// The wrapped form of a secret's data key: under the current version of the KMS key its
@@ -1367,9 +1395,10 @@ impl Baton {
                 }
             },
         };
-        let material = self.key_material(&key, &version)?;
-        let signature =
-            ck::sign(key.spec, &material, alg, message.expose(), kind).map_err(crypto_error)?;
+        let signature = self
+            .parsed_key(&key, &version)?
+            .sign(alg, message.expose(), kind)
+            .map_err(crypto_error)?;
         Ok(json!({
             "KeyId": key.arn(),
             "Signature": b64(&signature),
@@ -1390,16 +1419,10 @@ impl Baton {
         let signature = decode(&req.signature, "signature")?;
         bounded(&signature, "signature", 6144)?;
         for version in key.accepted_versions() {
-            let material = self.key_material(&key, &version)?;
-            if ck::verify(
-                key.spec,
-                &material,
-                alg,
-                message.expose(),
-                kind,
-                signature.expose(),
-            )
-            .map_err(crypto_error)?
+            if self
+                .parsed_key(&key, &version)?
+                .verify(alg, message.expose(), kind, signature.expose())
+                .map_err(crypto_error)?
             {
                 return Ok(json!({
                     "KeyId": key.arn(),
@@ -1432,7 +1455,8 @@ impl Baton {
             )));
         }
         let version = key.current_version()?;
-        let public = ck::public_key_der(key.spec, &self.key_material(&key, &version)?)?;
+        let parsed = self.parsed_key(&key, &version)?;
+        let public = parsed.public_key_der();
         // A public key held outside Baton: the next rotation's gates allow for it.
         self.note_plain_read(caller, &key.secret).await;
         let mut out = json!({
@@ -1718,8 +1742,7 @@ impl Baton {
         key.usable()?;
         let mut keys = Vec::new();
         for version in key.accepted_versions() {
-            let material = self.key_material(&key, &version)?;
-            keys.push(ck::public_jwk(key.spec, &material, &version)?);
+            keys.push(self.parsed_key(&key, &version)?.jwk(&version));
         }
         self.note_plain_read(&caller, &key.secret).await;
         let delay = key

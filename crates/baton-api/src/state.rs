@@ -106,6 +106,9 @@ pub struct Baton {
     /// The audit log; `None` only for in-process use without a server.
     pub audit: Option<crate::audit::AuditLog>,
     signing_keys: Mutex<HashMap<String, CachedKey>>,
+    /// Asymmetric KMS key versions parsed once, by (key's secret id, version id). A version's
+    /// material never changes, so entries are never stale; the map is bounded by clearing.
+    pub(crate) parsed_keys: Mutex<HashMap<(String, String), Arc<baton_crypto::kms::ParsedKey>>>,
 }
 
 impl std::fmt::Debug for Baton {
@@ -149,6 +152,7 @@ impl Baton {
             regions,
             audit: None,
             signing_keys: Mutex::new(HashMap::new()),
+            parsed_keys: Mutex::new(HashMap::new()),
         }
     }
 

@@ -362,22 +362,7 @@ fn ec_algorithm(spec: KeySpec) -> &'static EcdsaSigningAlgorithm {
 
 /// The public half of asymmetric material: DER SubjectPublicKeyInfo, as GetPublicKey returns it.
 pub fn public_key_der(spec: KeySpec, material: &SecretBytes) -> Result<Vec<u8>, CryptoError> {
-    let spki: PublicKeyX509Der<'_> = if spec.is_rsa() {
-        RsaKeyPair::from_pkcs8(material.expose())
-            .map_err(failed)?
-            .public_key()
-            .as_der()
-            .map_err(failed)?
-    } else if spec.is_asymmetric() {
-        EcdsaKeyPair::from_pkcs8(ec_algorithm(spec), material.expose())
-            .map_err(failed)?
-            .public_key()
-            .as_der()
-            .map_err(failed)?
-    } else {
-        return Err(CryptoError::NotAsymmetric);
-    };
-    Ok(spki.as_ref().to_vec())
+    Ok(ParsedKey::parse(spec, material)?.public_der)
 }
 
 /// The public JWK of asymmetric material, with `kid`, `use` and `alg`.
@@ -386,33 +371,7 @@ pub fn public_jwk(
     material: &SecretBytes,
     kid: &str,
 ) -> Result<serde_json::Value, CryptoError> {
-    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-    let mut jwk = if spec.is_rsa() {
-        let pair = RsaKeyPair::from_pkcs8(material.expose()).map_err(failed)?;
-        let public = pair.public_key();
-        serde_json::json!({
-            "kty": "RSA",
-            "n": b64(public.modulus().big_endian_without_leading_zero()),
-            "e": b64(public.exponent().big_endian_without_leading_zero()),
-        })
-    } else if spec.is_asymmetric() {
-        let pair =
-            EcdsaKeyPair::from_pkcs8(ec_algorithm(spec), material.expose()).map_err(failed)?;
-        let point = pair.public_key().as_ref();
-        let half = (point.len() - 1) / 2;
-        serde_json::json!({
-            "kty": "EC",
-            "crv": if spec == KeySpec::EccNistP256 { "P-256" } else { "P-384" },
-            "x": b64(&point[1..=half]),
-            "y": b64(&point[1 + half..]),
-        })
-    } else {
-        return Err(CryptoError::NotAsymmetric);
-    };
-    jwk["kid"] = kid.into();
-    jwk["use"] = "sig".into();
-    jwk["alg"] = spec.jws_alg().unwrap_or_default().into();
-    Ok(jwk)
+    Ok(ParsedKey::parse(spec, material)?.jwk(kid))
 }
 
 /// The key and version a ciphertext blob names.
@@ -602,6 +561,126 @@ fn message_digest(
     }
 }
 
+/// Asymmetric key material parsed once, so signing and verifying need no PKCS#8 parse (which
+/// for RSA includes checking the key) per call. Dropping it frees aws-lc's structures, and
+/// aws-lc zeroes memory it frees.
+pub struct ParsedKey {
+    spec: KeySpec,
+    pair: ParsedPair,
+    public_der: Vec<u8>,
+}
+
+enum ParsedPair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
+impl std::fmt::Debug for ParsedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedKey")
+            .field("spec", &self.spec)
+            .field("private", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ParsedKey {
+    pub fn parse(spec: KeySpec, material: &SecretBytes) -> Result<Self, CryptoError> {
+        let (pair, public): (ParsedPair, PublicKeyX509Der<'static>) = if spec.is_rsa() {
+            let pair = RsaKeyPair::from_pkcs8(material.expose()).map_err(failed)?;
+            let public = pair.public_key().as_der().map_err(failed)?;
+            (ParsedPair::Rsa(pair), public)
+        } else if spec.is_asymmetric() {
+            let pair =
+                EcdsaKeyPair::from_pkcs8(ec_algorithm(spec), material.expose()).map_err(failed)?;
+            let public = pair.public_key().as_der().map_err(failed)?;
+            (ParsedPair::Ec(pair), public)
+        } else {
+            return Err(CryptoError::NotAsymmetric);
+        };
+        Ok(ParsedKey {
+            spec,
+            pair,
+            public_der: public.as_ref().to_vec(),
+        })
+    }
+
+    /// The public half: DER SubjectPublicKeyInfo.
+    pub fn public_key_der(&self) -> &[u8] {
+        &self.public_der
+    }
+
+    /// The public JWK, with `kid`, `use` and `alg`.
+    pub fn jwk(&self, kid: &str) -> serde_json::Value {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let mut jwk = match &self.pair {
+            ParsedPair::Rsa(pair) => {
+                let public = pair.public_key();
+                serde_json::json!({
+                    "kty": "RSA",
+                    "n": b64(public.modulus().big_endian_without_leading_zero()),
+                    "e": b64(public.exponent().big_endian_without_leading_zero()),
+                })
+            }
+            ParsedPair::Ec(pair) => {
+                let point = pair.public_key().as_ref();
+                let half = (point.len() - 1) / 2;
+                serde_json::json!({
+                    "kty": "EC",
+                    "crv": if self.spec == KeySpec::EccNistP256 { "P-256" } else { "P-384" },
+                    "x": b64(&point[1..=half]),
+                    "y": b64(&point[1 + half..]),
+                })
+            }
+        };
+        jwk["kid"] = kid.into();
+        jwk["use"] = "sig".into();
+        jwk["alg"] = self.spec.jws_alg().unwrap_or_default().into();
+        jwk
+    }
+
+    /// Signs `message`; the algorithm must suit the spec.
+    pub fn sign(
+        &self,
+        alg: SigningAlgorithm,
+        message: &[u8],
+        kind: MessageType,
+    ) -> Result<Vec<u8>, CryptoError> {
+        if !self.spec.signing_algorithms().contains(&alg) {
+            return Err(CryptoError::WrongAlgorithm);
+        }
+        let digest = message_digest(alg, message, kind)?;
+        match &self.pair {
+            ParsedPair::Rsa(pair) => {
+                let mut sig = vec![0u8; pair.public_modulus_len()];
+                pair.sign_digest(alg.rsa_encoding(), &digest, &mut sig)
+                    .map_err(failed)?;
+                Ok(sig)
+            }
+            ParsedPair::Ec(pair) => {
+                Ok(pair.sign_digest(&digest).map_err(failed)?.as_ref().to_vec())
+            }
+        }
+    }
+
+    /// Whether `sig` is a signature of `message` by this key.
+    pub fn verify(
+        &self,
+        alg: SigningAlgorithm,
+        message: &[u8],
+        kind: MessageType,
+        sig: &[u8],
+    ) -> Result<bool, CryptoError> {
+        if !self.spec.signing_algorithms().contains(&alg) {
+            return Err(CryptoError::WrongAlgorithm);
+        }
+        let digest = message_digest(alg, message, kind)?;
+        Ok(UnparsedPublicKey::new(alg.verification(), &self.public_der)
+            .verify_digest(&digest, sig)
+            .is_ok())
+    }
+}
+
 /// Signs `message` with asymmetric material. The algorithm must suit the spec.
 pub fn sign(
     spec: KeySpec,
@@ -613,18 +692,7 @@ pub fn sign(
     if !spec.signing_algorithms().contains(&alg) {
         return Err(CryptoError::WrongAlgorithm);
     }
-    let digest = message_digest(alg, message, kind)?;
-    if spec.is_rsa() {
-        let pair = RsaKeyPair::from_pkcs8(material.expose()).map_err(failed)?;
-        let mut sig = vec![0u8; pair.public_modulus_len()];
-        pair.sign_digest(alg.rsa_encoding(), &digest, &mut sig)
-            .map_err(failed)?;
-        Ok(sig)
-    } else {
-        let pair =
-            EcdsaKeyPair::from_pkcs8(ec_algorithm(spec), material.expose()).map_err(failed)?;
-        Ok(pair.sign_digest(&digest).map_err(failed)?.as_ref().to_vec())
-    }
+    ParsedKey::parse(spec, material)?.sign(alg, message, kind)
 }
 
 /// Whether `sig` is a signature of `message` by asymmetric material.
@@ -639,11 +707,7 @@ pub fn verify(
     if !spec.signing_algorithms().contains(&alg) {
         return Err(CryptoError::WrongAlgorithm);
     }
-    let digest = message_digest(alg, message, kind)?;
-    let public = public_key_der(spec, material)?;
-    Ok(UnparsedPublicKey::new(alg.verification(), &public)
-        .verify_digest(&digest, sig)
-        .is_ok())
+    ParsedKey::parse(spec, material)?.verify(alg, message, kind, sig)
 }
 
 /// The HMAC of `message` under HMAC material.

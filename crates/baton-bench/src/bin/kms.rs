@@ -116,6 +116,9 @@ fn main() -> anyhow::Result<()> {
         &plaintext,
     )?);
     let msg = Arc::new(STANDARD.decode(&message)?);
+    // Parsed once, as the server keeps them.
+    let rsa_parsed = Arc::new(ck::ParsedKey::parse(KeySpec::Rsa2048, &rsa_material)?);
+    let p256_parsed = Arc::new(ck::ParsedKey::parse(KeySpec::EccNistP256, &p256_material)?);
     let sign_local =
         |spec, material: &SecretBytes, alg| ck::sign(spec, material, alg, &msg, MessageType::Raw);
     let local_rsa_sig = Arc::new(sign_local(
@@ -176,15 +179,9 @@ fn main() -> anyhow::Result<()> {
                 json!({"KeyId": rsa, "Message": message, "SigningAlgorithm": "RSASSA_PSS_SHA_256"}),
             )?,
             op: {
-                let (m, msg) = (rsa_material.clone(), msg.clone());
+                let (k, msg) = (rsa_parsed.clone(), msg.clone());
                 Arc::new(move || {
-                    let _ = ck::sign(
-                        KeySpec::Rsa2048,
-                        &m,
-                        SigningAlgorithm::RsassaPssSha256,
-                        &msg,
-                        MessageType::Raw,
-                    );
+                    let _ = k.sign(SigningAlgorithm::RsassaPssSha256, &msg, MessageType::Raw);
                 })
             },
         },
@@ -196,11 +193,9 @@ fn main() -> anyhow::Result<()> {
                        "SigningAlgorithm": "RSASSA_PSS_SHA_256"}),
             )?,
             op: {
-                let (m, msg, sig) = (rsa_material.clone(), msg.clone(), local_rsa_sig.clone());
+                let (k, msg, sig) = (rsa_parsed.clone(), msg.clone(), local_rsa_sig.clone());
                 Arc::new(move || {
-                    let _ = ck::verify(
-                        KeySpec::Rsa2048,
-                        &m,
+                    let _ = k.verify(
                         SigningAlgorithm::RsassaPssSha256,
                         &msg,
                         MessageType::Raw,
@@ -216,15 +211,9 @@ fn main() -> anyhow::Result<()> {
                 json!({"KeyId": p256, "Message": message, "SigningAlgorithm": "ECDSA_SHA_256"}),
             )?,
             op: {
-                let (m, msg) = (p256_material.clone(), msg.clone());
+                let (k, msg) = (p256_parsed.clone(), msg.clone());
                 Arc::new(move || {
-                    let _ = ck::sign(
-                        KeySpec::EccNistP256,
-                        &m,
-                        SigningAlgorithm::EcdsaSha256,
-                        &msg,
-                        MessageType::Raw,
-                    );
+                    let _ = k.sign(SigningAlgorithm::EcdsaSha256, &msg, MessageType::Raw);
                 })
             },
         },
@@ -236,16 +225,9 @@ fn main() -> anyhow::Result<()> {
                        "SigningAlgorithm": "ECDSA_SHA_256"}),
             )?,
             op: {
-                let (m, msg, sig) = (p256_material.clone(), msg.clone(), local_p256_sig.clone());
+                let (k, msg, sig) = (p256_parsed.clone(), msg.clone(), local_p256_sig.clone());
                 Arc::new(move || {
-                    let _ = ck::verify(
-                        KeySpec::EccNistP256,
-                        &m,
-                        SigningAlgorithm::EcdsaSha256,
-                        &msg,
-                        MessageType::Raw,
-                        &sig,
-                    );
+                    let _ = k.verify(SigningAlgorithm::EcdsaSha256, &msg, MessageType::Raw, &sig);
                 })
             },
         },
