@@ -1461,7 +1461,7 @@ impl Baton {
         self.note_plain_read(caller, &key.secret).await;
         let mut out = json!({
             "KeyId": key.arn(),
-            "PublicKey": b64(&public),
+            "PublicKey": b64(public),
             "CustomerMasterKeySpec": key.spec.name(),
             "KeySpec": key.spec.name(),
             "KeyUsage": key.usage.name(),
