@@ -533,6 +533,33 @@ def test_macs(kms):
 
 # ---- Rotation through the phase machine ----
 
+def test_automatic_rotation_is_scheduled_and_switched_off(kms, server):
+    key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+    assert kms.get_key_rotation_status(KeyId=key)["KeyRotationEnabled"] is False
+    for days in (89, 2561):
+        # boto3 refuses these itself; the server refuses them too.
+        with pytest.raises(ClientError) as e:
+            raw(server, "EnableKeyRotation", KeyId=key, RotationPeriodInDays=days)
+        assert error(e)[0] == "ValidationException" and "rotationPeriodInDays" in error(e)[1]
+    kms.enable_key_rotation(KeyId=key, RotationPeriodInDays=90)
+    status = kms.get_key_rotation_status(KeyId=key)
+    assert status["KeyRotationEnabled"] is True and status["RotationPeriodInDays"] == 90
+    # The engine's schedule picks a moment in the day the period ends.
+    assert 89 * 86400 < status["NextRotationDate"].timestamp() - time.time() < 91 * 86400
+    kms.enable_key_rotation(KeyId=key)
+    assert kms.get_key_rotation_status(KeyId=key)["RotationPeriodInDays"] == 365
+    kms.disable_key_rotation(KeyId=key)
+    status = kms.get_key_rotation_status(KeyId=key)
+    assert status["KeyRotationEnabled"] is False and "NextRotationDate" not in status
+    kms.disable_key(KeyId=key)
+    with pytest.raises(ClientError) as e:
+        kms.enable_key_rotation(KeyId=key)
+    assert error(e)[0] == "DisabledException"
+    with pytest.raises(ClientError) as e:
+        kms.rotate_key_on_demand(KeyId=key)
+    assert error(e)[0] == "DisabledException"
+
+
 def test_ciphertext_from_before_ten_rotations_still_decrypts(kms, server):
     key = kms.create_key()["KeyMetadata"]["KeyId"]
     set_delay(server, key, 0)
