@@ -899,3 +899,20 @@ def test_a_secret_under_a_kms_key_is_rewrapped_lazily_and_follows_the_key_state(
     sm.update_secret(SecretId=unique_name, KmsKeyId="alias/aws/secretsmanager")
     kms.disable_key(KeyId=other)
     assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "second value"
+
+
+def test_key_operations_are_audited_without_their_data(kms, server):
+    meta = kms.create_key()["KeyMetadata"]
+    marker = f"audited-plaintext-{uuid.uuid4().hex}".encode()
+    blob = kms.encrypt(KeyId=meta["KeyId"], Plaintext=marker)["CiphertextBlob"]
+    with pytest.raises(ClientError):
+        kms.decrypt(CiphertextBlob=blob, EncryptionContext={"wrong": "context"})
+    status, out = awsraw.call(server, "baton.ListAuditEntries", {"AfterSeq": -200, "MaxResults": 1000})
+    assert status == 200, out
+    mine = [e for e in out["Entries"] if meta["Arn"] in e["Resource"]]
+    by_action = {e["Action"]: e for e in mine}
+    assert by_action["kms:Encrypt"]["Decision"] == "allow" and by_action["kms:Encrypt"]["Outcome"] == "ok"
+    assert by_action["kms:Decrypt"]["Outcome"] == "InvalidCiphertextException"
+    text = json.dumps(out)
+    assert marker.decode() not in text and base64.b64encode(marker).decode() not in text
+    assert base64.b64encode(blob).decode() not in text
