@@ -89,19 +89,27 @@ impl Key {
         }
     }
 
-    /// Refuses a cryptographic operation on a disabled key or one pending deletion.
-    fn usable(&self) -> Result<(), ApiError> {
-        match self.state() {
-            "PendingDeletion" => Err(ApiError::KmsInvalidState(format!(
+    /// Refuses a change to a key that is pending deletion.
+    fn not_pending_deletion(&self) -> Result<(), ApiError> {
+        if self.secret.is_scheduled_for_deletion() {
+            return Err(ApiError::KmsInvalidState(format!(
                 "{} is pending deletion.",
                 self.arn()
-            ))),
-            "Disabled" => Err(ApiError::KmsDisabled(format!(
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a cryptographic operation on a disabled key or one pending deletion.
+    fn usable(&self) -> Result<(), ApiError> {
+        self.not_pending_deletion()?;
+        if !self.meta.enabled {
+            return Err(ApiError::KmsDisabled(format!(
                 "{} is disabled.",
                 self.arn()
-            ))),
-            _ => Ok(()),
+            )));
         }
+        Ok(())
     }
 
     fn needs_usage(&self, usage: KeyUsage, operation: &str) -> Result<(), ApiError> {
@@ -497,11 +505,17 @@ impl Baton {
             },
         )?;
         found.ok_or_else(|| match r {
-            KeyRef::Alias(a) => ApiError::KmsNotFound(format!("Alias {a} is not found.")),
+            KeyRef::Alias(a) => alias_not_found(&a),
             KeyRef::Key(a) | KeyRef::Elsewhere(a) => {
                 ApiError::KmsNotFound(format!("Key '{a}' does not exist"))
             }
         })
+    }
+
+    /// The key a request's required `KeyId` names, authorized for the request's own action.
+    async fn key_of(&self, caller: &Caller, key_id: &Option<String>) -> Result<Key, ApiError> {
+        self.key_for(caller, required(key_id, "keyId")?, &caller.action)
+            .await
     }
 
     /// Applies `change` to a key and saves it, retrying on a concurrent write.
@@ -731,9 +745,7 @@ impl Baton {
         caller: &Caller,
         req: k::KeyIdRequest,
     ) -> Result<Value, ApiError> {
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         Ok(json!({ "KeyMetadata": key.metadata() }))
     }
 
@@ -764,12 +776,7 @@ impl Baton {
         enable: bool,
     ) -> Result<Value, ApiError> {
         self.update_key(caller, required(&req.key_id, "keyId")?, |key| {
-            if key.secret.is_scheduled_for_deletion() {
-                return Err(ApiError::KmsInvalidState(format!(
-                    "{} is pending deletion.",
-                    key.arn()
-                )));
-            }
+            key.not_pending_deletion()?;
             if key.meta.enabled == enable {
                 return Ok(Outcome::Unchanged(()));
             }
@@ -792,12 +799,7 @@ impl Baton {
         }
         let ((), key) = self
             .update_key(caller, required(&req.key_id, "keyId")?, |key| {
-                if key.secret.is_scheduled_for_deletion() {
-                    return Err(ApiError::KmsInvalidState(format!(
-                        "{} is pending deletion.",
-                        key.arn()
-                    )));
-                }
+                key.not_pending_deletion()?;
                 key.secret.schedule_deletion(days, now_ms())?;
                 Ok(Outcome::Changed(()))
             })
@@ -852,12 +854,7 @@ impl Baton {
         let alias_arn = alias_arn(caller, name);
         self.authorize(caller, Target::named(&caller.action, &alias_arn))?;
         let key = self.key_for(caller, target, &caller.action).await?;
-        if key.secret.is_scheduled_for_deletion() {
-            return Err(ApiError::KmsInvalidState(format!(
-                "{} is pending deletion.",
-                key.arn()
-            )));
-        }
+        key.not_pending_deletion()?;
         let now = now_ms();
         let created = self
             .store
@@ -889,9 +886,7 @@ impl Baton {
         let alias_arn = alias_arn(caller, name);
         self.authorize(caller, Target::named(&caller.action, &alias_arn))?;
         let Some(mut alias) = self.store.find_alias(&alias_arn).await? else {
-            return Err(ApiError::KmsNotFound(format!(
-                "Alias {alias_arn} is not found."
-            )));
+            return Err(alias_not_found(&alias_arn));
         };
         let old = self
             .find_key_ref(&KeyRef::Key(key_arn(
@@ -919,9 +914,7 @@ impl Baton {
         alias.secret_id = new.secret.id.clone();
         alias.updated_at = now_ms();
         if !self.store.update_alias(&alias).await? {
-            return Err(ApiError::KmsNotFound(format!(
-                "Alias {alias_arn} is not found."
-            )));
+            return Err(alias_not_found(&alias_arn));
         }
         Ok(json!({}))
     }
@@ -935,9 +928,7 @@ impl Baton {
         let alias_arn = alias_arn(caller, name);
         self.authorize(caller, Target::named(&caller.action, &alias_arn))?;
         if !self.store.delete_alias(&alias_arn).await? {
-            return Err(ApiError::KmsNotFound(format!(
-                "Alias {alias_arn} is not found."
-            )));
+            return Err(alias_not_found(&alias_arn));
         }
         Ok(json!({}))
     }
@@ -1011,9 +1002,7 @@ impl Baton {
         caller: &Caller,
         req: k::ListRequest,
     ) -> Result<Value, ApiError> {
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         let tags: Vec<Value> = key
             .secret
             .tags
@@ -1030,9 +1019,7 @@ impl Baton {
         req: k::KeyPolicyRequest,
     ) -> Result<Value, ApiError> {
         check_policy_name(&req.policy_name)?;
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         Ok(json!({
             "Policy": key.secret.resource_policy.clone().unwrap_or_default(),
             "PolicyName": "default",
@@ -1060,8 +1047,7 @@ impl Baton {
         caller: &Caller,
         req: k::ListRequest,
     ) -> Result<Value, ApiError> {
-        self.key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        self.key_of(caller, &req.key_id).await?;
         Ok(json!({ "PolicyNames": ["default"], "Truncated": false }))
     }
 
@@ -1072,9 +1058,7 @@ impl Baton {
     ) -> Result<Value, ApiError> {
         let plaintext = decode(&req.plaintext, "plaintext")?;
         bounded(&plaintext, "plaintext", MESSAGE_BYTES_MAX)?;
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         let (blob, version, alg) = self.encrypt_with(
             &key,
             &plaintext,
@@ -1269,9 +1253,7 @@ impl Baton {
                 ));
             }
         };
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         key.usable()?;
         key.needs_symmetric("GenerateDataKey")?;
         let mut bytes = vec![0u8; len];
@@ -1313,9 +1295,7 @@ impl Baton {
         let spec = KeySpec::parse(spec_name)
             .filter(|s| s.is_asymmetric())
             .ok_or_else(|| enum_error("keyPairSpec", spec_name, &pair_names))?;
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         key.usable()?;
         key.needs_symmetric("GenerateDataKeyPair")?;
         let private = tokio::task::spawn_blocking(move || ck::generate_key_material(spec))
@@ -1377,9 +1357,7 @@ impl Baton {
     }
 
     pub async fn kms_sign(&self, caller: &Caller, req: k::SignRequest) -> Result<Value, ApiError> {
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         let (message, alg, kind) = Self::signing_request(&key, &req, "Sign")?;
         let version = match &req.baton_key_version_id {
             None => key.current_version()?,
@@ -1412,9 +1390,7 @@ impl Baton {
         caller: &Caller,
         req: k::SignRequest,
     ) -> Result<Value, ApiError> {
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         let (message, alg, kind) = Self::signing_request(&key, &req, "Verify")?;
         let signature = decode(&req.signature, "signature")?;
         bounded(&signature, "signature", 6144)?;
@@ -1443,9 +1419,7 @@ impl Baton {
         caller: &Caller,
         req: k::KeyIdRequest,
     ) -> Result<Value, ApiError> {
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         key.usable()?;
         if !key.spec.is_asymmetric() {
             return Err(ApiError::KmsUnsupportedOperation(format!(
@@ -1508,9 +1482,7 @@ impl Baton {
         caller: &Caller,
         req: k::MacRequest,
     ) -> Result<Value, ApiError> {
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         let (message, alg) = Self::mac_request(&key, &req, "GenerateMac")?;
         let version = key.current_version()?;
         let tag = ck::mac(&self.key_material(&key, &version)?, alg, message.expose());
@@ -1527,9 +1499,7 @@ impl Baton {
         caller: &Caller,
         req: k::MacRequest,
     ) -> Result<Value, ApiError> {
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         let (message, alg) = Self::mac_request(&key, &req, "VerifyMac")?;
         let tag = decode(&req.mac, "mac")?;
         for version in key.accepted_versions() {
@@ -1617,9 +1587,7 @@ impl Baton {
         caller: &Caller,
         req: k::KeyIdRequest,
     ) -> Result<Value, ApiError> {
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         let rotation = &key.secret.rotation;
         let mut out = json!({
             "KeyId": key.arn(),
@@ -1682,9 +1650,7 @@ impl Baton {
         caller: &Caller,
         req: k::ListRequest,
     ) -> Result<Value, ApiError> {
-        let key = self
-            .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
-            .await?;
+        let key = self.key_of(caller, &req.key_id).await?;
         let mut versions: Vec<_> = key.secret.versions.iter().collect();
         versions.sort_by_key(|v| (v.created_at, v.version_id.clone()));
         let rotations: Vec<Value> = versions
@@ -1782,6 +1748,10 @@ fn rsa_algorithm(key: &Key, algorithm: Option<&str>) -> Result<RsaEncryption, Ap
             key.spec.name()
         ))
     })
+}
+
+fn alias_not_found(alias_arn: &str) -> ApiError {
+    ApiError::KmsNotFound(format!("Alias {alias_arn} is not found."))
 }
 
 fn invalid_ciphertext() -> ApiError {

@@ -3,32 +3,18 @@
 //! fetch, made-up `kid`s cannot make it fetch more than once per interval, and forged or
 //! expired tokens are refused.
 
+mod common;
+
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use baton_client::Client;
 use baton_client::jwks::{JwksOptions, JwksVerifier, JwtError};
-use baton_client::{AccessKey, Client, ClientConfig};
 use serde_json::{Value, json};
 
-const KEY_ID: &str = "BTNJWKSTEST000000001";
-const SECRET: &str = "jwks-test-secret-access-key-000000000000";
-
 async fn server(dir: &std::path::Path) -> Client {
-    let options = baton_api::ServeOptions::embedded_for_tests(dir, KEY_ID, SECRET);
-    let server = baton_api::Server::bind(options).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(server.run(std::future::pending()));
-    Client::new(ClientConfig {
-        endpoint: format!("http://{addr}"),
-        region: "us-east-1".into(),
-        access_key: AccessKey {
-            access_key_id: KEY_ID.into(),
-            secret_access_key: SECRET.into(),
-        },
-        timeout: Duration::from_secs(10),
-    })
-    .unwrap()
+    common::start(dir, std::future::pending()).await.0
 }
 
 async fn call(client: &Client, target: &str, body: Value) -> Value {

@@ -2,29 +2,15 @@
 //! version, and unknown version ids cause one refresh at most per interval however many
 //! callers ask at once.
 
+mod common;
+
 use std::time::Duration;
 
+use baton_client::Client;
 use baton_client::keyring::{KeyringCache, KeyringOptions};
-use baton_client::{AccessKey, Client, ClientConfig};
-
-const KEY_ID: &str = "BTNCLIENTTEST0000001";
-const SECRET: &str = "client-test-secret-access-key-0000000000";
 
 async fn server(dir: &std::path::Path) -> Client {
-    let options = baton_api::ServeOptions::embedded_for_tests(dir, KEY_ID, SECRET);
-    let server = baton_api::Server::bind(options).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(server.run(std::future::pending()));
-    Client::new(ClientConfig {
-        endpoint: format!("http://{addr}"),
-        region: "us-east-1".into(),
-        access_key: AccessKey {
-            access_key_id: KEY_ID.into(),
-            secret_access_key: SECRET.into(),
-        },
-        timeout: Duration::from_secs(10),
-    })
-    .unwrap()
+    common::start(dir, std::future::pending()).await.0
 }
 
 async fn call(client: &Client, target: &str, body: serde_json::Value) -> serde_json::Value {

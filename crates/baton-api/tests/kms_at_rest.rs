@@ -2,36 +2,22 @@
 //! through a running server, each version's material (read back through the root key, as the
 //! server does) appears nowhere in the database file or its WAL.
 
+mod common;
+
 use std::time::Duration;
 
-use baton_client::{AccessKey, Client, ClientConfig};
 use baton_crypto::RootKey;
 use baton_store::{SqliteStore, Store};
 use serde_json::{Value, json};
 
-const KEY_ID: &str = "BTNATRESTTEST0000001";
-const SECRET: &str = "at-rest-test-secret-access-key-00000000";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_material_is_only_on_disk_encrypted() {
     let dir = tempfile::tempdir().unwrap();
-    let options = baton_api::ServeOptions::embedded_for_tests(dir.path(), KEY_ID, SECRET);
-    let server = baton_api::Server::bind(options).await.unwrap();
-    let addr = server.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run(async move {
+    let (client, running) = common::start(dir.path(), async move {
         let _ = stopped.await;
-    }));
-    let client = Client::new(ClientConfig {
-        endpoint: format!("http://{addr}"),
-        region: "us-east-1".into(),
-        access_key: AccessKey {
-            access_key_id: KEY_ID.into(),
-            secret_access_key: SECRET.into(),
-        },
-        timeout: Duration::from_secs(10),
     })
-    .unwrap();
+    .await;
     let mut arns = Vec::new();
     for spec in ["SYMMETRIC_DEFAULT", "HMAC_256", "ECC_NIST_P256"] {
         let out: Value = client
@@ -68,7 +54,7 @@ async fn key_material_is_only_on_disk_encrypted() {
         assert!(finished, "rotation of {arn} finished");
     }
     stop.send(()).unwrap();
-    let _ = running.await.unwrap();
+    running.await.unwrap();
     // The data directory stays locked while anything of the server lives: read a copy.
     let copy = tempfile::tempdir().unwrap();
     for name in ["baton.db", "baton.db-wal", "baton.db-shm"] {

@@ -1,14 +1,12 @@
 //! Asymmetric key pairs for the `baton-keypair` rotator: generation, PEM encoding and the public
 //! JWK. The private key leaves this module only as PEM text inside a [`SecretBytes`].
 
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
-    EcdsaSigningAlgorithm, Ed25519KeyPair, KeyPair as _,
-};
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+use crate::kms::{KeySpec, ParsedKey, generate_key_material};
 use crate::{CryptoError, SecretBytes};
 
 /// The key types the rotator generates, named as AWS KMS names its key specs.
@@ -82,45 +80,26 @@ pub fn generate_key_pair(
 ) -> Result<GeneratedKeyPair, CryptoError> {
     let failed = |_| CryptoError::KeyGeneration(key_type.name());
     let (pkcs8, spki, mut jwk): (Vec<u8>, Vec<u8>, serde_json::Value) = match key_type {
-        KeyPairType::Rsa2048 | KeyPairType::Rsa3072 | KeyPairType::Rsa4096 => {
-            let size = match key_type {
-                KeyPairType::Rsa2048 => aws_lc_rs::rsa::KeySize::Rsa2048,
-                KeyPairType::Rsa3072 => aws_lc_rs::rsa::KeySize::Rsa3072,
-                _ => aws_lc_rs::rsa::KeySize::Rsa4096,
+        KeyPairType::Rsa2048
+        | KeyPairType::Rsa3072
+        | KeyPairType::Rsa4096
+        | KeyPairType::EccNistP256
+        | KeyPairType::EccNistP384 => {
+            // The same generation and public forms as a KMS key of the same spec.
+            let spec = match key_type {
+                KeyPairType::Rsa2048 => KeySpec::Rsa2048,
+                KeyPairType::Rsa3072 => KeySpec::Rsa3072,
+                KeyPairType::Rsa4096 => KeySpec::Rsa4096,
+                KeyPairType::EccNistP256 => KeySpec::EccNistP256,
+                _ => KeySpec::EccNistP384,
             };
-            let pair = aws_lc_rs::rsa::KeyPair::generate(size).map_err(failed)?;
-            let pkcs8: Pkcs8V1Der<'_> = pair.as_der().map_err(failed)?;
-            let spki: PublicKeyX509Der<'_> = pair.public_key().as_der().map_err(failed)?;
-            let public = pair.public_key();
-            let jwk = serde_json::json!({
-                "kty": "RSA",
-                "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
-                "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
-            });
-            (pkcs8.as_ref().to_vec(), spki.as_ref().to_vec(), jwk)
-        }
-        KeyPairType::EccNistP256 | KeyPairType::EccNistP384 => {
-            let (alg, crv, coordinate_len): (&'static EcdsaSigningAlgorithm, _, _) =
-                if key_type == KeyPairType::EccNistP256 {
-                    (&ECDSA_P256_SHA256_ASN1_SIGNING, "P-256", 32)
-                } else {
-                    (&ECDSA_P384_SHA384_ASN1_SIGNING, "P-384", 48)
-                };
-            let pair = EcdsaKeyPair::generate(alg).map_err(failed)?;
-            let pkcs8 = pair.to_pkcs8v1().map_err(failed)?;
-            let spki: PublicKeyX509Der<'_> = pair.public_key().as_der().map_err(failed)?;
-            // The public key is the uncompressed point: 0x04 || X || Y.
-            let point = pair.public_key().as_ref();
-            if point.len() != 1 + 2 * coordinate_len || point[0] != 4 {
-                return Err(CryptoError::KeyGeneration(key_type.name()));
-            }
-            let jwk = serde_json::json!({
-                "kty": "EC",
-                "crv": crv,
-                "x": URL_SAFE_NO_PAD.encode(&point[1..=coordinate_len]),
-                "y": URL_SAFE_NO_PAD.encode(&point[1 + coordinate_len..]),
-            });
-            (pkcs8.as_ref().to_vec(), spki.as_ref().to_vec(), jwk)
+            let material = generate_key_material(spec)?;
+            let parsed = ParsedKey::parse(spec, &material)?;
+            (
+                material.expose().to_vec(),
+                parsed.public_key_der().to_vec(),
+                parsed.jwk(kid),
+            )
         }
         KeyPairType::Ed25519 => {
             let pair = Ed25519KeyPair::generate().map_err(failed)?;
@@ -166,7 +145,10 @@ fn pem(label: &str, der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_lc_rs::signature::{self, UnparsedPublicKey};
+    use aws_lc_rs::signature::{
+        self, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
+        UnparsedPublicKey,
+    };
 
     fn unpem(text: &str, label: &str) -> Vec<u8> {
         let begin = format!("-----BEGIN {label}-----\n");

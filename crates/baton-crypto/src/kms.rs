@@ -365,15 +365,6 @@ pub fn public_key_der(spec: KeySpec, material: &SecretBytes) -> Result<Vec<u8>, 
     Ok(ParsedKey::parse(spec, material)?.public_der)
 }
 
-/// The public JWK of asymmetric material, with `kid`, `use` and `alg`.
-pub fn public_jwk(
-    spec: KeySpec,
-    material: &SecretBytes,
-    kid: &str,
-) -> Result<serde_json::Value, CryptoError> {
-    Ok(ParsedKey::parse(spec, material)?.jwk(kid))
-}
-
 /// The key and version a ciphertext blob names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobHeader {
@@ -746,13 +737,6 @@ pub fn rsa_encrypt(
     Ok(out)
 }
 
-/// The largest plaintext RSAES-OAEP accepts under RSA material.
-pub fn rsa_plaintext_max(material: &SecretBytes, alg: RsaEncryption) -> Result<usize, CryptoError> {
-    let private = PrivateDecryptingKey::from_pkcs8(material.expose()).map_err(failed)?;
-    let public = OaepPublicEncryptingKey::new(private.public_key()).map_err(failed)?;
-    Ok(public.max_plaintext_size(alg.oaep()))
-}
-
 /// Decrypts an RSAES-OAEP ciphertext with RSA material.
 pub fn rsa_decrypt(
     material: &SecretBytes,
@@ -893,15 +877,21 @@ mod tests {
             b"data"
         );
         assert!(rsa_decrypt(&rsa, RsaEncryption::OaepSha1, &c).is_err());
-        let max = rsa_plaintext_max(&rsa, RsaEncryption::OaepSha256).unwrap();
-        assert_eq!(max, 256 - 2 * 32 - 2);
-        assert!(rsa_encrypt(&rsa, RsaEncryption::OaepSha256, &vec![0; max + 1]).is_err());
+        // RSAES-OAEP with SHA-256 under a 2048-bit key takes at most 256 - 2 * 32 - 2 bytes.
+        let max = 256 - 2 * 32 - 2;
+        assert!(rsa_encrypt(&rsa, RsaEncryption::OaepSha256, &vec![0; max]).is_ok());
+        assert!(matches!(
+            rsa_encrypt(&rsa, RsaEncryption::OaepSha256, &vec![0; max + 1]),
+            Err(CryptoError::PlaintextTooLong(190))
+        ));
     }
 
     #[test]
     fn the_jwk_and_the_der_are_the_same_public_key() {
         let material = generate_key_material(KeySpec::EccNistP256).unwrap();
-        let jwk = public_jwk(KeySpec::EccNistP256, &material, "v9").unwrap();
+        let jwk = ParsedKey::parse(KeySpec::EccNistP256, &material)
+            .unwrap()
+            .jwk("v9");
         assert_eq!(jwk["kid"], "v9");
         assert_eq!(jwk["alg"], "ES256");
         let der = public_key_der(KeySpec::EccNistP256, &material).unwrap();

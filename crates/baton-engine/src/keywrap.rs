@@ -78,16 +78,3 @@ pub fn wrap_under(
     ck::wrap_data_key(&material, &meta.key_id, &current, secret_id, data_key)
         .map_err(|e| e.to_string())
 }
-
-/// Whether `key` wraps the secret's data key with a version that is no longer its current one,
-/// so the secret's next write should re-wrap it.
-pub fn stale_wrapper(secret: &SecretRecord, key: &SecretRecord) -> bool {
-    match ck::data_key_wrapper(&secret.wrapped_data_key) {
-        Some(header) => {
-            key.key.as_ref().is_some_and(|m| m.key_id == header.key_id)
-                && baton_core::rotation::keyring(key).current.as_deref()
-                    != Some(header.version_id.as_str())
-        }
-        None => false,
-    }
-}
