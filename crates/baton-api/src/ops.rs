@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use baton_core::{
-    AWSPENDING, CoreError, DeletionState, LabelMove, NewVersion, RotationConfig, RotationRules,
-    SecretRecord, SecretValueKind, Tag, VALUE_BYTES_MAX, resolve_version,
+    CoreError, DeletionState, LabelMove, NewVersion, RotationConfig, RotationRules, SecretRecord,
+    SecretValueKind, Tag, VALUE_BYTES_MAX, resolve_version,
 };
 use baton_crypto::{DataKey, PasswordOptions, SecretBytes};
 use baton_proto as p;
@@ -839,6 +839,8 @@ impl Baton {
         let located = self
             .locate(caller, required(&req.secret_id, "secretId")?)
             .await?;
+        // AWS's caches refresh through DescribeSecret: it is a read like any other.
+        self.note_plain_read(caller, &located.secret).await;
         Ok(located.describe())
     }
 
@@ -867,11 +869,13 @@ impl Baton {
         let arn = located.arn();
         let mut secret = located.secret;
         secret.ensure_not_deleted()?;
+        // Asking for a stage that does not exist yet is how a cache looks for AWSPENDING: the
+        // reader is there whether or not the answer is a value.
+        self.note_plain_read(caller, &secret).await;
         let version = resolve_version(&secret, version_id, version_stage)?;
         let data_key = self.stored_data_key(&secret).await?;
         let (secret_string, secret_binary) =
             self.wire_value(&data_key, &secret, &version.version_id)?;
-        self.note_plain_read(caller, &secret).await;
         let value = p::SecretValue {
             arn: Some(arn),
             name: Some(secret.name.clone()),
@@ -1209,6 +1213,7 @@ impl Baton {
         let located = self
             .locate(caller, required(&req.secret_id, "secretId")?)
             .await?;
+        self.note_plain_read(caller, &located.secret).await;
         let arn = located.arn();
         let secret = located.secret;
         let max_results = req.max_results.unwrap_or(LIST_RESULTS_MAX);
@@ -1627,20 +1632,7 @@ impl Baton {
                                 match command {
                                     baton_core::rotation::Command::DropPending => {
                                         let version = state.machine.version_id.clone();
-                                        if secret
-                                            .version(&version)
-                                            .is_some_and(|v| v.labels.contains(AWSPENDING))
-                                        {
-                                            baton_core::move_label(
-                                                secret,
-                                                &LabelMove {
-                                                    label: AWSPENDING.to_owned(),
-                                                    remove_from_version_id: Some(version.clone()),
-                                                    move_to_version_id: None,
-                                                },
-                                                now,
-                                            )?;
-                                        }
+                                        baton_core::drop_pending_label(secret, &version, now)?;
                                         pending = Some(version);
                                     }
                                     baton_core::rotation::Command::Record(event) => {

@@ -10,6 +10,7 @@ mod names;
 pub mod rotation;
 pub mod schedule;
 mod secret;
+mod step_labels;
 
 pub use error::CoreError;
 pub use labels::{LabelMove, apply_label_moves, move_label};
@@ -22,6 +23,7 @@ pub use secret::{
     Replica, RotationConfig, RotationRules, SecretRecord, SecretValueKind, Tag, Timestamp,
     VALUE_BYTES_MAX, VersionRecord, resolve_version,
 };
+pub use step_labels::{drop_pending_label, promote_labels, retire_labels};
 
 /// The label that marks the version clients use.
 pub const AWSCURRENT: &str = "AWSCURRENT";

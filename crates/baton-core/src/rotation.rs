@@ -257,6 +257,22 @@ impl ConsumerStatus {
     }
 }
 
+/// A plain read (one by a client that does not report what it holds) is recorded at most once
+/// per this interval per secret on each node, so recording costs at most one write a second.
+pub const PLAIN_READ_RECORD_INTERVAL_MS: Timestamp = 1_000;
+
+/// Until when a reader that does not report may still hold a view older than the secret's
+/// state, given the last recorded plain read: one propagation delay after it, plus the slack
+/// of the recording throttle. Every read counts, not only reads of a value: AWS's caching
+/// libraries and agent refresh through DescribeSecret and fetch a value only when a label
+/// moved, so a cache that polls keeps this window open as long as it lives.
+pub fn plain_readers_until(
+    last_plain_read: Option<Timestamp>,
+    policy: &RotationPolicy,
+) -> Option<Timestamp> {
+    last_plain_read.map(|at| at + PLAIN_READ_RECORD_INTERVAL_MS + policy.propagation_delay_ms)
+}
+
 /// What one live reporting consumer holds of the secret.
 #[derive(Debug, Clone, Copy)]
 pub struct Holding<'a> {
@@ -730,9 +746,12 @@ impl Rotation {
         if consumers.non_reporting_readers && waited < self.policy.propagation_delay_ms {
             out.push(Command::Record(RotationEvent::GateWaiting {
                 gate,
+                // Stable text: the timeline keeps one entry per distinct reason, not one a tick.
                 reason: format!(
-                    "readers that do not report may hold the old view for {} ms more",
-                    self.policy.propagation_delay_ms - waited
+                    "readers that do not report (plain AWS SDKs, AWS's agent or caching \
+                     libraries) may hold the old view: the gate waits the propagation delay \
+                     T = {} from the phase's start",
+                    duration_text(self.policy.propagation_delay_ms)
                 ),
             }));
             return false;
@@ -742,8 +761,9 @@ impl Rotation {
             out.push(Command::Record(RotationEvent::GateWaiting {
                 gate,
                 reason: format!(
-                    "signatures made with the old value may still be in use for {} ms (retire grace)",
-                    ready_since + self.policy.retire_grace_ms - now
+                    "signatures made with the old value may still be in use: the gate waits the \
+                     retire grace of {} after every consumer uses the new value",
+                    duration_text(self.policy.retire_grace_ms)
                 ),
             }));
             return false;
@@ -753,6 +773,15 @@ impl Rotation {
             forced: false,
         }));
         true
+    }
+}
+
+/// "300 s", or "1500 ms" when not a whole number of seconds.
+fn duration_text(ms: Timestamp) -> String {
+    if ms % 1_000 == 0 {
+        format!("{} s", ms / 1_000)
+    } else {
+        format!("{ms} ms")
     }
 }
 

@@ -16,9 +16,7 @@ use std::time::{Duration, SystemTime};
 use baton_core::rotation::{
     Command, ConsumerStatus, Holding, Input, Rotation, RotationError, RotationState, Step,
 };
-use baton_core::{
-    AWSCURRENT, AWSPENDING, AWSPREVIOUS, CoreError, LabelMove, SecretRecord, Timestamp,
-};
+use baton_core::{AWSCURRENT, CoreError, SecretRecord, Timestamp};
 use baton_crypto::RootKey;
 use baton_store::{Fence, Store, StoreError};
 
@@ -51,7 +49,7 @@ const FOREIGN_LEASE_RETRY: Duration = Duration::from_millis(250);
 const GATE_RECHECK_MS: Timestamp = 1_000;
 /// The API records plain reads at most this often per secret, so a stored time may be this much
 /// older than the latest read; gates add it to the propagation delay.
-pub const PLAIN_READ_RECORD_INTERVAL_MS: Timestamp = 1_000;
+pub use baton_core::rotation::PLAIN_READ_RECORD_INTERVAL_MS;
 
 /// Secrets whose rotation should be looked at now, because a consumer reported: the engine
 /// drives them at its next pass, and a kick wakes it.
@@ -636,10 +634,10 @@ impl Engine {
     ) -> Result<Consumers, EngineError> {
         let rows = self.store.list_consumers(&secret.id).await?;
         let live: Vec<_> = rows.iter().filter(|c| c.lease_expires_at > now).collect();
-        let plain_until =
-            self.store.last_plain_read(&secret.id).await?.map(|at| {
-                at + PLAIN_READ_RECORD_INTERVAL_MS + rotation.policy.propagation_delay_ms
-            });
+        let plain_until = baton_core::rotation::plain_readers_until(
+            self.store.last_plain_read(&secret.id).await?,
+            &rotation.policy,
+        );
         let non_reporting = plain_until.is_some_and(|until| until > now);
         let status = rotation.consumer_status(
             live.iter().map(|c| Holding {
@@ -706,76 +704,29 @@ struct Consumers {
     recheck_at: Option<Timestamp>,
 }
 
-/// The engine's part of promotion: AWSCURRENT on the new version (AWSPREVIOUS follows to the
-/// old one), AWSPENDING removed, in one change. Idempotent.
+/// The engine's part of promotion, as `baton_core::promote_labels` defines it.
 fn promote_labels(
     secret: &mut SecretRecord,
     rotation: &Rotation,
     now: Timestamp,
 ) -> Result<(), String> {
-    let new = rotation.version_id.clone();
-    let current = secret
-        .version_with_label(AWSCURRENT)
-        .map(|v| v.version_id.clone());
-    let mut moves = Vec::new();
-    if current.as_deref() != Some(&new) {
-        moves.push(LabelMove {
-            label: AWSCURRENT.into(),
-            remove_from_version_id: current,
-            move_to_version_id: Some(new.clone()),
-        });
-    }
-    if secret
-        .version(&new)
-        .is_some_and(|v| v.labels.contains(AWSPENDING))
-    {
-        moves.push(LabelMove {
-            label: AWSPENDING.into(),
-            remove_from_version_id: Some(new),
-            move_to_version_id: None,
-        });
-    }
-    if !moves.is_empty() {
-        baton_core::apply_label_moves(secret, &moves, now).map_err(|e| e.to_string())?;
-    }
+    baton_core::promote_labels(secret, rotation, now).map_err(|e| e.to_string())?;
     secret.rotation.last_rotated_at = Some(now);
     Ok(())
 }
 
-/// The engine's part of retirement: the old version loses AWSPREVIOUS. Idempotent.
+/// The engine's part of retirement, as `baton_core::retire_labels` defines it.
 fn retire_labels(
     secret: &mut SecretRecord,
     rotation: &Rotation,
     now: Timestamp,
 ) -> Result<(), String> {
-    if let Some(old) = &rotation.old_version_id
-        && secret
-            .version(old)
-            .is_some_and(|v| v.labels.contains(AWSPREVIOUS))
-    {
-        let change = LabelMove {
-            label: AWSPREVIOUS.into(),
-            remove_from_version_id: Some(old.clone()),
-            move_to_version_id: None,
-        };
-        baton_core::move_label(secret, &change, now).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    baton_core::retire_labels(secret, rotation, now).map_err(|e| e.to_string())
 }
 
 fn drop_pending(secret: &mut SecretRecord, rotation: &Rotation, now: Timestamp) {
-    if secret
-        .version(&rotation.version_id)
-        .is_some_and(|v| v.labels.contains(AWSPENDING))
-    {
-        let change = LabelMove {
-            label: AWSPENDING.into(),
-            remove_from_version_id: Some(rotation.version_id.clone()),
-            move_to_version_id: None,
-        };
-        if let Err(e) = baton_core::move_label(secret, &change, now) {
-            tracing::warn!(error = %e, "could not drop AWSPENDING after a cancellation");
-        }
+    if let Err(e) = baton_core::drop_pending_label(secret, &rotation.version_id, now) {
+        tracing::warn!(error = %e, "could not drop AWSPENDING after a cancellation");
     }
 }
 
@@ -872,6 +823,11 @@ mod tests {
         assert!(
             after.version("v1").unwrap().labels.is_empty(),
             "old value retired"
+        );
+        assert_eq!(
+            current.labels.iter().collect::<Vec<_>>(),
+            [AWSCURRENT],
+            "AWSPENDING left the new version at retirement"
         );
         let next = after
             .rotation
