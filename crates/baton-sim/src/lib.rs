@@ -1,9 +1,17 @@
 //! A deterministic simulator of Baton's rotation protocol.
 //!
-//! Simulated time, one server and N service instances. Each instance caches the keyring,
-//! refreshes it every `refresh_ms` (with jitter and a clock-skewed phase), signs every message
-//! with its current version, and verifies what it receives against its accepted set. Messages
-//! travel between instances with a random delay. The server runs `baton-core`'s phase machine
+//! Simulated time, one server and N service instances of two kinds. A keyring instance (Baton's
+//! client or agent, or a plain SDK reading the keyring) caches the whole keyring, refreshes it
+//! every `refresh_ms` (with jitter and a clock-skewed phase), signs every message with its
+//! current version, and verifies what it receives against its accepted set. An AWS-cache
+//! instance reads as AWS's Secrets Manager Agent and caching libraries do: one cache entry per
+//! staging label, each with its own expiry; an expired entry is checked with DescribeSecret and
+//! fetched again only when its label moved; a label that does not exist is "not found" and is
+//! not cached. It signs with AWSCURRENT and verifies with AWSPENDING, AWSCURRENT and
+//! AWSPREVIOUS, each looked up through its cache. Messages travel between instances with a
+//! random delay. Half the AWS-cache instances model AWS's caching libraries instead: one
+//! DescribeSecret result per secret, refreshed when it expires, and each version's value fetched
+//! once by version id. The server runs `baton-core`'s phase machine
 //! on the same clock, exactly as the engine does: it feeds inputs, performs the commands, and
 //! wakes at `poll_timeout`.
 //!
@@ -11,17 +19,24 @@
 //! record (and resumes from what it had persisted), and instances lose the server for less than
 //! the gate's maximum wait.
 //!
+//! The server records plain reads (reads by clients that do not report) as the API does, with
+//! the same throttle, and the gates see them through `baton_core::rotation::plain_readers_until`.
+//! Label moves of promotion and retirement are `baton-core`'s own functions, the engine's.
+//!
 //! The checker counts verification failures and checks the invariants after every event. Every
 //! run is a pure function of its [`SimConfig`], seed included, so a failing seed replays exactly.
-//! The control, [`Mode::Naive`], replaces the value in one step as a hand-built rotation would;
-//! it must show failures, which proves that the checker can fail.
+//! The controls must show failures, which proves that the checker can fail: [`Mode::Naive`]
+//! replaces the value in one step as a hand-built rotation would; [`ReadsCounted::ValuesOnly`]
+//! counts only reads that return a value, as Baton once did, so AWS caches that poll with
+//! DescribeSecret go unseen; and `pending_kept_at_promotion: false` removes AWSPENDING at
+//! promotion, as Baton once did, which per-label caches cannot survive.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use baton_core::rotation::{
-    Command, ConsumerStatus, Input, Keyring, Phase, Rotation, RotationEvent, RotationPolicy, Step,
-    keyring,
+    Command, ConsumerStatus, Input, Keyring, PLAIN_READ_RECORD_INTERVAL_MS, Phase, Rotation,
+    RotationEvent, RotationPolicy, Step, keyring, plain_readers_until,
 };
 use baton_core::{
     AWSCURRENT, AWSPENDING, AWSPREVIOUS, DeletionState, LabelMove, NewVersion, RotationConfig,
@@ -37,6 +52,27 @@ pub enum Mode {
     Naive,
 }
 
+/// Which reads the server records as evidence of a reader that does not report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadsCounted {
+    /// Every read of the secret: DescribeSecret, and GetSecretValue whether or not the stage
+    /// exists. What Baton does.
+    Every,
+    /// The control: only a GetSecretValue that returns a value.
+    ValuesOnly,
+}
+
+/// Which AWS caches the AWS-cache instances model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsCacheKinds {
+    /// Every other one each: AWS's agent and AWS's caching libraries.
+    Both,
+    /// Only the agent's per-label entries.
+    AgentsOnly,
+    /// Only the libraries' per-secret DescribeSecret result.
+    LibrariesOnly,
+}
+
 /// Everything a run depends on.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -49,8 +85,18 @@ pub struct SimConfig {
     pub jitter_ms: Timestamp,
     /// Each instance's clock is offset by up to this much, which shifts its refresh schedule.
     pub skew_ms: Timestamp,
-    /// Whether instances report what they hold (Baton clients) or not (plain AWS SDKs).
+    /// Whether keyring instances report what they hold (Baton clients) or not (plain AWS SDKs).
     pub reporting: bool,
+    /// How many instances (the first ones) read through a model of AWS's caches instead.
+    pub aws_caches: usize,
+    /// Each AWS cache entry lives between half of this and this long from its fetch or check
+    /// (AWS's Python library draws its refresh in that range; AWS's agent uses the whole TTL).
+    pub cache_ttl_ms: Timestamp,
+    pub aws_cache_kinds: AwsCacheKinds,
+    pub reads_counted: ReadsCounted,
+    /// Whether AWSPENDING stays on the new version from promotion until retirement (Baton), or
+    /// is removed at promotion (the control).
+    pub pending_kept_at_promotion: bool,
     /// A reporting instance unheard for this long is gone and no longer holds a gate.
     pub consumer_lease_ms: Timestamp,
     pub message_interval_ms: Timestamp,
@@ -83,6 +129,11 @@ impl SimConfig {
             jitter_ms: 10_000,
             skew_ms: 5_000,
             reporting: true,
+            aws_caches: 0,
+            cache_ttl_ms: refresh_ms,
+            aws_cache_kinds: AwsCacheKinds::Both,
+            reads_counted: ReadsCounted::Every,
+            pending_kept_at_promotion: true,
             consumer_lease_ms: 20 * refresh_ms,
             message_interval_ms: 1_000,
             message_delay_max_ms: 500,
@@ -118,6 +169,77 @@ impl SimConfig {
         }
     }
 
+    /// Every instance reads through a model of AWS's agent or caching libraries, with a
+    /// propagation delay of the cache's TTL plus 2 s, as the README tells their users to set.
+    /// Partitions are off: such a cache answers an error when it cannot reach the server.
+    pub fn phased_aws_caches(seed: u64) -> Self {
+        let cache_ttl_ms = 20_000;
+        let base = Self::phased_with_faults(seed);
+        SimConfig {
+            reporting: false,
+            aws_caches: base.instances,
+            cache_ttl_ms,
+            partition_rate: 0.0,
+            duration_ms: 2 * 3_600_000,
+            rotation_interval_ms: 10 * 60_000,
+            policy: RotationPolicy {
+                propagation_delay_ms: cache_ttl_ms + 2_000,
+                gate_wait_max_ms: 5 * 60_000,
+                ..base.policy
+            },
+            ..base
+        }
+    }
+
+    /// Half the instances read through AWS's caches, half are reporting Baton clients that
+    /// refresh every 15 s and lose the server now and then.
+    pub fn phased_mixed(seed: u64) -> Self {
+        let refresh_ms = 15_000;
+        let aws = Self::phased_aws_caches(seed);
+        SimConfig {
+            reporting: true,
+            aws_caches: aws.instances / 2,
+            refresh_ms,
+            jitter_ms: 5_000,
+            consumer_lease_ms: 20 * refresh_ms,
+            partition_rate: 0.01,
+            partition_max_ms: 10 * refresh_ms,
+            policy: RotationPolicy {
+                gate_wait_max_ms: 15 * refresh_ms,
+                ..aws.policy
+            },
+            ..aws
+        }
+    }
+
+    /// Control (a): AWS's caching libraries, and only reads that return a value count as
+    /// reads. (An agent asks for a missing label on every lookup, and its first answer with a
+    /// value is counted even so; the libraries learn of a new label only from DescribeSecret.)
+    pub fn control_reads_values_only(seed: u64) -> Self {
+        SimConfig {
+            reads_counted: ReadsCounted::ValuesOnly,
+            aws_cache_kinds: AwsCacheKinds::LibrariesOnly,
+            ..Self::phased_aws_caches(seed)
+        }
+    }
+
+    /// Control (b): AWS's agent, and promotion removes AWSPENDING. (A library's one
+    /// DescribeSecret result never mixes labels of two moments.)
+    pub fn control_pending_dropped_at_promotion(seed: u64) -> Self {
+        SimConfig {
+            pending_kept_at_promotion: false,
+            aws_cache_kinds: AwsCacheKinds::AgentsOnly,
+            ..Self::phased_aws_caches(seed)
+        }
+    }
+
+    /// Whether the configuration is a control, which must show failures.
+    pub fn is_control(&self) -> bool {
+        self.mode == Mode::Naive
+            || self.reads_counted == ReadsCounted::ValuesOnly
+            || !self.pending_kept_at_promotion
+    }
+
     /// The control.
     pub fn naive(seed: u64) -> Self {
         SimConfig {
@@ -141,6 +263,8 @@ pub struct Report {
     pub step_failures: u32,
     pub crashes: u32,
     pub partitions: u32,
+    /// Requests the AWS-cache instances sent to the server.
+    pub cache_requests: u64,
     pub invariant_violations: Vec<String>,
     /// The first few failed verifications, described, for replaying a seed.
     pub failure_samples: Vec<String>,
@@ -207,8 +331,46 @@ enum Event {
     },
 }
 
+/// How an instance holds the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Keyring,
+    /// AWS's Secrets Manager Agent: one entry per staging label.
+    AwsAgent,
+    /// AWS's caching libraries (`SecretCache`): one DescribeSecret result per secret.
+    AwsLibrary,
+}
+
+/// A caching library's DescribeSecret result: which version each label named.
+#[derive(Debug, Clone)]
+struct Described {
+    labels: BTreeMap<String, String>,
+    expires_at: Timestamp,
+}
+
+/// One entry of an AWS cache: the version a staging label named when it was last checked.
+#[derive(Debug, Clone)]
+struct CacheEntry {
+    version: String,
+    expires_at: Timestamp,
+}
+
+/// A read as the server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Describe,
+    Value,
+    NotFound,
+}
+
 struct Instance {
+    kind: Kind,
     view: Option<Keyring>,
+    /// The agent kind's entries, by staging label.
+    cache: BTreeMap<&'static str, CacheEntry>,
+    /// The library kind's DescribeSecret result and the versions whose values it fetched.
+    described: Option<Described>,
+    fetched: BTreeSet<String>,
     partitioned_until: Timestamp,
     /// Whether the last refresh fell inside a partition: the next one reconnects first, so
     /// back-to-back partitions never add up beyond `partition_max_ms`.
@@ -226,6 +388,8 @@ struct Server {
     versions_ever: BTreeSet<String>,
     tested_at: Option<Timestamp>,
     promoted_at: Option<Timestamp>,
+    /// The last recorded plain read, kept in its own table: it survives a crash.
+    plain_read_at: Option<Timestamp>,
 }
 
 struct Sim {
@@ -302,6 +466,7 @@ pub fn run(config: &SimConfig) -> Report {
             generation: 0,
             tested_at: None,
             promoted_at: None,
+            plain_read_at: None,
         },
         report: Report {
             seed: config.seed,
@@ -312,6 +477,7 @@ pub fn run(config: &SimConfig) -> Report {
             step_failures: 0,
             crashes: 0,
             partitions: 0,
+            cache_requests: 0,
             invariant_violations: Vec::new(),
             failure_samples: Vec::new(),
             events: 0,
@@ -342,15 +508,54 @@ impl Sim {
     fn start(&mut self) {
         let initial = keyring(&self.server.secret);
         for i in 0..self.config.instances {
-            self.instances.push(Instance {
-                view: Some(initial.clone()),
+            let kind = match (i, self.config.aws_cache_kinds) {
+                (i, _) if i >= self.config.aws_caches => Kind::Keyring,
+                (_, AwsCacheKinds::AgentsOnly) => Kind::AwsAgent,
+                (_, AwsCacheKinds::LibrariesOnly) => Kind::AwsLibrary,
+                (i, AwsCacheKinds::Both) if i % 2 == 0 => Kind::AwsAgent,
+                (_, AwsCacheKinds::Both) => Kind::AwsLibrary,
+            };
+            let mut instance = Instance {
+                kind,
+                view: None,
+                cache: BTreeMap::new(),
+                described: None,
+                fetched: BTreeSet::new(),
                 partitioned_until: 0,
                 reconnecting: false,
-                last_report_at: Some(0),
-            });
-            let skew = self.rng.between(-self.config.skew_ms, self.config.skew_ms);
-            let first = self.rng.between(0, self.config.refresh_ms) + skew;
-            self.schedule(first.max(1), Event::Refresh(i));
+                last_report_at: None,
+            };
+            match kind {
+                Kind::Keyring => {
+                    instance.view = Some(initial.clone());
+                    instance.last_report_at = Some(0);
+                    let skew = self.rng.between(-self.config.skew_ms, self.config.skew_ms);
+                    let first = self.rng.between(0, self.config.refresh_ms) + skew;
+                    self.schedule(first.max(1), Event::Refresh(i));
+                }
+                // Fetched at some time before the run began: each instance's entry expires at
+                // its own time.
+                Kind::AwsAgent => {
+                    let current = initial.current.clone().expect("v0 is current");
+                    let expires_at = self.rng.between(1, self.config.cache_ttl_ms);
+                    instance.cache.insert(
+                        AWSCURRENT,
+                        CacheEntry {
+                            version: current,
+                            expires_at,
+                        },
+                    );
+                }
+                Kind::AwsLibrary => {
+                    let current = initial.current.clone().expect("v0 is current");
+                    instance.described = Some(Described {
+                        labels: BTreeMap::from([(AWSCURRENT.to_owned(), current.clone())]),
+                        expires_at: self.rng.between(1, self.config.cache_ttl_ms),
+                    });
+                    instance.fetched.insert(current);
+                }
+            }
+            self.instances.push(instance);
             let send = self.rng.between(1, self.config.message_interval_ms);
             self.schedule(send, Event::Send(i));
         }
@@ -363,18 +568,29 @@ impl Sim {
             Event::Send(i) => self.send(i),
             Event::Deliver { to, version } => {
                 self.report.messages += 1;
-                let accepted = self.instances[to]
-                    .view
-                    .as_ref()
-                    .is_some_and(|k| k.accepted.contains(&version));
+                let accepted = match self.instances[to].kind {
+                    Kind::Keyring => self.instances[to]
+                        .view
+                        .as_ref()
+                        .is_some_and(|k| k.accepted.contains(&version)),
+                    Kind::AwsAgent | Kind::AwsLibrary => {
+                        let mut accepted = false;
+                        for label in [AWSPENDING, AWSCURRENT, AWSPREVIOUS] {
+                            accepted |= self.cache_lookup(to, label).as_ref() == Some(&version);
+                        }
+                        accepted
+                    }
+                };
                 if !accepted {
                     self.report.verification_failures += 1;
                     if self.report.failure_samples.len() < 5 {
                         let sample = format!(
-                            "at {} ms: instance {to} (view {:?}, last report {:?}, partitioned until {}) \
+                            "at {} ms: instance {to} (view {:?}, cache {:?}, described {:?}, last report {:?}, partitioned until {}) \
                              rejected {version}; rotation {:?}",
                             self.now,
                             self.instances[to].view,
+                            self.instances[to].cache,
+                            self.instances[to].described,
                             self.instances[to].last_report_at,
                             self.instances[to].partitioned_until,
                             self.server.rotation.as_ref().map(|r| (
@@ -423,6 +639,9 @@ impl Sim {
                     return;
                 }
                 self.feed(Input::StepSucceeded(step));
+                // As the engine does: a gate reached by a step is evaluated at once with what
+                // the consumers hold, so a rotation nobody would notice does not wait.
+                self.feed(Input::Tick(self.consumer_status()));
             }
         }
     }
@@ -449,16 +668,137 @@ impl Sim {
             self.instances[i].last_report_at = Some(self.now);
             // Reports reach the engine at once, which is what lets gates pass early.
             self.feed(Input::Tick(self.consumer_status()));
+        } else {
+            self.note_read(Read::Value);
+        }
+    }
+
+    /// The server's side of a read by a client that does not report: recorded at most once per
+    /// `PLAIN_READ_RECORD_INTERVAL_MS`, as the API does.
+    fn note_read(&mut self, read: Read) {
+        let counted = match self.config.reads_counted {
+            ReadsCounted::Every => true,
+            ReadsCounted::ValuesOnly => read == Read::Value,
+        };
+        if !counted
+            || self
+                .server
+                .plain_read_at
+                .is_some_and(|at| self.now - at < PLAIN_READ_RECORD_INTERVAL_MS)
+        {
+            return;
+        }
+        self.server.plain_read_at = Some(self.now);
+    }
+
+    /// One staging label looked up through an AWS-cache instance's cache.
+    fn cache_lookup(&mut self, i: usize, label: &'static str) -> Option<String> {
+        match self.instances[i].kind {
+            Kind::AwsLibrary => self.library_lookup(i, label),
+            _ => self.agent_lookup(i, label),
+        }
+    }
+
+    fn cache_ttl(&mut self) -> Timestamp {
+        self.rng
+            .between(self.config.cache_ttl_ms / 2, self.config.cache_ttl_ms)
+            .max(1)
+    }
+
+    /// As AWS's caching libraries do: the DescribeSecret result names the label's version,
+    /// and a version's value is fetched once, by id.
+    fn library_lookup(&mut self, i: usize, label: &'static str) -> Option<String> {
+        if self.instances[i]
+            .described
+            .as_ref()
+            .is_none_or(|d| d.expires_at <= self.now)
+        {
+            self.report.cache_requests += 1;
+            self.note_read(Read::Describe);
+            let labels = self
+                .server
+                .secret
+                .versions
+                .iter()
+                .flat_map(|v| v.labels.iter().map(|l| (l.clone(), v.version_id.clone())))
+                .collect();
+            let expires_at = self.now + self.cache_ttl();
+            self.instances[i].described = Some(Described { labels, expires_at });
+        }
+        let version = self.instances[i]
+            .described
+            .as_ref()
+            .and_then(|d| d.labels.get(label).cloned())?;
+        if !self.instances[i].fetched.contains(&version) {
+            // GetSecretValue with VersionId: versions are never removed in the simulator.
+            self.report.cache_requests += 1;
+            self.note_read(Read::Value);
+            self.instances[i].fetched.insert(version.clone());
+        }
+        Some(version)
+    }
+
+    /// As AWS's agent does: one entry per label, checked with DescribeSecret when it expires.
+    fn agent_lookup(&mut self, i: usize, label: &'static str) -> Option<String> {
+        let cached = self.instances[i].cache.get(label).cloned();
+        if let Some(entry) = &cached
+            && entry.expires_at > self.now
+        {
+            return Some(entry.version.clone());
+        }
+        let on_server = self
+            .server
+            .secret
+            .version_with_label(label)
+            .map(|v| v.version_id.clone());
+        let expires_at = self.now + self.cache_ttl();
+        if let Some(entry) = cached {
+            // An expired entry is checked with DescribeSecret and kept if its label has not moved.
+            self.report.cache_requests += 1;
+            self.note_read(Read::Describe);
+            if on_server.as_deref() == Some(entry.version.as_str()) {
+                self.instances[i].cache.insert(
+                    label,
+                    CacheEntry {
+                        version: entry.version.clone(),
+                        expires_at,
+                    },
+                );
+                return Some(entry.version);
+            }
+        }
+        // GetSecretValue with VersionStage = label.
+        self.report.cache_requests += 1;
+        match on_server {
+            Some(version) => {
+                self.note_read(Read::Value);
+                self.instances[i].cache.insert(
+                    label,
+                    CacheEntry {
+                        version: version.clone(),
+                        expires_at,
+                    },
+                );
+                Some(version)
+            }
+            None => {
+                self.note_read(Read::NotFound);
+                self.instances[i].cache.remove(label);
+                None
+            }
         }
     }
 
     fn send(&mut self, i: usize) {
         self.schedule(self.now + self.config.message_interval_ms, Event::Send(i));
-        let Some(version) = self.instances[i]
-            .view
-            .as_ref()
-            .and_then(|k| k.current.clone())
-        else {
+        let current = match self.instances[i].kind {
+            Kind::Keyring => self.instances[i]
+                .view
+                .as_ref()
+                .and_then(|k| k.current.clone()),
+            Kind::AwsAgent | Kind::AwsLibrary => self.cache_lookup(i, AWSCURRENT),
+        };
+        let Some(version) = current else {
             return;
         };
         let n = self.config.instances as u64;
@@ -527,11 +867,14 @@ impl Sim {
     /// What live reporting instances hold, for the gate that follows `phase`: the propagation
     /// gate needs them to accept `version`, the drain gate needs them to use it.
     fn consumer_status_at(&self, version: &str, phase: Phase) -> ConsumerStatus {
-        if !self.config.reporting {
-            return ConsumerStatus::unknown();
-        }
+        let non_reporting_readers =
+            plain_readers_until(self.server.plain_read_at, &self.config.policy)
+                .is_some_and(|until| until > self.now);
         let (mut reporting, mut ready) = (0, 0);
         for instance in &self.instances {
+            if instance.kind != Kind::Keyring || !self.config.reporting {
+                continue;
+            }
             let live = instance
                 .last_report_at
                 .is_some_and(|at| self.now - at < self.config.consumer_lease_ms);
@@ -550,7 +893,7 @@ impl Sim {
         ConsumerStatus {
             reporting,
             reporting_ready: ready,
-            non_reporting_readers: false,
+            non_reporting_readers,
         }
     }
 
@@ -577,7 +920,19 @@ impl Sim {
             .and_then(Rotation::poll_timeout)
         {
             // A deadline in the past means "when something changes": use a minimum interval.
-            let at = at.max(self.now + 1_000);
+            let mut at = at.max(self.now + 1_000);
+            // As the engine does: a gate is looked at again when plain readers may have gone.
+            if let Some(until) = plain_readers_until(self.server.plain_read_at, &self.config.policy)
+                && until > self.now
+                && self
+                    .server
+                    .rotation
+                    .as_ref()
+                    .and_then(Rotation::waiting_gate)
+                    .is_some()
+            {
+                at = at.min(until);
+            }
             if self.wake_at.is_none_or(|w| at < w || w < self.now) {
                 self.wake_at = Some(at);
                 self.schedule(at, Event::EngineWake);
@@ -628,42 +983,18 @@ impl Sim {
             Step::Test => self.server.tested_at = Some(self.now),
             Step::Promote => {
                 self.check_promotion_is_safe(&rotation);
-                let current = keyring(&self.server.secret).current;
-                if current.as_deref() != Some(&new) {
-                    let moves = [
-                        LabelMove {
-                            label: AWSCURRENT.into(),
-                            remove_from_version_id: current,
-                            move_to_version_id: Some(new.clone()),
-                        },
-                        LabelMove {
-                            label: AWSPENDING.into(),
-                            remove_from_version_id: Some(new),
-                            move_to_version_id: None,
-                        },
-                    ];
-                    baton_core::apply_label_moves(&mut self.server.secret, &moves, self.now)
-                        .expect("promotion moves are valid");
+                baton_core::promote_labels(&mut self.server.secret, &rotation, self.now)
+                    .expect("promotion moves are valid");
+                if !self.config.pending_kept_at_promotion {
+                    baton_core::drop_pending_label(&mut self.server.secret, &new, self.now)
+                        .expect("removing AWSPENDING is valid");
                 }
                 self.server.promoted_at = Some(self.now);
             }
             Step::Retire => {
                 self.check_retirement_is_safe(&rotation);
-                if let Some(old) = &rotation.old_version_id
-                    && self
-                        .server
-                        .secret
-                        .version(old)
-                        .is_some_and(|v| v.labels.contains(AWSPREVIOUS))
-                {
-                    let change = LabelMove {
-                        label: AWSPREVIOUS.into(),
-                        remove_from_version_id: Some(old.clone()),
-                        move_to_version_id: None,
-                    };
-                    baton_core::move_label(&mut self.server.secret, &change, self.now)
-                        .expect("retirement move is valid");
-                }
+                baton_core::retire_labels(&mut self.server.secret, &rotation, self.now)
+                    .expect("retirement moves are valid");
             }
         }
     }
@@ -698,7 +1029,7 @@ impl Sim {
         }
         let status = self.consumer_status_at(&rotation.version_id, Phase::Tested);
         let waited = self.server.tested_at.map(|t| self.now - t).unwrap_or(0);
-        let by_reports = self.config.reporting && status.reporting_ready == status.reporting;
+        let by_reports = self.only_reporting() && status.reporting_ready == status.reporting;
         let by_time = waited >= self.config.policy.propagation_delay_ms;
         if !(by_reports || by_time) {
             self.violation(format!(
@@ -708,13 +1039,19 @@ impl Sim {
         }
     }
 
+    /// Whether every instance reports what it holds: the checker's ground truth, not the
+    /// server's inference from recorded reads.
+    fn only_reporting(&self) -> bool {
+        self.config.reporting && self.config.aws_caches == 0
+    }
+
     fn check_retirement_is_safe(&mut self, rotation: &Rotation) {
         if rotation.phase != Phase::Drained {
             self.violation(format!("retired from phase {:?}", rotation.phase));
         }
         let status = self.consumer_status_at(&rotation.version_id, Phase::Promoted);
         let waited = self.server.promoted_at.map(|t| self.now - t).unwrap_or(0);
-        let by_reports = self.config.reporting && status.reporting_ready == status.reporting;
+        let by_reports = self.only_reporting() && status.reporting_ready == status.reporting;
         let by_time = waited >= self.config.policy.propagation_delay_ms;
         if !(by_reports || by_time) {
             self.violation(format!(

@@ -1,14 +1,15 @@
-//! `baton-sim --seeds N [--first S] [--naive] [--non-reporting]`: runs N seeds of the simulated
-//! rotation protocol and ends with `seeds=N failed_verifications=F invariant_violations=V`.
-//! Exits non-zero when Baton's phased rotation fails a verification or breaks an invariant.
+//! `baton-sim --seeds N [--first S] [--naive | --non-reporting | --aws-caches | --mixed |
+//! --control reads-values-only | --control pending-dropped-at-promotion]`: runs N seeds of the
+//! simulated rotation protocol and ends with `seeds=N failed_verifications=F
+//! invariant_violations=V`. Exits non-zero when Baton's phased rotation fails a verification or
+//! breaks an invariant, or when a control shows no failure.
 
 use baton_sim::{SimConfig, run};
 
 fn main() -> std::process::ExitCode {
     let mut seeds: u64 = 100;
     let mut first: u64 = 1;
-    let mut naive = false;
-    let mut non_reporting = false;
+    let mut preset: fn(u64) -> SimConfig = SimConfig::phased_with_faults;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut number = |flag: &str| -> u64 {
@@ -23,21 +24,32 @@ fn main() -> std::process::ExitCode {
         match arg.as_str() {
             "--seeds" => seeds = number("--seeds"),
             "--first" => first = number("--first"),
-            "--naive" => naive = true,
-            "--non-reporting" => non_reporting = true,
+            "--naive" => preset = SimConfig::naive,
+            "--non-reporting" => preset = SimConfig::phased_non_reporting,
+            "--aws-caches" => preset = SimConfig::phased_aws_caches,
+            "--mixed" => preset = SimConfig::phased_mixed,
+            "--control" => match args.next().as_deref() {
+                Some("reads-values-only") => preset = SimConfig::control_reads_values_only,
+                Some("pending-dropped-at-promotion") => {
+                    preset = SimConfig::control_pending_dropped_at_promotion
+                }
+                other => {
+                    eprintln!(
+                        "error: --control takes reads-values-only or pending-dropped-at-promotion, not {other:?}"
+                    );
+                    return std::process::ExitCode::from(2);
+                }
+            },
             other => {
                 eprintln!(
-                    "error: unknown argument {other}; use --seeds N, --first S, --naive, --non-reporting"
+                    "error: unknown argument {other}; use --seeds N, --first S, --naive, --non-reporting, --aws-caches, --mixed or --control NAME"
                 );
                 return std::process::ExitCode::from(2);
             }
         }
     }
-    let config_for = |seed: u64| match (naive, non_reporting) {
-        (true, _) => SimConfig::naive(seed),
-        (false, true) => SimConfig::phased_non_reporting(seed),
-        (false, false) => SimConfig::phased_with_faults(seed),
-    };
+    let config_for = preset;
+    let control = preset(first).is_control();
     // Seeds are independent: spread them over the machine's cores, then report in seed order.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let mut reports: Vec<_> = std::thread::scope(|scope| {
@@ -64,7 +76,7 @@ fn main() -> std::process::ExitCode {
         failed += report.verification_failures;
         violations += report.invariant_violations.len() as u64;
         if report.verification_failures > 0 || !report.invariant_violations.is_empty() {
-            if failing_seeds.len() < 10 && !naive {
+            if failing_seeds.len() < 10 && !control {
                 eprintln!("{report}");
                 for v in report
                     .invariant_violations
@@ -81,14 +93,14 @@ fn main() -> std::process::ExitCode {
         "messages={messages} seeds_with_failures={}",
         failing_seeds.len()
     );
-    if !naive && !failing_seeds.is_empty() {
+    if !control && !failing_seeds.is_empty() {
         println!(
             "replay a failing seed with: cargo run --release -p baton-sim -- --seeds 1 --first {}",
             failing_seeds[0]
         );
     }
     println!("seeds={seeds} failed_verifications={failed} invariant_violations={violations}");
-    let ok = if naive {
+    let ok = if control {
         failed > 0
     } else {
         failed == 0 && violations == 0

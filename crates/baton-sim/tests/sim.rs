@@ -24,7 +24,9 @@ fn assert_clean(config: &SimConfig) {
         "{report}\nreplay with BATON_SIM_SEED={}",
         report.seed
     );
-    assert!(report.messages > 100_000, "{report}");
+    // Every instance sends all along (one message per interval): most of them arrived.
+    let sent = config.instances as i64 * config.duration_ms / config.message_interval_ms;
+    assert!(report.messages as i64 > sent * 9 / 10, "{report}");
     assert!(
         report.rotations_succeeded >= 3,
         "{report}\nreplay with BATON_SIM_SEED={}",
@@ -81,4 +83,45 @@ fn gates_that_pass_too_early_are_caught() {
     config.policy.propagation_delay_ms = config.refresh_ms / 10;
     let report = run(&config);
     assert!(report.verification_failures > 0, "{report}");
+}
+
+#[test]
+fn phased_rotation_behind_aws_caches_never_fails_a_verification() {
+    for seed in seeds() {
+        let config = SimConfig::phased_aws_caches(seed);
+        let report = run(&config);
+        assert!(report.cache_requests > 1_000, "{report}");
+        assert_clean(&config);
+    }
+}
+
+#[test]
+fn phased_rotation_with_aws_caches_and_reporting_clients_never_fails_a_verification() {
+    for seed in seeds() {
+        assert_clean(&SimConfig::phased_mixed(seed));
+    }
+}
+
+/// Control (a): counting only reads that return a value leaves caches that poll with
+/// DescribeSecret unseen, and the gates pass before they hold what they need.
+#[test]
+fn aws_caches_are_caught_failing_when_describe_is_not_a_read() {
+    let failures: u64 = seeds()
+        .into_iter()
+        .map(|seed| run(&SimConfig::control_reads_values_only(seed)).verification_failures)
+        .sum();
+    assert!(failures > 0, "the control showed no failure");
+}
+
+/// Control (b): removing AWSPENDING at promotion leaves a per-label cache whose AWSPENDING
+/// entry expired before its AWSCURRENT entry holding only the old version.
+#[test]
+fn aws_caches_are_caught_failing_when_promotion_removes_awspending() {
+    let failures: u64 = seeds()
+        .into_iter()
+        .map(|seed| {
+            run(&SimConfig::control_pending_dropped_at_promotion(seed)).verification_failures
+        })
+        .sum();
+    assert!(failures > 0, "the control showed no failure");
 }
