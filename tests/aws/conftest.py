@@ -112,6 +112,11 @@ class BatonServer:
     extra_env: dict = field(default_factory=dict)
     process: subprocess.Popen | None = None
     scheme: str = "http"
+    # The suite's receivers listen on loopback; the refusal without the flag is tested apart.
+    allow_private_webhooks: bool = True
+    metrics_token: str | None = field(default_factory=lambda: f"metrics-token-{random.randrange(1 << 60):x}")
+    # Operator-defined command rotators: one <name>.toml each (see add_command_rotator).
+    rotators_dir: Path | None = None
 
     @property
     def endpoint(self):
@@ -128,6 +133,17 @@ class BatonServer:
         ]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
+        if self.allow_private_webhooks:
+            cmd += ["--allow-private-webhooks"]
+        if self.metrics_token is not None:
+            token_file = self.data_dir.parent / f"metrics-{self.port}.token"
+            token_file.write_text(self.metrics_token)
+            cmd += ["--metrics-token-file", str(token_file)]
+        if self.rotators_dir is None:
+            self.rotators_dir = self.data_dir.parent / f"rotators-{self.port}"
+        self.rotators_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.rotators_dir.chmod(0o700)
+        cmd += ["--rotators-dir", str(self.rotators_dir)]
         return cmd + self.extra_args
 
     def env(self):
@@ -167,6 +183,28 @@ class BatonServer:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"baton serve did not become healthy:\n{self.read_log()}")
+
+    def add_command_rotator(self, name, argv, timeout_seconds=None, env=None):
+        """Defines a command rotator as an operator does: a private file in the rotators
+        directory. Returns its Lambda ARN."""
+        lines = [f"name = {json.dumps(name)}", f"command = {json.dumps(list(argv))}"]
+        if timeout_seconds is not None:
+            lines.append(f"timeout_seconds = {timeout_seconds}")
+        if env:
+            lines.append("env = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in env.items()) + " }")
+        if self.rotators_dir is None:
+            self.command()
+        path = self.rotators_dir / f"{name}.toml"
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        return f"arn:aws:lambda:us-east-1:{self.account_id}:function:{name}"
+
+    def metrics(self):
+        """The Prometheus text of /metrics, fetched with the server's bearer token."""
+        request = urllib.request.Request(f"{self.endpoint}/metrics",
+                                         headers={"Authorization": f"Bearer {self.metrics_token}"})
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.read().decode()
 
     def read_log(self):
         self.log.flush()

@@ -245,16 +245,10 @@ def test_best_effort_mode_serves_and_counts_what_it_cannot_audit(fresh):
     block_audit_writes(srv)
     for _ in range(3):
         assert sm.get_secret_value(SecretId="audited/one")["SecretString"]
-    with urllib_open(f"{srv.endpoint}/metrics") as metrics:
-        text = metrics.read().decode()
+    text = srv.metrics()
     assert any(line.startswith("baton_audit_failures_total") and float(line.split()[-1]) >= 1
                for line in text.splitlines()), text
     unblock_audit_writes(srv)
-
-
-def urllib_open(url):
-    import urllib.request
-    return urllib.request.urlopen(url, timeout=5)
 
 
 def test_an_unknown_audit_mode_is_refused_at_start(fresh):

@@ -324,6 +324,112 @@ def test_a_secret_that_is_not_a_database_secret_stops_with_a_clear_reason(server
     assert json.loads(sm.get_secret_value(SecretId=unique_name)["SecretString"])["password"] == "p"
 
 
+# ---------------------------------------------------------------- the master is not a shortcut
+
+def scoped_principal(server, name, *resources, actions="secretsmanager:*"):
+    """A service principal allowed `actions` on `resources` only; returns its boto3 client."""
+    document = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": actions, "Resource": list(resources)}]})
+    for target, body in [("baton.CreatePrincipal", {"Name": name, "Kind": "service"}),
+                         ("baton.PutPrincipalPolicy", {"PrincipalName": name, "PolicyName": "p",
+                                                       "PolicyDocument": document})]:
+        status, out = awsraw.call(server, target, body)
+        assert status == 200, out
+    status, out = awsraw.call(server, "baton.CreateAccessKey", {"PrincipalName": name})
+    assert status == 200, out
+    key = out["AccessKey"]
+    return server.client(access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+
+
+def secret_arn_pattern(server, prefix):
+    return f"arn:aws:secretsmanager:us-east-1:{server.account_id}:secret:{prefix}*"
+
+
+def test_a_scoped_principal_cannot_take_over_a_database_superuser_through_the_master(
+        server, sm, unique_name, db):
+    """The attack of issue 16: a principal limited to team-a/* names the administrator's master
+    secret in its own secret, with a user name whose alternate is an existing powerful role."""
+    dba = f"dba{abs(hash(unique_name)) % 100000}"
+    db.create_user(dba, "dba-pass-only-the-admin-knows")
+    db.drop_user(dba + "_clone")
+    master = sm.create_secret(Name=f"{unique_name}/infra/pg-master", SecretString=json.dumps(db.master_value()))["ARN"]
+    team = scoped_principal(server, f"team-{abs(hash(unique_name)) % 100000}",
+                            secret_arn_pattern(server, f"{unique_name}/team-a/"))
+    with pytest.raises(team.exceptions.ClientError) as denied:
+        team.get_secret_value(SecretId=master)
+    assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
+    value = {"engine": db.engine, "host": db.host, "port": db.port, "username": dba + "_clone",
+             "password": "whatever-the-attacker-likes", "dbname": db.dbname, "masterarn": master}
+    own = f"{unique_name}/team-a/db"
+    team.create_secret(Name=own, SecretString=json.dumps(value))
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:{db.rotator}"
+    # Configuring the rotation needs the right to read the master it would act as.
+    with pytest.raises(team.exceptions.ClientError) as refused:
+        team.rotate_secret(SecretId=own, RotationLambdaARN=lam)
+    error = refused.value.response["Error"]
+    assert error["Code"] == "AccessDeniedException" and master in error["Message"], error
+    assert "RotationEnabled" not in sm.describe_secret(SecretId=own) or not sm.describe_secret(SecretId=own)["RotationEnabled"]
+    # Even when an administrator starts that rotation, Baton clones only a user whose
+    # credentials the secret holds, and never touches a role it did not create.
+    fast_policy(server, own, MaxAttempts=1)
+    r = rotate_and_wait(server, sm, own, db.rotator)
+    assert r["Status"] == "Stopped" and "do not log in" in r["StatusReason"], r
+    assert db.login(dba, "dba-pass-only-the-admin-knows"), "the superuser's password is unchanged"
+    db.drop_user(dba)
+
+
+def test_a_role_of_the_clone_name_that_baton_did_not_create_is_never_changed(server, sm, unique_name, db):
+    user = f"owner{abs(hash(unique_name)) % 100000}"
+    db.create_user(user, "owner-pass-1")
+    db.create_user(user + "_clone", "someone-elses-pass")
+    master = sm.create_secret(Name=unique_name + "/master", SecretString=json.dumps(db.master_value()))["ARN"]
+    sm.create_secret(Name=unique_name, SecretString=json.dumps({
+        "engine": db.engine, "host": db.host, "port": db.port, "username": user, "password": "owner-pass-1",
+        "dbname": db.dbname, "masterarn": master}))
+    fast_policy(server, unique_name, MaxAttempts=1)
+    r = rotate_and_wait(server, sm, unique_name, db.rotator)
+    assert r["Status"] == "Stopped", r
+    assert "exists already and Baton did not create it" in r["StatusReason"], r
+    assert db.login(user + "_clone", "someone-elses-pass"), "its password is unchanged"
+    assert db.login(user, "owner-pass-1")
+    db.drop_user(user + "_clone")
+    db.drop_user(user)
+
+
+def test_a_rotation_stops_when_its_configurer_may_no_longer_read_the_master(server, sm, unique_name, db):
+    user = f"ops{abs(hash(unique_name)) % 100000}"
+    db.create_user(user, "ops-pass-1")
+    db.drop_user(user + "_clone")
+    master = sm.create_secret(Name=unique_name + "/master", SecretString=json.dumps(db.master_value()))["ARN"]
+    principal = f"rotator-{abs(hash(unique_name)) % 100000}"
+    ops = scoped_principal(server, principal, secret_arn_pattern(server, unique_name))
+    own = f"{unique_name}/app"
+    ops.create_secret(Name=own, SecretString=json.dumps({
+        "engine": db.engine, "host": db.host, "port": db.port, "username": user, "password": "ops-pass-1",
+        "dbname": db.dbname, "masterarn": master}))
+    # Long enough to take the right away between promotion and retirement.
+    fast_policy(server, own, MaxAttempts=1, RetireGraceSeconds=4)
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:{db.rotator}"
+    ops.rotate_secret(SecretId=own, RotationLambdaARN=lam)
+    deadline = time.time() + 60
+    while awsraw.call(server, "baton.DescribeRotation", {"SecretId": own})[1]["Phase"] not in ("promoted", "drained"):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    status, out = awsraw.call(server, "baton.DeletePrincipalPolicy", {"PrincipalName": principal, "PolicyName": "p"})
+    assert status == 200, out
+    while (r := awsraw.call(server, "baton.DescribeRotation", {"SecretId": own})[1])["Status"] == "InProgress":
+        assert time.time() < deadline, r
+        time.sleep(0.2)
+    assert r["Status"] == "Stopped" and principal in r["StatusReason"] and master in r["StatusReason"], r
+    assert db.login(user, "ops-pass-1"), "the old user was not revoked by a master nobody may read"
+    status, audit = awsraw.call(server, "baton.ListAuditEntries", {
+        "MaxResults": 1000, "Action": "secretsmanager:GetSecretValue", "Resource": master, "Decision": "deny"})
+    assert status == 200, audit
+    assert any(principal in e["Principal"] for e in audit["Entries"]), audit
+    db.drop_user(user + "_clone")
+    db.drop_user(user)
+
+
 # ---------------------------------------------------------------- load
 
 def run_load(server, sm, db, name, strategy, rotations, clients=4, interval_ms=10):

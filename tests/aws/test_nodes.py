@@ -35,8 +35,9 @@ class Cluster:
             extra = ["--lease-seconds", str(LEASE_SECONDS), "--node-id", f"node-{i}"]
             if i:
                 extra += ["--root-key-file", str(tmp_path / "n0" / "data" / "root.key")]
+            # Every node reads the same operator-defined command rotators.
             node = BatonServer(data_dir=tmp_path / f"n{i}" / "data", engine="postgres", database_url=url,
-                               account_id=self.account, extra_args=extra)
+                               account_id=self.account, extra_args=extra, rotators_dir=tmp_path / "rotators")
             node.data_dir.parent.mkdir(parents=True, exist_ok=True)
             node.start()  # the first creates the root key and the administrator; the rest join
             self.nodes.append(node)
@@ -110,15 +111,12 @@ def cluster(tmp_path):
 def slow_rotator(cluster, name):
     """A command rotator running AWS's template function, whose createSecret step takes a few
     seconds: long enough to lose its node in the middle of it."""
-    command = (
-        f"{sys.executable} -c \"import json, sys, time; sys.path.insert(0, '{HERE}'); "
+    code = (
+        f"import json, sys, time; sys.path.insert(0, '{HERE}'); "
         f"import rotation_function as f; e = json.load(sys.stdin); "
-        f"time.sleep({SLOW_STEP_SECONDS} if e['Step'] == 'createSecret' else 0); f.lambda_handler(e, None)\""
+        f"time.sleep({SLOW_STEP_SECONDS} if e['Step'] == 'createSecret' else 0); f.lambda_handler(e, None)"
     )
-    status, out = awsraw.call(cluster.nodes[0], "baton.CreateRotator", {"Name": name, "Command": command,
-                                                                         "TimeoutSeconds": 30})
-    assert status == 200, out
-    return f"arn:aws:lambda:us-east-1:{cluster.account}:function:{name}"
+    return cluster.nodes[0].add_command_rotator(name, [sys.executable, "-c", code], timeout_seconds=30)
 
 
 def new_secret(cluster, name, lam):

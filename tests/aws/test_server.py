@@ -89,7 +89,7 @@ def test_metrics_count_requests_by_operation_and_outcome(fresh):
     client.get_secret_value(SecretId="m")
     with pytest.raises(ClientError):
         client.get_secret_value(SecretId="missing")
-    text = urllib.request.urlopen(f"{srv.endpoint}/metrics").read().decode()
+    text = srv.metrics()
     assert re.search(r'baton_requests_total\{operation="secretsmanager.GetSecretValue",outcome="ok"\} 1', text), text
     assert re.search(r'baton_requests_total\{operation="secretsmanager.GetSecretValue",outcome="ResourceNotFoundException"\} 1', text)
     assert 'baton_request_duration_seconds_bucket{operation="secretsmanager.CreateSecret",le="0.005"}' in text
@@ -144,7 +144,7 @@ def test_connections_beyond_the_limit_are_refused_and_service_continues(fresh):
             if time.time() > deadline:
                 raise
             time.sleep(0.1)
-    metrics = urllib.request.urlopen(f"{srv.endpoint}/metrics", timeout=3).read().decode()
+    metrics = srv.metrics()
     assert re.search(r"baton_connections_refused_total \d+", metrics), metrics
 
 

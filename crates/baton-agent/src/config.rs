@@ -42,6 +42,9 @@ pub struct SinkConfig {
     pub mode: Option<String>,
     /// Run by `sh -c` after the file changed, such as `kill -HUP $(cat /run/app.pid)`.
     pub reload_command: Option<String>,
+    /// How values are escaped: `env`, `json` or `raw`; by default `env` for a `.env`
+    /// destination, `json` for `.json`, and `raw` otherwise.
+    pub format: Option<String>,
 }
 
 /// The settings the agent runs with.
@@ -72,6 +75,7 @@ pub struct Sink {
     pub destination: PathBuf,
     pub mode: u32,
     pub reload_command: Option<String>,
+    pub format: crate::sinks::SinkFormat,
 }
 
 impl AgentConfig {
@@ -225,12 +229,17 @@ impl Sink {
         if s.destination.file_name().is_none() {
             bail!("destination {} is not a file path", s.destination.display());
         }
+        let format = match s.format.as_deref() {
+            Some(name) => crate::sinks::SinkFormat::parse(name)?,
+            None => crate::sinks::SinkFormat::for_destination(&s.destination),
+        };
         Ok(Sink {
             secret_id: s.secret_id,
             template: crate::sinks::Template::parse(&text)?,
             destination: s.destination,
             mode,
             reload_command: s.reload_command,
+            format,
         })
     }
 }

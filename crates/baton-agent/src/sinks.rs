@@ -18,6 +18,77 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sinks are re-rendered at least this often, in case a write failed.
 const RESYNC: Duration = Duration::from_secs(30);
 
+/// How a sink writes values into its template's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkFormat {
+    /// Shell-style environment file (`KEY=value`): a value other than plain characters is
+    /// single-quoted; a value with a control character (a newline, say) is refused, because
+    /// it would add lines to the file.
+    Env,
+    /// Inside a JSON string: escaped as JSON escapes it.
+    Json,
+    /// As it is: for a file that holds one value, such as a PEM key.
+    Raw,
+}
+
+impl SinkFormat {
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "env" => Ok(Self::Env),
+            "json" => Ok(Self::Json),
+            "raw" => Ok(Self::Raw),
+            other => bail!("unknown sink format {other:?}: use env, json or raw"),
+        }
+    }
+
+    /// `env` for `*.env`, `json` for `*.json`, `raw` for anything else.
+    pub fn for_destination(destination: &Path) -> Self {
+        match destination.extension().and_then(|e| e.to_str()) {
+            Some("env") => Self::Env,
+            Some("json") => Self::Json,
+            _ => Self::Raw,
+        }
+    }
+
+    /// Appends `value`, escaped for this format, or says why it cannot be written.
+    fn push(self, out: &mut String, what: &str, value: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Raw => out.push_str(value),
+            Self::Json => {
+                let quoted = Zeroizing::new(serde_json::to_string(value)?);
+                out.push_str(&quoted[1..quoted.len() - 1]);
+            }
+            Self::Env => {
+                if value.chars().any(char::is_control) {
+                    bail!(
+                        "{what} holds a control character (a newline, say), which an env file \
+                         cannot hold on one line; use format = \"json\" or \"raw\" for this sink"
+                    );
+                }
+                let plain = !value.is_empty()
+                    && value.chars().all(|c| {
+                        c.is_ascii_alphanumeric()
+                            || matches!(c, '_' | '.' | '/' | ':' | '@' | '+' | '-' | ',')
+                    });
+                if plain {
+                    out.push_str(value);
+                } else {
+                    out.push('\'');
+                    for c in value.chars() {
+                        if c == '\'' {
+                            out.push_str("'\\''");
+                        } else {
+                            out.push(c);
+                        }
+                    }
+                    out.push('\'');
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A parsed template: text with `{{secret_string}}`, `{{version_id}}` and `{{json.KEY}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(Vec<Part>);
@@ -64,8 +135,8 @@ impl Template {
         Ok(Template(parts))
     }
 
-    /// Renders the keyring's current version.
-    pub fn render(&self, ring: &Keyring) -> anyhow::Result<Zeroizing<String>> {
+    /// Renders the keyring's current version, each value escaped for `format`.
+    pub fn render(&self, ring: &Keyring, format: SinkFormat) -> anyhow::Result<Zeroizing<String>> {
         let current = ring
             .current()
             .context("the secret has no current version")?;
@@ -81,7 +152,7 @@ impl Template {
             match part {
                 Part::Text(t) => out.push_str(t),
                 Part::VersionId => out.push_str(current.version_id()),
-                Part::SecretString => out.push_str(text()?),
+                Part::SecretString => format.push(&mut out, "the secret's value", text()?)?,
                 Part::JsonField(key) => {
                     if json.is_none() {
                         json = Some(
@@ -93,9 +164,10 @@ impl Template {
                         .as_ref()
                         .and_then(|j| j.get(key))
                         .with_context(|| format!("the value has no field {key:?}"))?;
+                    let what = format!("the field {key:?}");
                     match field {
-                        serde_json::Value::String(s) => out.push_str(s),
-                        other => out.push_str(&other.to_string()),
+                        serde_json::Value::String(s) => format.push(&mut out, &what, s)?,
+                        other => format.push(&mut out, &what, &other.to_string())?,
                     }
                 }
             }
@@ -175,7 +247,7 @@ pub async fn run(set: KeyringSet, sinks: Vec<Sink>) {
 
 async fn render_sink(set: &KeyringSet, sink: &Sink) -> anyhow::Result<()> {
     let ring = set.get(&sink.secret_id).await?;
-    let content = sink.template.render(&ring)?;
+    let content = sink.template.render(&ring, sink.format)?;
     let destination = sink.destination.clone();
     let mode = sink.mode;
     let written = tokio::task::spawn_blocking(move || {
@@ -229,6 +301,44 @@ mod tests {
             Template::parse("plain").unwrap().0,
             vec![Part::Text("plain".into())]
         );
+    }
+
+    #[test]
+    fn values_are_escaped_for_the_sink_format_or_refused() {
+        let push = |format: SinkFormat, value: &str| {
+            let mut out = String::new();
+            format.push(&mut out, "the field", value).map(|()| out)
+        };
+        assert_eq!(push(SinkFormat::Env, "s3cret-1.2").unwrap(), "s3cret-1.2");
+        assert_eq!(push(SinkFormat::Env, "a b$c").unwrap(), "'a b$c'");
+        assert_eq!(push(SinkFormat::Env, "it's").unwrap(), "'it'\\''s'");
+        assert_eq!(push(SinkFormat::Env, "").unwrap(), "''");
+        let refused = push(SinkFormat::Env, "x\nINJECTED=1")
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("control character"), "{refused}");
+        assert_eq!(
+            push(SinkFormat::Json, "a\"b\n").unwrap(),
+            "a\\\"b\\n",
+            "escaped as inside a JSON string"
+        );
+        assert_eq!(
+            push(SinkFormat::Raw, "-----BEGIN\nKEY").unwrap(),
+            "-----BEGIN\nKEY"
+        );
+        assert_eq!(
+            SinkFormat::for_destination(Path::new("/run/app/db.env")),
+            SinkFormat::Env
+        );
+        assert_eq!(
+            SinkFormat::for_destination(Path::new("/run/app/db.json")),
+            SinkFormat::Json
+        );
+        assert_eq!(
+            SinkFormat::for_destination(Path::new("/run/app/key.pem")),
+            SinkFormat::Raw
+        );
+        assert!(SinkFormat::parse("yaml").is_err());
     }
 
     #[test]

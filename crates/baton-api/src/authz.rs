@@ -256,11 +256,19 @@ impl Baton {
                 "The security token included in the request is invalid.".to_owned(),
             )
         };
-        let record = self
-            .store
-            .find_principal(&key.user_name)
+        let mut principal = self
+            .principal_named(&key.user_name)
             .await?
             .ok_or_else(unknown)?;
+        principal.temporary = temporary;
+        Ok(Arc::new(principal))
+    }
+
+    /// A stored principal with its policies parsed, or `None` if there is no such principal.
+    pub(crate) async fn principal_named(&self, name: &str) -> Result<Option<Principal>, ApiError> {
+        let Some(record) = self.store.find_principal(name).await? else {
+            return Ok(None);
+        };
         let kind = PrincipalKind::parse(&record.kind).ok_or_else(|| {
             ApiError::Internal(format!(
                 "principal {} has unknown kind {:?}",
@@ -281,13 +289,13 @@ impl Baton {
                 policies.push((stored.policy_name, policy));
             }
         }
-        Ok(Arc::new(Principal {
+        Ok(Some(Principal {
             arn: principal_arn(&self.account_id, kind, &record.name),
             name: record.name,
             kind,
             policies,
             session: None,
-            temporary,
+            temporary: false,
         }))
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use baton_core::SecretRecord;
 use baton_proto as p;
-use baton_store::ConsumerRecord;
+use baton_store::{ConsumerRecord, ConsumerWrite};
 
 use crate::state::{Baton, Caller, now_ms};
 use crate::{ApiError, ops::seconds};
@@ -71,6 +71,33 @@ fn check_version_ids<'a>(ids: impl IntoIterator<Item = &'a String>) -> Result<()
     Ok(())
 }
 
+/// A report may name only versions the secret has: a made-up id could otherwise stand for a
+/// version that a rotation creates later, and pass its gate before anyone holds it.
+fn check_versions_exist<'a>(
+    secret: &SecretRecord,
+    secret_id: &str,
+    ids: impl IntoIterator<Item = &'a String>,
+) -> Result<(), ApiError> {
+    for id in ids {
+        if secret.version(id).is_none() {
+            return Err(ApiError::Validation(format!(
+                "The secret {secret_id} has no version {id}; a consumer can hold only versions \
+                 that exist."
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of a report for a consumer that another principal reports.
+fn owned_by_another(record: &ConsumerRecord, secret_id: &str) -> ApiError {
+    ApiError::AccessDenied(format!(
+        "The consumer {}/{} of {secret_id} is reported by another principal until its lease \
+         ends; choose another InstanceId.",
+        record.application, record.instance_id
+    ))
+}
+
 fn rotation_in_flight(secret: &SecretRecord) -> bool {
     secret
         .rotation_state
@@ -122,17 +149,23 @@ impl Baton {
         let (application, instance_id) = identity(&consumer.application, &consumer.instance_id)?;
         let lease = lease_ms(lease_seconds)?;
         let now = now_ms();
-        self.store
-            .upsert_consumers(&[ConsumerRecord {
-                secret_id: secret.id.clone(),
-                application,
-                instance_id,
-                current_version: keyring.current.clone(),
-                accepted_versions: keyring.accepted.clone(),
-                last_seen_at: now,
-                lease_expires_at: now + lease,
-            }])
-            .await?;
+        let record = ConsumerRecord {
+            secret_id: secret.id.clone(),
+            application,
+            instance_id,
+            current_version: keyring.current.clone(),
+            accepted_versions: keyring.accepted.clone(),
+            last_seen_at: now,
+            lease_expires_at: now + lease,
+            principal: caller.principal.arn.clone(),
+        };
+        if let ConsumerWrite::OwnedByAnother(_) = self
+            .store
+            .upsert_consumers(std::slice::from_ref(&record))
+            .await?
+        {
+            return Err(owned_by_another(&record, &secret.arn));
+        }
         if rotation_in_flight(secret) {
             self.kicks.kick(&secret.arn);
         }
@@ -161,6 +194,7 @@ impl Baton {
         }
         let now = now_ms();
         let mut records = Vec::with_capacity(holdings.len());
+        let mut names = Vec::with_capacity(holdings.len());
         let mut unknown = Vec::new();
         let mut kick = Vec::new();
         for holding in &holdings {
@@ -182,9 +216,15 @@ impl Baton {
                 }
                 Err(e) => return Err(e),
             };
+            check_versions_exist(
+                &secret,
+                secret_id,
+                accepted.iter().chain(&holding.current_version_id),
+            )?;
             if rotation_in_flight(&secret) {
                 kick.push(secret.arn.clone());
             }
+            names.push(secret_id.to_owned());
             records.push(ConsumerRecord {
                 secret_id: secret.id,
                 application: application.clone(),
@@ -193,9 +233,12 @@ impl Baton {
                 accepted_versions: accepted,
                 last_seen_at: now,
                 lease_expires_at: now + lease,
+                principal: caller.principal.arn.clone(),
             });
         }
-        self.store.upsert_consumers(&records).await?;
+        if let ConsumerWrite::OwnedByAnother(index) = self.store.upsert_consumers(&records).await? {
+            return Err(owned_by_another(&records[index], &names[index]));
+        }
         for arn in &kick {
             self.kicks.kick(arn);
         }
@@ -234,6 +277,7 @@ impl Baton {
                         accepted_version_ids: Some(c.accepted_versions),
                         last_seen_date: Some(seconds(c.last_seen_at)),
                         lease_expires_date: Some(seconds(c.lease_expires_at)),
+                        principal: Some(c.principal).filter(|p| !p.is_empty()),
                     })
                     .collect(),
             ),

@@ -106,6 +106,8 @@ impl Baton {
                 "TagValue needs a TagKey.".to_owned(),
             ));
         }
+        // Last, as it resolves the name: the cheap checks answer first.
+        self.check_webhook_destination(url).await?;
         let filter = Filter {
             event_names: req.event_names.clone().unwrap_or_default(),
             secret_name_prefix: req.secret_name_prefix.clone(),
@@ -235,7 +237,7 @@ impl Baton {
     ) -> Result<p::RedeliverResponse, ApiError> {
         let id = required(&req.subscription_id, "subscriptionId")?;
         let sub = self.own_subscription(caller, id).await?;
-        let client = http_client();
+        let client = http_client(self);
         let (mut redelivered, mut still) = (0, Vec::new());
         for d in self.store.list_dead_letters().await? {
             if d.subscription_id != sub.id || req.seq.is_some_and(|s| s != d.seq) {
@@ -264,13 +266,13 @@ impl Baton {
     }
 }
 
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(DELIVERY_TIMEOUT)
-        .build()
-        .unwrap_or_default()
+fn http_client(baton: &Baton) -> reqwest::Client {
+    baton_engine::outbound::client(Some(DELIVERY_TIMEOUT), baton.allow_private_webhooks)
 }
+
+/// What API callers see of a failed delivery; the reason goes to the server's log only, so
+/// dead letters cannot be used to map the server's network.
+const DELIVERY_FAILED: &str = "delivery failed";
 
 /// One signed POST of one event; 2xx is success.
 async fn deliver_once(
@@ -279,11 +281,17 @@ async fn deliver_once(
     sub: &SubscriptionRecord,
     event: &EventRecord,
 ) -> Result<(), String> {
+    let failed = |detail: String| {
+        tracing::warn!(subscription = %sub.id, seq = event.seq, %detail, "event delivery failed");
+        DELIVERY_FAILED.to_owned()
+    };
+    baton_engine::outbound::check_url(&sub.url, baton.allow_private_webhooks).map_err(failed)?;
     let secret = baton
         .root_key
         .open(&sub.sealed_signing_secret, &aad(&sub.id))
-        .map_err(|e| format!("signing secret: {e}"))?;
-    let body = serde_json::to_vec(&crate::events::eventbridge(event)).map_err(|e| e.to_string())?;
+        .map_err(|e| failed(format!("signing secret: {e}")))?;
+    let body = serde_json::to_vec(&crate::events::eventbridge(event))
+        .map_err(|e| failed(e.to_string()))?;
     let mut request = client
         .post(&sub.url)
         .header("Content-Type", "application/json")
@@ -293,18 +301,22 @@ async fn deliver_once(
     {
         request = request.header(name, value);
     }
-    let response = request.body(body).send().await.map_err(|e| e.to_string())?;
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("HTTP {}", response.status()))
+        Err(failed(format!("HTTP {}", response.status())))
     }
 }
 
 /// One subscription's deliveries, in log order, until aborted.
 async fn worker<A: AsRef<Baton> + Send + Sync + 'static>(app: Arc<A>, mut sub: SubscriptionRecord) {
     let baton: &Baton = (*app).as_ref();
-    let client = http_client();
+    let client = http_client(baton);
     let filter: Filter = serde_json::from_str(&sub.filter).unwrap_or_default();
     let attempts_max = filter.max_attempts.unwrap_or(DEFAULT_ATTEMPTS);
     loop {

@@ -6,17 +6,24 @@
 
 pub mod audit;
 pub mod authz;
+mod connections;
 mod consumers;
 mod delivery;
 mod error;
 pub mod events;
 mod kms;
+mod master_access;
 mod ops;
 mod principals;
 mod server;
 pub mod sigv4;
 mod state;
 
+pub use baton_crypto::SecretBytes;
+pub use baton_engine::commands::CommandRotator;
 pub use error::{ApiError, MessageKey};
-pub use server::{Bootstrap, ServeOptions, Server, StoreChoice};
+pub use server::{
+    Bootstrap, CONNECTIONS_PER_ADDRESS_DEFAULT, REQUEST_READ_TIMEOUT_DEFAULT, ServeOptions, Server,
+    StoreChoice,
+};
 pub use state::{Baton, Caller, SIGNING_SERVICE, now_ms};

@@ -62,6 +62,15 @@ fn check_description(description: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// AWS's tag characters: letters, spaces, numbers, and `_ . : / = + - @`. No control
+/// characters, so a tag cannot add lines to a log, a rendered file or an HTTP header.
+fn tag_char_allowed(c: char) -> bool {
+    c.is_alphabetic()
+        || c.is_numeric()
+        || (c.is_whitespace() && !c.is_control())
+        || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
+}
+
 fn convert_tags(tags: &[p::Tag]) -> Result<Vec<Tag>, ApiError> {
     tags.iter()
         .map(|t| {
@@ -82,6 +91,15 @@ fn convert_tags(tags: &[p::Tag]) -> Result<Vec<Tag>, ApiError> {
                     "less than or equal to",
                     TAG_VALUE_CHARS_MAX,
                 ));
+            }
+            for (text, member) in [(&key, "tags.member.key"), (&value, "tags.member.value")] {
+                if !text.chars().all(tag_char_allowed) {
+                    return Err(ApiError::Validation(format!(
+                        "1 validation error detected: Value at '{member}' failed to satisfy \
+                         constraint: Member must satisfy regular expression pattern: \
+                         ^([\\p{{L}}\\p{{Z}}\\p{{N}}_.:/=+\\-@]*)$"
+                    )));
+                }
             }
             if key.starts_with("aws:") {
                 return Err(ApiError::InvalidParameter(
@@ -1531,12 +1549,20 @@ impl Baton {
                     .lambda_arn
             }
         };
+        if let Some(lambda) = &lambda_in_use
+            && baton_engine::is_database_rotator(lambda)
+        {
+            self.authorize_database_master(caller, secret_id).await?;
+        }
         let registered = match &lambda_in_use {
-            Some(lambda) if !baton_engine::is_builtin(lambda) => self
-                .store
-                .find_rotator(baton_engine::rotator_name(lambda))
-                .await?
-                .is_some(),
+            Some(lambda) if !baton_engine::is_builtin(lambda) => {
+                let name = baton_engine::rotator_name(lambda);
+                self.command_rotators
+                    .find(name)
+                    .map_err(ApiError::Internal)?
+                    .is_some()
+                    || self.store.find_rotator(name).await?.is_some()
+            }
             _ => false,
         };
         let now = now_ms();
@@ -1564,15 +1590,18 @@ impl Baton {
                 }
                 if immediately && !baton_engine::is_builtin(&lambda) && !registered {
                     return Err(ApiError::InvalidRequest(format!(
-                        "Baton has no rotation function {}: use the built-in {}, or register \
-                             a command with `baton rotator create`. Pass RotateImmediately=false \
-                             to record the configuration without rotating.",
+                        "Baton has no rotation function {}: use the built-in {}, define a \
+                             command in the server's configuration, or register a webhook with \
+                             `baton rotator create`. Pass RotateImmediately=false to record the \
+                             configuration without rotating.",
                         baton_engine::rotator_name(&lambda),
                         baton_engine::RANDOM_ROTATOR
                     )));
                 }
                 secret.rotation.enabled = true;
                 secret.rotation.lambda_arn = Some(lambda);
+                // Built-in database rotators act with this principal's right to the master.
+                secret.rotation.configured_by = Some(caller.principal.arn.clone());
                 if let Some(rules) = &rules {
                     secret.rotation.rules = Some(rules.clone());
                 }
@@ -1598,6 +1627,40 @@ impl Baton {
             name: Some(secret.name),
             version_id: started.then_some(token),
         })
+    }
+
+    /// Configuring `baton-postgres` or `baton-mysql` on a secret whose value names a master
+    /// secret needs the right to read that master, as a Lambda rotation function would need
+    /// it: the rotator will act as the master. The check is audited with the request.
+    async fn authorize_database_master(
+        &self,
+        caller: &Caller,
+        secret_id: &str,
+    ) -> Result<(), ApiError> {
+        let secret = self.find_primary(caller, secret_id).await?;
+        let Some(current) = secret.version_with_label(baton_core::AWSCURRENT) else {
+            return Ok(());
+        };
+        if current.kind != SecretValueKind::String {
+            return Ok(());
+        }
+        let data_key = self.stored_data_key(&secret).await?;
+        let value = self.open_value(&data_key, &secret, &current.version_id)?;
+        let Some(master) = baton_engine::database_master_arn(value.expose()) else {
+            return Ok(());
+        };
+        let reader = caller.acting_as("secretsmanager:GetSecretValue");
+        match self.locate(&reader, &master).await {
+            Ok(_) => Ok(()),
+            Err(ApiError::AccessDenied(why)) => Err(ApiError::AccessDenied(format!(
+                "The secret's masterarn names {master}, and the rotator would act as that master \
+                 secret: configuring its rotation needs secretsmanager:GetSecretValue on it. {why}"
+            ))),
+            Err(ApiError::ResourceNotFound(_)) => Err(ApiError::InvalidParameter(format!(
+                "The secret's masterarn names {master}, which does not exist."
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Disables rotation, and cancels a rotation in flight if it has not been promoted yet.
@@ -1781,26 +1844,12 @@ impl Baton {
         })
     }
 
-    /// Registers an external rotator: a command that receives AWS's rotation event on stdin, or
-    /// a URL that receives it in a signed POST.
+    /// Registers a webhook rotator: a URL that receives AWS's rotation event in a signed POST.
+    /// Commands are refused: they run with the server's privileges, so only the operator
+    /// defines them, in the server's configuration.
     pub async fn create_rotator(&self, req: p::Rotator) -> Result<p::Rotator, ApiError> {
         let name = required(&req.name, "name")?;
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(ApiError::InvalidParameter(format!(
-                "Invalid rotator name '{name}': use 1 to 64 letters, digits, '-' and '_'."
-            )));
-        }
-        if name.starts_with("baton-") {
-            return Err(ApiError::InvalidParameter(format!(
-                "Rotator names starting with baton- are reserved for built-in rotators; '{name}' \
-                 is not available."
-            )));
-        }
+        baton_engine::commands::check_name(name).map_err(ApiError::InvalidParameter)?;
         let timeout_seconds = req.timeout_seconds;
         if let Some(t) = timeout_seconds
             && !(1..=ROTATOR_TIMEOUT_MAX_SECONDS).contains(&t)
@@ -1809,30 +1858,16 @@ impl Baton {
                 "TimeoutSeconds must be between 1 and {ROTATOR_TIMEOUT_MAX_SECONDS}; got {t}."
             )));
         }
-        let mut signing_secret = None;
-        let (target, default_timeout) = match (&req.command, &req.webhook_url) {
-            (Some(command), None) => {
-                if command.trim().is_empty() || command.len() > 4096 {
-                    return Err(ApiError::InvalidParameter(
-                        "The command must be 1 to 4096 characters.".to_owned(),
-                    ));
-                }
-                (baton_store::RotatorTarget::Command(command.clone()), 120)
-            }
-            (None, Some(url)) => {
-                check_webhook_url(url)?;
-                let secret = baton_crypto::webhook::new_signing_secret()?;
-                let sealed = self
-                    .root_key
-                    .seal(secret.expose(), &baton_crypto::signing_secret_aad(name))?;
-                signing_secret = Some(secret);
-                (
-                    baton_store::RotatorTarget::Webhook {
-                        url: url.clone(),
-                        sealed_signing_secret: sealed,
-                    },
-                    30,
-                )
+        let url = match (&req.command, &req.webhook_url) {
+            (None, Some(url)) => url,
+            (Some(_), None) => {
+                return Err(ApiError::InvalidParameter(
+                    "Command rotators cannot be created through the API: a command runs with the \
+                     server's privileges, so the operator defines it in the server's \
+                     configuration ([[rotator]] in the config file, or a file in \
+                     --rotators-dir). Webhook rotators can be created here."
+                        .to_owned(),
+                ));
             }
             _ => {
                 return Err(ApiError::InvalidParameter(
@@ -1840,10 +1875,29 @@ impl Baton {
                 ));
             }
         };
+        if self
+            .command_rotators
+            .find(name)
+            .map_err(ApiError::Internal)?
+            .is_some()
+        {
+            return Err(ApiError::ResourceExists(format!(
+                "A rotator named {name} already exists (a command in the server's \
+                 configuration)."
+            )));
+        }
+        self.check_webhook_destination(url).await?;
+        let secret = baton_crypto::webhook::new_signing_secret()?;
+        let sealed = self
+            .root_key
+            .seal(secret.expose(), &baton_crypto::signing_secret_aad(name))?;
         let record = baton_store::RotatorRecord {
             name: name.to_owned(),
-            target,
-            timeout_ms: timeout_seconds.unwrap_or(default_timeout) * 1000,
+            target: baton_store::RotatorTarget::Webhook {
+                url: url.clone(),
+                sealed_signing_secret: sealed,
+            },
+            timeout_ms: timeout_seconds.unwrap_or(WEBHOOK_TIMEOUT_DEFAULT_SECONDS) * 1000,
             created_at: now_ms(),
         };
         match self.store.insert_rotator(&record).await {
@@ -1856,26 +1910,54 @@ impl Baton {
             Err(e) => return Err(e.into()),
         }
         let mut wire = wire_rotator(record);
-        wire.signing_secret =
-            signing_secret.map(|s| String::from_utf8_lossy(s.expose()).into_owned());
+        wire.signing_secret = Some(String::from_utf8_lossy(secret.expose()).into_owned());
         Ok(wire)
     }
 
+    /// The operator's commands, then the webhooks (and commands awaiting the operator's
+    /// confirmation) registered through the API.
     pub async fn list_rotators(&self) -> Result<p::ListRotatorsResponse, ApiError> {
+        let mut rotators: Vec<p::Rotator> = self
+            .command_rotators
+            .list()
+            .map_err(ApiError::Internal)?
+            .into_iter()
+            .map(|c| p::Rotator {
+                timeout_seconds: Some(c.timeout_seconds() as i64),
+                command: Some(c.command.join(" ")),
+                name: Some(c.name),
+                webhook_url: None,
+                signing_secret: None,
+                create_date: None,
+                source: Some("configuration".to_owned()),
+                runnable: Some(true),
+            })
+            .collect();
+        rotators.extend(
+            self.store
+                .list_rotators()
+                .await?
+                .into_iter()
+                .map(wire_rotator),
+        );
         Ok(p::ListRotatorsResponse {
-            rotators: Some(
-                self.store
-                    .list_rotators()
-                    .await?
-                    .into_iter()
-                    .map(wire_rotator)
-                    .collect(),
-            ),
+            rotators: Some(rotators),
         })
     }
 
     pub async fn delete_rotator(&self, req: p::RotatorNameRequest) -> Result<p::Empty, ApiError> {
         let name = required(&req.name, "name")?;
+        if self
+            .command_rotators
+            .find(name)
+            .map_err(ApiError::Internal)?
+            .is_some()
+        {
+            return Err(ApiError::InvalidRequest(format!(
+                "The rotator {name} is a command in the server's configuration; the operator \
+                 removes it there."
+            )));
+        }
         if !self.store.delete_rotator(name).await? {
             return Err(ApiError::ResourceNotFound(format!(
                 "Baton has no rotator named {name}."
@@ -2243,6 +2325,9 @@ fn decode_next_token(token: &Option<String>) -> Result<usize, ApiError> {
 /// The longest step a rotator may take, as a Lambda function's maximum timeout.
 const ROTATOR_TIMEOUT_MAX_SECONDS: i64 = 900;
 
+/// A webhook's step timeout when the request names none.
+const WEBHOOK_TIMEOUT_DEFAULT_SECONDS: i64 = 30;
+
 fn wire_rotator(r: baton_store::RotatorRecord) -> p::Rotator {
     let (command, webhook_url) = match r.target {
         baton_store::RotatorTarget::Command(command) => (Some(command), None),
@@ -2250,11 +2335,14 @@ fn wire_rotator(r: baton_store::RotatorRecord) -> p::Rotator {
     };
     p::Rotator {
         name: Some(r.name),
+        // A command registered through the API runs only once the operator confirms it.
+        runnable: Some(command.is_none()),
         command,
         webhook_url,
         timeout_seconds: Some(r.timeout_ms / 1000),
         signing_secret: None,
         create_date: Some(seconds(r.created_at)),
+        source: Some("api".to_owned()),
     }
 }
 
@@ -2292,6 +2380,16 @@ pub(crate) fn check_webhook_url(url: &str) -> Result<(), ApiError> {
             }
         }
         _ => Err(invalid("it is not an absolute http(s) URL")),
+    }
+}
+
+impl Baton {
+    /// A webhook's URL is well formed and leads to an address this server may connect to.
+    pub(crate) async fn check_webhook_destination(&self, url: &str) -> Result<(), ApiError> {
+        check_webhook_url(url)?;
+        baton_engine::outbound::check_url_resolves(url, self.allow_private_webhooks)
+            .await
+            .map_err(|why| ApiError::InvalidParameter(format!("Invalid WebhookUrl: {why}.")))
     }
 }
 

@@ -57,7 +57,26 @@ pub struct ServeOptions {
     pub tls_key: Option<PathBuf>,
     pub body_bytes_max: usize,
     pub connections_max: usize,
+    /// Most connections one IP address may hold at once.
+    pub connections_per_address_max: usize,
+    /// How long a client may take to send a request's headers (also the keep-alive idle
+    /// timeout), and then its body.
+    pub request_read_timeout: Duration,
     pub request_timeout: Duration,
+    /// The bearer token `/metrics` and a detailed `/ready` need on the API listener; `None`
+    /// keeps `/metrics` off that listener.
+    pub metrics_token: Option<SecretBytes>,
+    /// A second, plain-HTTP listener for `/metrics`, `/ready` and `/health` only, meant for a
+    /// private interface; it needs no token.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether webhook rotators and event subscriptions may be on loopback, private or
+    /// link-local addresses. Off by default: registering a URL must not reach into the
+    /// network the server runs in.
+    pub allow_private_webhooks: bool,
+    /// Command rotators from the config file's `[[rotator]]` tables.
+    pub command_rotators: Vec<baton_engine::commands::CommandRotator>,
+    /// A directory of command rotator definitions, one `<name>.toml` each, read at each use.
+    pub rotators_dir: Option<PathBuf>,
     pub purge_interval: Duration,
     /// How long the event log keeps events.
     pub events_retention: Duration,
@@ -90,7 +109,14 @@ impl ServeOptions {
             tls_key: None,
             body_bytes_max: 512 * 1024,
             connections_max: 4096,
+            connections_per_address_max: CONNECTIONS_PER_ADDRESS_DEFAULT,
+            request_read_timeout: REQUEST_READ_TIMEOUT_DEFAULT,
             request_timeout: Duration::from_secs(30),
+            metrics_token: None,
+            metrics_listen: None,
+            allow_private_webhooks: true,
+            command_rotators: Vec::new(),
+            rotators_dir: None,
             purge_interval: Duration::from_secs(3600),
             events_retention: Duration::from_secs(30 * 24 * 3600),
             shutdown_grace: Duration::from_secs(1),
@@ -105,14 +131,18 @@ impl ServeOptions {
     }
 }
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers, then its body.
+pub const REQUEST_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Most connections one address may hold by default: a fleet behind one NAT address still
+/// fits, while one client cannot take every slot.
+pub const CONNECTIONS_PER_ADDRESS_DEFAULT: usize = 256;
 
 struct App {
     baton: Baton,
     request_timeout: Duration,
     body_bytes_max: usize,
     metrics: PrometheusHandle,
+    metrics_token: Option<SecretBytes>,
 }
 
 impl AsRef<Baton> for App {
@@ -212,6 +242,14 @@ impl Server {
             options.regions.clone(),
         );
         baton.events_retention = options.events_retention;
+        baton.allow_private_webhooks = options.allow_private_webhooks;
+        baton.command_rotators = Arc::new(
+            baton_engine::commands::CommandRotators::new(
+                options.command_rotators.clone(),
+                options.rotators_dir.clone(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
         // A watch answers before the request timeout cuts it off.
         baton.watch_wait_max = baton.watch_wait_max.min(
             options
@@ -237,6 +275,7 @@ impl Server {
             request_timeout: options.request_timeout,
             body_bytes_max: options.body_bytes_max,
             metrics: metrics_handle()?,
+            metrics_token: options.metrics_token.clone(),
         });
         Ok(Server {
             app,
@@ -259,6 +298,11 @@ impl Server {
             tls,
             options,
         } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let body_limits = crate::connections::BodyLimits {
+            deadline: options.request_read_timeout,
+            bytes_max: options.body_bytes_max,
+        };
         let router = Router::new()
             .route("/", post(api))
             .route("/health", get(health))
@@ -266,8 +310,36 @@ impl Server {
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(options.body_bytes_max))
+            .layer(axum::middleware::from_fn_with_state(
+                body_limits,
+                crate::connections::receive_within,
+            ))
             .with_state(app.clone());
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let metrics_server = match options.metrics_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding the metrics listener {address}: {e}"))?;
+                tracing::info!(address = %listener.local_addr()?, "metrics listener");
+                let private = Router::new()
+                    .route("/health", get(health))
+                    .route("/ready", get(ready_detailed))
+                    .route("/metrics", get(metrics_open))
+                    .with_state(app.clone());
+                let mut stop = stop_rx.clone();
+                Some(tokio::spawn(async move {
+                    let served = axum::serve(listener, private)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.changed().await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::warn!(error = %e, "the metrics listener stopped");
+                    }
+                }))
+            }
+            None => None,
+        };
         let purge = tokio::spawn(purge_loop(
             app.clone(),
             options.purge_interval,
@@ -283,6 +355,9 @@ impl Server {
         let engine = baton_engine::Engine::new(app.baton.store.clone(), app.baton.root_key.clone())
             .with_lease(options.node_id.clone(), options.lease_ttl)
             .with_kicks(app.baton.kicks.clone())
+            .with_private_webhooks(options.allow_private_webhooks)
+            .with_command_rotators(app.baton.command_rotators.clone())
+            .with_master_access(Arc::new(crate::master_access::MasterReads(app.clone())))
             .with_endpoint(baton_engine::Endpoint {
                 url: format!("{}://{host}", if tls.is_some() { "https" } else { "http" }),
                 ca_bundle: options.tls_cert.clone(),
@@ -303,14 +378,20 @@ impl Server {
         };
         let engine = tokio::spawn(engine.run(stop_rx));
         let connections = Arc::new(Semaphore::new(options.connections_max));
+        let per_address = crate::connections::PerAddress::new(options.connections_per_address_max);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // A client that sends its headers too slowly loses the connection rather than holding
-        // a connection slot open indefinitely.
+        // A client that sends its headers too slowly, or keeps a connection idle, loses it rather
+        // than holding a connection slot open indefinitely.
         builder
             .http1()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(options.request_read_timeout);
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(options.request_read_timeout))
+            .keep_alive_timeout(options.request_read_timeout);
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %listener.local_addr()?, scheme, node = %node_id, "baton is listening");
         tokio::pin!(shutdown);
@@ -332,6 +413,12 @@ impl Server {
                 drop(stream);
                 continue;
             };
+            let Some(address_permit) = per_address.try_acquire(peer.ip()) else {
+                metrics::counter!("baton_connections_refused_total").increment(1);
+                tracing::warn!(%peer, limit = options.connections_per_address_max, "per-address connection limit reached; refusing");
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let service =
                 TowerToHyperService::new(router.clone().layer(axum::Extension(Connection {
@@ -341,24 +428,46 @@ impl Server {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let tls = tls.clone();
+            let read_timeout = options.request_read_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
+                let _address_permit = address_permit;
+                // The first bytes (a TLS handshake or a request) must arrive within the read
+                // timeout: a connection that sends nothing must not hold its slot. Later
+                // requests on the connection are bounded by the header read timeout.
+                let mut first = [0u8; 1];
+                if !matches!(
+                    tokio::time::timeout(read_timeout, stream.peek(&mut first)).await,
+                    Ok(Ok(1))
+                ) {
+                    tracing::debug!(%peer, "closed a connection that sent nothing");
+                    return;
+                }
                 let result = match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls_stream) => {
-                            watcher
-                                .watch(
-                                    builder
-                                        .serve_connection(TokioIo::new(tls_stream), service)
-                                        .into_owned(),
-                                )
-                                .await
+                    Some(acceptor) => {
+                        match tokio::time::timeout(read_timeout, acceptor.accept(stream))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "the TLS handshake took longer than the read timeout",
+                                ))
+                            }) {
+                            Ok(tls_stream) => {
+                                watcher
+                                    .watch(
+                                        builder
+                                            .serve_connection(TokioIo::new(tls_stream), service)
+                                            .into_owned(),
+                                    )
+                                    .await
+                            }
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
                         }
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                    },
+                    }
                     None => {
                         watcher
                             .watch(
@@ -389,6 +498,9 @@ impl Server {
         let _ = delivery.await;
         let _ = engine.await;
         let _ = wake_forwarder.await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         Ok(())
     }
 }
@@ -481,25 +593,25 @@ async fn health() -> impl IntoResponse {
     )
 }
 
-/// Ready to serve: the database answers and holds every migration this node knows (a newer
-/// node may have applied more; migrations are additive, so an older node still works).
-async fn ready(State(app): State<Arc<App>>) -> Response {
-    let store = &app.baton.store;
-    let want = baton_store::latest_schema_version();
-    let problem = match tokio::time::timeout(Duration::from_secs(2), async {
-        store.ping().await?;
-        store.schema_version().await
-    })
-    .await
-    {
-        Err(_) => Some("the database did not answer within 2 s".to_owned()),
-        Ok(Err(e)) => Some(format!("the database is not reachable: {e}")),
-        Ok(Ok(have)) if have < want => Some(format!(
-            "the database schema is at version {have}; this node needs {want}"
-        )),
-        Ok(Ok(_)) => None,
+/// `/ready` on the API listener: ready or not ready, and the reason and schema version only
+/// with the metrics bearer token.
+async fn ready(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if bearer_matches(&app, &headers) {
+        return ready_detailed(State(app)).await;
+    }
+    let ready = readiness_problem(&app).await.is_none();
+    let (status, body) = if ready {
+        (StatusCode::OK, r#"{"status":"ready"}"#)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#)
     };
-    let (status, body) = match problem {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Ready to serve, with the reason when not.
+async fn ready_detailed(State(app): State<Arc<App>>) -> Response {
+    let want = baton_store::latest_schema_version();
+    let (status, body) = match readiness_problem(&app).await {
         None => (
             StatusCode::OK,
             serde_json::json!({"status": "ready", "schema_version": want}),
@@ -515,6 +627,27 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// Why the node is not ready: the database does not answer within 2 s, or lacks a migration
+/// this node knows (a newer node may have applied more; migrations are additive, so an older
+/// node still works).
+async fn readiness_problem(app: &App) -> Option<String> {
+    let store = &app.baton.store;
+    let want = baton_store::latest_schema_version();
+    match tokio::time::timeout(Duration::from_secs(2), async {
+        store.ping().await?;
+        store.schema_version().await
+    })
+    .await
+    {
+        Err(_) => Some("the database did not answer within 2 s".to_owned()),
+        Ok(Err(e)) => Some(format!("the database is not reachable: {e}")),
+        Ok(Ok(have)) if have < want => Some(format!(
+            "the database schema is at version {have}; this node needs {want}"
+        )),
+        Ok(Ok(_)) => None,
+    }
 }
 
 /// `GET /jwks/<key id, ARN or alias>`: the public keys of every accepted version of a signing
@@ -574,11 +707,44 @@ async fn jwks(
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+/// `/metrics` on the API listener: only with the bearer token of `--metrics-token-file`, since
+/// the counts tell who is refused what and how often.
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match app.metrics_token {
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not served on this listener: start the server with \
+             --metrics-token-file or --metrics-listen\n",
+        )
+            .into_response(),
+        Some(_) if !bearer_matches(&app, &headers) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "metrics need the bearer token of --metrics-token-file\n",
+        )
+            .into_response(),
+        Some(_) => metrics_open(State(app)).await.into_response(),
+    }
+}
+
+/// `/metrics` on the metrics listener, which the operator keeps private.
+async fn metrics_open(State(app): State<Arc<App>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),
     )
+}
+
+/// Whether the request carries the metrics bearer token, compared in constant time.
+fn bearer_matches(app: &App, headers: &HeaderMap) -> bool {
+    let Some(token) = &app.metrics_token else {
+        return false;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| token.ct_eq(given.trim().as_bytes()))
 }
 
 /// Where an operation's authorization happens.

@@ -42,6 +42,9 @@ fn incomplete(authorization: &str, problems: &[&str]) -> ApiError {
 }
 
 /// Parses the `Authorization` header and date, and checks the clock skew against `now_seconds`.
+/// Headers a request must sign whenever it carries them.
+const MUST_SIGN_WHEN_PRESENT: [&str; 2] = ["x-amz-target", "content-type"];
+
 pub fn parse(headers: &HeaderMap, now_seconds: i64) -> Result<SignedRequest, ApiError> {
     let Some(authorization) = headers.get("authorization") else {
         return Err(ApiError::MissingAuthenticationToken(
@@ -134,6 +137,17 @@ pub fn parse(headers: &HeaderMap, now_seconds: i64) -> Result<SignedRequest, Api
         return Err(ApiError::InvalidSignature(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".to_owned(),
         ));
+    }
+    // The target names the operation: unsigned, whoever captured a request could turn a
+    // ListSecrets into another operation within the signature's 15 minutes. AWS's SDKs, the
+    // aws CLI and Baton's own clients sign both of these.
+    for must_sign in MUST_SIGN_WHEN_PRESENT {
+        if headers.contains_key(must_sign) && !signed_headers.iter().any(|h| h == must_sign) {
+            return Err(ApiError::InvalidSignature(format!(
+                "The request carries {must_sign} but does not sign it: include {must_sign} in \
+                 SignedHeaders."
+            )));
+        }
     }
     Ok(SignedRequest {
         access_key_id: access_key_id.to_owned(),
@@ -463,6 +477,30 @@ mod tests {
         assert!(message.contains("'SignedHeaders' parameter"), "{message}");
         assert!(message.contains("'X-Amz-Date'"), "{message}");
         assert!(!message.contains("'Credential' parameter"), "{message}");
+    }
+
+    #[test]
+    fn a_target_or_content_type_left_out_of_the_signature_is_refused() {
+        let at = SystemTime::now();
+        let now = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let request = signed_request(b"{}", at);
+        assert!(parse(request.headers(), now).is_ok());
+        for header in ["x-amz-target", "content-type"] {
+            let mut narrowed = request.headers().clone();
+            let authorization = narrowed["authorization"].to_str().unwrap().to_owned();
+            let (before, after) = authorization.split_once("SignedHeaders=").unwrap();
+            let (list, rest) = after.split_once(',').unwrap();
+            let kept: Vec<&str> = list.split(';').filter(|h| *h != header).collect();
+            let changed = format!("{before}SignedHeaders={},{rest}", kept.join(";"));
+            narrowed.insert("authorization", HeaderValue::from_str(&changed).unwrap());
+            let Err(ApiError::InvalidSignature(message)) = parse(&narrowed, now) else {
+                panic!("{header} left unsigned was accepted");
+            };
+            assert!(message.contains(header), "{message}");
+            // Without the header at all, there is nothing to sign.
+            narrowed.remove(header);
+            assert!(parse(&narrowed, now).is_ok(), "{header} absent");
+        }
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub struct Baton {
     pub regions: Vec<String>,
     /// The audit log; `None` only for in-process use without a server.
     pub audit: Option<crate::audit::AuditLog>,
+    /// Whether webhooks (rotators, subscriptions) may be on loopback or private addresses.
+    pub allow_private_webhooks: bool,
+    /// The operator's command rotators.
+    pub command_rotators: Arc<baton_engine::commands::CommandRotators>,
     signing_keys: Mutex<HashMap<String, CachedKey>>,
     /// Asymmetric KMS key versions parsed once, by (key's secret id, version id). A version's
     /// material never changes, so entries are never stale; the map is bounded by clearing.
@@ -151,6 +155,8 @@ impl Baton {
             account_id,
             regions,
             audit: None,
+            allow_private_webhooks: false,
+            command_rotators: Arc::default(),
             signing_keys: Mutex::new(HashMap::new()),
             parsed_keys: Mutex::new(HashMap::new()),
         }

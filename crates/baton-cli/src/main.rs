@@ -5,6 +5,7 @@ mod admin;
 mod connect;
 mod events;
 mod key;
+mod migrate;
 mod output;
 mod rotation;
 mod secret;
@@ -39,7 +40,7 @@ struct AgentArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run the local agent: AWS's Secrets Manager Agent protocol on loopback, kept fresh by a
     /// watch, reporting what it holds. Credentials from AWS_ACCESS_KEY_ID and
     /// AWS_SECRET_ACCESS_KEY; the SSRF token from AWS_TOKEN (or `file://PATH`).
@@ -86,6 +87,9 @@ enum Command {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
+    /// Move command rotators registered through the API into the rotators directory, once,
+    /// after the operator reviewed them (they do not run until then).
+    MigrateCommandRotators(migrate::MigrateArgs),
     /// Read and verify the audit log.
     Audit {
         #[command(flatten)]
@@ -109,7 +113,7 @@ fn main() -> std::process::ExitCode {
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Agent(args) => {
                 let config = baton_agent::AgentConfig::load(
                     args.config.as_deref(),
@@ -136,6 +140,7 @@ fn main() -> std::process::ExitCode {
             Command::Admin { connect, command } => {
                 admin::run(connect.client()?, connect.output, command).await
             }
+            Command::MigrateCommandRotators(args) => migrate::run(args).await,
             Command::Audit { connect, command } => {
                 admin::run_audit(connect.client()?, connect.output, command).await
             }

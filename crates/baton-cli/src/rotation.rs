@@ -323,25 +323,22 @@ pub async fn run(
 
 #[derive(Debug, Subcommand)]
 pub enum RotatorCommand {
-    /// Register a command or a webhook that performs each rotation step. It gets AWS's rotation
-    /// event (Step, SecretId, ClientRequestToken) and a temporary key for that one secret.
-    #[command(group(clap::ArgGroup::new("kind").required(true).args(["command", "webhook"])))]
+    /// Register a webhook that performs each rotation step. It gets AWS's rotation event (Step,
+    /// SecretId, ClientRequestToken) and a temporary key for that one secret. Command rotators
+    /// are defined by the operator in the server's configuration, not here.
     Create {
         name: String,
-        /// Run by `sh -c` with the event on stdin, and AWS_ENDPOINT_URL, AWS_REGION and the
-        /// temporary key in its environment, so an AWS rotation function runs unchanged.
-        #[arg(long)]
-        command: Option<String>,
         /// POST the event, signed with HMAC-SHA256 (Baton-Signature and Baton-Timestamp
         /// headers), with the endpoint and temporary key under "Baton". A 2xx answer is
-        /// success. HTTPS, or plain HTTP to a loopback address only.
+        /// success. HTTPS to a public address (others need --allow-private-webhooks on the
+        /// server).
         #[arg(long)]
-        webhook: Option<String>,
-        /// How long one step may take (1-900 s). Default: 120 for commands, 30 for webhooks.
+        webhook: String,
+        /// How long one step may take (1-900 s, default 30).
         #[arg(long)]
         timeout_seconds: Option<i64>,
     },
-    /// List registered rotators.
+    /// List rotators: the operator's commands and the registered webhooks.
     List,
     /// Delete a rotator.
     Delete { name: String },
@@ -355,7 +352,6 @@ pub async fn run_rotator(
     match command {
         RotatorCommand::Create {
             name,
-            command,
             webhook,
             timeout_seconds,
         } => {
@@ -364,8 +360,7 @@ pub async fn run_rotator(
                     "baton.CreateRotator",
                     &p::Rotator {
                         name: Some(name),
-                        command,
-                        webhook_url: webhook,
+                        webhook_url: Some(webhook),
                         timeout_seconds,
                         ..Default::default()
                     },
@@ -392,12 +387,15 @@ pub async fn run_rotator(
                 client.call("baton.ListRotators", &p::Empty {}).await?;
             show(format, &r, |r| {
                 table(
-                    &["Name", "Kind", "Target", "Timeout", "Created"],
+                    &["Name", "Kind", "Target", "Timeout", "Source", "Created"],
                     r.rotators
                         .iter()
                         .flatten()
                         .map(|x| {
                             let (kind, target) = match (&x.command, &x.webhook_url) {
+                                (Some(command), _) if x.runnable == Some(false) => {
+                                    ("command (not run until confirmed)", command.clone())
+                                }
                                 (Some(command), _) => ("command", command.clone()),
                                 (None, Some(url)) => ("webhook", url.clone()),
                                 (None, None) => ("", String::new()),
@@ -407,6 +405,7 @@ pub async fn run_rotator(
                                 kind.to_owned(),
                                 target,
                                 format!("{}s", x.timeout_seconds.unwrap_or_default()),
+                                x.source.clone().unwrap_or_default(),
                                 date(x.create_date),
                             ]
                         })

@@ -60,9 +60,33 @@ pub struct ServeArgs {
     /// Most connections served at once; more are refused.
     #[arg(long, env = "BATON_CONNECTIONS_MAX")]
     connections_max: Option<usize>,
+    /// Most connections one IP address may hold at once (default 256).
+    #[arg(long, env = "BATON_CONNECTIONS_PER_ADDRESS_MAX")]
+    connections_per_address_max: Option<usize>,
+    /// Seconds a client may take to send a request's headers, and then its body; also how long
+    /// an idle kept-alive connection stays open (default 10).
+    #[arg(long, env = "BATON_REQUEST_READ_TIMEOUT_SECONDS")]
+    request_read_timeout_seconds: Option<u64>,
     /// Seconds a request may take before it fails with a timeout.
     #[arg(long, env = "BATON_REQUEST_TIMEOUT_SECONDS")]
     request_timeout_seconds: Option<u64>,
+    /// A file holding the bearer token that `/metrics` (and a detailed `/ready`) need on the
+    /// API listener. Without it, and without --metrics-listen, no metrics are served.
+    #[arg(long, env = "BATON_METRICS_TOKEN_FILE")]
+    metrics_token_file: Option<PathBuf>,
+    /// A second listener, plain HTTP, for `/metrics`, `/ready` and `/health` only; keep it on
+    /// a private interface. It needs no token.
+    #[arg(long, env = "BATON_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Let webhook rotators and event subscriptions use loopback, private and link-local
+    /// addresses (off by default, so a registered URL cannot reach into the server's network).
+    #[arg(long, env = "BATON_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
+    /// A directory of command rotators, one `<name>.toml` each (name, command = [absolute
+    /// path, args...], optional sha256, timeout_seconds, env). It and its files must be
+    /// writable by their owner only; files are read at each use.
+    #[arg(long, env = "BATON_ROTATORS_DIR")]
+    rotators_dir: Option<PathBuf>,
     /// Seconds between purges of secrets whose recovery window ended.
     #[arg(long, env = "BATON_PURGE_INTERVAL_SECONDS")]
     purge_interval_seconds: Option<u64>,
@@ -100,7 +124,15 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     body_bytes_max: Option<usize>,
     connections_max: Option<usize>,
+    connections_per_address_max: Option<usize>,
+    request_read_timeout_seconds: Option<u64>,
     request_timeout_seconds: Option<u64>,
+    metrics_token_file: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+    allow_private_webhooks: Option<bool>,
+    rotators_dir: Option<PathBuf>,
+    /// Command rotators: `[[rotator]]` tables.
+    rotator: Option<Vec<baton_api::CommandRotator>>,
     purge_interval_seconds: Option<u64>,
     events_retention_days: Option<u64>,
     audit_mode: Option<String>,
@@ -203,6 +235,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .connections_max
             .or(file.connections_max)
             .unwrap_or(4096),
+        connections_per_address_max: {
+            let max = args
+                .connections_per_address_max
+                .or(file.connections_per_address_max)
+                .unwrap_or(baton_api::CONNECTIONS_PER_ADDRESS_DEFAULT);
+            anyhow::ensure!(max >= 1, "connections_per_address_max must be at least 1");
+            max
+        },
+        request_read_timeout: {
+            let seconds = args
+                .request_read_timeout_seconds
+                .or(file.request_read_timeout_seconds)
+                .unwrap_or(baton_api::REQUEST_READ_TIMEOUT_DEFAULT.as_secs());
+            anyhow::ensure!(
+                (1..=300).contains(&seconds),
+                "request_read_timeout_seconds must be between 1 and 300 (got {seconds})"
+            );
+            Duration::from_secs(seconds)
+        },
+        metrics_token: match args.metrics_token_file.or(file.metrics_token_file) {
+            Some(path) => Some(read_metrics_token(&path)?),
+            None => None,
+        },
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
+        allow_private_webhooks: args.allow_private_webhooks
+            || file.allow_private_webhooks.unwrap_or(false),
+        rotators_dir: args.rotators_dir.or(file.rotators_dir),
+        command_rotators: file.rotator.unwrap_or_default(),
         request_timeout: Duration::from_secs(
             args.request_timeout_seconds
                 .or(file.request_timeout_seconds)
@@ -245,6 +305,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let server = Server::bind(options).await?;
     server.run(shutdown_signal()).await
+}
+
+/// The metrics token: the file's content without surrounding whitespace, at least 16 bytes.
+fn read_metrics_token(path: &PathBuf) -> anyhow::Result<baton_api::SecretBytes> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("reading the metrics token file {}", path.display()))?;
+    let token = text.trim_ascii();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "the metrics token in {} is shorter than 16 bytes",
+        path.display()
+    );
+    Ok(baton_api::SecretBytes::from(token.to_vec()))
 }
 
 async fn shutdown_signal() {

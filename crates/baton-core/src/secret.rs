@@ -99,6 +99,12 @@ pub struct RotationConfig {
     pub last_rotated_at: Option<Timestamp>,
     /// When the schedule next starts a rotation; set while rotation is enabled with rules.
     pub next_rotation_at: Option<Timestamp>,
+    /// The ARN of the principal that last configured rotation (RotateSecret). A built-in
+    /// database rotator reads the master secret only as far as this principal may.
+    pub configured_by: Option<String>,
+    /// The alternating-users clone that Baton created for this secret. The master changes
+    /// the password of this role and of the user it was cloned from, and of no other.
+    pub database_clone: Option<String>,
 }
 
 /// AWS's RotationRulesType.

@@ -11,6 +11,15 @@
 //!   has sessions (deferring, never failing), then revokes its password by setting one nobody
 //!   knows. Past the gate's maximum wait it alerts, and ends the sessions only if the policy
 //!   says to.
+//!
+//! What the master may be used for is narrow, because whoever can write the secret's value
+//! chooses the user names and the master's ARN:
+//! - reading the master is authorized, at every use, against the principal that configured the
+//!   rotation (`RotationConfig::configured_by`), and audited;
+//! - the clone is created only if no role of its name exists, and only from a user whose
+//!   credentials in the secret log in; its name is recorded (`RotationConfig::database_clone`);
+//! - the master changes the password of the recorded clone and of the user it was cloned
+//!   from, and of no other role: a secret naming any other user is refused.
 
 use baton_core::rotation::Rotation;
 use baton_core::{AWSCURRENT, AWSPREVIOUS, SecretRecord, SecretValueKind, Timestamp};
@@ -41,8 +50,22 @@ impl Engine {
         DbSecret::parse(plain.expose()).map_err(|e| format!("version {version_id}: {e}"))
     }
 
-    /// The master secret's current value.
-    async fn master(&self, arn: &str) -> Result<DbSecret, String> {
+    /// The master secret's current value, if the principal that configured the rotation may
+    /// read it.
+    async fn master(&self, secret: &SecretRecord, arn: &str) -> Result<DbSecret, String> {
+        let access = self.master_access.as_ref().ok_or_else(|| {
+            "this engine has no authorizer for master secrets; the rotation cannot use one"
+                .to_owned()
+        })?;
+        let configured_by = secret.rotation.configured_by.as_deref().ok_or_else(|| {
+            format!(
+                "nobody is recorded as having configured this rotation, so nobody's right to read \
+                 the master secret {arn} can be checked: configure rotation again with RotateSecret"
+            )
+        })?;
+        access
+            .authorize_master_read(configured_by, &secret.arn, arn)
+            .await?;
         let master = self
             .store
             .find_secret_by_arn(arn)
@@ -61,7 +84,7 @@ impl Engine {
 
     pub(crate) async fn database_step(
         &self,
-        secret: &SecretRecord,
+        secret: &mut SecretRecord,
         rotation: &Rotation,
         step: baton_core::rotation::Step,
         now: Timestamp,
@@ -83,38 +106,76 @@ impl Engine {
 
     async fn set_database(
         &self,
-        secret: &SecretRecord,
+        secret: &mut SecretRecord,
         rotation: &Rotation,
         pending: &DbSecret,
     ) -> Result<StepResult, String> {
-        // Idempotent: an earlier attempt may have set the password already.
-        if baton_dbrotate::check_login(pending, &pending.username, &pending.password)
-            .await
-            .is_ok()
-        {
-            return Ok(StepResult::Done);
-        }
         let old = rotation
             .old_version_id
             .as_deref()
             .ok_or("the secret has no current version to rotate from")?;
         let current = self.db_secret(secret, old).await?;
-        if let Some(arn) = &pending.masterarn {
-            let master = self.master(arn).await?;
-            let created = baton_dbrotate::ensure_clone(
-                &master,
-                &current.username,
-                &pending.username,
-                &pending.password,
-            )
+        // Idempotent: an earlier attempt may have set the password already. The password is
+        // this rotation's own random one, so a login with it proves Baton set it.
+        if baton_dbrotate::check_login(pending, &pending.username, &pending.password)
             .await
-            .map_err(|e| e.to_string())?;
-            if !created {
-                baton_dbrotate::set_password(&master, &pending.username, &pending.password)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            .is_ok()
+        {
+            if pending.masterarn.is_some() && secret.rotation.database_clone.is_none() {
+                secret.rotation.database_clone = Some(pending.username.clone());
             }
             return Ok(StepResult::Done);
+        }
+        if let Some(arn) = &pending.masterarn {
+            match secret.rotation.database_clone.clone() {
+                Some(clone) => {
+                    check_alternating_user(&clone, &pending.username)?;
+                    let master = self.master(secret, arn).await?;
+                    baton_dbrotate::set_password(&master, &pending.username, &pending.password)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                None => {
+                    // The first rotation creates the clone of the current user, and only of a
+                    // user whose credentials in the secret work: the secret's writer must
+                    // already hold that user, or it could clone anyone's privileges.
+                    baton_dbrotate::check_login(&current, &current.username, &current.password)
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "the current credentials of {:?} do not log in ({e}); Baton clones \
+                                 only a user whose credentials the secret holds",
+                                current.username
+                            )
+                        })?;
+                    let master = self.master(secret, arn).await?;
+                    let created = baton_dbrotate::ensure_clone(
+                        &master,
+                        &current.username,
+                        &pending.username,
+                        &pending.password,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    if !created {
+                        return Err(format!(
+                            "a role named {:?} exists already and Baton did not create it for this \
+                             secret; Baton never changes the password of a role it did not create. \
+                             Rename or drop that role, or name another user in the secret",
+                            pending.username
+                        ));
+                    }
+                    secret.rotation.database_clone = Some(pending.username.clone());
+                }
+            }
+            return Ok(StepResult::Done);
+        }
+        if pending.username != current.username {
+            return Err(format!(
+                "without a master secret Baton changes only the password of the secret's own \
+                 user, {:?}, and the new version names {:?}",
+                current.username, pending.username
+            ));
         }
         // Single user: log in as the user itself, with the current password, or with the
         // previous one if an interrupted rotation left the database there.
@@ -125,6 +186,8 @@ impl Engine {
         {
             candidates.push(self.db_secret(secret, &previous.version_id.clone()).await?);
         }
+        // Each candidate logs in as the user itself: never as anyone else.
+        candidates.retain(|c| c.username == pending.username);
         let mut last_error = String::new();
         for admin in &candidates {
             match baton_dbrotate::set_password(admin, &pending.username, &pending.password).await {
@@ -137,7 +200,7 @@ impl Engine {
 
     async fn retire_database(
         &self,
-        secret: &SecretRecord,
+        secret: &mut SecretRecord,
         rotation: &Rotation,
         pending: &DbSecret,
         now: Timestamp,
@@ -156,7 +219,14 @@ impl Engine {
         if old.username == pending.username {
             return Ok(StepResult::Done);
         }
-        let master = self.master(arn).await?;
+        let clone = secret.rotation.database_clone.clone().ok_or_else(|| {
+            format!(
+                "Baton has no record of cloning a user for this secret, so it will not revoke {:?}",
+                old.username
+            )
+        })?;
+        check_alternating_user(&clone, &old.username)?;
+        let master = self.master(secret, arn).await?;
         let sessions = baton_dbrotate::active_sessions(&master, &old.username)
             .await
             .map_err(|e| e.to_string())?;
@@ -187,5 +257,34 @@ impl Engine {
             .await
             .map_err(|e| format!("revoking the old user's password: {e}"))?;
         Ok(StepResult::Done)
+    }
+}
+
+/// Refuses a user that is neither the recorded clone nor the user it was cloned from.
+fn check_alternating_user(clone: &str, user: &str) -> Result<(), String> {
+    let original = baton_dbrotate::alternate_username(clone);
+    if user == clone || user == original {
+        return Ok(());
+    }
+    Err(format!(
+        "the secret names the user {user:?}, but this secret's users are {original:?} and its \
+         clone {clone:?}; Baton changes no other role's password"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_alternating_user;
+
+    #[test]
+    fn the_master_acts_only_on_the_recorded_clone_and_its_original() {
+        assert!(check_alternating_user("app_clone", "app_clone").is_ok());
+        assert!(check_alternating_user("app_clone", "app").is_ok());
+        let refused = check_alternating_user("app_clone", "dba").unwrap_err();
+        assert!(
+            refused.contains("\"dba\"") && refused.contains("app_clone"),
+            "{refused}"
+        );
+        assert!(check_alternating_user("app_clone", "app_clone_clone").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! External rotators: commands and webhooks that receive AWS's rotation event and act on the
 //! secret through the API with a temporary key scoped to it, as a Lambda rotation function
-//! does with its execution role.
+//! does with its execution role. Commands are the operator's (`commands.rs`); webhooks may be
+//! registered through the API.
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use baton_crypto::SecretBytes;
 use baton_store::{RotatorRecord, RotatorTarget};
 use serde_json::Value;
 
-use crate::{Endpoint, Engine, now_ms, promote_labels, retire_labels, rotator_name};
+use crate::commands::CommandRotator;
+use crate::{Endpoint, Engine, now_ms, outbound, promote_labels, retire_labels, rotator_name};
 
 /// How long the temporary key of one external step stays valid.
 const TEMPORARY_KEY_TTL_MS: Timestamp = 15 * 60_000;
@@ -27,9 +29,15 @@ fn aws_step_name(step: Step) -> Option<&'static str> {
     }
 }
 
+/// An external rotator, found by name.
+enum External {
+    Command(CommandRotator),
+    Webhook(RotatorRecord),
+}
+
 /// What one step of an external rotator is given.
 struct StepCall<'a> {
-    rotator: &'a RotatorRecord,
+    name: &'a str,
     secret: &'a SecretRecord,
     aws_step: &'a str,
     endpoint: &'a Endpoint,
@@ -58,14 +66,7 @@ impl Engine {
             .as_deref()
             .map(rotator_name)
             .unwrap_or_default();
-        let rotator = self
-            .store
-            .find_rotator(name)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!("no rotator named {name:?} is registered (baton rotator create)")
-            })?;
+        let rotator = self.find_external(name).await?;
         if step == Step::Create {
             self.create_empty_pending_version(secret, rotation, now, fence)
                 .await?;
@@ -98,6 +99,35 @@ impl Engine {
             Step::Set | Step::Test => Ok(fresh),
             Step::Promote => promote_labels(&mut fresh, rotation, now).map(|()| fresh),
             Step::Retire => retire_labels(&mut fresh, rotation, now).map(|()| fresh),
+        }
+    }
+
+    /// The rotator named `name`: an operator's command, or a webhook registered through the API.
+    /// A command registered through the API (before commands became the operator's) does not
+    /// run until the operator confirms it.
+    async fn find_external(&self, name: &str) -> Result<External, String> {
+        if let Some(command) = self.command_rotators.find(name)? {
+            return Ok(External::Command(command));
+        }
+        match self
+            .store
+            .find_rotator(name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(record) if matches!(record.target, RotatorTarget::Webhook { .. }) => {
+                Ok(External::Webhook(record))
+            }
+            Some(_) => Err(format!(
+                "rotator {name:?} is a command registered through the API, which Baton no longer \
+                 runs: commands run with the server's privileges, so they come from the \
+                 operator. Review it and confirm it with `baton migrate-command-rotators \
+                 --confirm {name}`"
+            )),
+            None => Err(format!(
+                "no rotator named {name:?}: define a command in the server's configuration or \
+                 rotators directory, or register a webhook (baton rotator create)"
+            )),
         }
     }
 
@@ -141,7 +171,7 @@ impl Engine {
     /// and deletes the key afterwards (it would expire by itself in any case).
     async fn run_rotator_step(
         &self,
-        rotator: &RotatorRecord,
+        rotator: &External,
         secret: &SecretRecord,
         rotation: &Rotation,
         aws_step: &str,
@@ -158,9 +188,15 @@ impl Engine {
             "SecretId": secret.arn,
             "ClientRequestToken": rotation.version_id,
         });
-        let timeout = Duration::from_millis(rotator.timeout_ms.max(1) as u64);
+        let (name, timeout) = match rotator {
+            External::Command(c) => (c.name.as_str(), Duration::from_secs(c.timeout_seconds())),
+            External::Webhook(r) => (
+                r.name.as_str(),
+                Duration::from_millis(r.timeout_ms.max(1) as u64),
+            ),
+        };
         let call = StepCall {
-            rotator,
+            name,
             secret,
             aws_step,
             endpoint: &endpoint,
@@ -169,14 +205,22 @@ impl Engine {
             session_token: &session_token,
             expires_at: now + TEMPORARY_KEY_TTL_MS,
         };
-        let result = match &rotator.target {
-            RotatorTarget::Command(command) => {
-                tokio::time::timeout(timeout, run_command(command, &call, event)).await
-            }
-            RotatorTarget::Webhook {
-                url,
-                sealed_signing_secret,
-            } => {
+        let result = match rotator {
+            External::Command(command) => Ok(run_command(command, timeout, &call, event).await),
+            External::Webhook(RotatorRecord {
+                target: RotatorTarget::Command(_),
+                ..
+            }) => Ok(Err(format!("rotator {name} is not a webhook"))),
+            External::Webhook(
+                rotator @ RotatorRecord {
+                    target:
+                        RotatorTarget::Webhook {
+                            url,
+                            sealed_signing_secret,
+                        },
+                    ..
+                },
+            ) => {
                 let signing_secret = self
                     .root_key
                     .open(
@@ -198,8 +242,7 @@ impl Engine {
         }
         .unwrap_or_else(|_| {
             Err(format!(
-                "rotator {} did not finish its {aws_step} step within {timeout:?}",
-                rotator.name
+                "rotator {name} did not finish its {aws_step} step within {timeout:?}"
             ))
         });
         if let Err(e) = self.store.delete_access_key(&key_id).await {
@@ -238,7 +281,17 @@ impl Engine {
                 }
             }
         }
-        let name = &call.rotator.name;
+        let name = call.name;
+        // What went wrong goes to the server's log; the rotation's timeline, which API callers
+        // read, says only that the call failed, so it cannot map the server's network.
+        let failed = |detail: String| {
+            tracing::warn!(rotator = %name, step = call.aws_step, %detail, "webhook rotator call failed");
+            format!(
+                "rotator {name}: the {} step's webhook call failed (details in the server log)",
+                call.aws_step
+            )
+        };
+        outbound::check_url(url, self.allow_private_webhooks).map_err(failed)?;
         let mut request = self
             .http
             .post(url)
@@ -257,16 +310,13 @@ impl Engine {
             .send()
             .await
             // reqwest's error names the URL, never the body.
-            .map_err(|e| format!("rotator {name}: {} step: {e}", call.aws_step))?;
+            .map_err(|e| failed(e.to_string()))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
         } else {
             // The answer's body is not recorded: a receiver might echo what it was sent.
-            Err(format!(
-                "rotator {name} answered its {} step with HTTP {status}",
-                call.aws_step
-            ))
+            Err(failed(format!("HTTP {status}")))
         }
     }
 
@@ -305,29 +355,30 @@ impl Engine {
     }
 }
 
-/// Runs the command by `sh -c` with the event on standard input, the endpoint and the temporary
-/// key in its environment, and none of the server's AWS_* or BATON_* variables.
+/// Runs the operator's command with the event on standard input and a clean environment: the
+/// endpoint, the region, the temporary key, and what the definition names. It runs in a process
+/// group of its own, and the timeout ends the whole group, not only the first process.
 async fn run_command(
-    command_line: &str,
+    rotator: &CommandRotator,
+    timeout: Duration,
     call: &StepCall<'_>,
     event: serde_json::Value,
 ) -> Result<(), String> {
     use tokio::io::AsyncWriteExt as _;
-    let name = &call.rotator.name;
-    let mut command = tokio::process::Command::new("sh");
+    let name = call.name;
+    rotator
+        .check_executable()
+        .map_err(|e| format!("rotator {name} refused: {e}"))?;
+    let mut command = tokio::process::Command::new(&rotator.command[0]);
     command
-        .arg("-c")
-        .arg(command_line)
+        .args(&rotator.command[1..])
+        .env_clear()
+        .envs(&rotator.env)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .kill_on_drop(true);
-    for (var, _) in std::env::vars_os() {
-        let var = var.to_string_lossy().into_owned();
-        if var.starts_with("AWS_") || var.starts_with("BATON_") {
-            command.env_remove(&var);
-        }
-    }
     command
         .env("AWS_ENDPOINT_URL", &call.endpoint.url)
         .env("AWS_REGION", &call.secret.region)
@@ -341,20 +392,38 @@ async fn run_command(
     let mut child = command
         .spawn()
         .map_err(|e| format!("could not start rotator {name}: {e}"))?;
+    let group = child
+        .id()
+        .and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
+    // Whatever the outcome, nothing the step started outlives it.
+    let end_group = || {
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    };
     if let Some(mut stdin) = child.stdin.take() {
         // A command that exits without reading its input closes the pipe; its exit status, not
         // the failed write, says whether the step succeeded.
         let _ = stdin.write_all(event.to_string().as_bytes()).await;
         drop(stdin);
     }
-    // On timeout the caller drops this future, and kill_on_drop ends the child.
-    match child.wait().await {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(format!(
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    end_group();
+    match waited {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!(
             "rotator {name} failed its {} step ({status})",
             call.aws_step
         )),
-        Err(e) => Err(format!("rotator {name}: {e}")),
+        Ok(Err(e)) => Err(format!("rotator {name}: {e}")),
+        Err(_) => {
+            let _ = child.wait().await;
+            Err(format!(
+                "rotator {name} did not finish its {} step within {timeout:?}; its processes \
+                 were ended",
+                call.aws_step
+            ))
+        }
     }
 }
 

@@ -21,10 +21,12 @@ use baton_crypto::RootKey;
 use baton_store::{Fence, Store, StoreError};
 
 mod builtin;
+pub mod commands;
 mod database;
 mod events;
 mod external;
 pub mod keywrap;
+pub mod outbound;
 
 pub use builtin::{
     Builtin, DEFAULT_KEY_TYPE, KEYPAIR_ROTATOR, KMS_ROTATOR, MYSQL_ROTATOR, POSTGRES_ROTATOR,
@@ -103,6 +105,19 @@ pub fn rotator_name(lambda_arn: &str) -> &str {
 /// Whether the rotation function is one of Baton's built-in rotators.
 pub fn is_builtin(lambda_arn: &str) -> bool {
     Builtin::from_name(rotator_name(lambda_arn)).is_some()
+}
+
+/// Whether the rotation function is `baton-postgres` or `baton-mysql`.
+pub fn is_database_rotator(lambda_arn: &str) -> bool {
+    matches!(
+        Builtin::from_name(rotator_name(lambda_arn)),
+        Some(Builtin::Database(_))
+    )
+}
+
+/// The master secret a database secret's value names (`masterarn`), if it parses as one.
+pub fn database_master_arn(value: &[u8]) -> Option<String> {
+    baton_dbrotate::DbSecret::parse(value).ok()?.masterarn
 }
 
 /// Where external rotators reach this server.
@@ -267,6 +282,27 @@ pub struct Engine {
     endpoint: Option<Endpoint>,
     /// Calls webhook rotators.
     http: reqwest::Client,
+    /// Whether webhook rotators may be on loopback or private addresses.
+    allow_private_webhooks: bool,
+    /// Decides whether a rotation may read its master secret; without one, none may.
+    master_access: Option<Arc<dyn MasterAccess>>,
+    /// The operator's command rotators.
+    command_rotators: Arc<commands::CommandRotators>,
+}
+
+/// Authorizes a built-in database rotator's read of its master secret on behalf of the
+/// principal that configured the rotation, and records the decision in the audit log. The
+/// engine knows no policies; the API implements this with the same evaluation as a request.
+#[async_trait::async_trait]
+pub trait MasterAccess: Send + Sync {
+    /// `Ok` when `configured_by` may read `master_arn` (GetSecretValue) now; otherwise the
+    /// reason, which stops the rotation's step safely.
+    async fn authorize_master_read(
+        &self,
+        configured_by: &str,
+        secret_arn: &str,
+        master_arn: &str,
+    ) -> Result<(), String>;
 }
 
 impl std::fmt::Debug for Engine {
@@ -291,11 +327,10 @@ impl Engine {
             kicks: Arc::new(Kicks::default()),
             crash_hook,
             endpoint: None,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            master_access: None,
+            command_rotators: Arc::default(),
+            http: outbound::client(None, false),
+            allow_private_webhooks: false,
         }
     }
 
@@ -317,6 +352,27 @@ impl Engine {
     /// Lets external rotators call this server at `endpoint`.
     pub fn with_endpoint(mut self, endpoint: Endpoint) -> Self {
         self.endpoint = Some(endpoint);
+        self
+    }
+
+    /// The command rotators the operator defined (configuration and rotators directory).
+    pub fn with_command_rotators(mut self, rotators: Arc<commands::CommandRotators>) -> Self {
+        self.command_rotators = rotators;
+        self
+    }
+
+    /// Lets webhook rotators be on loopback, private and link-local addresses
+    /// (`--allow-private-webhooks`).
+    pub fn with_private_webhooks(mut self, allow: bool) -> Self {
+        self.allow_private_webhooks = allow;
+        self.http = outbound::client(None, allow);
+        self
+    }
+
+    /// Lets built-in database rotators read master secrets, as far as the principal that
+    /// configured each rotation may.
+    pub fn with_master_access(mut self, access: Arc<dyn MasterAccess>) -> Self {
+        self.master_access = Some(access);
         self
     }
 
@@ -639,10 +695,29 @@ impl Engine {
             &rotation.policy,
         );
         let non_reporting = plain_until.is_some_and(|until| until > now);
+        // Only versions the secret has count: the API refuses others, and a version pruned
+        // since the report cannot be what a gate waits for.
+        let exists = |v: &String| secret.version(v).is_some();
+        let holdings: Vec<(Option<&str>, Vec<String>)> = live
+            .iter()
+            .map(|c| {
+                (
+                    c.current_version
+                        .as_ref()
+                        .filter(|v| exists(v))
+                        .map(String::as_str),
+                    c.accepted_versions
+                        .iter()
+                        .filter(|v| exists(v))
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .collect();
         let status = rotation.consumer_status(
-            live.iter().map(|c| Holding {
-                current: c.current_version.as_deref(),
-                accepted: &c.accepted_versions,
+            holdings.iter().map(|(current, accepted)| Holding {
+                current: *current,
+                accepted,
             }),
             non_reporting,
         );
@@ -762,6 +837,7 @@ mod tests {
                 last_rotated_at: None,
                 // Due a second ago.
                 next_rotation_at: Some(now - 1_000),
+                ..RotationConfig::default()
             },
             created_at: now,
             last_changed_at: now,

@@ -581,7 +581,9 @@ wire!(
 
 wire!(
     /// An external rotator: exactly one of `Command` and `WebhookUrl`. `SigningSecret` is
-    /// returned once, by `baton.CreateRotator` for a webhook.
+    /// returned once, by `baton.CreateRotator` for a webhook. `Source` is `configuration` for
+    /// an operator's command and `api` otherwise; `Runnable` is false for a command registered
+    /// through the API before commands became the operator's, until the operator confirms it.
     Rotator {
         name: Option<String>,
         command: Option<String>,
@@ -589,6 +591,8 @@ wire!(
         timeout_seconds: Option<i64>,
         signing_secret: Option<String>,
         create_date: Option<f64>,
+        source: Option<String>,
+        runnable: Option<bool>,
     }
 );
 
@@ -699,6 +703,8 @@ wire!(Consumer {
     last_seen_date: Option<f64>,
     lease_expires_date: Option<f64>,
     live: Option<bool>,
+    /// The ARN of the principal that reports it.
+    principal: Option<String>,
 });
 
 wire!(

@@ -62,6 +62,8 @@ pub fn sample_secret(name: &str) -> SecretRecord {
             }),
             last_rotated_at: None,
             next_rotation_at: None,
+            configured_by: Some("arn:aws:iam::123456789012:user/configurer".into()),
+            database_clone: Some("app_clone".into()),
         },
         created_at: 1_000,
         last_changed_at: 1_000,
@@ -634,6 +636,7 @@ pub async fn consumers_round_trip_and_expire(store: &dyn Store) {
         accepted_versions: vec!["v2".into(), current.into()],
         last_seen_at: lease - 30_000,
         lease_expires_at: lease,
+        principal: "arn:aws:iam::123456789012:role/app".into(),
     };
     let a = record("verifier", "i-1", "v1", 100_000);
     let b = record("signer", "i-2", "v1", 200_000);
@@ -643,10 +646,13 @@ pub async fn consumers_round_trip_and_expire(store: &dyn Store) {
         .unwrap();
     // A later report replaces that consumer's row.
     let a2 = record("verifier", "i-1", "v2", 300_000);
-    store
-        .upsert_consumers(std::slice::from_ref(&a2))
-        .await
-        .unwrap();
+    assert_eq!(
+        store
+            .upsert_consumers(std::slice::from_ref(&a2))
+            .await
+            .unwrap(),
+        crate::ConsumerWrite::Written
+    );
     assert_eq!(
         store.list_consumers(&secret.id).await.unwrap(),
         vec![b.clone(), a2.clone()],
@@ -663,9 +669,42 @@ pub async fn consumers_round_trip_and_expire(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+    // While its lease lives, another principal cannot replace the record, and a batch with
+    // such a record writes nothing at all.
+    let mut forged = record("verifier", "i-1", "v9", 310_000);
+    forged.principal = "arn:aws:iam::123456789012:role/intruder".into();
+    let mut forged_new = record("forger", "i-9", "v9", 310_000);
+    forged_new.principal = forged.principal.clone();
+    assert_eq!(
+        store
+            .upsert_consumers(&[forged_new, forged.clone()])
+            .await
+            .unwrap(),
+        crate::ConsumerWrite::OwnedByAnother(1)
+    );
+    assert_eq!(
+        store.list_consumers(&secret.id).await.unwrap(),
+        vec![b.clone(), a2.clone()],
+        "nothing of the refused batch was written"
+    );
     // Expired leases are forgotten.
     assert!(store.delete_consumers_expired(250_000).await.unwrap() >= 1);
-    assert_eq!(store.list_consumers(&secret.id).await.unwrap(), vec![a2]);
+    assert_eq!(
+        store.list_consumers(&secret.id).await.unwrap(),
+        vec![a2.clone()]
+    );
+    // Once the owner's lease has ended, another principal may take the identity over.
+    let mut taken = forged;
+    taken.last_seen_at = a2.lease_expires_at;
+    taken.lease_expires_at = a2.lease_expires_at + 30_000;
+    assert_eq!(
+        store
+            .upsert_consumers(std::slice::from_ref(&taken))
+            .await
+            .unwrap(),
+        crate::ConsumerWrite::Written
+    );
+    assert_eq!(store.list_consumers(&secret.id).await.unwrap(), vec![taken]);
     // Deleting the secret removes its consumers.
     store.delete_secret(&secret).await.unwrap();
     assert!(store.list_consumers(&secret.id).await.unwrap().is_empty());

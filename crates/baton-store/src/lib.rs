@@ -245,6 +245,18 @@ pub struct ConsumerRecord {
     pub last_seen_at: Timestamp,
     /// Past this, the consumer is gone.
     pub lease_expires_at: Timestamp,
+    /// The ARN of the principal that reports it: the record is that principal's until its
+    /// lease ends.
+    pub principal: String,
+}
+
+/// What [`Store::upsert_consumers`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerWrite {
+    Written,
+    /// The record at this index belongs to another principal whose lease has not ended:
+    /// nothing of the batch was written.
+    OwnedByAnother(usize),
 }
 
 /// The persistence interface. Both engines implement it identically; see [`conformance`].
@@ -402,8 +414,12 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_rotator(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Records what consumers hold, each row replacing that consumer's previous one for the
-    /// secret, in one transaction. A secret deleted meanwhile is skipped.
-    async fn upsert_consumers(&self, consumers: &[ConsumerRecord]) -> Result<(), StoreError>;
+    /// secret, in one transaction. A secret deleted meanwhile is skipped. A consumer whose
+    /// live record belongs to another principal is not replaced, and then nothing is written.
+    async fn upsert_consumers(
+        &self,
+        consumers: &[ConsumerRecord],
+    ) -> Result<ConsumerWrite, StoreError>;
     /// The consumers of a secret, live or not yet cleaned up.
     async fn list_consumers(&self, secret_id: &str) -> Result<Vec<ConsumerRecord>, StoreError>;
     /// Forgets consumers whose lease ended before `before`; returns how many.

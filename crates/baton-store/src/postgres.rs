@@ -13,7 +13,9 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use tokio_postgres::{NoTls, Row, types::ToSql};
 
 use crate::schema::{self, SecretRow};
-use crate::{AccessKeyRecord, ChangeFeed, ConsumerRecord, RotatorRecord, Store, StoreError};
+use crate::{
+    AccessKeyRecord, ChangeFeed, ConsumerRecord, ConsumerWrite, RotatorRecord, Store, StoreError,
+};
 
 /// Connections the pool holds at most.
 const POOL_SIZE_MAX: usize = 16;
@@ -168,6 +170,8 @@ fn read_secret_row(r: &Row) -> SecretRow {
         wrapped_data_key: r.get(20),
         revision: r.get(21),
         key_meta: r.get(22),
+        rotation_configured_by: r.get(23),
+        rotation_database_clone: r.get(24),
     }
 }
 
@@ -524,6 +528,8 @@ async fn insert_in(
                 &row.wrapped_data_key,
                 &row.revision,
                 &row.key_meta,
+                &row.rotation_configured_by,
+                &row.rotation_database_clone,
             ],
         )
         .await
@@ -561,6 +567,8 @@ async fn save_in(
                 &row.purge_at,
                 &row.key_meta,
                 &row.wrapped_data_key,
+                &row.rotation_configured_by,
+                &row.rotation_database_clone,
             ],
         )
         .await
@@ -612,6 +620,7 @@ fn read_consumer(r: &Row) -> schema::ConsumerRow {
         accepted_versions: r.get(4),
         last_seen_at: r.get(5),
         lease_expires_at: r.get(6),
+        principal: r.get(7),
     }
 }
 
@@ -1285,27 +1294,50 @@ impl Store for PostgresStore {
         Ok(self.changed(schema::DELETE_ROTATOR, &[&name]).await? > 0)
     }
 
-    async fn upsert_consumers(&self, consumers: &[ConsumerRecord]) -> Result<(), StoreError> {
+    async fn upsert_consumers(
+        &self,
+        consumers: &[ConsumerRecord],
+    ) -> Result<ConsumerWrite, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;
         let statement = tx.prepare(schema::UPSERT_CONSUMER).await.map_err(backend)?;
-        for r in consumers.iter().map(schema::ConsumerRow::from_record) {
-            tx.execute(
-                &statement,
-                &[
-                    &r.secret_id,
-                    &r.application,
-                    &r.instance_id,
-                    &r.current_version,
-                    &r.accepted_versions,
-                    &r.last_seen_at,
-                    &r.lease_expires_at,
-                ],
-            )
-            .await
-            .map_err(backend)?;
+        for (index, r) in consumers
+            .iter()
+            .map(schema::ConsumerRow::from_record)
+            .enumerate()
+        {
+            let written = tx
+                .execute(
+                    &statement,
+                    &[
+                        &r.secret_id,
+                        &r.application,
+                        &r.instance_id,
+                        &r.current_version,
+                        &r.accepted_versions,
+                        &r.last_seen_at,
+                        &r.lease_expires_at,
+                        &r.principal,
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            if written == 0
+                && tx
+                    .query_opt(
+                        schema::CONSUMER_EXISTS,
+                        &[&r.secret_id, &r.application, &r.instance_id],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .is_some()
+            {
+                // Dropping the transaction rolls back what the batch wrote so far.
+                return Ok(ConsumerWrite::OwnedByAnother(index));
+            }
         }
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(backend)?;
+        Ok(ConsumerWrite::Written)
     }
 
     async fn list_consumers(&self, secret_id: &str) -> Result<Vec<ConsumerRecord>, StoreError> {

@@ -355,6 +355,17 @@ CREATE TABLE kms_aliases (
 CREATE INDEX kms_aliases_secret ON kms_aliases (secret_id);
 "#,
     ),
+    (
+        15,
+        r#"
+-- Who configured rotation (a principal ARN), and the database role Baton cloned for the
+-- secret's alternating users: the built-in database rotators act only within both.
+ALTER TABLE secrets ADD COLUMN rotation_configured_by TEXT;
+ALTER TABLE secrets ADD COLUMN rotation_database_clone TEXT;
+-- The principal that reports each consumer: another may not overwrite it while it lives.
+ALTER TABLE consumers ADD COLUMN principal TEXT;
+"#,
+    ),
 ];
 
 pub const INSERT_ALIAS: &str = "INSERT INTO kms_aliases (alias_arn, alias_name, key_id, \
@@ -372,14 +383,15 @@ pub const LIST_ALIASES: &str = "SELECT alias_arn, alias_name, key_id, secret_id,
 pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description, kms_key_id, \
     resource_policy, rotation_enabled, rotation_lambda_arn, rotation_after_days, rotation_duration, \
     rotation_schedule, rotation_rules_set, last_rotated_at, created_at, last_changed_at, \
-    last_accessed_at, deleted_at, purge_at, wrapped_data_key, revision, key_meta";
+    last_accessed_at, deleted_at, purge_at, wrapped_data_key, revision, key_meta, \
+    rotation_configured_by, rotation_database_clone";
 
 pub const INSERT_SECRET: &str = "INSERT INTO secrets (id, account_id, region, name, arn, \
     description, kms_key_id, resource_policy, rotation_enabled, rotation_lambda_arn, \
     rotation_after_days, rotation_duration, rotation_schedule, rotation_rules_set, last_rotated_at, \
     created_at, last_changed_at, last_accessed_at, deleted_at, purge_at, wrapped_data_key, revision, \
-    key_meta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-    $18, $19, $20, $21, $22, $23)";
+    key_meta, rotation_configured_by, rotation_database_clone) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+    $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
 
 /// Updates the mutable columns if the revision is unchanged. Parameters: $1 id, $2 expected
 /// revision, then the same values as [`SecretRow`] from description on.
@@ -388,7 +400,8 @@ pub const UPDATE_SECRET: &str = "UPDATE secrets SET description = $3, kms_key_id
     rotation_after_days = $8, rotation_duration = $9, rotation_schedule = $10, \
     rotation_rules_set = $11, last_rotated_at = $12, last_changed_at = $13, \
     last_accessed_at = $14, deleted_at = $15, purge_at = $16, key_meta = $17, \
-    wrapped_data_key = $18, revision = $2 + 1 \
+    wrapped_data_key = $18, rotation_configured_by = $19, rotation_database_clone = $20, \
+    revision = $2 + 1 \
     WHERE id = $1 AND revision = $2";
 
 /// Versions with their labels, one row per (version, label); a version without labels has one
@@ -481,17 +494,24 @@ pub const LIST_ROTATORS: &str = "SELECT name, kind, target, sealed_signing_secre
     created_at FROM rotators ORDER BY name";
 pub const DELETE_ROTATOR: &str = "DELETE FROM rotators WHERE name = $1";
 /// Skips a secret that no longer exists rather than failing the batch.
+/// Replaces a consumer's row only for the principal that owns it, or once its lease ended.
 pub const UPSERT_CONSUMER: &str = "INSERT INTO consumers (secret_id, application, instance_id, \
-    current_version, accepted_versions, last_seen_at, lease_expires_at) \
+    current_version, accepted_versions, last_seen_at, lease_expires_at, principal) \
     SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), \
-    CAST($5 AS TEXT), CAST($6 AS BIGINT), CAST($7 AS BIGINT) \
+    CAST($5 AS TEXT), CAST($6 AS BIGINT), CAST($7 AS BIGINT), CAST($8 AS TEXT) \
     WHERE EXISTS (SELECT 1 FROM secrets WHERE id = $1) \
     ON CONFLICT (secret_id, application, instance_id) DO UPDATE SET \
     current_version = excluded.current_version, accepted_versions = excluded.accepted_versions, \
-    last_seen_at = excluded.last_seen_at, lease_expires_at = excluded.lease_expires_at";
+    last_seen_at = excluded.last_seen_at, lease_expires_at = excluded.lease_expires_at, \
+    principal = excluded.principal \
+    WHERE consumers.principal IS NULL OR consumers.principal = excluded.principal \
+    OR consumers.lease_expires_at <= excluded.last_seen_at";
+/// Whether a consumer has a row: after an upsert that wrote nothing, an owned one.
+pub const CONSUMER_EXISTS: &str = "SELECT 1 FROM consumers WHERE secret_id = $1 \
+    AND application = $2 AND instance_id = $3";
 pub const LIST_CONSUMERS: &str = "SELECT secret_id, application, instance_id, current_version, \
-    accepted_versions, last_seen_at, lease_expires_at FROM consumers WHERE secret_id = $1 \
-    ORDER BY application, instance_id";
+    accepted_versions, last_seen_at, lease_expires_at, principal FROM consumers \
+    WHERE secret_id = $1 ORDER BY application, instance_id";
 pub const DELETE_CONSUMERS_EXPIRED: &str = "DELETE FROM consumers WHERE lease_expires_at < $1";
 pub const RECORD_PLAIN_READ: &str = "INSERT INTO plain_reads (secret_id, last_read_at) \
     SELECT CAST($1 AS TEXT), CAST($2 AS BIGINT) WHERE EXISTS (SELECT 1 FROM secrets WHERE id = $1) \
@@ -757,6 +777,8 @@ pub struct SecretRow {
     pub revision: i64,
     /// [`baton_core::KeyMeta::to_text`] of a KMS key's keyring, NULL for a secret.
     pub key_meta: Option<String>,
+    pub rotation_configured_by: Option<String>,
+    pub rotation_database_clone: Option<String>,
 }
 
 impl SecretRow {
@@ -793,6 +815,8 @@ impl SecretRow {
             wrapped_data_key: secret.wrapped_data_key.clone(),
             revision: secret.revision,
             key_meta: secret.key.as_ref().map(baton_core::KeyMeta::to_text),
+            rotation_configured_by: secret.rotation.configured_by.clone(),
+            rotation_database_clone: secret.rotation.database_clone.clone(),
         }
     }
 
@@ -873,6 +897,8 @@ impl SecretRow {
                 }),
                 last_rotated_at: self.last_rotated_at,
                 next_rotation_at,
+                configured_by: self.rotation_configured_by,
+                database_clone: self.rotation_database_clone,
             },
             created_at: self.created_at,
             last_changed_at: self.last_changed_at,
@@ -969,6 +995,7 @@ pub struct ConsumerRow {
     pub accepted_versions: String,
     pub last_seen_at: i64,
     pub lease_expires_at: i64,
+    pub principal: Option<String>,
 }
 
 impl ConsumerRow {
@@ -982,6 +1009,7 @@ impl ConsumerRow {
                 .unwrap_or_else(|_| "[]".to_owned()),
             last_seen_at: r.last_seen_at,
             lease_expires_at: r.lease_expires_at,
+            principal: Some(r.principal.clone()),
         }
     }
 
@@ -1000,6 +1028,7 @@ impl ConsumerRow {
             accepted_versions,
             last_seen_at: self.last_seen_at,
             lease_expires_at: self.lease_expires_at,
+            principal: self.principal.unwrap_or_default(),
         })
     }
 }

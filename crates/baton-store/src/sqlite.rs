@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::cache::{RecordCache, arn_key, name_key};
 use crate::schema::{self, SecretRow};
-use crate::{AccessKeyRecord, ChangeFeed, ConsumerRecord, RotatorRecord, Store, StoreError};
+use crate::{
+    AccessKeyRecord, ChangeFeed, ConsumerRecord, ConsumerWrite, RotatorRecord, Store, StoreError,
+};
 
 /// The SQLite engine.
 #[derive(Clone)]
@@ -255,6 +257,8 @@ fn read_secret_row(r: &Row<'_>) -> rusqlite::Result<SecretRow> {
         wrapped_data_key: r.get(20)?,
         revision: r.get(21)?,
         key_meta: r.get(22)?,
+        rotation_configured_by: r.get(23)?,
+        rotation_database_clone: r.get(24)?,
     })
 }
 
@@ -554,7 +558,9 @@ fn insert_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<()
             row.purge_at,
             row.wrapped_data_key,
             row.revision,
-            row.key_meta
+            row.key_meta,
+            row.rotation_configured_by,
+            row.rotation_database_clone
         ],
     )
     .map_err(backend)?;
@@ -584,7 +590,9 @@ fn save_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<i64,
                 row.deleted_at,
                 row.purge_at,
                 row.key_meta,
-                row.wrapped_data_key
+                row.wrapped_data_key,
+                row.rotation_configured_by,
+                row.rotation_database_clone
             ],
         )
         .map_err(backend)?;
@@ -635,6 +643,7 @@ fn read_consumer(r: &Row<'_>) -> rusqlite::Result<schema::ConsumerRow> {
         accepted_versions: r.get(4)?,
         last_seen_at: r.get(5)?,
         lease_expires_at: r.get(6)?,
+        principal: r.get(7)?,
     })
 }
 
@@ -1415,7 +1424,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn upsert_consumers(&self, consumers: &[ConsumerRecord]) -> Result<(), StoreError> {
+    async fn upsert_consumers(
+        &self,
+        consumers: &[ConsumerRecord],
+    ) -> Result<ConsumerWrite, StoreError> {
         let rows: Vec<_> = consumers
             .iter()
             .map(schema::ConsumerRow::from_record)
@@ -1426,8 +1438,11 @@ impl Store for SqliteStore {
                 let mut statement = tx
                     .prepare_cached(&sql(schema::UPSERT_CONSUMER))
                     .map_err(backend)?;
-                for r in &rows {
-                    statement
+                let mut exists = tx
+                    .prepare_cached(&sql(schema::CONSUMER_EXISTS))
+                    .map_err(backend)?;
+                for (index, r) in rows.iter().enumerate() {
+                    let written = statement
                         .execute(params![
                             r.secret_id,
                             r.application,
@@ -1435,12 +1450,22 @@ impl Store for SqliteStore {
                             r.current_version,
                             r.accepted_versions,
                             r.last_seen_at,
-                            r.lease_expires_at
+                            r.lease_expires_at,
+                            r.principal
                         ])
                         .map_err(backend)?;
+                    if written == 0
+                        && exists
+                            .exists(params![r.secret_id, r.application, r.instance_id])
+                            .map_err(backend)?
+                    {
+                        // Dropping the transaction rolls back what the batch wrote so far.
+                        return Ok(ConsumerWrite::OwnedByAnother(index));
+                    }
                 }
             }
-            tx.commit().map_err(backend)
+            tx.commit().map_err(backend)?;
+            Ok(ConsumerWrite::Written)
         })
         .await
     }
