@@ -74,3 +74,21 @@ def call(server, target, payload=None, *, body=None, access_key=None, secret_key
 
 def error_of(body):
     return body.get("__type"), body.get("Message", body.get("message"))
+
+
+def rotation(server, secret_id):
+    """The secret's rotation, as baton.DescribeRotation answers."""
+    status, body = call(server, "baton.DescribeRotation", {"SecretId": secret_id})
+    assert status == 200, body
+    return body
+
+
+def wait_rotation(server, secret_id, until, timeout=60):
+    """Polls the rotation until `until(rotation)` holds, and returns that rotation."""
+    import time
+
+    deadline = time.time() + timeout
+    while not until(r := rotation(server, secret_id)):
+        assert time.time() < deadline, r
+        time.sleep(0.1)
+    return r

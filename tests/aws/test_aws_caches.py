@@ -107,14 +107,9 @@ def run_service(server, sm, name, propagation_delay_seconds, rotations):
         lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
         for _ in range(rotations):
             version = sm.rotate_secret(SecretId=name, RotationLambdaARN=lam)["VersionId"]
-            deadline = time.time() + 120
-            while True:
-                rotation = call(server, "baton.DescribeRotation", {"SecretId": name})
-                if rotation["VersionId"] == version and rotation["Status"] == "Succeeded":
-                    break
-                assert rotation["Status"] in ("InProgress", "Succeeded"), rotation
-                assert time.time() < deadline, rotation
-                time.sleep(0.2)
+            done = awsraw.wait_rotation(
+                server, name, lambda r: r["VersionId"] == version and r["Status"] != "InProgress", timeout=120)
+            assert done["Status"] == "Succeeded", done
             # Messages in flight and caches that have not refreshed yet meet the retired key.
             time.sleep(REFRESH_SECONDS)
     finally:
@@ -172,10 +167,7 @@ def test_awspending_stays_on_the_new_version_from_promotion_until_retirement(ser
     sm.describe_secret(SecretId=unique_name)  # a plain reader: the gates wait T
     lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
     new = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
-    deadline = time.time() + 60
-    while call(server, "baton.DescribeRotation", {"SecretId": unique_name})["Phase"] != "promoted":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    awsraw.wait_rotation(server, unique_name, lambda r: r["Phase"] == "promoted")
     # Held at the drain gate by the hour-long retire grace.
     stages = sm.describe_secret(SecretId=unique_name)["VersionIdsToStages"]
     assert {k: sorted(v) for k, v in stages.items()} == {new: ["AWSCURRENT", "AWSPENDING"], old: ["AWSPREVIOUS"]}
@@ -191,14 +183,10 @@ def test_awspending_stays_on_the_new_version_from_promotion_until_retirement(ser
     assert sorted(sm.describe_secret(SecretId=unique_name)["VersionIdsToStages"][new]) == ["AWSCURRENT", "AWSPENDING"]
     # Retirement removes AWSPENDING and AWSPREVIOUS together.
     call(server, "baton.ResumeRotation", {"SecretId": unique_name, "Force": True})
-    while call(server, "baton.DescribeRotation", {"SecretId": unique_name})["Status"] != "Succeeded":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    awsraw.wait_rotation(server, unique_name, lambda r: r["Status"] == "Succeeded")
     assert sm.describe_secret(SecretId=unique_name)["VersionIdsToStages"] == {new: ["AWSCURRENT"]}
     # The next rotation takes AWSPENDING for its own version and runs as before.
     call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "PropagationDelaySeconds": 0, "RetireGraceSeconds": 0})
     third = sm.rotate_secret(SecretId=unique_name)["VersionId"]
-    while call(server, "baton.DescribeRotation", {"SecretId": unique_name})["Status"] != "Succeeded":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    awsraw.wait_rotation(server, unique_name, lambda r: r["VersionId"] == third and r["Status"] == "Succeeded")
     assert sm.describe_secret(SecretId=unique_name)["VersionIdsToStages"] == {third: ["AWSCURRENT"]}

@@ -422,8 +422,10 @@ def test_a_rotation_stops_when_its_configurer_may_no_longer_read_the_master(serv
         time.sleep(0.2)
     assert r["Status"] == "Stopped" and principal in r["StatusReason"] and master in r["StatusReason"], r
     assert db.login(user, "ops-pass-1"), "the old user was not revoked by a master nobody may read"
+    # The denied read of the master is in the audit log, among its most recent entries.
     status, audit = awsraw.call(server, "baton.ListAuditEntries", {
-        "MaxResults": 1000, "Action": "secretsmanager:GetSecretValue", "Resource": master, "Decision": "deny"})
+        "AfterSeq": -1000, "MaxResults": 1000, "Action": "secretsmanager:GetSecretValue", "Resource": master,
+        "Decision": "deny"})
     assert status == 200, audit
     assert any(principal in e["Principal"] for e in audit["Entries"]), audit
     db.drop_user(user + "_clone")

@@ -37,6 +37,37 @@ def test_the_cli_configures_starts_follows_and_reports_a_rotation(server, unique
     assert refused.returncode == 2 and "--force" in refused.stderr
 
 
+def test_rotation_configure_changes_only_the_settings_it_is_given(server, unique_name):
+    baton(server, "secret", "create", unique_name, "--value", "initial")
+
+    def policy():
+        return json.loads(baton(server, "rotation", "status", unique_name, "--output", "json").stdout)["Policy"]
+
+    baton(server, "rotation", "configure", unique_name, "--propagation-delay", "120", "--retire-grace", "30",
+          "--max-gate-wait", "900", "--max-attempts", "5", "--blackout", "08:00-18:00", "--kill-sessions")
+    first = policy()
+    # Each setting alone: only it changes.
+    for flags, key, value in [
+        (["--propagation-delay", "60"], "PropagationDelaySeconds", 60),
+        (["--retire-grace", "10"], "RetireGraceSeconds", 10),
+        (["--max-gate-wait", "600"], "MaxGateWaitSeconds", 600),
+        (["--max-attempts", "3"], "MaxAttempts", 3),
+        (["--blackout", "01:00-02:00", "--blackout", "22:00-23:00"], "BlackoutWindows", ["01:00-02:00", "22:00-23:00"]),
+        (["--no-blackouts"], "BlackoutWindows", []),
+        (["--kill-sessions", "false"], "KillSessionsAfterMaxWait", False),
+    ]:
+        before = policy()
+        baton(server, "rotation", "configure", unique_name, *flags)
+        after = policy()
+        assert after[key] == value, (flags, after)
+        assert {k: v for k, v in after.items() if k != key} == {k: v for k, v in before.items() if k != key}, flags
+    assert first["PropagationDelaySeconds"] == 120 and first["KillSessionsAfterMaxWait"] is True
+    # --reset starts from the defaults.
+    baton(server, "rotation", "configure", unique_name, "--reset", "--max-attempts", "4")
+    reset = policy()
+    assert reset["MaxAttempts"] == 4 and reset["PropagationDelaySeconds"] == 300 and reset["BlackoutWindows"] == []
+
+
 CRASH_POINTS = [
     "before-save:create",
     "after-save:create",

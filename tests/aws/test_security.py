@@ -169,10 +169,7 @@ def test_a_consumer_report_is_bound_to_its_principal_and_to_real_versions(server
                                              "MaxGateWaitSeconds": 3600, "RetireGraceSeconds": 0})
     lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
     new = sm.rotate_secret(SecretId=arn, RotationLambdaARN=lam)["VersionId"]
-    deadline = time.time() + 30
-    while call(server, "baton.DescribeRotation", {"SecretId": arn})["Phase"] != "tested":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    awsraw.wait_rotation(server, arn, lambda r: r["Phase"] == "tested", timeout=30)
     claim = {**report, "Holdings": [{"SecretId": arn, "CurrentVersionId": old, "AcceptedVersionIds": [new, old]}]}
     status, body = awsraw.call(server, "baton.ReportConsumer", claim, **as_b)
     assert status == 400 and body["__type"] == "AccessDeniedException", body
@@ -180,9 +177,7 @@ def test_a_consumer_report_is_bound_to_its_principal_and_to_real_versions(server
     assert call(server, "baton.DescribeRotation", {"SecretId": arn})["Phase"] == "tested", "the gate still holds"
     # A's own report passes it.
     call(server, "baton.ReportConsumer", claim, **as_a)
-    while call(server, "baton.DescribeRotation", {"SecretId": arn})["Phase"] == "tested":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    awsraw.wait_rotation(server, arn, lambda r: r["Phase"] != "tested", timeout=30)
 
 
 # ---------------------------------------------------------------- outbound URLs
@@ -296,11 +291,7 @@ def test_commands_cannot_be_created_through_the_api(server, unique_name):
 
 
 def wait_stopped(server, name, timeout=30):
-    deadline = time.time() + timeout
-    while (r := call(server, "baton.DescribeRotation", {"SecretId": name}))["Status"] == "InProgress":
-        assert time.time() < deadline, r
-        time.sleep(0.2)
-    return r
+    return awsraw.wait_rotation(server, name, lambda r: r["Status"] != "InProgress", timeout)
 
 
 def test_a_command_gets_a_clean_environment(server, sm, unique_name, tmp_path):
@@ -392,7 +383,5 @@ def test_a_command_registered_through_the_api_runs_only_after_the_operator_confi
     listed = call(srv, "baton.ListRotators", {})["Rotators"]
     assert [(r["Name"], r["Source"]) for r in listed] == [("legacy", "configuration")], listed
     call(srv, "baton.ResumeRotation", {"SecretId": "legacy/secret"})
-    deadline = time.time() + 60
-    while (r := call(srv, "baton.DescribeRotation", {"SecretId": "legacy/secret"}))["Status"] != "Succeeded":
-        assert r["Status"] == "InProgress" and time.time() < deadline, r
-        time.sleep(0.2)
+    done = awsraw.wait_rotation(srv, "legacy/secret", lambda r: r["Status"] != "InProgress")
+    assert done["Status"] == "Succeeded", done

@@ -1557,11 +1557,7 @@ impl Baton {
         let registered = match &lambda_in_use {
             Some(lambda) if !baton_engine::is_builtin(lambda) => {
                 let name = baton_engine::rotator_name(lambda);
-                self.command_rotators
-                    .find(name)
-                    .map_err(ApiError::Internal)?
-                    .is_some()
-                    || self.store.find_rotator(name).await?.is_some()
+                self.is_command_rotator(name)? || self.store.find_rotator(name).await?.is_some()
             }
             _ => false,
         };
@@ -1875,12 +1871,7 @@ impl Baton {
                 ));
             }
         };
-        if self
-            .command_rotators
-            .find(name)
-            .map_err(ApiError::Internal)?
-            .is_some()
-        {
+        if self.is_command_rotator(name)? {
             return Err(ApiError::ResourceExists(format!(
                 "A rotator named {name} already exists (a command in the server's \
                  configuration)."
@@ -1912,6 +1903,15 @@ impl Baton {
         let mut wire = wire_rotator(record);
         wire.signing_secret = Some(String::from_utf8_lossy(secret.expose()).into_owned());
         Ok(wire)
+    }
+
+    /// Whether `name` is one of the operator's command rotators.
+    fn is_command_rotator(&self, name: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .command_rotators
+            .find(name)
+            .map_err(ApiError::Internal)?
+            .is_some())
     }
 
     /// The operator's commands, then the webhooks (and commands awaiting the operator's
@@ -1947,12 +1947,7 @@ impl Baton {
 
     pub async fn delete_rotator(&self, req: p::RotatorNameRequest) -> Result<p::Empty, ApiError> {
         let name = required(&req.name, "name")?;
-        if self
-            .command_rotators
-            .find(name)
-            .map_err(ApiError::Internal)?
-            .is_some()
-        {
+        if self.is_command_rotator(name)? {
             return Err(ApiError::InvalidRequest(format!(
                 "The rotator {name} is a command in the server's configuration; the operator \
                  removes it there."

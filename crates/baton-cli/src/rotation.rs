@@ -57,13 +57,20 @@ pub enum RotationCommand {
         /// Attempts of a step before the rotation stops safely.
         #[arg(long)]
         max_attempts: Option<i64>,
-        /// A daily UTC window with no promotion or retirement, HH:MM-HH:MM; repeatable.
-        #[arg(long = "blackout")]
+        /// A daily UTC window with no promotion or retirement, HH:MM-HH:MM; repeatable. Given,
+        /// it replaces the windows; `--no-blackouts` removes them all.
+        #[arg(long = "blackout", conflicts_with = "no_blackouts")]
         blackouts: Vec<String>,
-        /// Database rotators: end the old user's sessions once the maximum gate wait passed
-        /// (otherwise retire waits and alerts).
+        /// Remove every blackout window.
         #[arg(long)]
-        kill_sessions: bool,
+        no_blackouts: bool,
+        /// Database rotators: end the old user's sessions once the maximum gate wait passed
+        /// (otherwise retire waits and alerts). `--kill-sessions false` turns it off.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        kill_sessions: Option<bool>,
+        /// Start from the defaults instead of the stored policy: settings not given are reset.
+        #[arg(long)]
+        reset: bool,
     },
 }
 
@@ -181,9 +188,9 @@ pub async fn run(
                 )
                 .await?;
             show(format, &r, |r| {
+                let name = r.name.as_deref().unwrap_or_default();
                 println!(
-                    "rotation of {} started: new version {}; follow it with `baton rotation status --watch`",
-                    r.name.as_deref().unwrap_or_default(),
+                    "rotation of {name} started: new version {}; follow it with `baton rotation status {name} --watch`",
                     r.version_id.as_deref().unwrap_or_default()
                 )
             })
@@ -272,20 +279,46 @@ pub async fn run(
             retire_grace,
             max_attempts,
             blackouts,
+            no_blackouts,
             kill_sessions,
+            reset,
         } => {
+            // A read-modify-write of the stored policy: a setting not given keeps its value.
+            let stored = if reset {
+                p::RotationPolicy::default()
+            } else {
+                let current: p::DescribeRotationResponse = client
+                    .call(
+                        "baton.DescribeRotation",
+                        &p::SecretIdRequest {
+                            secret_id: Some(secret_id.clone()),
+                            key_id: None,
+                        },
+                    )
+                    .await?;
+                current.policy.unwrap_or_default()
+            };
+            let blackout_windows = if no_blackouts {
+                Some(Vec::new())
+            } else if blackouts.is_empty() {
+                stored.blackout_windows
+            } else {
+                Some(blackouts)
+            };
             let r: p::DescribeRotationResponse = client
                 .call(
                     "baton.PutRotationPolicy",
                     &p::PutRotationPolicyRequest {
                         secret_id: Some(secret_id),
                         key_id: None,
-                        propagation_delay_seconds: propagation_delay,
-                        max_gate_wait_seconds: max_gate_wait,
-                        retire_grace_seconds: retire_grace,
-                        max_attempts,
-                        blackout_windows: (!blackouts.is_empty()).then_some(blackouts),
-                        kill_sessions_after_max_wait: Some(kill_sessions),
+                        propagation_delay_seconds: propagation_delay
+                            .or(stored.propagation_delay_seconds),
+                        max_gate_wait_seconds: max_gate_wait.or(stored.max_gate_wait_seconds),
+                        retire_grace_seconds: retire_grace.or(stored.retire_grace_seconds),
+                        max_attempts: max_attempts.or(stored.max_attempts),
+                        blackout_windows,
+                        kill_sessions_after_max_wait: kill_sessions
+                            .or(stored.kill_sessions_after_max_wait),
                     },
                 )
                 .await?;

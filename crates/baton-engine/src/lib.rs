@@ -651,8 +651,11 @@ impl Engine {
                     }
                     Command::DropPending => drop_pending(&mut secret, &state.machine, now),
                     Command::Record(event) => {
-                        tracing::info!(secret = %arn, version = %state.machine.version_id, event = %event, "rotation");
-                        logged.extend(events::record(&mut state, arn, now, &event));
+                        // Logged when it changes something, not on every look at a gate.
+                        if let Some(recorded) = events::record(&mut state, arn, now, &event) {
+                            tracing::info!(secret = %arn, version = %state.machine.version_id, event = %event, "rotation");
+                            logged.push(recorded);
+                        }
                     }
                 }
             }

@@ -99,6 +99,11 @@ fn main() -> std::process::ExitCode {
             failing_seeds[0]
         );
     }
+    if control {
+        println!(
+            "this is a control: its failures are expected, and the run fails if there are none"
+        );
+    }
     println!("seeds={seeds} failed_verifications={failed} invariant_violations={violations}");
     let ok = if control {
         failed > 0
