@@ -431,6 +431,17 @@ pub async fn run_audit(
             until,
             limit,
         } => {
+            // `GetSecretValue` means `secretsmanager:GetSecretValue`, as a person would expect;
+            // an action with a service prefix or a wildcard is used as given.
+            let action = action.map(|a| {
+                if a.contains(':') || a.contains('*') {
+                    a
+                } else if a.starts_with(char::is_uppercase) {
+                    format!("*:{a}")
+                } else {
+                    a
+                }
+            });
             let mut request = p::ListAuditEntriesRequest {
                 after_seq: Some(0),
                 max_results: Some(1000),
@@ -454,7 +465,12 @@ pub async fn run_audit(
                 }
                 match r.next_seq {
                     Some(next) => request.after_seq = Some(next),
-                    None => return Ok(()),
+                    None => {
+                        if found == 0 && format == OutputFormat::Table {
+                            eprintln!("no entries match");
+                        }
+                        return Ok(());
+                    }
                 }
             }
         }

@@ -27,22 +27,23 @@ pub struct ServeArgs {
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "BATON_CONFIG")]
     config: Option<PathBuf>,
-    /// Address and port to listen on.
+    /// Address and port to listen on (default 127.0.0.1:8080).
     #[arg(long, env = "BATON_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Directory for the SQLite database, the root key and the first credentials.
+    /// Directory for the SQLite database, the root key and the first credentials (default
+    /// ./baton-data).
     #[arg(long, env = "BATON_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Use PostgreSQL at this URL instead of the embedded SQLite file.
+    /// Use PostgreSQL at this URL instead of the embedded SQLite file (the default).
     #[arg(long, env = "BATON_DATABASE_URL")]
     database_url: Option<String>,
     /// Root key file; defaults to <data-dir>/root.key. Nodes sharing a database share it.
     #[arg(long, env = "BATON_ROOT_KEY_FILE")]
     root_key_file: Option<PathBuf>,
-    /// The 12-digit account id in every ARN.
+    /// The 12-digit account id in every ARN (default 000000000000).
     #[arg(long, env = "BATON_ACCOUNT_ID")]
     account_id: Option<String>,
-    /// Regions served, comma-separated; each is a separate namespace.
+    /// Regions served, comma-separated; each is a separate namespace (default us-east-1).
     #[arg(long, env = "BATON_REGIONS", value_delimiter = ',')]
     regions: Option<Vec<String>>,
     /// PEM certificate chain; serves HTTPS together with --tls-key.
@@ -51,13 +52,13 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "BATON_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Log format.
+    /// Log format (default text).
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes (default 524288).
     #[arg(long, env = "BATON_BODY_BYTES_MAX")]
     body_bytes_max: Option<usize>,
-    /// Most connections served at once; more are refused.
+    /// Most connections served at once; more are refused (default 4096).
     #[arg(long, env = "BATON_CONNECTIONS_MAX")]
     connections_max: Option<usize>,
     /// Most connections one IP address may hold at once (default 256).
@@ -67,7 +68,7 @@ pub struct ServeArgs {
     /// an idle kept-alive connection stays open (default 10).
     #[arg(long, env = "BATON_REQUEST_READ_TIMEOUT_SECONDS")]
     request_read_timeout_seconds: Option<u64>,
-    /// Seconds a request may take before it fails with a timeout.
+    /// Seconds a request may take before it fails with a timeout (default 30).
     #[arg(long, env = "BATON_REQUEST_TIMEOUT_SECONDS")]
     request_timeout_seconds: Option<u64>,
     /// A file holding the bearer token that `/metrics` (and a detailed `/ready`) need on the
@@ -87,7 +88,7 @@ pub struct ServeArgs {
     /// writable by their owner only; files are read at each use.
     #[arg(long, env = "BATON_ROTATORS_DIR")]
     rotators_dir: Option<PathBuf>,
-    /// Seconds between purges of secrets whose recovery window ended.
+    /// Seconds between purges of secrets whose recovery window ended (default 60).
     #[arg(long, env = "BATON_PURGE_INTERVAL_SECONDS")]
     purge_interval_seconds: Option<u64>,
     /// Days the event log keeps events (1-3650, default 30).
@@ -150,8 +151,10 @@ fn load_file(path: &PathBuf) -> anyhow::Result<FileConfig> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal, never in a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
