@@ -114,21 +114,32 @@ async fn describe(client: &Client, secret_id: &str) -> anyhow::Result<p::Describ
 }
 
 /// Follows a rotation until it ends, printing each new timeline line.
+/// Follows a rotation until it ends: prints every timeline entry not printed yet (by its time
+/// and text, so a bounded timeline dropping old entries cannot hide new ones), and looks again
+/// when the engine next will (at least every 5 s, at most every second), not on a fixed tick.
 async fn watch(client: &Client, secret_id: &str) -> anyhow::Result<()> {
-    let mut printed = 0;
+    let mut printed: std::collections::HashSet<(i64, String)> = std::collections::HashSet::new();
     loop {
         let r = describe(client, secret_id).await?;
-        let timeline = r.timeline.clone().unwrap_or_default();
-        for entry in timeline.iter().skip(printed) {
-            println!(
-                "{}  {}",
-                date(entry.date),
-                entry.event.as_deref().unwrap_or_default()
+        for entry in r.timeline.iter().flatten() {
+            let text = entry.event.clone().unwrap_or_default();
+            let key = (
+                (entry.date.unwrap_or_default() * 1000.0) as i64,
+                text.clone(),
             );
+            if printed.insert(key) {
+                println!("{}  {text}", date(entry.date));
+            }
         }
-        printed = timeline.len();
         match r.status.as_deref() {
-            Some("InProgress") => tokio::time::sleep(Duration::from_millis(500)).await,
+            Some("InProgress") => {
+                let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+                let wait = r
+                    .next_wake_date
+                    .map_or(WATCH_LOOK_MAX_SECONDS, |wake| wake - now)
+                    .clamp(WATCH_LOOK_MIN_SECONDS, WATCH_LOOK_MAX_SECONDS);
+                tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            }
             None => {
                 println!("no rotation has run");
                 return Ok(());
@@ -140,6 +151,10 @@ async fn watch(client: &Client, secret_id: &str) -> anyhow::Result<()> {
         }
     }
 }
+
+/// How often `--watch` looks at a rotation, at most and at least.
+const WATCH_LOOK_MIN_SECONDS: f64 = 1.0;
+const WATCH_LOOK_MAX_SECONDS: f64 = 5.0;
 
 pub async fn run(
     client: Client,

@@ -1008,6 +1008,92 @@ mod tests {
         r.handle(Input::StepSucceeded(step), now).unwrap()
     }
 
+    /// Drives a rotation to its end as the engine does: runs each step asked for, ticks every
+    /// second with `status(now)`, records every event. Returns the timeline's texts.
+    fn drive_recorded(
+        policy: RotationPolicy,
+        status: impl Fn(&Rotation, Timestamp) -> ConsumerStatus,
+        seconds_max: i64,
+    ) -> Vec<String> {
+        let (machine, out) = Rotation::start("s".into(), "v2".into(), Some("v1".into()), policy, 0);
+        let mut state = RotationState {
+            machine,
+            timeline: Vec::new(),
+            due_at: None,
+        };
+        let mut queue: std::collections::VecDeque<Command> = out.into();
+        for second in 0..seconds_max {
+            let now = second * 1_000;
+            queue.extend(
+                state
+                    .machine
+                    .handle(Input::Tick(status(&state.machine, now)), now)
+                    .unwrap(),
+            );
+            while let Some(command) = queue.pop_front() {
+                match command {
+                    Command::Run(step) => queue.extend(
+                        state
+                            .machine
+                            .handle(Input::StepSucceeded(step), now)
+                            .unwrap(),
+                    ),
+                    Command::Record(event) => state.record(now, &event),
+                    Command::DropPending => {}
+                }
+            }
+            if state.machine.is_finished() {
+                break;
+            }
+        }
+        assert!(state.machine.is_finished(), "{:?}", state.timeline);
+        state.timeline.into_iter().map(|e| e.event).collect()
+    }
+
+    #[test]
+    fn a_gate_held_for_ten_minutes_adds_entries_when_its_cause_changes_not_every_tick() {
+        // One reporting consumer lags for ten minutes at each gate; plain readers were seen, and
+        // hold each gate five minutes more (T = 15 min).
+        let lag_ms = 10 * 60_000;
+        let policy = RotationPolicy {
+            propagation_delay_ms: 15 * 60_000,
+            gate_wait_max_ms: 30 * 60_000,
+            ..policy()
+        };
+        let timeline = drive_recorded(
+            policy,
+            |rotation, now| {
+                let caught_up = now >= rotation.phase_started_at + lag_ms;
+                ConsumerStatus {
+                    reporting: 1,
+                    reporting_ready: u32::from(caught_up),
+                    non_reporting_readers: true,
+                }
+            },
+            3 * 3_600,
+        );
+        for phase in Phase::ALL {
+            let entry = format!("phase {}", phase.as_str());
+            assert!(timeline.contains(&entry), "{entry} missing: {timeline:#?}");
+        }
+        assert!(timeline.iter().any(|e| e == "propagation gate passed"));
+        assert!(timeline.iter().any(|e| e == "drain gate passed"));
+        assert_eq!(timeline.last().map(String::as_str), Some("succeeded"));
+        // A few entries per gate (consumers, then plain readers, then the retire grace), not
+        // one per second of the wait.
+        assert!(
+            timeline.len() < 30,
+            "{} entries: {timeline:#?}",
+            timeline.len()
+        );
+        assert!(
+            timeline
+                .iter()
+                .any(|e| e.contains("waits the propagation delay T = 900 s")),
+            "{timeline:#?}"
+        );
+    }
+
     #[test]
     fn a_rotation_waits_the_propagation_delay_at_each_gate() {
         let (mut r, out) = Rotation::start("s".into(), "v2".into(), Some("v1".into()), policy(), 0);
