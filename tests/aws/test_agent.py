@@ -163,3 +163,17 @@ def test_the_agent_refuses_an_unknown_config_key_and_a_missing_token(server, age
     proc, log = agent("", expect_ready=False, AWS_TOKEN="", AWS_CONTAINER_AUTHORIZATION_TOKEN="")
     assert proc.wait(timeout=10) != 0
     assert "SSRF token" in log.read_text()
+
+
+def test_the_agent_takes_credentials_from_a_profile_and_says_where_they_came_from(server, sm, unique_name,
+                                                                                   agent, tmp_path):
+    sm.create_secret(Name=unique_name, SecretString="from-a-profile")
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[baton]\naws_access_key_id = {ACCESS_KEY_ID}\n"
+                           f"aws_secret_access_key = {SECRET_ACCESS_KEY}\n")
+    port = agent(AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="", AWS_SHARED_CREDENTIALS_FILE=str(credentials),
+                 AWS_PROFILE="baton")
+    status, body = get(port, f"/secretsmanager/get?secretId={urllib.parse.quote(unique_name, safe='')}")
+    assert status == 200 and json.loads(body)["SecretString"] == "from-a-profile", body
+    log = (tmp_path / f"agent-{port}.log").read_text()
+    assert f"http://127.0.0.1:{port}" in log and f"profile baton in {credentials}" in log, log

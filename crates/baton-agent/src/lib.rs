@@ -380,19 +380,25 @@ async fn handle(
     }
 }
 
-/// Runs the agent until SIGTERM or Ctrl-C. Credentials come from `AWS_ACCESS_KEY_ID` and
-/// `AWS_SECRET_ACCESS_KEY`, as for AWS's agent.
+/// Runs the agent until SIGTERM or Ctrl-C. Credentials come from the environment or the
+/// shared credentials file, as for every AWS tool (`baton_client::credentials`).
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let token = config.ssrf_token()?;
-    let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-    let access_key = AccessKey {
-        access_key_id: var("AWS_ACCESS_KEY_ID")?,
-        secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
-    };
+    let credentials = baton_client::credentials::resolve(None).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.http_port))
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", config.http_port))?;
+    eprintln!(
+        "baton agent: serving AWS's agent protocol on http://127.0.0.1:{} for {} ({} secret(s) \
+         in file sinks); credentials from {}; requests need the SSRF token in \
+         X-Aws-Parameters-Secrets-Token",
+        config.http_port,
+        config.endpoint,
+        config.sinks.len(),
+        credentials.source,
+    );
+    let access_key = credentials.access_key;
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroize;
 
+pub mod credentials;
 pub mod jwks;
 pub mod keyring;
 

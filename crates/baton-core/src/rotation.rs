@@ -776,12 +776,12 @@ impl Rotation {
     }
 }
 
-/// "300 s", or "1500 ms" when not a whole number of seconds.
+/// A duration as a person reads it: "300 s", or "1.5 s".
 fn duration_text(ms: Timestamp) -> String {
     if ms % 1_000 == 0 {
         format!("{} s", ms / 1_000)
     } else {
-        format!("{ms} ms")
+        format!("{:.1} s", ms as f64 / 1_000.0)
     }
 }
 
@@ -834,8 +834,9 @@ impl std::fmt::Display for RotationEvent {
             ),
             RotationEvent::GateAlert { gate, waited_ms } => write!(
                 f,
-                "ALERT: {} gate held by lagging consumers for {waited_ms} ms",
-                gate_name(gate)
+                "ALERT: {} gate held by lagging consumers for {}",
+                gate_name(gate),
+                duration_text(*waited_ms)
             ),
             RotationEvent::StepFailed {
                 step,
@@ -855,8 +856,9 @@ impl std::fmt::Display for RotationEvent {
                 reason,
             } => write!(
                 f,
-                "ALERT: step {} held for {waited_ms} ms: {reason}",
-                step.as_str()
+                "ALERT: step {} held for {}: {reason}",
+                step.as_str(),
+                duration_text(*waited_ms)
             ),
             RotationEvent::Stopped { step, reason } => {
                 write!(f, "stopped after step {} failed: {reason}", step.as_str())
