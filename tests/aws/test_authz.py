@@ -392,7 +392,7 @@ def test_the_readme_least_privilege_example_does_what_it_says(world):
         name = world.principal(short)
         admin_call(world.server, "baton.PutPrincipalPolicy", {
             "PrincipalName": name, "PolicyName": short,
-            "PolicyDocument": doc.replace("123456789012", account).replace("prod/", f"{world.run}-prod/")})
+            "PolicyDocument": doc.replace("000000000000", account).replace("prod/", f"{world.run}-prod/")})
     sm = world.sm
     db = sm.create_secret(Name=f"{world.run}-prod/db", SecretString="readme-db-password",
                           Tags=[{"Key": "rotated-by", "Value": "db-rotator"}])["ARN"]

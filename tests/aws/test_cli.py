@@ -159,3 +159,20 @@ def test_session_credentials_from_the_cli_work_with_the_cli(server):
     assert without_token.returncode == 1 and "UnrecognizedClientException" in without_token.stderr
     env["AWS_SESSION_TOKEN"] = creds["AWS_SESSION_TOKEN"]
     assert baton(server, "secret", "list", env=env).returncode == 0
+
+
+def test_policy_put_warns_about_resources_of_another_account_or_region(server, unique_name, tmp_path):
+    name = "warned-" + unique_name.rsplit("-", 1)[-1]
+    baton(server, "admin", "principal", "create", name, "--kind", "service")
+    document = tmp_path / "policy.json"
+    document.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+         "Resource": ["arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-*",
+                      "arn:aws:secretsmanager:ap-south-9:" + server.account_id + ":secret:x-*",
+                      "arn:aws:secretsmanager:us-east-1:" + server.account_id + ":secret:ok-*"]}]}))
+    out = baton(server, "admin", "policy", "put", name, "p", "--document", str(document))
+    assert "attached policy p" in out.stdout
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, out.stderr
+    assert "names account 123456789012" in warnings[0] and server.account_id in warnings[0]
+    assert "names region ap-south-9" in warnings[1]

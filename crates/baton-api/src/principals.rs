@@ -176,7 +176,7 @@ impl Baton {
         &self,
         caller: &Caller,
         req: p::PutPrincipalPolicyRequest,
-    ) -> Result<p::Empty, ApiError> {
+    ) -> Result<p::PutPrincipalPolicyResponse, ApiError> {
         let principal = required(&req.principal_name, "principalName")?;
         self.authorize_principal(caller, principal, None).await?;
         let policy_name = required(&req.policy_name, "policyName")?;
@@ -226,7 +226,62 @@ impl Baton {
             Err(e) => return Err(e.into()),
         }
         self.forget_all_access_keys();
-        Ok(p::Empty {})
+        Ok(p::PutPrincipalPolicyResponse {
+            warnings: Some(self.foreign_resources(document)),
+        })
+    }
+
+    /// The Resource and NotResource ARNs of a policy that name another account, or a region
+    /// this server does not serve: they can never match here, which is usually a pasted
+    /// example's account id.
+    fn foreign_resources(&self, document: &str) -> Vec<String> {
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(document) else {
+            return Vec::new();
+        };
+        let statements = match &doc["Statement"] {
+            serde_json::Value::Array(list) => list.clone(),
+            other => vec![other.clone()],
+        };
+        let mut warnings = Vec::new();
+        for statement in &statements {
+            for member in ["Resource", "NotResource"] {
+                let resources = match &statement[member] {
+                    serde_json::Value::String(s) => vec![s.clone()],
+                    serde_json::Value::Array(list) => list
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for arn in resources {
+                    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+                    if parts.len() < 6 || parts[0] != "arn" {
+                        continue;
+                    }
+                    let (region, account) = (parts[3], parts[4]);
+                    if !account.is_empty()
+                        && !account.contains(['*', '?'])
+                        && account != self.account_id
+                    {
+                        warnings.push(format!(
+                            "{arn} names account {account}, but this server's account is {}: it \
+                             will never match",
+                            self.account_id
+                        ));
+                    } else if !region.is_empty()
+                        && !region.contains(['*', '?'])
+                        && !self.regions.iter().any(|r| r == region)
+                    {
+                        warnings.push(format!(
+                            "{arn} names region {region}, which this server does not serve ({}): \
+                             it will never match",
+                            self.regions.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        warnings
     }
 
     pub async fn get_principal_policy(

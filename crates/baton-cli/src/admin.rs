@@ -202,7 +202,7 @@ pub async fn run(
             document,
         }) => {
             let text = read_document(&document)?;
-            let r: p::Empty = client
+            let r: p::PutPrincipalPolicyResponse = client
                 .call(
                     "baton.PutPrincipalPolicy",
                     &p::PutPrincipalPolicyRequest {
@@ -212,6 +212,9 @@ pub async fn run(
                     },
                 )
                 .await?;
+            for warning in r.warnings.iter().flatten() {
+                eprintln!("warning: {warning}");
+            }
             show(format, &r, |_| {
                 println!("attached policy {policy_name} to {principal}")
             })

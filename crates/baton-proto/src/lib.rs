@@ -440,6 +440,14 @@ wire!(ListPrincipalsResponse { principals: Option<Vec<Principal>> });
 
 wire!(PrincipalNameRequest { principal_name: Option<String> });
 
+wire!(
+    /// What `baton.PutPrincipalPolicy` noticed: resources in another account or in a region
+    /// this server does not serve, which the policy can never match here.
+    PutPrincipalPolicyResponse {
+        warnings: Option<Vec<String>>,
+    }
+);
+
 wire!(PutPrincipalPolicyRequest {
     principal_name: Option<String>,
     policy_name: Option<String>,
