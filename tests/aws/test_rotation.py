@@ -37,6 +37,20 @@ def test_the_cli_configures_starts_follows_and_reports_a_rotation(server, unique
     assert refused.returncode == 2 and "--force" in refused.stderr
 
 
+def test_the_watch_shows_what_each_gate_waits_for_and_every_phase(server, unique_name):
+    baton(server, "secret", "create", unique_name, "--value", "initial")
+    baton(server, "rotation", "configure", unique_name, "--propagation-delay", "3", "--retire-grace", "1")
+    baton(server, "secret", "get", unique_name)  # a reader that does not report: the gates wait T
+    baton(server, "rotation", "start", unique_name, "--rotator", "baton-random")
+    status = baton(server, "rotation", "status", unique_name).stdout
+    assert "gate has waited" in status and "T = 3 s" in status, status
+    watched = baton(server, "rotation", "status", unique_name, "--watch").stdout
+    for phase in ("created", "tested", "promoted", "drained", "retired"):
+        assert f"phase {phase}" in watched, watched
+    assert "the propagation gate has waited" in watched and "readers that do not report" in watched, watched
+    assert "rotation Succeeded" in watched
+
+
 def test_rotation_configure_changes_only_the_settings_it_is_given(server, unique_name):
     baton(server, "secret", "create", unique_name, "--value", "initial")
 

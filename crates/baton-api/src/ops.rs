@@ -2505,6 +2505,21 @@ pub(crate) fn rotation_description(
         response.old_version_id = m.old_version_id.clone();
         response.next_wake_date = state.due_at.map(seconds);
         response.timeline = Some(wire_timeline(state));
+        if let Some(gate) = m.waiting_gate().filter(|_| m.status == Status::Running) {
+            let name = match gate {
+                baton_core::rotation::Gate::Propagation => "propagation",
+                baton_core::rotation::Gate::Drain => "drain",
+            };
+            response.waiting_gate = Some(name.to_owned());
+            response.gate_waited_seconds = Some(seconds(now_ms() - m.phase_started_at));
+            let prefix = format!("{name} gate waiting: ");
+            response.gate_reason = state
+                .timeline
+                .iter()
+                .rev()
+                .take_while(|e| !e.event.starts_with("phase "))
+                .find_map(|e| e.event.strip_prefix(&prefix).map(str::to_owned));
+        }
     }
     response
 }

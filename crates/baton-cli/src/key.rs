@@ -2,7 +2,6 @@
 //! verify, rotate, aliases, and the JWKS.
 
 use std::io::{Read as _, Write as _};
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
@@ -167,26 +166,6 @@ fn text(value: &Value) -> String {
 
 async fn kms(client: &Client, op: &str, body: Value) -> anyhow::Result<Value> {
     Ok(client.call(&format!("TrentService.{op}"), &body).await?)
-}
-
-async fn wait_for_rotation(client: &Client, key: &str, version: &str) -> anyhow::Result<()> {
-    let mut last = String::new();
-    loop {
-        let status = kms(client, "GetKeyRotationStatus", json!({"KeyId": key})).await?;
-        let phase = status
-            .get("BatonRotationPhase")
-            .and_then(Value::as_str)
-            .unwrap_or("retired")
-            .to_owned();
-        if phase != last {
-            eprintln!("{version}: {phase}");
-            last = phase;
-        }
-        if status.get("OnDemandRotationStartDate").is_none() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 pub async fn run(client: Client, format: OutputFormat, command: KeyCommand) -> anyhow::Result<()> {
@@ -404,7 +383,17 @@ pub async fn run(client: Client, format: OutputFormat, command: KeyCommand) -> a
             let version = text(&out["BatonKeyVersionId"]);
             println!("{version}");
             if wait {
-                wait_for_rotation(&client, &key, &version).await?;
+                // The same progress as `baton rotation status --watch`, to the end, on standard
+                // error: standard output is the new version id, for scripts.
+                crate::rotation::watch_target(
+                    &client,
+                    &baton_proto::SecretIdRequest {
+                        secret_id: None,
+                        key_id: Some(key.clone()),
+                    },
+                    &mut |line| eprintln!("{line}"),
+                )
+                .await?;
             }
         }
         KeyCommand::Alias(command) => match command {

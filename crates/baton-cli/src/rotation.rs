@@ -96,21 +96,45 @@ fn print_rotation(r: &p::DescribeRotationResponse) {
     if let Some(last) = r.timeline.as_ref().and_then(|t| t.last()) {
         println!("  latest: {}", last.event.as_deref().unwrap_or_default());
     }
+    if let Some(progress) = gate_progress(r) {
+        println!("  {progress}");
+    }
     if let Some(wake) = r.next_wake_date {
         println!("  next step at {}", date(Some(wake)));
     }
 }
 
+/// "the propagation gate has waited 42 s (of T = 300 s): <what it waits for>".
+fn gate_progress(r: &p::DescribeRotationResponse) -> Option<String> {
+    let gate = r.waiting_gate.as_deref()?;
+    let waited = r.gate_waited_seconds.unwrap_or_default().max(0.0);
+    let t = r.policy.as_ref().and_then(|p| p.propagation_delay_seconds);
+    Some(format!(
+        "the {gate} gate has waited {waited:.0} s{}{}",
+        t.map(|t| format!(" (T = {t} s)")).unwrap_or_default(),
+        r.gate_reason
+            .as_ref()
+            .map(|why| format!(": {why}"))
+            .unwrap_or_default()
+    ))
+}
+
 async fn describe(client: &Client, secret_id: &str) -> anyhow::Result<p::DescribeRotationResponse> {
-    Ok(client
-        .call(
-            "baton.DescribeRotation",
-            &p::SecretIdRequest {
-                secret_id: Some(secret_id.to_owned()),
-                key_id: None,
-            },
-        )
-        .await?)
+    describe_target(client, &target(secret_id)).await
+}
+
+fn target(secret_id: &str) -> p::SecretIdRequest {
+    p::SecretIdRequest {
+        secret_id: Some(secret_id.to_owned()),
+        key_id: None,
+    }
+}
+
+async fn describe_target(
+    client: &Client,
+    target: &p::SecretIdRequest,
+) -> anyhow::Result<p::DescribeRotationResponse> {
+    Ok(client.call("baton.DescribeRotation", target).await?)
 }
 
 /// Follows a rotation until it ends, printing each new timeline line.
@@ -118,9 +142,20 @@ async fn describe(client: &Client, secret_id: &str) -> anyhow::Result<p::Describ
 /// and text, so a bounded timeline dropping old entries cannot hide new ones), and looks again
 /// when the engine next will (at least every 5 s, at most every second), not on a fixed tick.
 async fn watch(client: &Client, secret_id: &str) -> anyhow::Result<()> {
+    watch_target(client, &target(secret_id), &mut |line| println!("{line}")).await
+}
+
+/// [`watch`] for a secret or (with `key_id`) a KMS key, with the gate's progress at each look;
+/// each line goes to `out`.
+pub async fn watch_target(
+    client: &Client,
+    target: &p::SecretIdRequest,
+    out: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
     let mut printed: std::collections::HashSet<(i64, String)> = std::collections::HashSet::new();
+    let mut last_progress = String::new();
     loop {
-        let r = describe(client, secret_id).await?;
+        let r = describe_target(client, target).await?;
         for entry in r.timeline.iter().flatten() {
             let text = entry.event.clone().unwrap_or_default();
             let key = (
@@ -128,8 +163,14 @@ async fn watch(client: &Client, secret_id: &str) -> anyhow::Result<()> {
                 text.clone(),
             );
             if printed.insert(key) {
-                println!("{}  {text}", date(entry.date));
+                out(&format!("{}  {text}", date(entry.date)));
             }
+        }
+        if let Some(progress) = gate_progress(&r)
+            && progress != last_progress
+        {
+            out(&format!("    {progress}"));
+            last_progress = progress;
         }
         match r.status.as_deref() {
             Some("InProgress") => {
@@ -141,11 +182,11 @@ async fn watch(client: &Client, secret_id: &str) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_secs_f64(wait)).await;
             }
             None => {
-                println!("no rotation has run");
+                out("no rotation has run");
                 return Ok(());
             }
             Some(other) => {
-                println!("rotation {other}");
+                out(&format!("rotation {other}"));
                 return Ok(());
             }
         }

@@ -633,6 +633,11 @@ wire!(
         next_wake_date: Option<f64>,
         timeline: Option<Vec<TimelineEntry>>,
         policy: Option<RotationPolicy>,
+        /// While a gate waits: which (`propagation` or `drain`), what it waits for, and how
+        /// long it has waited, computed when asked.
+        waiting_gate: Option<String>,
+        gate_reason: Option<String>,
+        gate_waited_seconds: Option<f64>,
     }
 );
 
