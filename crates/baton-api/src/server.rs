@@ -538,7 +538,9 @@ async fn bootstrap_admin(baton: &Baton, options: &ServeOptions) -> anyhow::Resul
     let text = SecretBytes::from(format!(
         "# Baton administrator key, created {}. Use with AWS_SHARED_CREDENTIALS_FILE and AWS_PROFILE=baton.\n\
          [baton]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-        now_ms() / 1000,
+        jiff::Timestamp::from_millisecond(now_ms())
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
         record.access_key_id,
         String::from_utf8_lossy(secret.expose())
     ));
