@@ -697,7 +697,20 @@ impl Rotation {
             return;
         };
         let command = match step {
-            Step::Promote | Step::Retire if self.policy.in_blackout(now) => return,
+            Step::Promote | Step::Retire if self.policy.in_blackout(now) => {
+                // Said once (repeats are not recorded), so the wait has a visible cause.
+                let end = self.policy.blackout_end(now);
+                let minute = end.rem_euclid(DAY_MS) / MINUTE_MS;
+                out.push(Command::Record(RotationEvent::StepDeferred {
+                    step,
+                    reason: format!(
+                        "a blackout window is in force until {:02}:{:02} UTC",
+                        minute / 60,
+                        minute % 60
+                    ),
+                }));
+                return;
+            }
             Step::Promote => promote(&Tested(()), &Propagated(())),
             Step::Retire => retire(&Drained(())),
             other => Command::Run(other),
@@ -1375,8 +1388,16 @@ mod tests {
         for step in [Step::Create, Step::Set, Step::Test] {
             ok(&mut r, step, day - T - 10);
         }
-        // The gate passes at 23:59:59.99 + T = inside the blackout.
-        assert!(runs(&tick(&mut r, day + 1)).is_empty());
+        // The gate passes at 23:59:59.99 + T = inside the blackout, and says why it waits.
+        let out = tick(&mut r, day + 1);
+        assert!(runs(&out).is_empty());
+        assert!(
+            out.contains(&Command::Record(RotationEvent::StepDeferred {
+                step: Step::Promote,
+                reason: "a blackout window is in force until 01:00 UTC".into(),
+            })),
+            "{out:?}"
+        );
         assert_eq!(r.phase, Phase::Propagated);
         assert_eq!(r.poll_timeout(), Some(day + 60 * MINUTE_MS));
         assert_eq!(runs(&tick(&mut r, day + 60 * MINUTE_MS)), [Step::Promote]);
