@@ -231,7 +231,7 @@ pub async fn run(client: Client, format: OutputFormat, command: KeyCommand) -> a
             if json_out {
                 print_json(&all)?;
             } else {
-                table(&["KEY ID", "SPEC", "USAGE", "STATE", "DESCRIPTION"], rows);
+                table(&["Key ID", "Spec", "Usage", "State", "Description"], rows);
             }
         }
         KeyCommand::Describe { key } => {
@@ -246,20 +246,20 @@ pub async fn run(client: Client, format: OutputFormat, command: KeyCommand) -> a
                 return Ok(());
             }
             let m = &meta["KeyMetadata"];
-            for field in [
-                "Arn",
-                "KeySpec",
-                "KeyUsage",
-                "KeyState",
-                "Description",
-                "BatonCurrentKeyVersionId",
-            ] {
-                println!("{field:<26} {}", text(&m[field]));
-            }
-            println!("{:<26} {}", "Created", date(m["CreationDate"].as_f64()));
-            println!(
-                "{:<26} {}",
-                "Automatic rotation",
+            let mut fields: Vec<Vec<String>> = [
+                ("ARN", "Arn"),
+                ("Key spec", "KeySpec"),
+                ("Key usage", "KeyUsage"),
+                ("State", "KeyState"),
+                ("Description", "Description"),
+                ("Current version", "BatonCurrentKeyVersionId"),
+            ]
+            .into_iter()
+            .map(|(label, field)| vec![label.to_owned(), text(&m[field])])
+            .collect();
+            fields.push(vec!["Created".to_owned(), date(m["CreationDate"].as_f64())]);
+            fields.push(vec![
+                "Automatic rotation".to_owned(),
                 match rotation["KeyRotationEnabled"].as_bool() {
                     Some(true) => format!(
                         "every {} days, next {}",
@@ -267,8 +267,9 @@ pub async fn run(client: Client, format: OutputFormat, command: KeyCommand) -> a
                         date(rotation["NextRotationDate"].as_f64())
                     ),
                     _ => "off".to_owned(),
-                }
-            );
+                },
+            ]);
+            table(&["Field", "Value"], fields);
             let rows = versions["Rotations"]
                 .as_array()
                 .into_iter()
@@ -282,7 +283,7 @@ pub async fn run(client: Client, format: OutputFormat, command: KeyCommand) -> a
                     ]
                 })
                 .collect();
-            table(&["ROTATED TO VERSION", "STATE", "TYPE", "DATE"], rows);
+            table(&["Rotated to version", "State", "Type", "Date"], rows);
         }
         KeyCommand::Encrypt {
             key,
@@ -427,7 +428,7 @@ pub async fn run(client: Client, format: OutputFormat, command: KeyCommand) -> a
                         .flatten()
                         .map(|a| vec![text(&a["AliasName"]), text(&a["TargetKeyId"])])
                         .collect();
-                    table(&["ALIAS", "KEY ID"], rows);
+                    table(&["Alias", "Key ID"], rows);
                 }
             }
         },
