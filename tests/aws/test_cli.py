@@ -208,3 +208,35 @@ def test_the_readme_quickstart_runs_as_written(tmp_path):
         assert "phase promoted" in run.stdout
     finally:
         srv.stop()
+
+
+def readme_baton_commands():
+    """Every `baton …` command line in the README's sh and bash blocks, as written."""
+    import re
+    import shlex
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```(?:sh|bash)\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            line = line.split("  #")[0].split(" # ")[0].strip()
+            if line.startswith("baton ") and "$(" not in line:
+                argv = []
+                for token in shlex.split(line):
+                    if token in (">", ">>", "<", "|", "&&", ";", "2>&1"):
+                        break  # the shell's, not baton's
+                    argv.append(token)
+                commands.append(argv)
+    return commands
+
+
+def test_every_baton_command_in_the_readme_parses():
+    """Each `baton` line of the README names real subcommands and flags (checked by the CLI's
+    own parser, with --help so nothing is sent anywhere)."""
+    commands = readme_baton_commands()
+    assert len(commands) >= 15, commands
+    for argv in commands:
+        run = subprocess.run([str(BATON), *argv[1:], "--help"], capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, (" ".join(argv), run.stderr)

@@ -910,8 +910,17 @@ impl RotationState {
         }
         self.timeline.push(TimelineEntry { at, event: text });
         if self.timeline.len() > TIMELINE_ENTRIES_MAX {
-            let excess = self.timeline.len() - TIMELINE_ENTRIES_MAX;
-            self.timeline.drain(..excess);
+            // Past the bound, the oldest entry that only said what a wait was for goes first;
+            // the phases, gate passes and outcome stay as long as anything else is left.
+            let waiting = |e: &TimelineEntry| e.event.contains(" waiting: ");
+            match self.timeline.iter().position(waiting) {
+                Some(oldest) => {
+                    self.timeline.remove(oldest);
+                }
+                None => {
+                    self.timeline.remove(0);
+                }
+            }
         }
     }
 
@@ -1107,6 +1116,30 @@ mod tests {
                 .any(|e| e.contains("waits the propagation delay T = 900 s")),
             "{timeline:#?}"
         );
+    }
+
+    #[test]
+    fn a_full_timeline_drops_waiting_entries_before_phases() {
+        let (machine, _) = Rotation::start("s".into(), "v2".into(), None, policy(), 0);
+        let mut state = RotationState {
+            machine,
+            timeline: Vec::new(),
+            due_at: None,
+        };
+        state.record(0, &RotationEvent::PhaseReached(Phase::Started));
+        for i in 0..(2 * TIMELINE_ENTRIES_MAX as i64) {
+            state.record(
+                i,
+                &RotationEvent::GateWaiting {
+                    gate: Gate::Propagation,
+                    reason: format!("cause {i}"),
+                },
+            );
+        }
+        state.record(1_000_000, &RotationEvent::PhaseReached(Phase::Propagated));
+        assert_eq!(state.timeline.len(), TIMELINE_ENTRIES_MAX);
+        assert_eq!(state.timeline[0].event, "phase started");
+        assert_eq!(state.timeline.last().unwrap().event, "phase propagated");
     }
 
     #[test]
