@@ -693,13 +693,16 @@ class Verifier:
         self.unknown_kid_refreshes = 0
 
     def refresh(self):
+        # As an HTTP cache counts freshness (RFC 9111, 4.2.3): from when the request was sent,
+        # since the answer may have waited in a busy server or network before it arrived.
+        requested = time.time()
         status, body, headers = fetch_jwks(self.server, self.key, self.etag)
         assert status in (200, 304), (status, body)
         if status == 200:
             self.keys = {k["kid"]: k for k in body["keys"]}
             self.etag = headers.get("etag")
         max_age = int(headers["cache-control"].split("max-age=")[1])
-        self.expires = time.time() + max_age
+        self.expires = requested + max_age
 
     def verify(self, token):
         header, payload, signature = token.split(".")
