@@ -22,8 +22,9 @@ const TIMEOUT_SECONDS_MAX: u64 = 900;
 /// The step timeout when the definition names none.
 pub const TIMEOUT_SECONDS_DEFAULT: u64 = 120;
 
-/// One operator-defined command rotator.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One operator-defined command rotator. Its `env` may carry credentials, so `Debug` names
+/// the variables and never their values.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRotator {
     pub name: String,
@@ -35,6 +36,18 @@ pub struct CommandRotator {
     /// Variables the command gets besides the endpoint, region and temporary key.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CommandRotator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandRotator")
+            .field("name", &self.name)
+            .field("command", &self.command)
+            .field("sha256", &self.sha256)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl CommandRotator {
@@ -322,6 +335,15 @@ mod tests {
         };
         rotator.validate().unwrap();
         rotator.check_executable().unwrap();
+        let mut with_env = rotator.clone();
+        with_env
+            .env
+            .insert("DB_PASSWORD".into(), "hunter2-secret".into());
+        let shown = format!("{with_env:?}");
+        assert!(
+            shown.contains("DB_PASSWORD") && !shown.contains("hunter2-secret"),
+            "{shown}"
+        );
         std::fs::write(&program, "#!/bin/sh\ncurl evil\n").unwrap();
         let refused = rotator.check_executable().unwrap_err();
         assert!(refused.contains("does not match the SHA-256"), "{refused}");
