@@ -91,7 +91,9 @@ class ScramPostgres:
     rotator = "baton-postgres"
     dbname = "postgres"
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        """With `tls` (paths of a certificate, its key and CA), the cluster accepts TCP
+        connections over TLS only."""
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
         self.bin = bins[-1]
         self.dir = tempfile.mkdtemp(prefix="baton-pg-")
@@ -104,9 +106,18 @@ class ScramPostgres:
         shutil.chown(pwfile, "postgres")
         self.as_postgres([f"{self.bin}/initdb", "-D", f"{self.dir}/data", "-U", "postgres", "-E", "UTF8",
                           "--auth=scram-sha-256", f"--pwfile={pwfile}"])
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if tls:
+            for name in ("cert", "key"):
+                shutil.copy(tls[name], os.path.join(self.dir, f"server.{name}"))
+                shutil.chown(os.path.join(self.dir, f"server.{name}"), "postgres")
+                os.chmod(os.path.join(self.dir, f"server.{name}"), 0o600)
+            with open(f"{self.dir}/data/pg_hba.conf", "w") as f:
+                f.write("local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
+                        "hostnossl all all 0.0.0.0/0 reject\n")
+            options += f" -c ssl=on -c ssl_cert_file={self.dir}/server.cert -c ssl_key_file={self.dir}/server.key"
         self.as_postgres([f"{self.bin}/pg_ctl", "-D", f"{self.dir}/data", "-l", f"{self.dir}/log", "-w", "-o",
-                          f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200",
-                          "start"])
+                          options, "start"])
 
     @staticmethod
     def as_postgres(cmd):

@@ -3,8 +3,9 @@
 //!
 //! The secret's value has the JSON shape AWS's rotation functions use: `engine`, `host`,
 //! `port`, `username`, `password`, `dbname`, and for alternating users `masterarn`. Baton reads
-//! one more optional key, `sslmode` (`disable` or `verify-full`); it defaults to `verify-full`
-//! for every host but loopback, where it defaults to `disable`.
+//! two more optional keys: `sslmode` (libpq's `disable`, `prefer`, `require`, `verify-ca`,
+//! `verify-full`; `verify-full` by default for every host but loopback, where it is `disable`)
+//! and `sslrootcert`, a PEM file of roots on the Baton server (the system's roots otherwise).
 //!
 //! Safety against hostile names and passwords: nothing is quoted by string concatenation.
 //! PostgreSQL quotes with its own `format('%I', …)` and `format('%L', …)` on bound parameters;
@@ -76,13 +77,7 @@ impl Engine {
     }
 }
 
-/// Whether the connection uses TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    /// TLS with the server's certificate checked against the system's roots and the host name.
-    VerifyFull,
-}
+pub use baton_dbtls::{DbTls, SslMode};
 
 /// The fields of a database secret that rotation needs. Other fields are kept untouched by
 /// the rotator, which edits the JSON object itself.
@@ -100,6 +95,9 @@ pub struct DbSecret {
     pub masterarn: Option<String>,
     #[serde(default)]
     pub sslmode: Option<String>,
+    /// A PEM file of root certificates on the Baton server, for the verifying modes.
+    #[serde(default)]
+    pub sslrootcert: Option<String>,
 }
 
 impl std::fmt::Debug for DbSecret {
@@ -112,6 +110,8 @@ impl std::fmt::Debug for DbSecret {
             .field("password", &"[REDACTED]")
             .field("dbname", &self.dbname)
             .field("masterarn", &self.masterarn)
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
             .finish()
     }
 }
@@ -126,7 +126,7 @@ impl DbSecret {
         })?;
         secret.engine_kind()?;
         secret.port()?;
-        secret.ssl_mode()?;
+        secret.tls()?;
         if secret.username.is_empty() {
             return Err(DbError::Shape("username is empty".into()));
         }
@@ -158,16 +158,23 @@ impl DbSecret {
         }
     }
 
-    pub fn ssl_mode(&self) -> Result<SslMode, DbError> {
-        match self.sslmode.as_deref() {
-            Some("disable") => Ok(SslMode::Disable),
-            Some("verify-full") => Ok(SslMode::VerifyFull),
-            None if is_loopback(&self.host) => Ok(SslMode::Disable),
-            None => Ok(SslMode::VerifyFull),
-            Some(other) => Err(DbError::Shape(format!(
-                "sslmode {other:?} is not supported: use disable or verify-full"
-            ))),
+    /// The TLS settings: `sslmode` (libpq's five modes) and `sslrootcert`. Without `sslmode`,
+    /// `verify-full` for every host but loopback, where it is `disable`.
+    pub fn tls(&self) -> Result<DbTls, DbError> {
+        let mode = match self.sslmode.as_deref() {
+            Some(name) => SslMode::parse(name).map_err(|e| DbError::Shape(e.to_string()))?,
+            None if is_loopback(&self.host) => SslMode::Disable,
+            None => SslMode::VerifyFull,
+        };
+        let root = self.sslrootcert.as_deref().map(std::path::PathBuf::from);
+        if let Some(path) = &root {
+            baton_dbtls::check_root_cert(path).map_err(|e| DbError::Shape(e.to_string()))?;
         }
+        Ok(DbTls::new(mode, root))
+    }
+
+    pub fn ssl_mode(&self) -> Result<SslMode, DbError> {
+        Ok(self.tls()?.mode)
     }
 
     fn connect_error(&self, user: &str, reason: impl std::fmt::Display) -> DbError {
@@ -256,23 +263,6 @@ async fn within<T>(
 }
 
 /// A rustls configuration that checks the server's certificate against the system's roots.
-fn tls_config() -> Result<rustls::ClientConfig, DbError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let loaded = rustls_native_certs::load_native_certs();
-    for cert in loaded.certs {
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(DbError::Statement {
-            what: "loading the system's root certificates",
-            reason: "none were found".into(),
-        });
-    }
-    Ok(rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,7 +297,7 @@ mod tests {
             &br#"{"engine":"oracle","host":"h","username":"u","password":"p"}"#[..],
             br#"{"engine":"mysql","host":"h","username":"u"}"#,
             br#"{"engine":"mysql","host":"h","username":"u","password":"p","port":70000}"#,
-            br#"{"engine":"mysql","host":"h","username":"u","password":"p","sslmode":"prefer"}"#,
+            br#"{"engine":"mysql","host":"h","username":"u","password":"p","sslmode":"allow"}"#,
         ] {
             assert!(
                 DbSecret::parse(bad).is_err(),

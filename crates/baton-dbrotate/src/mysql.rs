@@ -6,32 +6,77 @@
 use mysql_async::prelude::*;
 use zeroize::Zeroizing;
 
-use crate::{CONNECT_TIMEOUT, DbError, DbSecret, SslMode, within};
+use crate::{CONNECT_TIMEOUT, DbError, DbSecret, DbTls, SslMode, within};
 
 async fn connect(
     secret: &DbSecret,
     user: &str,
     password: &str,
 ) -> Result<mysql_async::Conn, DbError> {
-    let mut opts = mysql_async::OptsBuilder::default()
+    let tls = secret.tls()?;
+    let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname(secret.host.clone())
         .tcp_port(secret.port()?)
         .user(Some(user))
         .pass(Some(password))
         .db_name(secret.dbname.clone())
         .prefer_socket(false);
-    if secret.ssl_mode()? == SslMode::VerifyFull {
-        opts = opts.ssl_opts(Some(mysql_async::SslOpts::default()));
-    }
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(opts))
-        .await
-        .map_err(|_| secret.connect_error(user, "timed out"))?
-        .map_err(|e| secret.connect_error(user, e))?;
+    let attempt = |ssl: Option<mysql_async::SslOpts>| {
+        let opts = opts.clone().ssl_opts(ssl);
+        async move {
+            tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(opts))
+                .await
+                .map_err(|_| secret.connect_error(user, "timed out"))
+        }
+    };
+    let failed = |e: mysql_async::Error| {
+        let reason = baton_dbtls::error_chain(&e);
+        secret.connect_error(user, format!("{reason} (sslmode={})", tls.mode.name()))
+    };
+    let mut conn = match ssl_opts(&tls)? {
+        None => attempt(None).await?.map_err(failed)?,
+        Some(ssl) => match attempt(Some(ssl)).await? {
+            // prefer: a server without TLS is spoken to in the clear, as libpq does.
+            Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) if tls.mode == SslMode::Prefer => attempt(None).await?.map_err(failed)?,
+            other => other.map_err(failed)?,
+        },
+    };
     // QUOTE() escapes with backslashes; make sure the parser reads them that way.
     conn.query_drop("SET SESSION sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')")
         .await
         .map_err(plain("setting sql_mode"))?;
     Ok(conn)
+}
+
+/// The driver's TLS options for a mode; `None` for `disable`.
+///
+/// A check of the chain without the host name (`verify-ca`, or `require` with `sslrootcert`) is
+/// refused: mysql_async 0.37 recognises a wrong host name by rustls's old error text, so its
+/// "skip domain validation" no longer skips anything and would fail every connection with a
+/// misleading error. `verify-full` checks more and works.
+fn ssl_opts(tls: &DbTls) -> Result<Option<mysql_async::SslOpts>, DbError> {
+    if tls.mode == SslMode::Disable {
+        return Ok(None);
+    }
+    let check = tls.check();
+    if check == baton_dbtls::Check::Chain {
+        return Err(DbError::Shape(format!(
+            "sslmode={} with MySQL/MariaDB would check the CA without the host name, which the \
+             MySQL driver cannot do: use verify-full (the certificate must name the host)",
+            tls.mode.name()
+        )));
+    }
+    let mut ssl = mysql_async::SslOpts::default()
+        .with_danger_accept_invalid_certs(check == baton_dbtls::Check::Nothing);
+    if let Some(root) = &tls.root_cert {
+        // Only the given roots, as libpq trusts only sslrootcert when it is set.
+        ssl = ssl
+            .with_root_certs(vec![root.clone().into()])
+            .with_disable_built_in_roots(true);
+    }
+    Ok(Some(ssl))
 }
 
 /// For statements without secrets: the server's message.

@@ -1,10 +1,9 @@
 //! PostgreSQL: statements are built by the server's own `format()` with `%I` and `%L` on bound
 //! parameters, so no name or password is ever quoted by hand.
 
-use tokio_postgres::NoTls;
 use zeroize::Zeroizing;
 
-use crate::{CONNECT_TIMEOUT, DbError, DbSecret, SslMode, within};
+use crate::{CONNECT_TIMEOUT, DbError, DbSecret, within};
 
 async fn connect(
     secret: &DbSecret,
@@ -20,21 +19,14 @@ async fn connect(
         .dbname(secret.dbname.as_deref().unwrap_or("postgres"))
         .application_name("baton-rotator")
         .connect_timeout(CONNECT_TIMEOUT);
-    let fail = |e: tokio_postgres::Error| secret.connect_error(user, e);
-    let client = match secret.ssl_mode()? {
-        SslMode::Disable => {
-            let (client, connection) = config.connect(NoTls).await.map_err(fail)?;
-            tokio::spawn(connection);
-            client
-        }
-        SslMode::VerifyFull => {
-            config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::tls_config()?);
-            let (client, connection) = config.connect(tls).await.map_err(fail)?;
-            tokio::spawn(connection);
-            client
-        }
-    };
+    let tls = secret.tls()?;
+    let mode = tls.mode;
+    let pg = baton_dbtls::Postgres::with(config, tls).map_err(|e| secret.connect_error(user, e))?;
+    let (client, connection) = pg.config.connect(pg.tls).await.map_err(|e| {
+        let reason = baton_dbtls::error_chain(&e);
+        secret.connect_error(user, format!("{reason} (sslmode={})", mode.name()))
+    })?;
+    tokio::spawn(connection);
     Ok(client)
 }
 

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use baton_core::rotation::{RotationPolicy, RotationState};
 use baton_core::{SecretRecord, Timestamp};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{NoTls, Row, types::ToSql};
+use tokio_postgres::{Row, types::ToSql};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::schema::{self, SecretRow};
 use crate::{
@@ -43,23 +44,24 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
     {
         return StoreError::Constraint(db.message().to_owned());
     }
-    StoreError::Backend(e.to_string())
+    StoreError::Backend(baton_dbtls::error_chain(&e))
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Backend(format!("connection pool: {e}"))
+    StoreError::Backend(format!("connection pool: {}", baton_dbtls::error_chain(&e)))
 }
 
 impl PostgresStore {
-    /// Connects to `url` (a `postgres://` URL) and applies pending migrations.
+    /// Connects to `url` (a `postgres://` URL or a `key=value` string, with libpq's `sslmode`
+    /// and `sslrootcert`) and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
-        let config_for_listen = config.clone();
+        let pg = baton_dbtls::Postgres::from_connection_string(url)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let listen_with = (pg.config.clone(), pg.tls.clone());
+        let mode = pg.settings.mode;
         let manager = Manager::from_config(
-            config,
-            NoTls,
+            pg.config,
+            pg.tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -72,11 +74,13 @@ impl PostgresStore {
             pool,
             changes: Arc::new(ChangeFeed::default()),
         };
-        store.migrate().await?;
-        tokio::spawn(follow_notifications(
-            config_for_listen,
-            store.changes.clone(),
-        ));
+        store.migrate().await.map_err(|e| match e {
+            StoreError::Backend(reason) => {
+                StoreError::Backend(format!("PostgreSQL (sslmode={}): {reason}", mode.name()))
+            }
+            other => other,
+        })?;
+        tokio::spawn(follow_notifications(listen_with, store.changes.clone()));
         Ok(store)
     }
 
@@ -1445,10 +1449,13 @@ pub const CHANGES_CHANNEL: &str = "baton_changes";
 /// Publishes every other node's commits to this node's change feed, for as long as the process
 /// runs: a dedicated connection LISTENs, and reconnects after a failure. After each (re)connect
 /// every watcher is woken to re-read, since notifications sent while it was away are lost.
-async fn follow_notifications(config: tokio_postgres::Config, changes: Arc<ChangeFeed>) {
+async fn follow_notifications(
+    (config, tls): (tokio_postgres::Config, MakeRustlsConnect),
+    changes: Arc<ChangeFeed>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen(&config, &changes).await {
+        match listen(&config, &tls, &changes).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!(error = %e, "lost the PostgreSQL notification connection; reconnecting");
@@ -1461,9 +1468,10 @@ async fn follow_notifications(config: tokio_postgres::Config, changes: Arc<Chang
 
 async fn listen(
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
     changes: &ChangeFeed,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let statement = format!("LISTEN {CHANGES_CHANNEL}");
     let listen = client.batch_execute(&statement);
     tokio::pin!(listen);
