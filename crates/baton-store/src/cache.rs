@@ -75,6 +75,16 @@ impl RecordCache {
         inner.entries.insert(key, Arc::new(record.clone()));
     }
 
+    /// Forgets every entry (after a restore replaced the store's content).
+    pub(crate) fn clear(&self) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.generation += 1;
+        inner.entries.clear();
+        inner.keys_by_id.clear();
+    }
+
     /// Forgets every entry of these secrets. Called after each write commits (or fails).
     pub(crate) fn invalidate(&self, secret_ids: &[&str]) {
         let Ok(mut inner) = self.inner.lock() else {

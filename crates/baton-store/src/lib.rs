@@ -16,6 +16,7 @@ mod changes;
 pub mod conformance;
 mod postgres;
 mod schema;
+pub mod snapshot;
 mod sqlite;
 
 pub use changes::ChangeFeed;
@@ -434,6 +435,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers; used by readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Every row of every table in [`snapshot::SNAPSHOT_TABLES`], read in one transaction, so
+    /// each secret is at one revision and a rotation's state agrees with its labels. Writers
+    /// go on meanwhile.
+    async fn snapshot(&self) -> Result<snapshot::Snapshot, StoreError>;
+
+    /// Writes a snapshot into this store, in one transaction: all or nothing. Refuses, writing
+    /// nothing, a store that holds any row in a snapshot table, or a snapshot of another
+    /// schema version.
+    async fn restore_snapshot(&self, snapshot: snapshot::Snapshot) -> Result<(), StoreError>;
 
     /// The newest migration applied to the database (by this node or a newer one).
     async fn schema_version(&self) -> Result<i64, StoreError>;

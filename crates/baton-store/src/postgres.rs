@@ -10,7 +10,12 @@ use async_trait::async_trait;
 use baton_core::rotation::{RotationPolicy, RotationState};
 use baton_core::{SecretRecord, Timestamp};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{Row, types::ToSql};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Row;
+
+use crate::snapshot::{
+    Cell, SNAPSHOT_TABLES, Snapshot, TableRows, insert_statement, rows_per_insert,
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::schema::{self, SecretRow};
@@ -45,6 +50,73 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
         return StoreError::Constraint(db.message().to_owned());
     }
     StoreError::Backend(baton_dbtls::error_chain(&e))
+}
+
+/// One column of a row as a snapshot cell, by the column's type.
+fn cell_of(table: &str, row: &Row, i: usize) -> Result<Cell, StoreError> {
+    let ty = row.columns()[i].type_();
+    let read = |e: tokio_postgres::Error| {
+        StoreError::Corrupt(format!(
+            "table {table} column {}: {e}",
+            row.columns()[i].name()
+        ))
+    };
+    let cell = match *ty {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(read)?.map(Cell::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map_err(read)?
+            .map(|n| Cell::Int(n.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map_err(read)?
+            .map(|n| Cell::Int(n.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)
+            .map_err(read)?
+            .map(|b| Cell::Int(b.into())),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => row
+            .try_get::<_, Option<String>>(i)
+            .map_err(read)?
+            .map(Cell::Text),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map_err(read)?
+            .map(Cell::Blob),
+        ref other => {
+            return Err(StoreError::Corrupt(format!(
+                "table {table} column {} has type {other}, which backups do not carry",
+                row.columns()[i].name()
+            )));
+        }
+    };
+    Ok(cell.unwrap_or(Cell::Null))
+}
+
+/// A snapshot cell as a parameter for a column of type `ty`.
+fn sql_value(table: &str, cell: &Cell, ty: &Type) -> Result<Box<dyn ToSql + Sync + Send>, StoreError> {
+    let mismatch = || {
+        StoreError::Corrupt(format!(
+            "table {table}: a backup cell does not fit a column of type {ty}"
+        ))
+    };
+    Ok(match (cell, ty) {
+        (Cell::Null, &Type::INT8) => Box::new(None::<i64>),
+        (Cell::Null, &Type::INT4) => Box::new(None::<i32>),
+        (Cell::Null, &Type::INT2) => Box::new(None::<i16>),
+        (Cell::Null, &Type::BOOL) => Box::new(None::<bool>),
+        (Cell::Null, &Type::BYTEA) => Box::new(None::<Vec<u8>>),
+        (Cell::Null, _) => Box::new(None::<String>),
+        (Cell::Int(n), &Type::INT8) => Box::new(*n),
+        (Cell::Int(n), &Type::INT4) => Box::new(i32::try_from(*n).map_err(|_| mismatch())?),
+        (Cell::Int(n), &Type::INT2) => Box::new(i16::try_from(*n).map_err(|_| mismatch())?),
+        (Cell::Int(n), &Type::BOOL) => Box::new(*n != 0),
+        (Cell::Text(t), &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME) => {
+            Box::new(t.clone())
+        }
+        (Cell::Blob(b), &Type::BYTEA) => Box::new(b.clone()),
+        _ => return Err(mismatch()),
+    })
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -1377,6 +1449,146 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         client.query_one("SELECT 1", &[]).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        // One snapshot of the whole database: REPEATABLE READ sees every table as of its first
+        // statement, while writers go on.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(backend)?;
+        let schema_version: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        let mut tables = Vec::with_capacity(SNAPSHOT_TABLES.len());
+        for name in SNAPSHOT_TABLES {
+            let statement = tx
+                .prepare(&format!("SELECT * FROM {name}"))
+                .await
+                .map_err(backend)?;
+            let columns: Vec<String> = statement
+                .columns()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect();
+            let rows = tx
+                .query(&statement, &[])
+                .await
+                .map_err(backend)?
+                .iter()
+                .map(|row| (0..row.len()).map(|i| cell_of(name, row, i)).collect())
+                .collect::<Result<Vec<Vec<Cell>>, StoreError>>()?;
+            tables.push(TableRows {
+                name: (*name).to_owned(),
+                columns,
+                rows,
+            });
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(Snapshot {
+            schema_version,
+            tables,
+        })
+    }
+
+    async fn restore_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        // No other writer may add rows between the emptiness check and the commit.
+        tx.batch_execute(&format!(
+            "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+            SNAPSHOT_TABLES.join(", ")
+        ))
+        .await
+        .map_err(backend)?;
+        let version: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        snapshot.check(version)?;
+        for name in SNAPSHOT_TABLES {
+            let rows: i64 = tx
+                .query_one(&format!("SELECT COUNT(*) FROM {name}"), &[])
+                .await
+                .map_err(backend)?
+                .get(0);
+            if rows > 0 {
+                return Err(crate::snapshot::not_empty(name, rows));
+            }
+        }
+        for table in &snapshot.tables {
+            let types: Vec<Type> = tx
+                .prepare(&format!(
+                    "SELECT {} FROM {} LIMIT 0",
+                    table.columns.join(", "),
+                    table.name
+                ))
+                .await
+                .map_err(backend)?
+                .columns()
+                .iter()
+                .map(|c| c.type_().clone())
+                .collect();
+            let per = rows_per_insert(table.columns.len());
+            for chunk in table.rows.chunks(per) {
+                let statement = insert_statement(&table.name, &table.columns, chunk.len());
+                let values = chunk
+                    .iter()
+                    .flat_map(|row| row.iter().zip(&types))
+                    .map(|(cell, ty)| sql_value(&table.name, cell, ty))
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+                tx.execute(statement.as_str(), &params)
+                    .await
+                    .map_err(|e| match backend(e) {
+                        StoreError::Constraint(c) => {
+                            StoreError::Corrupt(format!("restoring table {}: {c}", table.name))
+                        }
+                        other => other,
+                    })?;
+            }
+            // A serial column's sequence continues after the restored rows.
+            let serials = tx
+                .query(
+                    "SELECT column_name::TEXT FROM information_schema.columns \
+                     WHERE table_schema = current_schema() AND table_name = $1 \
+                     AND column_default LIKE 'nextval(%'",
+                    &[&table.name],
+                )
+                .await
+                .map_err(backend)?;
+            for row in serials {
+                let column: String = row.get(0);
+                tx.execute(
+                    &format!(
+                        "SELECT setval(pg_get_serial_sequence('{0}', '{1}'), \
+                         COALESCE((SELECT MAX({1}) FROM {0}), 0) + 1, false)",
+                        table.name, column
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        self.changes.publish_all();
         Ok(())
     }
 

@@ -11,10 +11,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use baton_core::rotation::{RotationPolicy, RotationState};
 use baton_core::{SecretRecord, Timestamp};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::cache::{RecordCache, arn_key, name_key};
 use crate::schema::{self, SecretRow};
+use crate::snapshot::{
+    Cell, SNAPSHOT_TABLES, Snapshot, TableRows, insert_statement, rows_per_insert,
+};
 use crate::{
     AccessKeyRecord, ChangeFeed, ConsumerRecord, ConsumerWrite, RotatorRecord, Store, StoreError,
 };
@@ -1515,6 +1519,114 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.read(|conn| {
+            // One read transaction: WAL gives it one consistent view while writers go on.
+            let tx = conn.unchecked_transaction().map_err(backend)?;
+            let schema_version = tx
+                .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| {
+                    r.get(0)
+                })
+                .map_err(backend)?;
+            let mut tables = Vec::with_capacity(SNAPSHOT_TABLES.len());
+            for name in SNAPSHOT_TABLES {
+                let mut statement = tx
+                    .prepare(&format!("SELECT * FROM {name}"))
+                    .map_err(backend)?;
+                let columns: Vec<String> =
+                    statement.column_names().into_iter().map(str::to_owned).collect();
+                let width = columns.len();
+                let rows = statement
+                    .query_map([], |row| {
+                        (0..width)
+                            .map(|i| {
+                                Ok(match row.get_ref(i)? {
+                                    ValueRef::Null => Cell::Null,
+                                    ValueRef::Integer(n) => Cell::Int(n),
+                                    ValueRef::Text(t) => {
+                                        Cell::Text(String::from_utf8_lossy(t).into_owned())
+                                    }
+                                    ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+                                    ValueRef::Real(_) => {
+                                        return Err(rusqlite::Error::InvalidColumnType(
+                                            i,
+                                            "real".into(),
+                                            rusqlite::types::Type::Real,
+                                        ));
+                                    }
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<Cell>>>()
+                    })
+                    .map_err(backend)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(backend)?;
+                tables.push(TableRows {
+                    name: (*name).to_owned(),
+                    columns,
+                    rows,
+                });
+            }
+            tx.commit().map_err(backend)?;
+            Ok(Snapshot {
+                schema_version,
+                tables,
+            })
+        })
+        .await
+    }
+
+    async fn restore_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let version: i64 = tx
+                .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| {
+                    r.get(0)
+                })
+                .map_err(backend)?;
+            snapshot.check(version)?;
+            for name in SNAPSHOT_TABLES {
+                let rows: i64 = tx
+                    .query_row(&format!("SELECT COUNT(*) FROM {name}"), [], |r| r.get(0))
+                    .map_err(backend)?;
+                if rows > 0 {
+                    return Err(crate::snapshot::not_empty(name, rows));
+                }
+            }
+            for table in &snapshot.tables {
+                let per = rows_per_insert(table.columns.len());
+                for chunk in table.rows.chunks(per) {
+                    let statement = sql(&insert_statement(&table.name, &table.columns, chunk.len()));
+                    let params: Vec<rusqlite::types::Value> = chunk
+                        .iter()
+                        .flatten()
+                        .map(|cell| match cell {
+                            Cell::Null => rusqlite::types::Value::Null,
+                            Cell::Int(n) => rusqlite::types::Value::Integer(*n),
+                            Cell::Text(t) => rusqlite::types::Value::Text(t.clone()),
+                            Cell::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
+                        })
+                        .collect();
+                    tx.prepare_cached(&statement)
+                        .and_then(|mut st| st.execute(rusqlite::params_from_iter(params)))
+                        .map_err(|e| match backend(e) {
+                            StoreError::Constraint(c) => StoreError::Corrupt(format!(
+                                "restoring table {}: {c}",
+                                table.name
+                            )),
+                            other => other,
+                        })?;
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(())
+        })
+        .await?;
+        self.cache.clear();
+        self.changes.publish_all();
+        Ok(())
     }
 
     async fn schema_version(&self) -> Result<i64, StoreError> {

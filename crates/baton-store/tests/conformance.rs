@@ -1,7 +1,11 @@
 //! Runs the store conformance suite against SQLite and PostgreSQL. Every test that needs
 //! PostgreSQL has `postgres` in its name and reads `BATON_TEST_POSTGRES_URL` (CI sets it).
 
-use baton_store::{PostgresStore, SqliteStore, Store, conformance};
+use baton_store::{
+    AccessKeyRecord, ConsumerRecord, DeadLetterRecord, PostgresStore, PrincipalPolicyRecord,
+    PrincipalRecord, RotatorRecord, RotatorTarget, SqliteStore, Store, SubscriptionRecord,
+    conformance,
+};
 
 async fn sqlite() -> (Box<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -97,4 +101,237 @@ async fn postgres_a_change_on_one_node_wakes_watchers_on_another() {
         .await
         .expect("node b heard of node a's commit within 5 s")
         .unwrap();
+}
+
+/// A database of its own on the PostgreSQL server of `BATON_TEST_POSTGRES_URL`, for a restore,
+/// which needs an empty store. Dropped by the next run (names carry the process id).
+async fn empty_postgres(label: &str) -> Box<dyn Store> {
+    let url = std::env::var("BATON_TEST_POSTGRES_URL").expect("BATON_TEST_POSTGRES_URL");
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let name = format!("baton_restore_{label}_{}", std::process::id());
+    // Databases of earlier runs go first.
+    let earlier = admin
+        .query(
+            "SELECT datname::TEXT FROM pg_database WHERE datname LIKE 'baton_restore_%' \
+             AND datname NOT LIKE $1",
+            &[&format!("%_{}", std::process::id())],
+        )
+        .await
+        .unwrap();
+    for row in earlier {
+        let old: String = row.get(0);
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {old} WITH (FORCE)"))
+            .await;
+    }
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin.batch_execute(&statement).await.unwrap();
+    }
+    let (base, _) = url.rsplit_once('/').unwrap();
+    Box::new(PostgresStore::connect(&format!("{base}/{name}")).await.unwrap())
+}
+
+/// Fills most tables, through the checks that leave their rows behind.
+async fn populate(store: &dyn Store) {
+    conformance::inserted_secret_reads_back_identically(store).await;
+    conformance::saves_add_versions_and_move_labels(store).await;
+    conformance::access_keys_round_trip(store).await;
+    conformance::replicas_round_trip_and_hold_their_name(store).await;
+    conformance::rotation_state_round_trips_and_due_rotations_are_found(store).await;
+    conformance::rotators_round_trip(store).await;
+    conformance::consumers_round_trip_and_expire(store).await;
+    conformance::plain_reads_keep_the_latest(store).await;
+    conformance::events_are_written_with_their_change_and_read_in_order(store).await;
+    conformance::subscriptions_keep_a_forward_cursor_and_dead_letters(store).await;
+    conformance::principals_and_their_policies_round_trip(store).await;
+    conformance::the_audit_log_appends_a_gapless_chain(store).await;
+    conformance::keys_and_their_aliases_round_trip(store).await;
+    // Rows the checks above clean up after themselves.
+    let mut secret = conformance::sample_secret("backup-extra");
+    secret.rotation.next_rotation_at = Some(86_400_000);
+    store.insert_secret(&secret).await.unwrap();
+    store
+        .create_alias(&baton_store::AliasRecord {
+            alias_arn: format!("arn:aws:kms:us-east-1:{}:alias/backup", secret.account_id),
+            alias_name: "alias/backup".into(),
+            key_id: "k-backup".into(),
+            secret_id: secret.id.clone(),
+            created_at: 4,
+            updated_at: 4,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_access_key(&AccessKeyRecord {
+            access_key_id: "AKIABACKUP0000000001".into(),
+            sealed_secret: vec![1, 2, 3],
+            user_name: "backup-admin".into(),
+            created_at: 5,
+            scope_arn: None,
+            expires_at: None,
+            session_token_hash: None,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_principal(&PrincipalRecord {
+            name: "backup-admin".into(),
+            kind: "user".into(),
+            created_at: 5,
+        })
+        .await
+        .unwrap();
+    store
+        .put_principal_policy(&PrincipalPolicyRecord {
+            principal_name: "backup-admin".into(),
+            policy_name: "all".into(),
+            document: r#"{"Version":"2012-10-17","Statement":[]}"#.into(),
+            updated_at: 6,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_rotator(&RotatorRecord {
+            name: "backup-hook".into(),
+            target: RotatorTarget::Webhook {
+                url: "https://rotate.example/hook".into(),
+                sealed_signing_secret: vec![9; 40],
+            },
+            timeout_ms: 30_000,
+            created_at: 7,
+        })
+        .await
+        .unwrap();
+    let subscription = SubscriptionRecord {
+        id: "sub-backup".into(),
+        account_id: secret.account_id.clone(),
+        region: "us-east-1".into(),
+        url: "https://events.example/in".into(),
+        sealed_signing_secret: vec![8; 40],
+        filter: "{}".into(),
+        cursor_seq: 3,
+        created_at: 8,
+    };
+    store.insert_subscription(&subscription).await.unwrap();
+    store
+        .insert_dead_letter(&DeadLetterRecord {
+            subscription_id: subscription.id.clone(),
+            seq: 2,
+            attempts: 5,
+            last_error: "delivery failed".into(),
+            failed_at: 9,
+        })
+        .await
+        .unwrap();
+    store
+        .upsert_consumers(&[ConsumerRecord {
+            secret_id: secret.id.clone(),
+            application: "app".into(),
+            instance_id: "i-1".into(),
+            current_version: Some("v1".into()),
+            accepted_versions: vec!["v1".into(), "v0".into()],
+            last_seen_at: 10,
+            lease_expires_at: i64::MAX / 2,
+            principal: "arn:aws:iam::1:user/app".into(),
+        }])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_snapshot_moves_from_sqlite_to_postgres_and_back_unchanged() {
+    let (source, _dir) = sqlite().await;
+    populate(&*source).await;
+    let taken = source.snapshot().await.unwrap();
+    let filled: Vec<&str> = taken
+        .tables
+        .iter()
+        .filter(|t| !t.rows.is_empty())
+        .map(|t| t.name.as_str())
+        .collect();
+    let empty: Vec<&str> = baton_store::snapshot::SNAPSHOT_TABLES
+        .iter()
+        .copied()
+        .filter(|t| !filled.contains(t))
+        .collect();
+    assert!(empty.is_empty(), "the populated store fills every table; empty: {empty:?}");
+
+    let pg = empty_postgres("a").await;
+    pg.restore_snapshot(taken.clone()).await.unwrap();
+    let from_pg = pg.snapshot().await.unwrap();
+    assert_eq!(from_pg.clone().sorted(), taken.clone().sorted());
+    // The restored store works: its event sequence continues after the restored events.
+    let last = pg.last_event_seq().await.unwrap();
+    conformance::events_are_written_with_their_change_and_read_in_order(&*pg).await;
+    assert!(pg.last_event_seq().await.unwrap() > last);
+
+    let (back, _dir2) = sqlite().await;
+    back.restore_snapshot(from_pg.clone()).await.unwrap();
+    assert_eq!(back.snapshot().await.unwrap().sorted(), from_pg.sorted());
+}
+
+#[tokio::test]
+async fn a_restore_into_a_store_that_holds_anything_writes_nothing() {
+    let (source, _dir) = sqlite().await;
+    populate(&*source).await;
+    let taken = source.snapshot().await.unwrap();
+    let (target, _dir2) = sqlite().await;
+    conformance::inserted_secret_reads_back_identically(&*target).await;
+    let before = target.snapshot().await.unwrap().sorted();
+    let err = target.restore_snapshot(taken.clone()).await.unwrap_err().to_string();
+    assert!(err.contains("the target store is not empty: table"), "{err}");
+    assert_eq!(target.snapshot().await.unwrap().sorted(), before);
+    // A snapshot of another schema version is refused before anything is read or written.
+    let (empty, _dir3) = sqlite().await;
+    let mut old = taken;
+    old.schema_version -= 1;
+    let err = empty.restore_snapshot(old).await.unwrap_err().to_string();
+    assert!(err.contains("restore it with the Baton release that took it"), "{err}");
+    assert_eq!(empty.snapshot().await.unwrap().row_count(), 0);
+}
+
+#[tokio::test]
+async fn postgres_restore_refuses_a_database_that_holds_anything() {
+    let (source, _dir) = sqlite().await;
+    populate(&*source).await;
+    let pg = empty_postgres("b").await;
+    conformance::inserted_secret_reads_back_identically(&*pg).await;
+    let before = pg.snapshot().await.unwrap().sorted();
+    let err = pg
+        .restore_snapshot(source.snapshot().await.unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the target store is not empty"), "{err}");
+    assert_eq!(pg.snapshot().await.unwrap().sorted(), before);
+}
+
+/// A migration that adds a table must say whether backups carry it.
+#[tokio::test]
+async fn every_table_of_the_schema_is_in_snapshots_or_left_out_on_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    tables.sort();
+    let mut known: Vec<String> = baton_store::snapshot::SNAPSHOT_TABLES
+        .iter()
+        .chain(baton_store::snapshot::NOT_IN_SNAPSHOTS)
+        .map(|t| (*t).to_owned())
+        .collect();
+    known.sort();
+    assert_eq!(tables, known);
 }
