@@ -220,6 +220,7 @@ def readme_baton_commands():
     text = (REPO / "README.md").read_text()
     commands = []
     for block in re.findall(r"```(?:sh|bash)\n(.*?)```", text, re.S):
+        block = re.sub(r"\\\n\s*", " ", block)  # a line continued with a backslash is one command
         for line in block.splitlines():
             line = line.split("  #")[0].split(" # ")[0].strip()
             if line.startswith("baton ") and "$(" not in line:

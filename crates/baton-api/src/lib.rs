@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod backup;
 mod connections;
 mod consumers;
 mod delivery;

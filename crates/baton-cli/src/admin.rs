@@ -9,26 +9,79 @@ use baton_client::Client;
 use baton_proto as p;
 use clap::Subcommand;
 
-use crate::connect::OutputFormat;
+use crate::connect::{ConnectArgs, OutputFormat, ServerArgs};
 use crate::output::{date, show, table};
 
+/// `baton admin …`. Each client command takes the connection flags; `backup` takes them
+/// without `--output`, which names its file, and `restore` works on a store, not a server.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Manage principals: users and services that call Baton.
-    #[command(subcommand)]
-    Principal(PrincipalCommand),
+    Principal {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[command(subcommand)]
+        command: PrincipalCommand,
+    },
     /// Manage the identity policies attached to principals.
-    #[command(subcommand)]
-    Policy(PolicyCommand),
+    Policy {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Manage access keys.
-    #[command(subcommand)]
-    AccessKey(AccessKeyCommand),
+    AccessKey {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[command(subcommand)]
+        command: AccessKeyCommand,
+    },
     /// Get temporary credentials with your own rights (printed as shell exports).
     SessionToken {
+        #[command(flatten)]
+        connect: ConnectArgs,
         /// How long they last, 900 to 43200 seconds.
         #[arg(long, default_value_t = 3600)]
         duration_seconds: i64,
     },
+    /// Take a consistent backup from the running server: every secret, version, label, key,
+    /// principal, policy, rotation, subscription and the audit chain, values sealed as stored.
+    Backup {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        args: crate::backup::BackupArgs,
+    },
+    /// Restore a backup into an empty store (a new data directory or an empty PostgreSQL
+    /// database), with the server stopped. All or nothing.
+    Restore(crate::backup::RestoreArgs),
+}
+
+/// The client operations of `baton admin`, once connected.
+#[derive(Debug)]
+enum AdminOp {
+    Principal(PrincipalCommand),
+    Policy(PolicyCommand),
+    AccessKey(AccessKeyCommand),
+    SessionToken { duration_seconds: i64 },
+}
+
+pub async fn dispatch(command: AdminCommand) -> anyhow::Result<()> {
+    let (connect, op) = match command {
+        AdminCommand::Backup { server, args } => {
+            return crate::backup::backup(server.client()?, args).await;
+        }
+        AdminCommand::Restore(args) => return crate::backup::restore(args).await,
+        AdminCommand::Principal { connect, command } => (connect, AdminOp::Principal(command)),
+        AdminCommand::Policy { connect, command } => (connect, AdminOp::Policy(command)),
+        AdminCommand::AccessKey { connect, command } => (connect, AdminOp::AccessKey(command)),
+        AdminCommand::SessionToken {
+            connect,
+            duration_seconds,
+        } => (connect, AdminOp::SessionToken { duration_seconds }),
+    };
+    run(connect.client()?, connect.output, op).await
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,13 +188,9 @@ fn read_document(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-pub async fn run(
-    client: Client,
-    format: OutputFormat,
-    command: AdminCommand,
-) -> anyhow::Result<()> {
+async fn run(client: Client, format: OutputFormat, command: AdminOp) -> anyhow::Result<()> {
     match command {
-        AdminCommand::Principal(PrincipalCommand::Create { name, kind }) => {
+        AdminOp::Principal(PrincipalCommand::Create { name, kind }) => {
             let r: p::CreatePrincipalResponse = client
                 .call(
                     "baton.CreatePrincipal",
@@ -161,7 +210,7 @@ pub async fn run(
                 );
             })
         }
-        AdminCommand::Principal(PrincipalCommand::List) => {
+        AdminOp::Principal(PrincipalCommand::List) => {
             let r: p::ListPrincipalsResponse =
                 client.call("baton.ListPrincipals", &p::Empty {}).await?;
             show(format, &r, |r| {
@@ -183,7 +232,7 @@ pub async fn run(
                 )
             })
         }
-        AdminCommand::Principal(PrincipalCommand::Delete { name }) => {
+        AdminOp::Principal(PrincipalCommand::Delete { name }) => {
             let r: p::Empty = client
                 .call(
                     "baton.DeletePrincipal",
@@ -196,7 +245,7 @@ pub async fn run(
                 println!("deleted principal {name} with its policies and access keys")
             })
         }
-        AdminCommand::Policy(PolicyCommand::Put {
+        AdminOp::Policy(PolicyCommand::Put {
             principal,
             policy_name,
             document,
@@ -219,7 +268,7 @@ pub async fn run(
                 println!("attached policy {policy_name} to {principal}")
             })
         }
-        AdminCommand::Policy(PolicyCommand::Get {
+        AdminOp::Policy(PolicyCommand::Get {
             principal,
             policy_name,
         }) => {
@@ -236,7 +285,7 @@ pub async fn run(
                 println!("{}", r.policy_document.clone().unwrap_or_default())
             })
         }
-        AdminCommand::Policy(PolicyCommand::Delete {
+        AdminOp::Policy(PolicyCommand::Delete {
             principal,
             policy_name,
         }) => {
@@ -253,7 +302,7 @@ pub async fn run(
                 println!("detached policy {policy_name} from {principal}")
             })
         }
-        AdminCommand::AccessKey(AccessKeyCommand::Create { principal }) => {
+        AdminOp::AccessKey(AccessKeyCommand::Create { principal }) => {
             let r: p::CreateAccessKeyResponse = client
                 .call(
                     "baton.CreateAccessKey",
@@ -276,7 +325,7 @@ pub async fn run(
                 );
             })
         }
-        AdminCommand::AccessKey(AccessKeyCommand::List { principal }) => {
+        AdminOp::AccessKey(AccessKeyCommand::List { principal }) => {
             let r: p::ListAccessKeysResponse = client
                 .call(
                     "baton.ListAccessKeys",
@@ -302,7 +351,7 @@ pub async fn run(
                 )
             })
         }
-        AdminCommand::AccessKey(AccessKeyCommand::Delete { access_key_id }) => {
+        AdminOp::AccessKey(AccessKeyCommand::Delete { access_key_id }) => {
             let r: p::Empty = client
                 .call(
                     "baton.DeleteAccessKey",
@@ -315,7 +364,7 @@ pub async fn run(
                 println!("deleted access key {access_key_id}")
             })
         }
-        AdminCommand::SessionToken { duration_seconds } => {
+        AdminOp::SessionToken { duration_seconds } => {
             let r: p::GetSessionTokenResponse = client
                 .call(
                     "baton.GetSessionToken",

@@ -14,8 +14,25 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Where to connect and as whom, and how to print: what every client command takes.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+impl ConnectArgs {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        self.server.client()
+    }
+}
+
+/// Where to connect and as whom, for commands whose `--output` names a file.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
     /// Server URL.
     #[arg(long, global = true, env = "BATON_ENDPOINT")]
     pub endpoint: Option<String>,
@@ -25,16 +42,13 @@ pub struct ConnectArgs {
     /// Profile in the AWS shared credentials file.
     #[arg(long, global = true)]
     pub profile: Option<String>,
-    /// Output format.
-    #[arg(long, global = true, value_enum, default_value = "table")]
-    pub output: OutputFormat,
 }
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-impl ConnectArgs {
+impl ServerArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
         let endpoint = self
             .endpoint

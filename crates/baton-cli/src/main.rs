@@ -2,6 +2,7 @@
 //! except `serve` talks to a server over the signed API; none reaches into the database.
 
 mod admin;
+mod backup;
 mod connect;
 mod events;
 mod key;
@@ -80,10 +81,8 @@ enum Command {
         #[command(subcommand)]
         command: rotation::RotatorCommand,
     },
-    /// Administer the server: principals, their policies and access keys.
+    /// Administer the server: principals, their policies and access keys; backup and restore.
     Admin {
-        #[command(flatten)]
-        connect: connect::ConnectArgs,
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
@@ -137,9 +136,7 @@ fn main() -> std::process::ExitCode {
             Command::Rotator { connect, command } => {
                 rotation::run_rotator(connect.client()?, connect.output, command).await
             }
-            Command::Admin { connect, command } => {
-                admin::run(connect.client()?, connect.output, command).await
-            }
+            Command::Admin { command } => admin::dispatch(command).await,
             Command::MigrateCommandRotators(args) => migrate::run(args).await,
             Command::Audit { connect, command } => {
                 admin::run_audit(connect.client()?, connect.output, command).await

@@ -8,7 +8,7 @@ use baton_proto as p;
 use clap::Subcommand;
 
 use crate::connect::OutputFormat;
-use crate::output::{date, show, table};
+use crate::output::{date, human_seconds, show, table};
 
 #[derive(Debug, Subcommand)]
 pub enum RotationCommand {
@@ -104,14 +104,16 @@ fn print_rotation(r: &p::DescribeRotationResponse) {
     }
 }
 
-/// "the propagation gate has waited 42 s (of T = 300 s): <what it waits for>".
+/// "the propagation gate has waited 4 min 20 s (T = 5 min): <what it waits for>".
 fn gate_progress(r: &p::DescribeRotationResponse) -> Option<String> {
     let gate = r.waiting_gate.as_deref()?;
     let waited = r.gate_waited_seconds.unwrap_or_default().max(0.0);
     let t = r.policy.as_ref().and_then(|p| p.propagation_delay_seconds);
     Some(format!(
-        "the {gate} gate has waited {waited:.0} s{}{}",
-        t.map(|t| format!(" (T = {t} s)")).unwrap_or_default(),
+        "the {gate} gate has waited {}{}{}",
+        human_seconds(waited),
+        t.map(|t| format!(" (T = {})", human_seconds(t as f64)))
+            .unwrap_or_default(),
         r.gate_reason
             .as_ref()
             .map(|why| format!(": {why}"))
@@ -384,16 +386,18 @@ pub async fn run(
                     &["Setting", "Value"],
                     vec![
                         vec![
-                            "propagation delay (s)".into(),
-                            format!("{}", policy.propagation_delay_seconds.unwrap_or_default()),
+                            "propagation delay".into(),
+                            human_seconds(
+                                policy.propagation_delay_seconds.unwrap_or_default() as f64
+                            ),
                         ],
                         vec![
-                            "max gate wait (s)".into(),
-                            format!("{}", policy.max_gate_wait_seconds.unwrap_or_default()),
+                            "max gate wait".into(),
+                            human_seconds(policy.max_gate_wait_seconds.unwrap_or_default() as f64),
                         ],
                         vec![
-                            "retire grace (s)".into(),
-                            format!("{}", policy.retire_grace_seconds.unwrap_or_default()),
+                            "retire grace".into(),
+                            human_seconds(policy.retire_grace_seconds.unwrap_or_default() as f64),
                         ],
                         vec![
                             "max attempts".into(),

@@ -169,6 +169,18 @@ impl Client {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, ClientError> {
+        let bytes = self.call_raw(target, request, timeout).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Calls an operation whose answer is not JSON (`baton.CreateBackup` answers with a
+    /// file) and returns the body as it came. Errors are decoded as for [`Client::call`].
+    pub async fn call_raw<Req: Serialize>(
+        &self,
+        target: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
         let url = format!("{}/", self.config.endpoint.trim_end_matches('/'));
         let host = reqwest::Url::parse(&url)
@@ -211,7 +223,7 @@ impl Client {
             reason: error_chain(&e),
         })?;
         if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+            Ok(bytes.into())
         } else {
             let error: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
                 ClientError::Decode(format!(

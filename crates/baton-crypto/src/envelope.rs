@@ -109,6 +109,41 @@ impl RootKey {
         Ok((Self::from_bytes(&bytes)?, bytes))
     }
 
+    /// Loads an existing root key file (mode 0600, `baton-root-key-v1 <hex>`); never creates
+    /// one.
+    pub fn load(path: &Path) -> Result<Self, CryptoError> {
+        let file_error = |reason: String| CryptoError::RootKeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let mode = fs::metadata(path)
+            .map_err(|e| file_error(e.to_string()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(file_error(format!(
+                "permissions are {:o}; the root key file must not be readable by group or others (chmod 600)",
+                mode & 0o777
+            )));
+        }
+        let text = SecretBytes::from(text);
+        let body = std::str::from_utf8(text.expose())
+            .map_err(|_| file_error("not UTF-8".to_owned()))?
+            .trim();
+        let hex_part = body
+            .strip_prefix(ROOT_KEY_FILE_HEADER)
+            .ok_or_else(|| file_error(format!("does not start with {ROOT_KEY_FILE_HEADER}")))?
+            .trim();
+        let bytes = SecretBytes::new(
+            hex::decode(hex_part).map_err(|_| file_error("key is not valid hex".to_owned()))?,
+        );
+        if bytes.len() != KEY_LEN {
+            return Err(file_error(format!("key must be {KEY_LEN} bytes")));
+        }
+        Self::from_bytes(&bytes)
+    }
+
     /// Loads the root key file, or creates it with mode 0600 if it does not exist.
     /// Returns the key and whether it was created.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), CryptoError> {
@@ -116,37 +151,8 @@ impl RootKey {
             path: path.display().to_string(),
             reason,
         };
-        match fs::read_to_string(path) {
-            Ok(text) => {
-                let mode = fs::metadata(path)
-                    .map_err(|e| file_error(e.to_string()))?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    return Err(file_error(format!(
-                        "permissions are {:o}; the root key file must not be readable by group or others (chmod 600)",
-                        mode & 0o777
-                    )));
-                }
-                let text = SecretBytes::from(text);
-                let body = std::str::from_utf8(text.expose())
-                    .map_err(|_| file_error("not UTF-8".to_owned()))?
-                    .trim();
-                let hex_part = body
-                    .strip_prefix(ROOT_KEY_FILE_HEADER)
-                    .ok_or_else(|| {
-                        file_error(format!("does not start with {ROOT_KEY_FILE_HEADER}"))
-                    })?
-                    .trim();
-                let bytes = SecretBytes::new(
-                    hex::decode(hex_part)
-                        .map_err(|_| file_error("key is not valid hex".to_owned()))?,
-                );
-                if bytes.len() != KEY_LEN {
-                    return Err(file_error(format!("key must be {KEY_LEN} bytes")));
-                }
-                Ok((Self::from_bytes(&bytes)?, false))
-            }
+        match fs::metadata(path) {
+            Ok(_) => Ok((Self::load(path)?, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (key, bytes) = Self::generate()?;
                 let mut file = fs::OpenOptions::new()

@@ -59,6 +59,9 @@ pub enum StoreError {
     /// was written.
     #[error("the lease was lost to another holder; nothing was written")]
     FencedOut,
+    /// An operation refused before writing anything; the message says why and what to do.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A write made under a lease: it commits only while `holder` still holds `key` with `token`.

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use baton_core::rotation::{RotationPolicy, RotationState};
 use baton_core::{SecretRecord, Timestamp};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::snapshot::{
     Cell, SNAPSHOT_TABLES, Snapshot, TableRows, insert_statement, rows_per_insert,
@@ -62,7 +62,10 @@ fn cell_of(table: &str, row: &Row, i: usize) -> Result<Cell, StoreError> {
         ))
     };
     let cell = match *ty {
-        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(read)?.map(Cell::Int),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)
+            .map_err(read)?
+            .map(Cell::Int),
         Type::INT4 => row
             .try_get::<_, Option<i32>>(i)
             .map_err(read)?
@@ -94,7 +97,11 @@ fn cell_of(table: &str, row: &Row, i: usize) -> Result<Cell, StoreError> {
 }
 
 /// A snapshot cell as a parameter for a column of type `ty`.
-fn sql_value(table: &str, cell: &Cell, ty: &Type) -> Result<Box<dyn ToSql + Sync + Send>, StoreError> {
+fn sql_value(
+    table: &str,
+    cell: &Cell,
+    ty: &Type,
+) -> Result<Box<dyn ToSql + Sync + Send>, StoreError> {
     let mismatch = || {
         StoreError::Corrupt(format!(
             "table {table}: a backup cell does not fit a column of type {ty}"
@@ -1552,8 +1559,10 @@ impl Store for PostgresStore {
                     .flat_map(|row| row.iter().zip(&types))
                     .map(|(cell, ty)| sql_value(&table.name, cell, ty))
                     .collect::<Result<Vec<_>, StoreError>>()?;
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+                let params: Vec<&(dyn ToSql + Sync)> = values
+                    .iter()
+                    .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
                 tx.execute(statement.as_str(), &params)
                     .await
                     .map_err(|e| match backend(e) {

@@ -118,7 +118,7 @@ impl Snapshot {
     /// table list, and that every row has as many cells as its table has columns.
     pub fn check(&self, target_schema_version: i64) -> Result<(), StoreError> {
         if self.schema_version != target_schema_version {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Refused(format!(
                 "the backup is of schema version {}, and this Baton writes schema version {}: \
                  restore it with the Baton release that took it, then upgrade",
                 self.schema_version, target_schema_version
@@ -161,7 +161,7 @@ fn is_identifier(name: &str) -> bool {
 
 /// The error a restore gives when the target already holds data.
 pub(crate) fn not_empty(table: &str, rows: i64) -> StoreError {
-    StoreError::Corrupt(format!(
+    StoreError::Refused(format!(
         "the target store is not empty: table {table} holds {rows} row(s). Restore writes only \
          into a new store: a new data directory, or an empty PostgreSQL database"
     ))

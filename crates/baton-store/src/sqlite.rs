@@ -1526,17 +1526,18 @@ impl Store for SqliteStore {
             // One read transaction: WAL gives it one consistent view while writers go on.
             let tx = conn.unchecked_transaction().map_err(backend)?;
             let schema_version = tx
-                .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(backend)?;
             let mut tables = Vec::with_capacity(SNAPSHOT_TABLES.len());
             for name in SNAPSHOT_TABLES {
                 let mut statement = tx
                     .prepare(&format!("SELECT * FROM {name}"))
                     .map_err(backend)?;
-                let columns: Vec<String> =
-                    statement.column_names().into_iter().map(str::to_owned).collect();
+                let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
                 let width = columns.len();
                 let rows = statement
                     .query_map([], |row| {
@@ -1582,9 +1583,11 @@ impl Store for SqliteStore {
         self.with(move |conn| {
             let tx = conn.transaction().map_err(backend)?;
             let version: i64 = tx
-                .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(backend)?;
             snapshot.check(version)?;
             for name in SNAPSHOT_TABLES {
@@ -1598,7 +1601,8 @@ impl Store for SqliteStore {
             for table in &snapshot.tables {
                 let per = rows_per_insert(table.columns.len());
                 for chunk in table.rows.chunks(per) {
-                    let statement = sql(&insert_statement(&table.name, &table.columns, chunk.len()));
+                    let statement =
+                        sql(&insert_statement(&table.name, &table.columns, chunk.len()));
                     let params: Vec<rusqlite::types::Value> = chunk
                         .iter()
                         .flatten()
@@ -1612,10 +1616,9 @@ impl Store for SqliteStore {
                     tx.prepare_cached(&statement)
                         .and_then(|mut st| st.execute(rusqlite::params_from_iter(params)))
                         .map_err(|e| match backend(e) {
-                            StoreError::Constraint(c) => StoreError::Corrupt(format!(
-                                "restoring table {}: {c}",
-                                table.name
-                            )),
+                            StoreError::Constraint(c) => {
+                                StoreError::Corrupt(format!("restoring table {}: {c}", table.name))
+                            }
                             other => other,
                         })?;
                 }

@@ -134,7 +134,11 @@ async fn empty_postgres(label: &str) -> Box<dyn Store> {
         admin.batch_execute(&statement).await.unwrap();
     }
     let (base, _) = url.rsplit_once('/').unwrap();
-    Box::new(PostgresStore::connect(&format!("{base}/{name}")).await.unwrap())
+    Box::new(
+        PostgresStore::connect(&format!("{base}/{name}"))
+            .await
+            .unwrap(),
+    )
 }
 
 /// Fills most tables, through the checks that leave their rows behind.
@@ -260,7 +264,10 @@ async fn a_snapshot_moves_from_sqlite_to_postgres_and_back_unchanged() {
         .copied()
         .filter(|t| !filled.contains(t))
         .collect();
-    assert!(empty.is_empty(), "the populated store fills every table; empty: {empty:?}");
+    assert!(
+        empty.is_empty(),
+        "the populated store fills every table; empty: {empty:?}"
+    );
 
     let pg = empty_postgres("a").await;
     pg.restore_snapshot(taken.clone()).await.unwrap();
@@ -284,15 +291,25 @@ async fn a_restore_into_a_store_that_holds_anything_writes_nothing() {
     let (target, _dir2) = sqlite().await;
     conformance::inserted_secret_reads_back_identically(&*target).await;
     let before = target.snapshot().await.unwrap().sorted();
-    let err = target.restore_snapshot(taken.clone()).await.unwrap_err().to_string();
-    assert!(err.contains("the target store is not empty: table"), "{err}");
+    let err = target
+        .restore_snapshot(taken.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the target store is not empty: table"),
+        "{err}"
+    );
     assert_eq!(target.snapshot().await.unwrap().sorted(), before);
     // A snapshot of another schema version is refused before anything is read or written.
     let (empty, _dir3) = sqlite().await;
     let mut old = taken;
     old.schema_version -= 1;
     let err = empty.restore_snapshot(old).await.unwrap_err().to_string();
-    assert!(err.contains("restore it with the Baton release that took it"), "{err}");
+    assert!(
+        err.contains("restore it with the Baton release that took it"),
+        "{err}"
+    );
     assert_eq!(empty.snapshot().await.unwrap().row_count(), 0);
 }
 
