@@ -168,6 +168,8 @@ impl AuditLog {
     /// In required mode, refuses a request before it runs while the log cannot be written.
     pub fn admit(&self) -> Result<(), ApiError> {
         if self.mode == AuditMode::Required && !self.healthy.load(Ordering::Acquire) {
+            metrics::counter!("baton_audit_refusals_total", "when" => "before the request")
+                .increment(1);
             return Err(ApiError::Internal(
                 "The audit log cannot be written, and this Baton is configured to refuse \
                  requests it cannot audit. Check the database; requests resume when it accepts \
@@ -197,7 +199,11 @@ impl AuditLog {
                 .map_err(|_| failed())?;
             return match done.await {
                 Ok(true) => Ok(()),
-                _ => Err(failed()),
+                _ => {
+                    metrics::counter!("baton_audit_refusals_total", "when" => "answer withheld")
+                        .increment(1);
+                    Err(failed())
+                }
             };
         }
         if self

@@ -574,6 +574,66 @@ fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()
     Ok(())
 }
 
+/// Sets the gauges of rotations, consumers, delivery and the connection pool from the store,
+/// at each scrape: counts only, so no series grows with the number of secrets. `baton_ready`
+/// is what `/ready` answers: 1 when the database answered within 2 s and holds every migration
+/// this node knows; when it is 0 the other gauges keep their previous values.
+async fn refresh_gauges(app: &App) {
+    use baton_core::rotation::Phase;
+    let store = &app.baton.store;
+    let counts = tokio::time::timeout(Duration::from_secs(2), async {
+        let counts = store.operational_counts(now_ms()).await?;
+        let version = store.schema_version().await?;
+        Ok::<_, baton_store::StoreError>((counts, version))
+    })
+    .await;
+    let c = match counts {
+        Ok(Ok((c, version))) if version >= baton_store::latest_schema_version() => c,
+        Ok(Ok(_)) => {
+            metrics::gauge!("baton_ready").set(0.0);
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "reading the operational counts failed");
+            metrics::gauge!("baton_ready").set(0.0);
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("reading the operational counts timed out");
+            metrics::gauge!("baton_ready").set(0.0);
+            return;
+        }
+    };
+    metrics::gauge!("baton_ready").set(1.0);
+    for phase in Phase::ALL {
+        for status in ["running", "stopped"] {
+            let (count, overdue) = c
+                .rotations
+                .iter()
+                .find(|(p, s, _, _)| p == phase.as_str() && s == status)
+                .map_or((0, 0), |(_, _, n, o)| (*n, *o));
+            metrics::gauge!("baton_rotations", "phase" => phase.as_str(), "status" => status)
+                .set(count as f64);
+            metrics::gauge!("baton_rotations_past_max_gate_wait", "phase" => phase.as_str(), "status" => status)
+                .set(overdue as f64);
+        }
+    }
+    metrics::gauge!("baton_consumers", "state" => "live").set(c.consumers_live as f64);
+    metrics::gauge!("baton_consumers", "state" => "lagging").set(c.consumers_lagging as f64);
+    metrics::gauge!("baton_dead_letters").set(c.dead_letters as f64);
+    metrics::gauge!("baton_event_delivery_backlog").set(c.delivery_backlog as f64);
+    if let Some(pool) = c.pool {
+        for (state, n) in [
+            ("max", pool.max),
+            ("open", pool.open),
+            ("idle", pool.idle),
+            ("waiting", pool.waiting),
+        ] {
+            metrics::gauge!("baton_db_pool_connections", "state" => state).set(n as f64);
+        }
+    }
+}
+
 async fn purge_loop(app: Arc<App>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         match app.baton.purge_due(now_ms()).await {
@@ -731,6 +791,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 
 /// `/metrics` on the metrics listener, which the operator keeps private.
 async fn metrics_open(State(app): State<Arc<App>>) -> impl IntoResponse {
+    refresh_gauges(&app).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

@@ -26,6 +26,7 @@ mod database;
 mod events;
 mod external;
 pub mod keywrap;
+mod observe;
 pub mod outbound;
 
 pub use builtin::{
@@ -485,6 +486,7 @@ impl Engine {
                     {
                         Ok(Some(t)) if t == fence.token => {}
                         other => {
+                            observe::lease_lost("renewal refused");
                             tracing::warn!(secret = %fence.key, result = ?other.map(|t| t.is_some()), "lost the rotation's lease; this drive's writes will be refused");
                             return;
                         }
@@ -496,6 +498,7 @@ impl Engine {
         renewal.abort();
         match result {
             Err(EngineError::Store(StoreError::FencedOut)) => {
+                observe::lease_lost("fenced out");
                 tracing::warn!(secret = %arn, node = %self.node_id, token, "fenced out: another node took this rotation over; nothing was written");
                 Ok(())
             }
@@ -551,6 +554,12 @@ impl Engine {
             // The policy may have changed since the rotation started; the current one applies.
             state.machine.policy = secret.rotation_policy.clone().unwrap_or_default();
             let consumers = self.consumers(&secret, &state.machine, now).await?;
+            // For the gate-wait histogram: a gate this drive may pass began to wait then.
+            let rotator = observe::rotator_label(secret.rotation.lambda_arn.as_deref());
+            let waiting_since = state
+                .machine
+                .waiting_gate()
+                .map(|_| state.machine.phase_started_at);
             let mut queue: VecDeque<Command> = state.machine.resume().into();
             if queue.is_empty() {
                 queue.extend(
@@ -653,6 +662,7 @@ impl Engine {
                     Command::Record(event) => {
                         // Logged when it changes something, not on every look at a gate.
                         if let Some(recorded) = events::record(&mut state, arn, now, &event) {
+                            observe::recorded(&event, &rotator, waiting_since, now);
                             tracing::info!(secret = %arn, version = %state.machine.version_id, event = %event, "rotation");
                             logged.push(recorded);
                         }

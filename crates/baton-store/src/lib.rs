@@ -64,6 +64,30 @@ pub enum StoreError {
     Refused(String),
 }
 
+/// What [`Store::operational_counts`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationalCounts {
+    /// (phase, status, rotations, of which past a gate's maximum wait), for running and
+    /// stopped rotations.
+    pub rotations: Vec<(String, String, i64, i64)>,
+    pub consumers_live: i64,
+    /// Live consumers whose current version is not the secret's AWSCURRENT.
+    pub consumers_lagging: i64,
+    pub dead_letters: i64,
+    pub delivery_backlog: i64,
+    /// The connection pool, for engines that have one.
+    pub pool: Option<PoolCounts>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    pub max: i64,
+    pub open: i64,
+    pub idle: i64,
+    /// Requests waiting for a connection.
+    pub waiting: i64,
+}
+
 /// A write made under a lease: it commits only while `holder` still holds `key` with `token`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
@@ -438,6 +462,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers; used by readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Counts for the server's operational metrics; none is per secret.
+    async fn operational_counts(&self, now: Timestamp) -> Result<OperationalCounts, StoreError>;
 
     /// Every row of every table in [`snapshot::SNAPSHOT_TABLES`], read in one transaction, so
     /// each secret is at one revision and a rotation's state agrees with its labels. Writers

@@ -1459,6 +1459,47 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn operational_counts(
+        &self,
+        now: Timestamp,
+    ) -> Result<crate::OperationalCounts, StoreError> {
+        let status = self.pool.status();
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let one = async |statement: &str| -> Result<i64, StoreError> {
+            Ok(client
+                .query_one(statement, &[])
+                .await
+                .map_err(backend)?
+                .get(0))
+        };
+        let dead_letters = one(schema::DEAD_LETTER_COUNT).await?;
+        let delivery_backlog = one(schema::DELIVERY_BACKLOG).await?;
+        let rotations = client
+            .query(schema::ROTATION_COUNTS, &[])
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let consumers = client
+            .query_one(schema::CONSUMER_COUNTS, &[&now])
+            .await
+            .map_err(backend)?;
+        Ok(crate::OperationalCounts {
+            rotations,
+            consumers_live: consumers.get(0),
+            consumers_lagging: consumers.get(1),
+            dead_letters,
+            delivery_backlog,
+            pool: Some(crate::PoolCounts {
+                max: status.max_size as i64,
+                open: status.size as i64,
+                idle: status.available as i64,
+                waiting: status.waiting as i64,
+            }),
+        })
+    }
+
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         // One snapshot of the whole database: REPEATABLE READ sees every table as of its first

@@ -579,6 +579,20 @@ pub const RELEASE_LEASE: &str = "UPDATE rotation_leases SET expires_at = 0 \
     WHERE lease_key = $1 AND holder = $2 AND token = $3";
 pub const CHECK_FENCE: &str = "SELECT token FROM rotation_leases \
     WHERE lease_key = $1 AND holder = $2 AND token = $3";
+/// Rotations that are running or stopped, by phase and status, and how many of them are past
+/// a gate's maximum wait: counts only, never per secret.
+pub const ROTATION_COUNTS: &str = "SELECT phase, status, COUNT(*), \
+    COALESCE(SUM(CASE WHEN alerted THEN 1 ELSE 0 END), 0) FROM rotations \
+    WHERE status IN ('running', 'stopped') GROUP BY phase, status";
+/// Live reporting consumers, and how many of them do not yet use the current version.
+pub const CONSUMER_COUNTS: &str = "SELECT COUNT(*), COALESCE(SUM(CASE WHEN l.version_id IS NULL \
+    OR c.current_version IS NULL OR c.current_version <> l.version_id THEN 1 ELSE 0 END), 0) \
+    FROM consumers c LEFT JOIN secret_labels l ON l.secret_id = c.secret_id \
+    AND l.label = 'AWSCURRENT' WHERE c.lease_expires_at > $1";
+pub const DEAD_LETTER_COUNT: &str = "SELECT COUNT(*) FROM dead_letters";
+/// Events not yet delivered to a subscription of their namespace (before its filter).
+pub const DELIVERY_BACKLOG: &str = "SELECT COUNT(*) FROM subscriptions s JOIN events e \
+    ON e.seq > s.cursor_seq AND e.account_id = s.account_id AND e.region = s.region";
 pub const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
 pub const LAST_AUDIT: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 pub const INSERT_AUDIT: &str = "INSERT INTO audit_log (seq, at, request_id, principal, \

@@ -1521,6 +1521,39 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn operational_counts(
+        &self,
+        now: Timestamp,
+    ) -> Result<crate::OperationalCounts, StoreError> {
+        self.read(move |conn| {
+            let one = |statement: &str| -> Result<i64, StoreError> {
+                conn.query_row(&sql(statement), [], |r| r.get(0))
+                    .map_err(backend)
+            };
+            let rotations = conn
+                .prepare_cached(schema::ROTATION_COUNTS)
+                .and_then(|mut st| {
+                    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(backend)?;
+            let (consumers_live, consumers_lagging) = conn
+                .query_row(&sql(schema::CONSUMER_COUNTS), [now], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(backend)?;
+            Ok(crate::OperationalCounts {
+                rotations,
+                consumers_live,
+                consumers_lagging,
+                dead_letters: one(schema::DEAD_LETTER_COUNT)?,
+                delivery_backlog: one(schema::DELIVERY_BACKLOG)?,
+                pool: None,
+            })
+        })
+        .await
+    }
+
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.read(|conn| {
             // One read transaction: WAL gives it one consistent view while writers go on.

@@ -76,7 +76,10 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let rows = snapshot.row_count();
     let (root_key, _) = RootKey::generate()?;
     let file = baton_api::backup::encode(&snapshot, &root_key, 0);
-    println!("  {rows} rows; backup file {:.1} MB", file.len() as f64 / 1e6);
+    println!(
+        "  {rows} rows; backup file {:.1} MB",
+        file.len() as f64 / 1e6
+    );
 
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("baton.db");
@@ -125,7 +128,9 @@ async fn run(n: usize) -> anyhow::Result<()> {
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .await?;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
         let (base, _) = url.rsplit_once('/').unwrap_or((&url, ""));
         let pg = PostgresStore::connect(&format!("{base}/{name}")).await?;
         let started = Instant::now();
