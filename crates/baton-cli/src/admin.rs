@@ -56,6 +56,9 @@ pub enum AdminCommand {
     /// Restore a backup into an empty store (a new data directory or an empty PostgreSQL
     /// database), with the server stopped. All or nothing.
     Restore(crate::backup::RestoreArgs),
+    /// Copy secrets from a Secrets Manager endpoint (AWS, or another Baton): every labelled
+    /// version with its labels, tags, description and rotation settings. Safe to run again.
+    Import(crate::import::ImportArgs),
 }
 
 /// The client operations of `baton admin`, once connected.
@@ -73,6 +76,7 @@ pub async fn dispatch(command: AdminCommand) -> anyhow::Result<()> {
             return crate::backup::backup(server.client()?, args).await;
         }
         AdminCommand::Restore(args) => return crate::backup::restore(args).await,
+        AdminCommand::Import(args) => return crate::import::run(args).await,
         AdminCommand::Principal { connect, command } => (connect, AdminOp::Principal(command)),
         AdminCommand::Policy { connect, command } => (connect, AdminOp::Policy(command)),
         AdminCommand::AccessKey { connect, command } => (connect, AdminOp::AccessKey(command)),

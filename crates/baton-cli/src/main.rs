@@ -5,6 +5,7 @@ mod admin;
 mod backup;
 mod connect;
 mod events;
+mod import;
 mod key;
 mod migrate;
 mod output;
