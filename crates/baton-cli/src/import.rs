@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures_util::StreamExt as _;
 use baton_client::{Client, ClientConfig, ClientError};
 use serde_json::{Value, json};
 
@@ -47,6 +48,9 @@ pub struct ImportArgs {
     #[arg(long)]
     to_region: Option<String>,
 }
+
+/// Secrets imported at once.
+const IMPORT_CONCURRENCY: usize = 8;
 
 #[derive(Debug, Default)]
 struct Summary {
@@ -109,29 +113,34 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         target.endpoint()
     );
     let mut summary = Summary::default();
-    for (i, name) in names.iter().enumerate() {
-        match import_one(&source, &target, name).await {
+    let total = names.len();
+    // A few secrets at a time: each needs several round trips to both ends.
+    let mut results = futures_util::stream::iter(names.iter())
+        .map(|name| {
+            let (source, target) = (&source, &target);
+            async move { (name, import_one(source, target, name).await) }
+        })
+        .buffer_unordered(IMPORT_CONCURRENCY);
+    let mut done = 0;
+    while let Some((name, result)) = results.next().await {
+        done += 1;
+        match result {
             Ok(Outcome::Imported) => {
                 summary.imported += 1;
-                eprintln!("[{}/{}] {name}: imported", i + 1, names.len());
+                eprintln!("[{done}/{total}] {name}: imported");
             }
             Ok(Outcome::Updated(what)) => {
                 summary.updated += 1;
-                eprintln!(
-                    "[{}/{}] {name}: updated ({})",
-                    i + 1,
-                    names.len(),
-                    what.join(", ")
-                );
+                eprintln!("[{done}/{total}] {name}: updated ({})", what.join(", "));
             }
             Ok(Outcome::Unchanged) => summary.unchanged += 1,
             Err(e) => {
                 summary.failed += 1;
-                eprintln!("[{}/{}] {name}: FAILED: {e:#}", i + 1, names.len());
+                eprintln!("[{done}/{total}] {name}: FAILED: {e:#}");
             }
         }
-        if (i + 1) % 100 == 0 {
-            eprintln!("… {} of {} secrets done", i + 1, names.len());
+        if done % 100 == 0 {
+            eprintln!("… {done} of {total} secrets done");
         }
     }
     eprintln!("done in {}", human_duration(started.elapsed()));
