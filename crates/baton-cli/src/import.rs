@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures_util::StreamExt as _;
 use baton_client::{Client, ClientConfig, ClientError};
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::output::human_duration;

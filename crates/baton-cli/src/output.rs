@@ -46,26 +46,10 @@ pub fn date(seconds: Option<f64>) -> String {
     }
 }
 
-/// A duration as a person reads it: "850 ms", "4.2 s", "42 s", "4 min 20 s", "2 h 5 min",
-/// "3 d 4 h". Machine output (`--output json`) keeps its numbers; this is for people.
+/// A duration as a person reads it ("4 min 20 s"), as the server's messages write it. Machine
+/// output (`--output json`) keeps its numbers; this is for people.
 pub fn human_duration(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    let s = d.as_secs();
-    let pair = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
-        if small == 0 {
-            format!("{big} {big_unit}")
-        } else {
-            format!("{big} {big_unit} {small} {small_unit}")
-        }
-    };
-    match s {
-        _ if ms < 1_000 => format!("{ms} ms"),
-        0..10 => format!("{:.1} s", d.as_secs_f64()),
-        10..60 => format!("{s} s"),
-        60..3_600 => pair(s / 60, "min", s % 60, "s"),
-        3_600..86_400 => pair(s / 3_600, "h", s % 3_600 / 60, "min"),
-        _ => pair(s / 86_400, "d", s % 86_400 / 3_600, "h"),
-    }
+    baton_core::rotation::duration_text(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// [`human_duration`] of a number of seconds from the API (never negative on screen).
@@ -83,6 +67,7 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(human_duration(ms(850)), "850 ms");
         assert_eq!(human_duration(ms(4_240)), "4.2 s");
+        assert_eq!(human_duration(ms(3_000)), "3 s");
         assert_eq!(human_duration(ms(42_900)), "42 s");
         assert_eq!(human_duration(ms(260_723)), "4 min 20 s");
         assert_eq!(human_duration(ms(300_000)), "5 min");

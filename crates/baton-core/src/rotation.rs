@@ -789,12 +789,25 @@ impl Rotation {
     }
 }
 
-/// A duration as a person reads it: "300 s", or "1.5 s".
-fn duration_text(ms: Timestamp) -> String {
-    if ms % 1_000 == 0 {
-        format!("{} s", ms / 1_000)
-    } else {
-        format!("{:.1} s", ms as f64 / 1_000.0)
+/// A duration as a person reads it: "850 ms", "1.5 s", "42 s", "4 min 20 s", "2 h 5 min",
+/// "3 d 4 h". Shared by the timeline's messages and the CLI.
+pub fn duration_text(ms: Timestamp) -> String {
+    let ms = ms.max(0);
+    let s = ms / 1_000;
+    let pair = |big: i64, big_unit: &str, small: i64, small_unit: &str| {
+        if small == 0 {
+            format!("{big} {big_unit}")
+        } else {
+            format!("{big} {big_unit} {small} {small_unit}")
+        }
+    };
+    match s {
+        _ if ms < 1_000 => format!("{ms} ms"),
+        0..10 if ms % 1_000 != 0 => format!("{:.1} s", ms as f64 / 1_000.0),
+        0..60 => format!("{s} s"),
+        60..3_600 => pair(s / 60, "min", s % 60, "s"),
+        3_600..86_400 => pair(s / 3_600, "h", s % 3_600 / 60, "min"),
+        _ => pair(s / 86_400, "d", s % 86_400 / 3_600, "h"),
     }
 }
 
@@ -1113,7 +1126,7 @@ mod tests {
         assert!(
             timeline
                 .iter()
-                .any(|e| e.contains("waits the propagation delay T = 900 s")),
+                .any(|e| e.contains("waits the propagation delay T = 15 min")),
             "{timeline:#?}"
         );
     }
