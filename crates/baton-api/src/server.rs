@@ -51,6 +51,8 @@ pub struct ServeOptions {
     pub store: StoreChoice,
     /// Defaults to `<data_dir>/root.key`. Several nodes on one database share one root key.
     pub root_key_file: Option<PathBuf>,
+    /// A root key obtained elsewhere (a command, KMS); when set, no file is read or created.
+    pub root_key: Option<Arc<RootKey>>,
     pub account_id: String,
     pub regions: Vec<String>,
     pub tls_cert: Option<PathBuf>,
@@ -103,6 +105,7 @@ impl ServeOptions {
             data_dir: data_dir.to_path_buf(),
             store: StoreChoice::Sqlite,
             root_key_file: None,
+            root_key: None,
             account_id: "123456789012".into(),
             regions: vec!["us-east-1".into()],
             tls_cert: None,
@@ -203,7 +206,7 @@ fn load_tls(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::TlsAc
 impl Server {
     /// Opens the store and root key (creating them on first start), creates the administrator
     /// key if there is none, and binds the listener.
-    pub async fn bind(options: ServeOptions) -> anyhow::Result<Self> {
+    pub async fn bind(mut options: ServeOptions) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
@@ -213,14 +216,20 @@ impl Server {
             std::fs::set_permissions(&options.data_dir, std::fs::Permissions::from_mode(0o700))
                 .with_context(|| format!("restricting {}", options.data_dir.display()))?;
         }
-        let root_key_path = options
-            .root_key_file
-            .clone()
-            .unwrap_or_else(|| options.data_dir.join("root.key"));
-        let (root_key, created) = RootKey::load_or_create(&root_key_path)?;
-        if created {
-            tracing::info!(path = %root_key_path.display(), "created root key (mode 0600); back it up: without it no secret can be read");
-        }
+        let root_key: Arc<RootKey> = match options.root_key.take() {
+            Some(key) => key,
+            None => {
+                let root_key_path = options
+                    .root_key_file
+                    .clone()
+                    .unwrap_or_else(|| options.data_dir.join("root.key"));
+                let (root_key, created) = RootKey::load_or_create(&root_key_path)?;
+                if created {
+                    tracing::info!(path = %root_key_path.display(), "created root key (mode 0600); back it up: without it no secret can be read");
+                }
+                Arc::new(root_key)
+            }
+        };
         let store: Arc<dyn Store> = match &options.store {
             StoreChoice::Sqlite => {
                 let path = options.data_dir.join("baton.db");

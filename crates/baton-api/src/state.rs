@@ -139,13 +139,13 @@ pub use baton_crypto::value_aad;
 impl Baton {
     pub fn new(
         store: Arc<dyn Store>,
-        root_key: RootKey,
+        root_key: impl Into<Arc<RootKey>>,
         account_id: String,
         regions: Vec<String>,
     ) -> Self {
         Baton {
             store,
-            root_key: Arc::new(root_key),
+            root_key: root_key.into(),
             engine_wake: Arc::new(tokio::sync::Notify::new()),
             kicks: Arc::new(baton_engine::Kicks::default()),
             watch_wait_max: Duration::from_secs(20),

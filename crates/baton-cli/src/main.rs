@@ -9,6 +9,7 @@ mod import;
 mod key;
 mod migrate;
 mod output;
+mod root_key;
 mod rotation;
 mod secret;
 mod serve;

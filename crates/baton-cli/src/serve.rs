@@ -38,8 +38,16 @@ pub struct ServeArgs {
     #[arg(long, env = "BATON_DATABASE_URL")]
     database_url: Option<String>,
     /// Root key file; defaults to <data-dir>/root.key. Nodes sharing a database share it.
-    #[arg(long, env = "BATON_ROOT_KEY_FILE")]
+    #[arg(long, env = "BATON_ROOT_KEY_FILE", conflicts_with_all = ["root_key_command", "root_key_kms"])]
     root_key_file: Option<PathBuf>,
+    /// Read the root key from this command's standard output (run by /bin/sh -c), in the root
+    /// key file's format: systemd credentials, a TPM, a secret store's CLI. Nothing is written.
+    #[arg(long, env = "BATON_ROOT_KEY_COMMAND", conflicts_with = "root_key_kms")]
+    root_key_command: Option<String>,
+    /// Keep the root key on disk only wrapped by this KMS key (<data-dir>/root.key.kms), and
+    /// unwrap it at start with KMS Decrypt at AWS_ENDPOINT_URL_KMS (AWS KMS, or another Baton).
+    #[arg(long, env = "BATON_ROOT_KEY_KMS")]
+    root_key_kms: Option<String>,
     /// The 12-digit account id in every ARN (default 000000000000).
     #[arg(long, env = "BATON_ACCOUNT_ID")]
     account_id: Option<String>,
@@ -118,6 +126,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     root_key_file: Option<PathBuf>,
+    root_key_command: Option<String>,
+    root_key_kms: Option<String>,
     account_id: Option<String>,
     regions: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
@@ -212,20 +222,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
     };
     let database_url = args.database_url.or(file.database_url);
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    // Before any key material is in memory: no core dumps, memory locked where allowed.
+    let hardening = baton_crypto::harden_process();
+    for warning in &hardening.warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        core_dumps_off = hardening.core_dumps_off,
+        memory_locked = hardening.memory_locked,
+        "process hardening"
+    );
+    let root_key_file = args.root_key_file.or(file.root_key_file);
+    let root_key_command = args.root_key_command.or(file.root_key_command);
+    let root_key_kms = args.root_key_kms.or(file.root_key_kms);
+    let root_key = match (&root_key_file, root_key_command, root_key_kms) {
+        (_, Some(command), None) if root_key_file.is_none() => Some(std::sync::Arc::new(
+            baton_crypto::RootKey::from_command(&command)?,
+        )),
+        (None, None, Some(arn)) => Some(std::sync::Arc::new(
+            crate::root_key::from_kms(&arn, &data_dir).await?,
+        )),
+        (_, None, None) => None,
+        _ => bail!("choose one of root_key_file, root_key_command and root_key_kms"),
+    };
     let options = ServeOptions {
         listen: args
             .listen
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),
-        data_dir: args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        data_dir,
         store: match database_url {
             Some(url) => StoreChoice::Postgres(url),
             None => StoreChoice::Sqlite,
         },
-        root_key_file: args.root_key_file.or(file.root_key_file),
+        root_key_file,
+        root_key,
         account_id,
         regions,
         tls_cert: args.tls_cert.or(file.tls_cert),

@@ -116,7 +116,7 @@ impl RootKey {
             path: path.display().to_string(),
             reason,
         };
-        let text = fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let text = SecretBytes::from(fs::read(path).map_err(|e| file_error(e.to_string()))?);
         let mode = fs::metadata(path)
             .map_err(|e| file_error(e.to_string()))?
             .permissions()
@@ -127,21 +127,96 @@ impl RootKey {
                 mode & 0o777
             )));
         }
-        let text = SecretBytes::from(text);
+        Self::from_text(&text).map_err(file_error)
+    }
+
+    /// Parses the root key file's format, `baton-root-key-v1 <64 hex digits>`, from wherever
+    /// it came (a file, a command's output). The error names what is wrong, never the key.
+    pub fn from_text(text: &SecretBytes) -> Result<Self, String> {
+        Self::from_bytes(&Self::parse_text(text)?).map_err(|e| e.to_string())
+    }
+
+    /// The key bytes of the root key file's format (to wrap them under KMS, say).
+    pub fn parse_text(text: &SecretBytes) -> Result<SecretBytes, String> {
         let body = std::str::from_utf8(text.expose())
-            .map_err(|_| file_error("not UTF-8".to_owned()))?
+            .map_err(|_| "not UTF-8".to_owned())?
             .trim();
         let hex_part = body
             .strip_prefix(ROOT_KEY_FILE_HEADER)
-            .ok_or_else(|| file_error(format!("does not start with {ROOT_KEY_FILE_HEADER}")))?
+            .ok_or_else(|| format!("does not start with {ROOT_KEY_FILE_HEADER}"))?
             .trim();
-        let bytes = SecretBytes::new(
-            hex::decode(hex_part).map_err(|_| file_error("key is not valid hex".to_owned()))?,
-        );
+        let bytes =
+            SecretBytes::new(hex::decode(hex_part).map_err(|_| "key is not valid hex".to_owned())?);
         if bytes.len() != KEY_LEN {
-            return Err(file_error(format!("key must be {KEY_LEN} bytes")));
+            return Err(format!(
+                "key must be {KEY_LEN} bytes ({} hex digits), not {}",
+                2 * KEY_LEN,
+                bytes.len()
+            ));
         }
-        Self::from_bytes(&bytes)
+        Ok(bytes)
+    }
+
+    /// The root key file's format for `bytes`, as a command or a file must give it.
+    pub fn to_text(bytes: &SecretBytes) -> SecretBytes {
+        SecretBytes::from(format!(
+            "{ROOT_KEY_FILE_HEADER} {}\n",
+            hex::encode(bytes.expose())
+        ))
+    }
+
+    /// Runs `command` with `/bin/sh -c` and reads the key from its standard output, in the root
+    /// key file's format: for systemd credentials, a TPM, or a secret store's CLI. It must exit
+    /// 0 within 30 seconds; its standard error is shown when it fails (it should never hold the
+    /// key).
+    pub fn from_command(command: &str) -> Result<Self, CryptoError> {
+        let fail = |reason: String| CryptoError::RootKeyCommand {
+            command: command.to_owned(),
+            reason,
+        };
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(format!("could not start: {e}")))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(fail("did not finish within 30 s".into()));
+                }
+                Err(e) => return Err(fail(e.to_string())),
+            }
+        }
+        let output = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        let stdout = SecretBytes::from(output.stdout);
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            return Err(fail(format!(
+                "exited with {}{}",
+                output.status,
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", last.chars().take(200).collect::<String>())
+                }
+            )));
+        }
+        Self::from_text(&stdout).map_err(|reason| fail(format!("its output {reason}")))
     }
 
     /// Loads the root key file, or creates it with mode 0600 if it does not exist.

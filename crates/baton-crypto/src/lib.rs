@@ -6,6 +6,7 @@
 //! aws-lc-rs, does all of the work.
 
 mod envelope;
+mod harden;
 mod keypair;
 pub mod kms;
 mod password;
@@ -16,6 +17,7 @@ pub mod webhook;
 pub use envelope::{
     DataKey, MacKey, RootKey, SEALED_FORMAT_V1, access_key_aad, signing_secret_aad, value_aad,
 };
+pub use harden::{Hardening, harden_process};
 pub use keypair::{GeneratedKeyPair, KeyPairType, generate_key_pair};
 pub use password::{
     PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, PasswordError, PasswordOptions, random_password,
@@ -44,6 +46,8 @@ pub enum CryptoError {
     PlaintextTooLong(usize),
     #[error("root key file {path}: {reason}")]
     RootKeyFile { path: String, reason: String },
+    #[error("root key command `{command}`: {reason}")]
+    RootKeyCommand { command: String, reason: String },
 }
 
 /// Fills `buf` with bytes from the operating system's secure random number generator.
