@@ -240,10 +240,23 @@ def test_aliases_name_keys_move_and_go(kms, server):
 def test_alias_names_and_targets_are_checked(kms):
     sym = kms.create_key()["KeyMetadata"]["KeyId"]
     signer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
-    for bad in ("app", "alias/", "alias/has space", "alias/aws/mine"):
-        with pytest.raises(ClientError) as e:
-            kms.create_alias(AliasName=bad, TargetKeyId=sym)
-        assert error(e)[0] in ("InvalidAliasNameException", "ValidationException"), bad
+    pattern = ("1 validation error detected: Value '{}' at 'aliasName' failed to satisfy constraint: "
+               "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$")
+    prefix = ('Alias must start with the prefix "alias/". Please see '
+              "https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html")
+    for bad, code, message in [
+        ("alias/has space", "ValidationException", pattern.format("alias/has space")),
+        ("alias/Service.Test", "ValidationException", pattern.format("alias/Service.Test")),
+        ("app", "ValidationException", prefix),
+        ("alias/Service:Test", "ValidationException", "alias/Service:Test contains invalid characters for an alias"),
+        ("alias/aws/mine", "NotAuthorizedException",
+         "Alias names that begin with alias/aws/ are reserved for AWS managed keys."),
+    ]:
+        for call in (lambda: kms.create_alias(AliasName=bad, TargetKeyId=sym),
+                     lambda: kms.delete_alias(AliasName=bad)):
+            with pytest.raises(ClientError) as e:
+                call()
+            assert error(e) == (code, message), bad
     name = f"alias/sym-{uuid.uuid4().hex[:8]}"
     kms.create_alias(AliasName=name, TargetKeyId=sym)
     with pytest.raises(ClientError) as e:

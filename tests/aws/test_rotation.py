@@ -44,8 +44,12 @@ def test_the_watch_shows_what_each_gate_waits_for_and_every_phase(server, unique
     baton(server, "rotation", "configure", unique_name, "--propagation-delay", "3", "--retire-grace", "1")
     baton(server, "secret", "get", unique_name)  # a reader that does not report: the gates wait T
     baton(server, "rotation", "start", unique_name, "--rotator", "baton-random")
-    status = baton(server, "rotation", "status", unique_name).stdout
-    assert "gate has waited" in status and "T = 3 s" in status, status
+    # The engine takes the first steps on its next pass: a loaded machine may need a moment.
+    deadline = time.time() + 10
+    while "gate has waited" not in (status := baton(server, "rotation", "status", unique_name).stdout):
+        assert time.time() < deadline, status
+        time.sleep(0.1)
+    assert "T = 3 s" in status, status
     watched = baton(server, "rotation", "status", unique_name, "--watch").stdout
     for phase in ("created", "tested", "promoted", "drained", "retired"):
         assert f"phase {phase}" in watched, watched

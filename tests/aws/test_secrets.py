@@ -90,9 +90,10 @@ def test_client_request_token_makes_puts_idempotent(sm, unique_name):
     assert len(sm.list_secret_version_ids(SecretId=unique_name)["Versions"]) == 2
     with pytest.raises(ClientError) as e:
         sm.put_secret_value(SecretId=unique_name, SecretString="different", ClientRequestToken=token)
+    arn = sm.describe_secret(SecretId=unique_name)["ARN"]
     assert aws_error(e) == (
         "ResourceExistsException",
-        "You can't modify an existing version, you can only create a new version.",
+        f"You can't use ClientRequestToken {token} because that value is already in use for a version of secret {arn}.",
         400,
     )
     assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "b"
@@ -340,7 +341,7 @@ def test_rotate_secret_without_rotating_records_the_configuration(sm, unique_nam
         sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)
     code, message, _ = aws_error(e)
     assert code == "InvalidRequestException" and "my-own-rotator" in message and "RotateImmediately" in message
-    assert sm.describe_secret(SecretId=unique_name)["RotationEnabled"] is False, "the refusal wrote nothing"
+    assert "RotationEnabled" not in sm.describe_secret(SecretId=unique_name), "the refusal wrote nothing"
     r = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam, RotateImmediately=False,
                          RotationRules={"ScheduleExpression": "rate(4 hours)", "Duration": "2h"})
     assert "VersionId" not in r, "no rotation ran, so no version was created"
@@ -494,15 +495,15 @@ def test_replicas_follow_every_write_to_their_primary(server, sm, unique_name):
     assert [s["ARN"] for s in west.list_secrets(Filters=[{"Key": "name", "Values": [unique_name]}])["SecretList"]] == [replica_arn]
     with pytest.raises(ClientError) as e:
         west.put_secret_value(SecretId=unique_name, SecretString="from-the-replica")
-    assert aws_error(e) == ("InvalidRequestException",
+    assert aws_error(e) == ("InvalidParameterException",
                             "Operation not permitted on a replica secret. Call must be made in primary secret's region.", 400)
     with pytest.raises(ClientError) as e:
         west.create_secret(Name=unique_name, SecretString="clash")
     assert aws_error(e)[0] == "ResourceExistsException"
     with pytest.raises(ClientError) as e:
         sm.delete_secret(SecretId=unique_name)
-    code, message, _ = aws_error(e)
-    assert code == "InvalidRequestException" and "eu-west-1" in message
+    assert aws_error(e) == ("InvalidParameterException",
+                            f"You can't delete secret {created['ARN']} that still has replica regions [eu-west-1]", 400)
 
 
 def test_replication_can_be_added_removed_and_promoted(server, sm, unique_name):

@@ -80,6 +80,8 @@ pub enum ApiError {
     #[error("{0}")]
     KmsInvalidAliasName(String),
     #[error("{0}")]
+    KmsNotAuthorized(String),
+    #[error("{0}")]
     KmsUnsupportedOperation(String),
     #[error("{0}")]
     KmsInvalidMarker(String),
@@ -141,6 +143,7 @@ impl ApiError {
             ApiError::KmsInvalidMac(_) => (bad, "KMSInvalidMacException", Lower),
             ApiError::KmsAlreadyExists(_) => (bad, "AlreadyExistsException", Lower),
             ApiError::KmsInvalidAliasName(_) => (bad, "InvalidAliasNameException", Lower),
+            ApiError::KmsNotAuthorized(_) => (bad, "NotAuthorizedException", Lower),
             ApiError::KmsUnsupportedOperation(_) => (bad, "UnsupportedOperationException", Lower),
             ApiError::KmsInvalidMarker(_) => (bad, "InvalidMarkerException", Lower),
             ApiError::KmsTag(_) => (bad, "TagException", Lower),

@@ -396,19 +396,39 @@ fn check_tags(tags: &[k::KmsTag]) -> Result<Vec<Tag>, ApiError> {
         .collect()
 }
 
+/// An alias name as AWS checks it, in AWS's order and words: the member pattern
+/// (`^[a-zA-Z0-9:/_-]+$`), the `alias/` prefix, no `:` after all (the pattern admits it; the
+/// service does not), the length, and `alias/aws/` reserved for AWS managed keys
+/// (NotAuthorizedException). CreateAlias, UpdateAlias and DeleteAlias all check it.
 fn check_alias_name(name: &str) -> Result<(), ApiError> {
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'));
-    if !name.starts_with("alias/") || name.len() <= 6 || name.len() > 256 || !valid_chars {
-        return Err(ApiError::KmsInvalidAliasName(format!(
-            "Alias name {name:?} is not valid: it must begin with alias/ and have 1 to 250 more \
-             letters, digits, /, _ or -."
+    let pattern = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '_' | '-'));
+    if !pattern {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '{name}' at 'aliasName' failed to satisfy \
+             constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$"
         )));
     }
+    if !name.starts_with("alias/") {
+        return Err(ApiError::Validation(
+            "Alias must start with the prefix \"alias/\". Please see \
+             https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
+                .to_owned(),
+        ));
+    }
+    if name.contains(':') {
+        return Err(ApiError::Validation(format!(
+            "{name} contains invalid characters for an alias"
+        )));
+    }
+    if name.len() > 256 || name.len() <= "alias/".len() {
+        return Err(length_error("aliasName", "less than or equal to", 256));
+    }
     if name.starts_with("alias/aws/") {
-        return Err(ApiError::KmsInvalidAliasName(
-            "Alias names beginning with alias/aws/ are reserved for AWS managed keys.".to_owned(),
+        return Err(ApiError::KmsNotAuthorized(
+            "Alias names that begin with alias/aws/ are reserved for AWS managed keys.".to_owned(),
         ));
     }
     Ok(())
@@ -768,6 +788,37 @@ impl Baton {
         Ok(paged("Keys", keys, next))
     }
 
+    /// UpdateKeyDescription: replaces the description (Terraform's `aws_kms_key` calls it on
+    /// every change of `description`). An empty description clears it.
+    pub async fn kms_update_key_description(
+        &self,
+        caller: &Caller,
+        req: k::UpdateKeyDescriptionRequest,
+    ) -> Result<Value, ApiError> {
+        let description = req
+            .description
+            .ok_or_else(|| ApiError::missing("description"))?;
+        if description.chars().count() > DESCRIPTION_CHARS_MAX {
+            return Err(length_error(
+                "description",
+                "less than or equal to",
+                DESCRIPTION_CHARS_MAX,
+            ));
+        }
+        self.update_key(caller, required(&req.key_id, "keyId")?, |key| {
+            key.not_pending_deletion()?;
+            let new = (!description.is_empty()).then(|| description.clone());
+            if key.secret.description == new {
+                return Ok(Outcome::Unchanged(()));
+            }
+            key.secret.description = new;
+            key.secret.last_changed_at = now_ms();
+            Ok(Outcome::Changed(()))
+        })
+        .await?;
+        Ok(json!({}))
+    }
+
     /// EnableKey (`enable`) and DisableKey.
     pub async fn kms_set_enabled(
         &self,
@@ -925,6 +976,7 @@ impl Baton {
         req: k::AliasRequest,
     ) -> Result<Value, ApiError> {
         let name = required(&req.alias_name, "aliasName")?;
+        check_alias_name(name)?;
         let alias_arn = alias_arn(caller, name);
         self.authorize(caller, Target::named(&caller.action, &alias_arn))?;
         if !self.store.delete_alias(&alias_arn).await? {

@@ -237,8 +237,14 @@ impl Located {
             ),
             None => (secret.last_accessed_at, replication_status(secret)),
         };
+        let stages = stages_map(secret);
+        // AWS: RotationEnabled appears once rotation was configured (also after it was turned
+        // off), PrimaryRegion only on replicated secrets, VersionIdsToStages only when there
+        // are versions.
+        let rotation_configured = secret.rotation.enabled || secret.rotation.lambda_arn.is_some();
+        let replicated = self.replica_region.is_some() || !secret.replicas.is_empty();
         p::DescribeSecretResponse {
-            version_ids_to_stages: Some(stages_map(secret)),
+            version_ids_to_stages: (!stages.is_empty()).then_some(stages),
             arn: Some(self.arn()),
             name: Some(secret.name.clone()),
             description: secret.description.clone(),
@@ -246,7 +252,7 @@ impl Located {
                 Some(region) => secret.replica(region).and_then(|r| r.kms_key_id.clone()),
                 None => secret.kms_key_id.clone(),
             },
-            rotation_enabled: Some(secret.rotation.enabled),
+            rotation_enabled: rotation_configured.then_some(secret.rotation.enabled),
             rotation_lambda_arn: secret.rotation.lambda_arn.clone(),
             rotation_rules: wire_rules(&secret.rotation.rules),
             last_rotated_date: secret.rotation.last_rotated_at.map(seconds),
@@ -257,7 +263,7 @@ impl Located {
             tags: wire_tags(&secret.tags),
             owning_service: None,
             created_date: Some(seconds(secret.created_at)),
-            primary_region: Some(secret.region.clone()),
+            primary_region: replicated.then(|| secret.region.clone()),
             replication_status,
         }
     }
@@ -339,10 +345,9 @@ fn refuse_if_replicated(secret: &SecretRecord) -> Result<(), ApiError> {
         return Ok(());
     }
     let regions: Vec<&str> = secret.replicas.iter().map(|r| r.region.as_str()).collect();
-    Err(ApiError::InvalidRequest(format!(
-        "You can't delete secret {} because it is replicated to {}. Remove the replicas with \
-         RemoveRegionsFromReplication, or promote them with StopReplicationToReplica, first.",
-        secret.name,
+    Err(ApiError::InvalidParameter(format!(
+        "You can't delete secret {} that still has replica regions [{}]",
+        secret.arn,
         regions.join(", ")
     )))
 }
@@ -499,7 +504,7 @@ impl Baton {
     ) -> Result<SecretRecord, ApiError> {
         let located = self.locate(caller, secret_id).await?;
         if located.replica_region.is_some() {
-            return Err(ApiError::InvalidRequest(
+            return Err(ApiError::InvalidParameter(
                 "Operation not permitted on a replica secret. Call must be made in primary \
                  secret's region."
                     .to_owned(),
@@ -708,10 +713,11 @@ impl Baton {
             if existing_kind == *kind && stored.ct_eq(value.expose()) {
                 return Ok(Outcome::Unchanged(()));
             }
-            return Err(ApiError::ResourceExists(
-                "You can't modify an existing version, you can only create a new version."
-                    .to_owned(),
-            ));
+            return Err(ApiError::ResourceExists(format!(
+                "You can't use ClientRequestToken {version_id} because that value is already \
+                 in use for a version of secret {}.",
+                secret.arn
+            )));
         }
         let sealed_value = data_key.seal(value.expose(), &value_aad(&secret.id, version_id))?;
         secret.add_version(
@@ -1202,7 +1208,7 @@ impl Baton {
                 replica_region: Some(caller.region.clone()),
             }))
             .filter(|l| include_deleted || !l.secret.is_scheduled_for_deletion())
-            .filter(|l| filters.iter().all(|f| f.matches(&l.secret)))
+            .filter(|l| filters.iter().all(|f| f.matches(l)))
             .collect();
         sort_secrets(
             &mut secrets,
@@ -1296,7 +1302,40 @@ impl Baton {
         }
         let now = now_ms();
         if force {
-            let mut secret = self.find_primary(caller, secret_id).await?;
+            let mut secret = match self.find_primary(caller, secret_id).await {
+                Ok(secret) => secret,
+                // AWS: a forced delete of a secret that does not exist (or is already gone)
+                // succeeds, so a retried or repeated teardown does not fail.
+                Err(ApiError::ResourceNotFound(_)) => {
+                    let (arn, name) = match baton_core::parse_secret_arn(secret_id) {
+                        // A full ARN ends in "-" and a 6-character suffix the name lacks.
+                        Some(arn) => {
+                            let resource = arn.resource;
+                            let suffix = baton_core::ARN_SUFFIX_LEN + 1;
+                            let name = match resource.len().checked_sub(suffix) {
+                                Some(cut) if cut > 0 && resource.as_bytes()[cut] == b'-' => {
+                                    &resource[..cut]
+                                }
+                                _ => resource,
+                            };
+                            (secret_id.to_owned(), name.to_owned())
+                        }
+                        None => (
+                            format!(
+                                "arn:aws:secretsmanager:{}:{}:secret:{secret_id}",
+                                caller.region, caller.account_id
+                            ),
+                            secret_id.to_owned(),
+                        ),
+                    };
+                    return Ok(p::DeleteSecretResponse {
+                        arn: Some(arn),
+                        name: Some(name),
+                        deletion_date: Some(seconds(now)),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             refuse_if_replicated(&secret)?;
             secret
                 .outbox
@@ -2194,39 +2233,90 @@ fn check_rotation_rules(rules: &p::RotationRules) -> Result<RotationRules, ApiEr
     Ok(rules)
 }
 
-/// A ListSecrets filter: values are prefixes, OR-ed; a leading `!` negates a value.
+/// A ListSecrets filter, as AWS documents each key: values are OR-ed, and a leading `!` negates
+/// a value.
+/// - `name`, `tag-key`, `tag-value`: prefix of the attribute, case-sensitive;
+/// - `description`: every word of the value is the start of a word of the description, in any
+///   order, not case-sensitive ("My Description" matches "Description of my secret");
+/// - `primary-region`: prefix of the primary's region, for replicated secrets only (primaries
+///   with replicas, and their replicas): a secret that is not replicated has no primary region;
+/// - `all`: the value and every attribute (name, description, tag keys and values) are split
+///   into words (see [`words`]); any word of the value that starts a word of any attribute
+///   matches, not case-sensitive.
 struct Filter {
     key: String,
     values: Vec<String>,
 }
 
-impl Filter {
-    fn matches(&self, secret: &SecretRecord) -> bool {
-        let candidates: Vec<&str> = match self.key.as_str() {
-            "name" => vec![secret.name.as_str()],
-            "description" => secret.description.as_deref().into_iter().collect(),
-            "tag-key" => secret.tags.iter().map(|t| t.key.as_str()).collect(),
-            "tag-value" => secret.tags.iter().map(|t| t.value.as_str()).collect(),
-            "primary-region" => vec![secret.region.as_str()],
-            "owning-service" => vec![],
-            _ => {
-                let mut all = vec![secret.name.as_str()];
-                all.extend(secret.description.as_deref());
-                all.extend(
-                    secret
-                        .tags
-                        .iter()
-                        .flat_map(|t| [t.key.as_str(), t.value.as_str()]),
-                );
-                all
+/// The words of a text as Secrets Manager's search splits it: at every character that is not a
+/// letter or digit, at a change from lower to upper case, and between letters and digits.
+/// `credsDatabase#892` has the words `creds`, `Database` and `892`. Lower-cased.
+fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut prev: Option<char> = None;
+    for c in text.chars() {
+        if !c.is_alphanumeric() {
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
             }
-        };
+            prev = None;
+            continue;
+        }
+        if let Some(p) = prev {
+            let case_change = p.is_lowercase() && c.is_uppercase();
+            let kind_change = p.is_numeric() != c.is_numeric();
+            if (case_change || kind_change) && !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+        }
+        word.extend(c.to_lowercase());
+        prev = Some(c);
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+impl Filter {
+    fn matches(&self, located: &Located) -> bool {
+        let secret = &located.secret;
         self.values
             .iter()
             .any(|value| match value.strip_prefix('!') {
-                Some(negated) => !candidates.iter().any(|c| c.starts_with(negated)),
-                None => candidates.iter().any(|c| c.starts_with(value.as_str())),
+                Some(negated) => !self.matches_one(located, secret, negated),
+                None => self.matches_one(located, secret, value),
             })
+    }
+
+    fn matches_one(&self, located: &Located, secret: &SecretRecord, value: &str) -> bool {
+        match self.key.as_str() {
+            "name" => secret.name.starts_with(value),
+            "tag-key" => secret.tags.iter().any(|t| t.key.starts_with(value)),
+            "tag-value" => secret.tags.iter().any(|t| t.value.starts_with(value)),
+            "primary-region" => {
+                let replicated = located.replica_region.is_some() || !secret.replicas.is_empty();
+                replicated && secret.region.starts_with(value)
+            }
+            "owning-service" => false,
+            "description" => {
+                let have = words(secret.description.as_deref().unwrap_or_default());
+                let want = words(value);
+                !want.is_empty() && want.iter().all(|w| have.iter().any(|h| h.starts_with(w)))
+            }
+            _ => {
+                let mut have = words(&secret.name);
+                have.extend(words(secret.description.as_deref().unwrap_or_default()));
+                for t in &secret.tags {
+                    have.extend(words(&t.key));
+                    have.extend(words(&t.value));
+                }
+                words(value)
+                    .iter()
+                    .any(|w| have.iter().any(|h| h.starts_with(w)))
+            }
+        }
     }
 }
 

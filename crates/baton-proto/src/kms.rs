@@ -27,6 +27,11 @@ wire!(CreateKeyRequest {
 
 wire!(KeyIdRequest { key_id: Option<String> });
 
+wire!(UpdateKeyDescriptionRequest {
+    key_id: Option<String>,
+    description: Option<String>,
+});
+
 wire!(ScheduleKeyDeletionRequest {
     key_id: Option<String>,
     pending_window_in_days: Option<i64>,

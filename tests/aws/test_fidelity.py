@@ -1,0 +1,120 @@
+"""Secrets Manager behaviour that tools written against AWS rely on, each as the AWS API
+reference and user guide document it: ListSecrets filters, a forced delete of a secret that
+does not exist, and which members DescribeSecret leaves out."""
+
+import random
+import string
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def names(sm, key, *values):
+    listed = sm.list_secrets(Filters=[{"Key": key, "Values": list(values)}], MaxResults=100)["SecretList"]
+    return sorted(s["Name"] for s in listed)
+
+
+@pytest.fixture
+def described_secrets(sm):
+    """Secrets whose descriptions, names and tags exercise word splitting. The names start with
+    one random lower-case word, which no search value below can match."""
+    base = "fid" + "".join(random.choices(string.ascii_lowercase, k=10))
+    made = {
+        "a": sm.create_secret(Name=f"{base}-credsDatabase892", SecretString="x",
+                              Description="Description of my secret",
+                              Tags=[{"Key": "teamOwner", "Value": "payments-EU"}])["Name"],
+        "b": sm.create_secret(Name=f"{base}-other", SecretString="x", Description="my basic description")["Name"],
+        "c": sm.create_secret(Name=f"{base}-third", SecretString="x", Description="Unrelated text")["Name"],
+    }
+    return base, made
+
+
+def test_the_description_filter_matches_every_word_in_any_order_not_case_sensitive(sm, described_secrets):
+    base, made = described_secrets
+    mine = lambda found: [n for n in found if n.startswith(base)]  # noqa: E731
+    # AWS's example: "My Description" matches "Description of my secret" and "my basic description".
+    assert mine(names(sm, "description", "My Description")) == sorted([made["a"], made["b"]])
+    assert mine(names(sm, "description", "secret OF")) == [made["a"]]
+    assert mine(names(sm, "description", "descr")) == sorted([made["a"], made["b"]]), "words match by prefix"
+    assert mine(names(sm, "description", "my unrelated")) == [], "every word must match"
+    assert mine(names(sm, "description", "!my")) == [made["c"]]
+
+
+def test_the_all_filter_splits_values_and_attributes_into_words(sm, described_secrets):
+    base, made = described_secrets
+    mine = lambda found: [n for n in found if n.startswith(base)]  # noqa: E731
+    # Lower-to-upper case changes and letter/digit changes split words: credsDatabase892 holds
+    # "creds", "database" and "892".
+    assert mine(names(sm, "all", "database")) == [made["a"]]
+    assert mine(names(sm, "all", "892")) == [made["a"]]
+    assert mine(names(sm, "all", "OWNER")) == [made["a"]], "tag keys, split at the case change"
+    assert mine(names(sm, "all", "eu")) == [made["a"]], "tag values, split at punctuation"
+    assert mine(names(sm, "all", "Data#89")) == [made["a"]], "the value is split too"
+    assert mine(names(sm, "all", "unrel")) == [made["c"]], "descriptions, by word prefix"
+    assert mine(names(sm, "all", "atabase")) == [], "a word's middle does not match"
+
+
+def test_the_primary_region_filter_matches_only_replicated_secrets(server, sm, unique_name):
+    sm.create_secret(Name=unique_name + "-alone", SecretString="x")
+    sm.create_secret(Name=unique_name + "-replicated", SecretString="x",
+                     AddReplicaRegions=[{"Region": "eu-west-1"}])
+    found = [n for n in names(sm, "primary-region", "us-east-1") if n.startswith(unique_name)]
+    assert found == [unique_name + "-replicated"]
+    west = server.client(region="eu-west-1")
+    found = [s["Name"] for s in west.list_secrets(Filters=[{"Key": "primary-region", "Values": ["us-"]}])["SecretList"]]
+    assert unique_name + "-replicated" in found, "the replica's primary region"
+    described = sm.describe_secret(SecretId=unique_name + "-alone")
+    assert "PrimaryRegion" not in described
+    assert sm.describe_secret(SecretId=unique_name + "-replicated")["PrimaryRegion"] == "us-east-1"
+    sm.remove_regions_from_replication(SecretId=unique_name + "-replicated", RemoveReplicaRegions=["eu-west-1"])
+
+
+def test_a_forced_delete_of_a_secret_that_does_not_exist_succeeds(server, sm, unique_name):
+    r = sm.delete_secret(SecretId=unique_name + "-never-created", ForceDeleteWithoutRecovery=True)
+    assert r["Name"] == unique_name + "-never-created"
+    assert r["ARN"] == f"arn:aws:secretsmanager:us-east-1:{server.account_id}:secret:{unique_name}-never-created"
+    assert "DeletionDate" in r
+    # Twice in a row, as a teardown retried: both succeed.
+    arn = sm.create_secret(Name=unique_name, SecretString="x")["ARN"]
+    first = sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    again = sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    assert first["ARN"] == again["ARN"] == arn and again["Name"] == unique_name
+    # Without ForceDeleteWithoutRecovery a missing secret is still ResourceNotFoundException.
+    with pytest.raises(ClientError) as e:
+        sm.delete_secret(SecretId=unique_name + "-never-created")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_describe_leaves_out_what_a_secret_does_not_have(server, sm, unique_name):
+    sm.create_secret(Name=unique_name, Description="no value yet")
+    d = sm.describe_secret(SecretId=unique_name)
+    for member in ("VersionIdsToStages", "RotationEnabled", "PrimaryRegion", "Tags", "RotationLambdaARN"):
+        assert member not in d, member
+    listed = sm.list_secrets(Filters=[{"Key": "name", "Values": [unique_name]}])["SecretList"][0]
+    for member in ("SecretVersionsToStages", "RotationEnabled", "PrimaryRegion", "Tags"):
+        assert member not in listed, member
+    sm.put_secret_value(SecretId=unique_name, SecretString="v1")
+    assert list(sm.describe_secret(SecretId=unique_name)["VersionIdsToStages"].values()) == [["AWSCURRENT"]]
+    # Rotation configured, then turned off: RotationEnabled stays, false.
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam, RotateImmediately=False,
+                     RotationRules={"AutomaticallyAfterDays": 30})
+    assert sm.describe_secret(SecretId=unique_name)["RotationEnabled"] is True
+    sm.cancel_rotate_secret(SecretId=unique_name)
+    assert sm.describe_secret(SecretId=unique_name)["RotationEnabled"] is False
+
+
+def test_update_key_description_changes_only_the_description(server):
+    kms = server.client("kms")
+    key = kms.create_key(Description="first")["KeyMetadata"]["KeyId"]
+    kms.update_key_description(KeyId=key, Description="second")
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["Description"] == "second"
+    kms.update_key_description(KeyId=key, Description="")
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["Description"] == ""
+    with pytest.raises(ClientError) as e:
+        kms.update_key_description(KeyId="00000000-0000-0000-0000-000000000000", Description="x")
+    assert e.value.response["Error"]["Code"] == "NotFoundException"
+    kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=7)
+    with pytest.raises(ClientError) as e:
+        kms.update_key_description(KeyId=key, Description="too late")
+    assert e.value.response["Error"]["Code"] == "KMSInvalidStateException"
