@@ -61,18 +61,26 @@ impl ServerArgs {
             .or_else(|| env("AWS_REGION"))
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".to_owned());
-        let credentials = baton_client::credentials::resolve(self.profile.as_deref())
-            .map_err(anyhow::Error::msg)?;
-        let client = Client::new(ClientConfig {
-            endpoint,
-            region,
-            access_key: credentials.access_key,
-            timeout: Duration::from_secs(30),
-        })?;
-        // Temporary credentials (`baton admin session-token`) come with a session token.
-        Ok(match credentials.session_token {
-            Some(token) => client.with_session_token(token),
-            None => client,
-        })
+        signed_client(endpoint, region, self.profile.as_deref())
     }
+}
+
+/// A signing client for `endpoint` with the credentials of `profile` (or the environment).
+pub fn signed_client(
+    endpoint: String,
+    region: String,
+    profile: Option<&str>,
+) -> anyhow::Result<Client> {
+    let credentials = baton_client::credentials::resolve(profile).map_err(anyhow::Error::msg)?;
+    let client = Client::new(ClientConfig {
+        endpoint,
+        region,
+        access_key: credentials.access_key,
+        timeout: Duration::from_secs(30),
+    })?;
+    // Temporary credentials (`baton admin session-token`) come with a session token.
+    Ok(match credentials.session_token {
+        Some(token) => client.with_session_token(token),
+        None => client,
+    })
 }

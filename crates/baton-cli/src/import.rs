@@ -12,13 +12,14 @@
 //! differ, so a second run reports every secret `unchanged`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
-use baton_client::{Client, ClientConfig, ClientError};
+use baton_client::{Client, ClientError};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
+use crate::connect::signed_client;
 use crate::output::human_duration;
 
 #[derive(Debug, clap::Args)]
@@ -67,20 +68,6 @@ enum Outcome {
     Unchanged,
 }
 
-fn client(endpoint: String, region: String, profile: Option<&str>) -> anyhow::Result<Client> {
-    let credentials = baton_client::credentials::resolve(profile).map_err(anyhow::Error::msg)?;
-    let client = Client::new(ClientConfig {
-        endpoint,
-        region,
-        access_key: credentials.access_key,
-        timeout: Duration::from_secs(30),
-    })?;
-    Ok(match credentials.session_token {
-        Some(token) => client.with_session_token(token),
-        None => client,
-    })
-}
-
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let region = args
@@ -88,13 +75,13 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
         .unwrap_or_else(|| "us-east-1".to_owned());
-    let source = client(
+    let source = signed_client(
         args.from_endpoint.clone(),
         region.clone(),
         args.profile.as_deref(),
     )
     .context("the source's credentials")?;
-    let target = client(
+    let target = signed_client(
         args.endpoint
             .clone()
             .unwrap_or_else(|| baton_client::DEFAULT_ENDPOINT.to_owned()),
@@ -291,31 +278,7 @@ async fn import_one(source: &Client, target: &Client, name: &str) -> anyhow::Res
                 changes.push(format!("version {id}"));
             }
         }
-        let now = stages(
-            &target
-                .call::<_, Value>("secretsmanager.DescribeSecret", &json!({"SecretId": name}))
-                .await?,
-        );
-        for (id, v) in &versions {
-            for label in &v.labels {
-                let holder = now
-                    .iter()
-                    .find(|(_, l)| l.contains(label))
-                    .map(|(h, _)| h.clone());
-                if holder.as_deref() != Some(id.as_str()) {
-                    let mut request =
-                        json!({"SecretId": name, "VersionStage": label, "MoveToVersionId": id});
-                    if let Some(h) = holder {
-                        request["RemoveFromVersionId"] = json!(h);
-                    }
-                    target
-                        .call::<_, Value>("secretsmanager.UpdateSecretVersionStage", &request)
-                        .await
-                        .with_context(|| format!("moving {label} to {id}"))?;
-                    changes.push(format!("label {label}"));
-                }
-            }
-        }
+        changes.extend(move_labels(target, name, &versions).await?);
     }
     let here: Value = target
         .call("secretsmanager.DescribeSecret", &json!({"SecretId": name}))
@@ -389,31 +352,45 @@ async fn create(
         put_version(target, name, id, v, Some(&labels)).await?;
     }
     // Labels other than the two moved above (a custom label on the previous version, say).
+    move_labels(target, name, versions).await?;
+    Ok(())
+}
+
+/// Moves every label to the version that holds it at the source, where it differs here;
+/// returns the labels moved.
+async fn move_labels(
+    target: &Client,
+    name: &str,
+    versions: &BTreeMap<String, SourceVersion>,
+) -> anyhow::Result<Vec<String>> {
     let here = stages(
         &target
             .call::<_, Value>("secretsmanager.DescribeSecret", &json!({"SecretId": name}))
             .await?,
     );
+    let mut moved = Vec::new();
     for (id, v) in versions {
         for label in &v.labels {
-            if !here.get(id).is_some_and(|l| l.contains(label)) {
-                let holder = here
-                    .iter()
-                    .find(|(_, l)| l.contains(label))
-                    .map(|(h, _)| h.clone());
-                let mut request =
-                    json!({"SecretId": name, "VersionStage": label, "MoveToVersionId": id});
-                if let Some(h) = holder {
-                    request["RemoveFromVersionId"] = json!(h);
-                }
-                target
-                    .call::<_, Value>("secretsmanager.UpdateSecretVersionStage", &request)
-                    .await
-                    .with_context(|| format!("moving {label} to {id}"))?;
+            let holder = here
+                .iter()
+                .find(|(_, l)| l.contains(label))
+                .map(|(h, _)| h.clone());
+            if holder.as_deref() == Some(id.as_str()) {
+                continue;
             }
+            let mut request =
+                json!({"SecretId": name, "VersionStage": label, "MoveToVersionId": id});
+            if let Some(h) = holder {
+                request["RemoveFromVersionId"] = json!(h);
+            }
+            target
+                .call::<_, Value>("secretsmanager.UpdateSecretVersionStage", &request)
+                .await
+                .with_context(|| format!("moving {label} to {id}"))?;
+            moved.push(format!("label {label}"));
         }
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// PutSecretValue under the source's version id. `labels`: None for the default (AWSCURRENT).

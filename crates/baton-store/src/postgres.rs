@@ -52,6 +52,18 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(baton_dbtls::error_chain(&e))
 }
 
+/// The newest migration applied, read inside a transaction.
+async fn migrated_version(tx: &tokio_postgres::Transaction<'_>) -> Result<i64, StoreError> {
+    Ok(tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(backend)?
+        .get(0))
+}
+
 /// One column of a row as a snapshot cell, by the column's type.
 fn cell_of(table: &str, row: &Row, i: usize) -> Result<Cell, StoreError> {
     let ty = row.columns()[i].type_();
@@ -1511,14 +1523,7 @@ impl Store for PostgresStore {
             .start()
             .await
             .map_err(backend)?;
-        let schema_version: i64 = tx
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
-                &[],
-            )
-            .await
-            .map_err(backend)?
-            .get(0);
+        let schema_version = migrated_version(&tx).await?;
         let mut tables = Vec::with_capacity(SNAPSHOT_TABLES.len());
         for name in SNAPSHOT_TABLES {
             let statement = tx
@@ -1560,14 +1565,7 @@ impl Store for PostgresStore {
         ))
         .await
         .map_err(backend)?;
-        let version: i64 = tx
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
-                &[],
-            )
-            .await
-            .map_err(backend)?
-            .get(0);
+        let version = migrated_version(&tx).await?;
         snapshot.check(version)?;
         for name in SNAPSHOT_TABLES {
             let rows: i64 = tx
