@@ -347,3 +347,36 @@ def test_the_keypair_rotator_refuses_an_unknown_key_type_and_keeps_the_value(ser
     r = wait_for_rotation(server, unique_name)
     assert r["Status"] == "Stopped" and "DSA_1024" in r["StatusReason"], r
     assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == original
+
+
+def test_a_failed_command_step_says_why_with_its_secrets_hidden(server, sm, unique_name):
+    import sys
+
+    value = '{"username":"app","password":"pw-visible-nowhere-42"}'
+    sm.create_secret(Name=unique_name, SecretString=value)
+    # An AWS-style function that fails loudly: it prints the secret it read, then the reason.
+    script = ("import os, sys, json, boto3; "
+              "sm = boto3.client('secretsmanager'); "
+              "v = sm.get_secret_value(SecretId=json.load(sys.stdin)['SecretId'])['SecretString']; "
+              "print('debug: read ' + v, file=sys.stderr); "
+              "print('password is ' + json.loads(v)['password'], file=sys.stderr); "
+              "print('key ' + os.environ['AWS_SECRET_ACCESS_KEY'], file=sys.stderr); "
+              "print('psycopg2.OperationalError: could not connect to server: Connection refused', file=sys.stderr); "
+              "sys.exit(1)")
+    rotator = "loud-" + unique_name.rsplit("-", 1)[-1]
+    server.add_command_rotator(rotator, [sys.executable, "-c", script])
+    awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "MaxAttempts": 1})
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:{rotator}"
+    sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)
+    deadline = time.time() + 60
+    while (r := describe_rotation(server, unique_name)).get("Status") != "Stopped":
+        assert time.time() < deadline, r
+        time.sleep(0.2)
+    reason = r["StatusReason"]
+    assert "failed its createSecret step" in reason and "its output ended with:" in reason, reason
+    assert "could not connect to server: Connection refused" in reason, reason
+    assert "pw-visible-nowhere-42" not in reason and "password is [REDACTED]" in reason, reason
+    timeline = " ".join(e["Event"] for e in r["Timeline"])
+    assert "Connection refused" in timeline and "pw-visible-nowhere-42" not in timeline
+    status = baton(server, "rotation", "status", unique_name).stdout
+    assert "Connection refused" in status and "pw-visible-nowhere-42" not in status, status

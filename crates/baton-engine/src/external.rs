@@ -210,7 +210,9 @@ impl Engine {
             External::Webhook(RotatorRecord {
                 target: RotatorTarget::Command(_),
                 ..
-            }) => Ok(Err(format!("rotator {name} is not a webhook"))),
+            }) => Ok(Err(StepFailure::bare(format!(
+                "rotator {name} is not a webhook"
+            )))),
             External::Webhook(
                 rotator @ RotatorRecord {
                     target:
@@ -227,7 +229,9 @@ impl Engine {
                         sealed_signing_secret,
                         &baton_crypto::signing_secret_aad(&rotator.name),
                     )
-                    .map_err(|e| format!("rotator {}: signing secret: {e}", rotator.name));
+                    .map_err(|e| {
+                        StepFailure::bare(format!("rotator {}: signing secret: {e}", rotator.name))
+                    });
                 match signing_secret {
                     Ok(signing_secret) => {
                         tokio::time::timeout(
@@ -241,14 +245,66 @@ impl Engine {
             }
         }
         .unwrap_or_else(|_| {
-            Err(format!(
+            Err(StepFailure::bare(format!(
                 "rotator {name} did not finish its {aws_step} step within {timeout:?}"
-            ))
+            )))
         });
         if let Err(e) = self.store.delete_access_key(&key_id).await {
             tracing::warn!(error = %e, "could not delete a rotation's temporary key; it expires by itself");
         }
-        result
+        match result {
+            Ok(()) => Ok(()),
+            Err(failure) => Err(self
+                .explain(
+                    failure,
+                    secret,
+                    rotation,
+                    &[&key_secret.0, &session_token.0],
+                )
+                .await),
+        }
+    }
+
+    /// A failed step's reason, followed by the end of what it printed with every secret it
+    /// could have seen hidden: the secret's current and pending values (and each string field
+    /// of a JSON value) and its temporary credentials.
+    async fn explain(
+        &self,
+        failure: StepFailure,
+        secret: &SecretRecord,
+        rotation: &Rotation,
+        credentials: &[&SecretBytes],
+    ) -> String {
+        if failure.output.iter().all(u8::is_ascii_whitespace) {
+            return failure.reason;
+        }
+        let mut values = Vec::new();
+        if let Ok(data_key) = crate::keywrap::data_key(&*self.store, &self.root_key, secret).await {
+            let current = secret
+                .version_with_label(AWSCURRENT)
+                .map(|v| v.version_id.clone());
+            let ids = current.into_iter().chain([rotation.version_id.clone()]);
+            for id in ids {
+                if let Some(v) = secret
+                    .version(&id)
+                    .filter(|v| v.kind != SecretValueKind::Empty)
+                    && let Ok(plain) =
+                        data_key.open(&v.sealed_value, &baton_crypto::value_aad(&secret.id, &id))
+                {
+                    values.push(plain);
+                }
+            }
+        } else {
+            // Without the values nothing can be shown safely.
+            return format!(
+                "{} (its output is withheld: the secret's values could not be read to redact it)",
+                failure.reason
+            );
+        }
+        let mut secrets: Vec<&SecretBytes> = values.iter().collect();
+        secrets.extend_from_slice(credentials);
+        let shown = crate::redact::tail(&failure.output, &secrets);
+        format!("{}; its output ended with: {shown}", failure.reason)
     }
 
     /// POSTs the event, signed, with the temporary credentials and the endpoint under `Baton`
@@ -260,7 +316,7 @@ impl Engine {
         signing_secret: &SecretBytes,
         call: &StepCall<'_>,
         mut event: serde_json::Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepFailure> {
         event["Baton"] = serde_json::json!({
             "Endpoint": call.endpoint.url,
             "Region": call.secret.region,
@@ -271,7 +327,9 @@ impl Engine {
                 "Expiration": call.expires_at / 1000,
             },
         });
-        let body = SecretBytes::from(serde_json::to_vec(&event).map_err(|e| e.to_string())?);
+        let body = SecretBytes::from(
+            serde_json::to_vec(&event).map_err(|e| StepFailure::bare(e.to_string()))?,
+        );
         if let Some(Value::Object(baton)) = event.get_mut("Baton")
             && let Some(Value::Object(credentials)) = baton.get_mut("Credentials")
         {
@@ -286,10 +344,10 @@ impl Engine {
         // read, says only that the call failed, so it cannot map the server's network.
         let failed = |detail: String| {
             tracing::warn!(rotator = %name, step = call.aws_step, %detail, "webhook rotator call failed");
-            format!(
+            StepFailure::bare(format!(
                 "rotator {name}: the {} step's webhook call failed (details in the server log)",
                 call.aws_step
-            )
+            ))
         };
         outbound::check_url(url, self.allow_private_webhooks).map_err(failed)?;
         let mut request = self
@@ -313,11 +371,23 @@ impl Engine {
             .map_err(|e| failed(e.to_string()))?;
         let status = response.status();
         if status.is_success() {
-            Ok(())
-        } else {
-            // The answer's body is not recorded: a receiver might echo what it was sent.
-            Err(failed(format!("HTTP {status}")))
+            return Ok(());
         }
+        // The receiver answered (a public address, or a private one the operator allowed): its
+        // answer is kept, its end only, and redacted by the caller (it might echo the
+        // credentials it was sent).
+        let mut output = crate::redact::Tail::default();
+        let mut response = response;
+        while let Ok(Some(chunk)) = response.chunk().await {
+            output.push(&chunk);
+        }
+        Err(StepFailure {
+            reason: format!(
+                "rotator {name}: the {} step's webhook answered HTTP {status}",
+                call.aws_step
+            ),
+            output: output.into_bytes(),
+        })
     }
 
     /// Temporary credentials valid for `TEMPORARY_KEY_TTL_MS` that may act only on `arn`: a key
@@ -363,12 +433,12 @@ async fn run_command(
     timeout: Duration,
     call: &StepCall<'_>,
     event: serde_json::Value,
-) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt as _;
+) -> Result<(), StepFailure> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let name = call.name;
     rotator
         .check_executable()
-        .map_err(|e| format!("rotator {name} refused: {e}"))?;
+        .map_err(|e| StepFailure::bare(format!("rotator {name} refused: {e}")))?;
     let mut command = tokio::process::Command::new(&rotator.command[0]);
     command
         .args(&rotator.command[1..])
@@ -376,7 +446,7 @@ async fn run_command(
         .envs(&rotator.env)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
     command
@@ -391,7 +461,21 @@ async fn run_command(
     }
     let mut child = command
         .spawn()
-        .map_err(|e| format!("could not start rotator {name}: {e}"))?;
+        .map_err(|e| StepFailure::bare(format!("could not start rotator {name}: {e}")))?;
+    // Standard error is read as it comes, keeping its end, so a chatty command never blocks.
+    let stderr = child.stderr.take().map(|mut pipe| {
+        tokio::spawn(async move {
+            let mut kept = crate::redact::Tail::default();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                kept.push(&buf[..n]);
+            }
+            kept.into_bytes()
+        })
+    });
     let group = child
         .id()
         .and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
@@ -409,20 +493,49 @@ async fn run_command(
     }
     let waited = tokio::time::timeout(timeout, child.wait()).await;
     end_group();
+    // The group is gone, so the pipe closes; a descendant that escaped it gets a second.
+    let output = match stderr {
+        Some(reader) => tokio::time::timeout(Duration::from_secs(1), reader)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let failed = |reason: String| StepFailure {
+        reason,
+        output: output.clone(),
+    };
     match waited {
         Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!(
+        Ok(Ok(status)) => Err(failed(format!(
             "rotator {name} failed its {} step ({status})",
             call.aws_step
-        )),
-        Ok(Err(e)) => Err(format!("rotator {name}: {e}")),
+        ))),
+        Ok(Err(e)) => Err(StepFailure::bare(format!("rotator {name}: {e}"))),
         Err(_) => {
             let _ = child.wait().await;
-            Err(format!(
+            Err(failed(format!(
                 "rotator {name} did not finish its {} step within {timeout:?}; its processes \
                  were ended",
                 call.aws_step
-            ))
+            )))
+        }
+    }
+}
+
+/// Why an external step failed, with what it printed (a command's standard error, a
+/// webhook's answer), before redaction.
+pub(crate) struct StepFailure {
+    reason: String,
+    output: Vec<u8>,
+}
+
+impl StepFailure {
+    fn bare(reason: String) -> Self {
+        StepFailure {
+            reason,
+            output: Vec::new(),
         }
     }
 }

@@ -28,6 +28,7 @@ mod external;
 pub mod keywrap;
 mod observe;
 pub mod outbound;
+mod redact;
 
 pub use builtin::{
     Builtin, DEFAULT_KEY_TYPE, KEYPAIR_ROTATOR, KMS_ROTATOR, MYSQL_ROTATOR, POSTGRES_ROTATOR,
