@@ -751,7 +751,9 @@ def sign_jwt(server, key, claims):
 
 def test_a_jwks_verifier_keeps_verifying_through_five_rsa_rotations(kms, server):
     key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
-    set_delay(server, key, 2)
+    # T = 4 s, so max-age is 2 s: a verifier stalled for a second on a loaded machine still
+    # refreshes within T of the pending key's publication.
+    set_delay(server, key, 4)
     verifier = Verifier(server, key)
     stop = threading.Event()
     results = {"verified": 0, "failures": [], "kids": set()}

@@ -288,9 +288,9 @@ def test_a_webhook_that_refuses_the_signature_stops_the_rotation_safely(server, 
                      RotationLambdaARN=f"arn:aws:lambda:us-east-1:{server.account_id}:function:{rotator}")
     r = wait_for_rotation(server, unique_name)
     assert r["Status"] == "Stopped", r
-    # Callers see that the call failed; what the receiver answered is in the server's log only.
-    assert "webhook call failed" in r["StatusReason"] and "createSecret" in r["StatusReason"], r
-    assert "HTTP 401" not in r["StatusReason"] and "HTTP 401" in server.read_log()
+    # The receiver answered, so callers see its status (and the end of its answer, redacted);
+    # connection and address failures say only that the call failed (test_security.py).
+    assert "createSecret step's webhook answered HTTP 401" in r["StatusReason"], r
     assert {e["outcome"] for e in log()} == {"bad-signature"}
     value = sm.get_secret_value(SecretId=unique_name)
     assert value["SecretString"] == "keep-me" and value["VersionId"] == old

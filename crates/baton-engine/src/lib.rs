@@ -674,6 +674,12 @@ impl Engine {
                 .consumers(&secret, &state.machine, now)
                 .await?
                 .recheck_at;
+            // A phase reached in this drive becomes visible to consumers only when this save
+            // commits, which a slow step (key generation, a database) may put well after `now`:
+            // its gate counts the propagation delay from then, never from before.
+            if state.machine.phase_started_at == now && !steps_done.is_empty() {
+                state.machine.phase_started_at = now_ms().max(now);
+            }
             state.compute_due_at_with(now, recheck);
             secret.rotation_state = Some(state);
             // Collected apart: an external step replaces `secret` with a fresh read.
