@@ -118,3 +118,29 @@ def test_update_key_description_changes_only_the_description(server):
     with pytest.raises(ClientError) as e:
         kms.update_key_description(KeyId=key, Description="too late")
     assert e.value.response["Error"]["Code"] == "KMSInvalidStateException"
+
+
+@pytest.mark.parametrize("spec,algorithm,curve,digest", [
+    ("ECC_NIST_P521", "ECDSA_SHA_512", "secp521r1", "SHA512"),
+    ("ECC_SECG_P256K1", "ECDSA_SHA_256", "secp256k1", "SHA256"),
+])
+def test_p521_and_secp256k1_keys_sign_and_their_public_keys_verify_outside_baton(server, spec, algorithm, curve,
+                                                                                 digest):
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    kms = server.client("kms")
+    meta = kms.create_key(KeySpec=spec, KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    assert meta["KeySpec"] == spec and meta["SigningAlgorithms"] == [algorithm]
+    key = meta["KeyId"]
+    signature = kms.sign(KeyId=key, Message=b"transfer 1 ETH", SigningAlgorithm=algorithm)["Signature"]
+    assert kms.verify(KeyId=key, Message=b"transfer 1 ETH", Signature=signature,
+                      SigningAlgorithm=algorithm)["SignatureValid"] is True
+    with pytest.raises(ClientError) as e:
+        kms.verify(KeyId=key, Message=b"transfer 2 ETH", Signature=signature, SigningAlgorithm=algorithm)
+    assert e.value.response["Error"]["Code"] == "KMSInvalidSignatureException"
+    public = serialization.load_der_public_key(kms.get_public_key(KeyId=key)["PublicKey"])
+    assert public.curve.name == curve
+    public.verify(signature, b"transfer 1 ETH", ec.ECDSA(getattr(hashes, digest)()))
+    pair = kms.generate_data_key_pair(KeyId=kms.create_key()["KeyMetadata"]["KeyId"], KeyPairSpec=spec)
+    assert serialization.load_der_public_key(pair["PublicKey"]).curve.name == curve

@@ -1342,6 +1342,8 @@ impl Baton {
             "RSA_4096",
             "ECC_NIST_P256",
             "ECC_NIST_P384",
+            "ECC_NIST_P521",
+            "ECC_SECG_P256K1",
         ];
         let spec_name = required(&req.key_pair_spec, "keyPairSpec")?;
         let spec = KeySpec::parse(spec_name)

@@ -52,6 +52,9 @@ pub enum KeySpec {
     Rsa4096,
     EccNistP256,
     EccNistP384,
+    EccNistP521,
+    /// secp256k1, for signing only (the curve of Bitcoin and Ethereum signers).
+    EccSecgP256k1,
     Hmac256,
     Hmac384,
     Hmac512,
@@ -86,13 +89,15 @@ impl KeyUsage {
 }
 
 impl KeySpec {
-    pub const ALL: [KeySpec; 9] = [
+    pub const ALL: [KeySpec; 11] = [
         Self::SymmetricDefault,
         Self::Rsa2048,
         Self::Rsa3072,
         Self::Rsa4096,
         Self::EccNistP256,
         Self::EccNistP384,
+        Self::EccNistP521,
+        Self::EccSecgP256k1,
         Self::Hmac256,
         Self::Hmac384,
         Self::Hmac512,
@@ -106,6 +111,8 @@ impl KeySpec {
             Self::Rsa4096 => "RSA_4096",
             Self::EccNistP256 => "ECC_NIST_P256",
             Self::EccNistP384 => "ECC_NIST_P384",
+            Self::EccNistP521 => "ECC_NIST_P521",
+            Self::EccSecgP256k1 => "ECC_SECG_P256K1",
             Self::Hmac256 => "HMAC_256",
             Self::Hmac384 => "HMAC_384",
             Self::Hmac512 => "HMAC_512",
@@ -123,7 +130,9 @@ impl KeySpec {
             Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => {
                 &[KeyUsage::EncryptDecrypt, KeyUsage::SignVerify]
             }
-            Self::EccNistP256 | Self::EccNistP384 => &[KeyUsage::SignVerify],
+            Self::EccNistP256 | Self::EccNistP384 | Self::EccNistP521 | Self::EccSecgP256k1 => {
+                &[KeyUsage::SignVerify]
+            }
             Self::Hmac256 | Self::Hmac384 | Self::Hmac512 => &[KeyUsage::GenerateVerifyMac],
         }
     }
@@ -131,7 +140,13 @@ impl KeySpec {
     pub fn is_asymmetric(self) -> bool {
         matches!(
             self,
-            Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 | Self::EccNistP256 | Self::EccNistP384
+            Self::Rsa2048
+                | Self::Rsa3072
+                | Self::Rsa4096
+                | Self::EccNistP256
+                | Self::EccNistP384
+                | Self::EccNistP521
+                | Self::EccSecgP256k1
         )
     }
 
@@ -151,8 +166,9 @@ impl KeySpec {
                 RsassaPkcs1V15Sha384,
                 RsassaPkcs1V15Sha512,
             ],
-            Self::EccNistP256 => &[EcdsaSha256],
+            Self::EccNistP256 | Self::EccSecgP256k1 => &[EcdsaSha256],
             Self::EccNistP384 => &[EcdsaSha384],
+            Self::EccNistP521 => &[EcdsaSha512],
             _ => &[],
         }
     }
@@ -173,6 +189,8 @@ impl KeySpec {
             Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => Some("RS256"),
             Self::EccNistP256 => Some("ES256"),
             Self::EccNistP384 => Some("ES384"),
+            Self::EccNistP521 => Some("ES512"),
+            Self::EccSecgP256k1 => Some("ES256K"),
             _ => None,
         }
     }
@@ -189,10 +207,11 @@ pub enum SigningAlgorithm {
     RsassaPkcs1V15Sha512,
     EcdsaSha256,
     EcdsaSha384,
+    EcdsaSha512,
 }
 
 impl SigningAlgorithm {
-    pub const ALL: [SigningAlgorithm; 8] = [
+    pub const ALL: [SigningAlgorithm; 9] = [
         Self::RsassaPssSha256,
         Self::RsassaPssSha384,
         Self::RsassaPssSha512,
@@ -201,6 +220,7 @@ impl SigningAlgorithm {
         Self::RsassaPkcs1V15Sha512,
         Self::EcdsaSha256,
         Self::EcdsaSha384,
+        Self::EcdsaSha512,
     ];
 
     pub fn name(self) -> &'static str {
@@ -213,6 +233,7 @@ impl SigningAlgorithm {
             Self::RsassaPkcs1V15Sha512 => "RSASSA_PKCS1_V1_5_SHA_512",
             Self::EcdsaSha256 => "ECDSA_SHA_256",
             Self::EcdsaSha384 => "ECDSA_SHA_384",
+            Self::EcdsaSha512 => "ECDSA_SHA_512",
         }
     }
 
@@ -228,7 +249,9 @@ impl SigningAlgorithm {
             Self::RsassaPssSha384 | Self::RsassaPkcs1V15Sha384 | Self::EcdsaSha384 => {
                 &digest::SHA384
             }
-            Self::RsassaPssSha512 | Self::RsassaPkcs1V15Sha512 => &digest::SHA512,
+            Self::RsassaPssSha512 | Self::RsassaPkcs1V15Sha512 | Self::EcdsaSha512 => {
+                &digest::SHA512
+            }
         }
     }
 
@@ -243,8 +266,12 @@ impl SigningAlgorithm {
         }
     }
 
-    fn verification(self) -> &'static dyn signature::VerificationAlgorithm {
+    /// The verification algorithm for a key of `spec` (ECDSA with SHA-256 serves two curves).
+    fn verification(self, spec: KeySpec) -> &'static dyn signature::VerificationAlgorithm {
         match self {
+            Self::EcdsaSha256 if spec == KeySpec::EccSecgP256k1 => {
+                &signature::ECDSA_P256K1_SHA256_ASN1
+            }
             Self::RsassaPssSha256 => &signature::RSA_PSS_2048_8192_SHA256,
             Self::RsassaPssSha384 => &signature::RSA_PSS_2048_8192_SHA384,
             Self::RsassaPssSha512 => &signature::RSA_PSS_2048_8192_SHA512,
@@ -253,6 +280,7 @@ impl SigningAlgorithm {
             Self::RsassaPkcs1V15Sha512 => &signature::RSA_PKCS1_2048_8192_SHA512,
             Self::EcdsaSha256 => &signature::ECDSA_P256_SHA256_ASN1,
             Self::EcdsaSha384 => &signature::ECDSA_P384_SHA384_ASN1,
+            Self::EcdsaSha512 => &signature::ECDSA_P521_SHA512_ASN1,
         }
     }
 }
@@ -344,7 +372,10 @@ pub fn generate_key_material(spec: KeySpec) -> Result<SecretBytes, CryptoError> 
             let der: Pkcs8V1Der<'_> = pair.as_der().map_err(generation)?;
             Ok(SecretBytes::from(der.as_ref().to_vec()))
         }
-        KeySpec::EccNistP256 | KeySpec::EccNistP384 => {
+        KeySpec::EccNistP256
+        | KeySpec::EccNistP384
+        | KeySpec::EccNistP521
+        | KeySpec::EccSecgP256k1 => {
             let pair = EcdsaKeyPair::generate(ec_algorithm(spec)).map_err(generation)?;
             let der = pair.to_pkcs8v1().map_err(generation)?;
             Ok(SecretBytes::from(der.as_ref().to_vec()))
@@ -353,10 +384,11 @@ pub fn generate_key_material(spec: KeySpec) -> Result<SecretBytes, CryptoError> 
 }
 
 fn ec_algorithm(spec: KeySpec) -> &'static EcdsaSigningAlgorithm {
-    if spec == KeySpec::EccNistP384 {
-        &ECDSA_P384_SHA384_ASN1_SIGNING
-    } else {
-        &ECDSA_P256_SHA256_ASN1_SIGNING
+    match spec {
+        KeySpec::EccNistP384 => &ECDSA_P384_SHA384_ASN1_SIGNING,
+        KeySpec::EccNistP521 => &signature::ECDSA_P521_SHA512_ASN1_SIGNING,
+        KeySpec::EccSecgP256k1 => &signature::ECDSA_P256K1_SHA256_ASN1_SIGNING,
+        _ => &ECDSA_P256_SHA256_ASN1_SIGNING,
     }
 }
 
@@ -618,7 +650,12 @@ impl ParsedKey {
                 let half = (point.len() - 1) / 2;
                 serde_json::json!({
                     "kty": "EC",
-                    "crv": if self.spec == KeySpec::EccNistP256 { "P-256" } else { "P-384" },
+                    "crv": match self.spec {
+                        KeySpec::EccNistP384 => "P-384",
+                        KeySpec::EccNistP521 => "P-521",
+                        KeySpec::EccSecgP256k1 => "secp256k1",
+                        _ => "P-256",
+                    },
                     "x": b64(&point[1..=half]),
                     "y": b64(&point[1 + half..]),
                 })
@@ -666,9 +703,11 @@ impl ParsedKey {
             return Err(CryptoError::WrongAlgorithm);
         }
         let digest = message_digest(alg, message, kind)?;
-        Ok(UnparsedPublicKey::new(alg.verification(), &self.public_der)
-            .verify_digest(&digest, sig)
-            .is_ok())
+        Ok(
+            UnparsedPublicKey::new(alg.verification(self.spec), &self.public_der)
+                .verify_digest(&digest, sig)
+                .is_ok(),
+        )
     }
 }
 
@@ -823,6 +862,8 @@ mod tests {
             (KeySpec::Rsa2048, SigningAlgorithm::RsassaPkcs1V15Sha512),
             (KeySpec::EccNistP256, SigningAlgorithm::EcdsaSha256),
             (KeySpec::EccNistP384, SigningAlgorithm::EcdsaSha384),
+            (KeySpec::EccNistP521, SigningAlgorithm::EcdsaSha512),
+            (KeySpec::EccSecgP256k1, SigningAlgorithm::EcdsaSha256),
         ] {
             let material = generate_key_material(spec).unwrap();
             let sig = sign(spec, &material, alg, b"msg", MessageType::Raw).unwrap();
