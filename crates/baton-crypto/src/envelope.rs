@@ -5,11 +5,6 @@
 //! passes authenticated data that names what the value belongs to (secret id and version id), so
 //! a sealed value copied to another row fails to open.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
-
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroize;
 
@@ -17,26 +12,35 @@ use crate::{CryptoError, SecretBytes, fill_random};
 
 /// The first byte of every sealed value written by this version of Baton.
 pub const SEALED_FORMAT_V1: u8 = 1;
-const KEY_LEN: usize = 32;
-const ROOT_KEY_FILE_HEADER: &str = "baton-root-key-v1";
+pub(crate) const KEY_LEN: usize = 32;
 
-struct AeadKey(LessSafeKey);
+pub(crate) struct AeadKey(LessSafeKey);
 
 impl AeadKey {
-    fn new(bytes: &[u8]) -> Self {
+    pub(crate) fn new(bytes: &[u8]) -> Self {
         // AES_256_GCM accepts exactly 32 bytes; every caller passes a KEY_LEN buffer.
         let unbound = UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte AES-256-GCM key");
         AeadKey(LessSafeKey::new(unbound))
     }
 
     fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.seal_framed(&[SEALED_FORMAT_V1], plaintext, aad)
+    }
+
+    /// Seals after `header` (the format byte and anything that names the key), which the
+    /// caller also folds into `aad` when it must be authenticated.
+    pub(crate) fn seal_framed(
+        &self,
+        header: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + 16);
-        out.push(SEALED_FORMAT_V1);
+        let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + 16);
+        out.extend_from_slice(header);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let mut body = out.split_off(1 + NONCE_LEN);
+        let mut body = plaintext.to_vec();
         self.0
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -49,13 +53,26 @@ impl AeadKey {
     }
 
     fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<SecretBytes, CryptoError> {
-        if sealed.len() < 1 + NONCE_LEN || sealed[0] != SEALED_FORMAT_V1 {
+        if sealed.first() != Some(&SEALED_FORMAT_V1) {
             return Err(CryptoError::OpenFailed);
         }
-        let nonce: [u8; NONCE_LEN] = sealed[1..1 + NONCE_LEN]
+        self.open_framed(1, sealed, aad)
+    }
+
+    /// Opens what [`AeadKey::seal_framed`] sealed after a header of `header_len` bytes.
+    pub(crate) fn open_framed(
+        &self,
+        header_len: usize,
+        sealed: &[u8],
+        aad: &[u8],
+    ) -> Result<SecretBytes, CryptoError> {
+        if sealed.len() < header_len + NONCE_LEN {
+            return Err(CryptoError::OpenFailed);
+        }
+        let nonce: [u8; NONCE_LEN] = sealed[header_len..header_len + NONCE_LEN]
             .try_into()
             .map_err(|_| CryptoError::OpenFailed)?;
-        let mut buf = sealed[1 + NONCE_LEN..].to_vec();
+        let mut buf = sealed[header_len + NONCE_LEN..].to_vec();
         let opened = self
             .0
             .open_in_place(
@@ -78,212 +95,8 @@ impl AeadKey {
     }
 }
 
-/// The root of trust: wraps every data key. Loaded from a 0600 file at start-up.
-pub struct RootKey {
-    key: AeadKey,
-    /// HMAC key for deriving purpose-bound keys (the audit chain's, for one).
-    derive: aws_lc_rs::hmac::Key,
-}
-
-impl std::fmt::Debug for RootKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RootKey([REDACTED])")
-    }
-}
-
-impl RootKey {
-    pub fn from_bytes(bytes: &SecretBytes) -> Result<Self, CryptoError> {
-        if bytes.len() != KEY_LEN {
-            return Err(CryptoError::OpenFailed);
-        }
-        Ok(RootKey {
-            key: AeadKey::new(bytes.expose()),
-            derive: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes.expose()),
-        })
-    }
-
-    pub fn generate() -> Result<(Self, SecretBytes), CryptoError> {
-        let mut raw = vec![0u8; KEY_LEN];
-        fill_random(&mut raw)?;
-        let bytes = SecretBytes::new(raw);
-        Ok((Self::from_bytes(&bytes)?, bytes))
-    }
-
-    /// Loads an existing root key file (mode 0600, `baton-root-key-v1 <hex>`); never creates
-    /// one.
-    pub fn load(path: &Path) -> Result<Self, CryptoError> {
-        let file_error = |reason: String| CryptoError::RootKeyFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = SecretBytes::from(fs::read(path).map_err(|e| file_error(e.to_string()))?);
-        let mode = fs::metadata(path)
-            .map_err(|e| file_error(e.to_string()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(file_error(format!(
-                "permissions are {:o}; the root key file must not be readable by group or others (chmod 600)",
-                mode & 0o777
-            )));
-        }
-        Self::from_text(&text).map_err(file_error)
-    }
-
-    /// Parses the root key file's format, `baton-root-key-v1 <64 hex digits>`, from wherever
-    /// it came (a file, a command's output). The error names what is wrong, never the key.
-    pub fn from_text(text: &SecretBytes) -> Result<Self, String> {
-        Self::from_bytes(&Self::parse_text(text)?).map_err(|e| e.to_string())
-    }
-
-    /// The key bytes of the root key file's format (to wrap them under KMS, say).
-    pub fn parse_text(text: &SecretBytes) -> Result<SecretBytes, String> {
-        let body = std::str::from_utf8(text.expose())
-            .map_err(|_| "not UTF-8".to_owned())?
-            .trim();
-        let hex_part = body
-            .strip_prefix(ROOT_KEY_FILE_HEADER)
-            .ok_or_else(|| format!("does not start with {ROOT_KEY_FILE_HEADER}"))?
-            .trim();
-        let bytes =
-            SecretBytes::new(hex::decode(hex_part).map_err(|_| "key is not valid hex".to_owned())?);
-        if bytes.len() != KEY_LEN {
-            return Err(format!(
-                "key must be {KEY_LEN} bytes ({} hex digits), not {}",
-                2 * KEY_LEN,
-                bytes.len()
-            ));
-        }
-        Ok(bytes)
-    }
-
-    /// The root key file's format for `bytes`, as a command or a file must give it.
-    pub fn to_text(bytes: &SecretBytes) -> SecretBytes {
-        SecretBytes::from(format!(
-            "{ROOT_KEY_FILE_HEADER} {}\n",
-            hex::encode(bytes.expose())
-        ))
-    }
-
-    /// Runs `command` with `/bin/sh -c` and reads the key from its standard output, in the root
-    /// key file's format: for systemd credentials, a TPM, or a secret store's CLI. It must exit
-    /// 0 within 30 seconds; its standard error is shown when it fails (it should never hold the
-    /// key).
-    pub fn from_command(command: &str) -> Result<Self, CryptoError> {
-        let fail = |reason: String| CryptoError::RootKeyCommand {
-            command: command.to_owned(),
-            reason,
-        };
-        let mut child = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(command)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| fail(format!("could not start: {e}")))?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(fail("did not finish within 30 s".into()));
-                }
-                Err(e) => return Err(fail(e.to_string())),
-            }
-        }
-        let output = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-        let stdout = SecretBytes::from(output.stdout);
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let last = stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            return Err(fail(format!(
-                "exited with {}{}",
-                output.status,
-                if last.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", last.chars().take(200).collect::<String>())
-                }
-            )));
-        }
-        Self::from_text(&stdout).map_err(|reason| fail(format!("its output {reason}")))
-    }
-
-    /// Loads the root key file, or creates it with mode 0600 if it does not exist.
-    /// Returns the key and whether it was created.
-    pub fn load_or_create(path: &Path) -> Result<(Self, bool), CryptoError> {
-        let file_error = |reason: String| CryptoError::RootKeyFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        match fs::metadata(path) {
-            Ok(_) => Ok((Self::load(path)?, false)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let (key, bytes) = Self::generate()?;
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| file_error(e.to_string()))?;
-                let text = SecretBytes::from(format!(
-                    "{ROOT_KEY_FILE_HEADER} {}\n",
-                    hex::encode(bytes.expose())
-                ));
-                file.write_all(text.expose())
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| file_error(e.to_string()))?;
-                Ok((key, true))
-            }
-            Err(e) => Err(file_error(e.to_string())),
-        }
-    }
-
-    /// Wraps a data key for the secret (or other owner) named by `context`.
-    pub fn wrap(&self, data_key: &DataKey, context: &str) -> Result<Vec<u8>, CryptoError> {
-        self.key.seal(data_key.bytes.expose(), &wrap_aad(context))
-    }
-
-    pub fn unwrap(&self, wrapped: &[u8], context: &str) -> Result<DataKey, CryptoError> {
-        let bytes = self.key.open(wrapped, &wrap_aad(context))?;
-        DataKey::from_bytes(bytes)
-    }
-
-    /// Seals a small secret directly under the root key, such as an access key's secret half.
-    pub fn seal(&self, plaintext: &[u8], aad: &str) -> Result<Vec<u8>, CryptoError> {
-        self.key.seal(plaintext, aad.as_bytes())
-    }
-
-    pub fn open(&self, sealed: &[u8], aad: &str) -> Result<SecretBytes, CryptoError> {
-        self.key.open(sealed, aad.as_bytes())
-    }
-
-    /// A MAC key for one purpose, derived from the root key (HMAC-SHA256 of the purpose under
-    /// the root key): anyone without the root key can neither compute nor forge its MACs.
-    pub fn mac_key(&self, purpose: &str) -> MacKey {
-        let tag = aws_lc_rs::hmac::sign(
-            &self.derive,
-            format!("baton/derive/v1/{purpose}").as_bytes(),
-        );
-        MacKey(aws_lc_rs::hmac::Key::new(
-            aws_lc_rs::hmac::HMAC_SHA256,
-            tag.as_ref(),
-        ))
-    }
-}
-
-/// A derived HMAC-SHA256 key (see [`RootKey::mac_key`]).
-pub struct MacKey(aws_lc_rs::hmac::Key);
+/// A derived HMAC-SHA256 key (see [`crate::RootKey::mac_key`]).
+pub struct MacKey(pub(crate) aws_lc_rs::hmac::Key);
 
 impl std::fmt::Debug for MacKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -320,7 +133,7 @@ pub fn signing_secret_aad(rotator_name: &str) -> String {
     format!("baton:signing-secret:v1:{rotator_name}")
 }
 
-fn wrap_aad(context: &str) -> Vec<u8> {
+pub(crate) fn wrap_aad(context: &str) -> Vec<u8> {
     format!("baton:data-key:v1:{context}").into_bytes()
 }
 
@@ -363,6 +176,7 @@ impl DataKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RootKey;
 
     #[test]
     fn sealed_values_open_only_with_the_same_authenticated_data() {
@@ -395,28 +209,5 @@ mod tests {
     fn two_seals_of_the_same_value_differ() {
         let dk = DataKey::generate().unwrap();
         assert_ne!(dk.seal(b"x", "a").unwrap(), dk.seal(b"x", "a").unwrap());
-    }
-
-    #[test]
-    fn root_key_file_is_created_0600_and_reloads_to_the_same_key() {
-        let dir = std::env::temp_dir().join(format!("baton-rk-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("root.key");
-        let (k1, created) = RootKey::load_or_create(&path).unwrap();
-        assert!(created);
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let (k2, created) = RootKey::load_or_create(&path).unwrap();
-        assert!(!created);
-        let sealed = k1.seal(b"v", "ctx").unwrap();
-        assert_eq!(k2.open(&sealed, "ctx").unwrap().expose(), b"v");
-
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = RootKey::load_or_create(&path).unwrap_err().to_string();
-        assert!(err.contains("chmod 600"), "{err}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,18 +10,20 @@ mod harden;
 mod keypair;
 pub mod kms;
 mod password;
+mod root_key;
 mod secret_bytes;
 pub mod sigv4;
 pub mod webhook;
 
 pub use envelope::{
-    DataKey, MacKey, RootKey, SEALED_FORMAT_V1, access_key_aad, signing_secret_aad, value_aad,
+    DataKey, MacKey, SEALED_FORMAT_V1, access_key_aad, signing_secret_aad, value_aad,
 };
 pub use harden::{Hardening, harden_process};
 pub use keypair::{GeneratedKeyPair, KeyPairType, generate_key_pair};
 pub use password::{
     PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, PasswordError, PasswordOptions, random_password,
 };
+pub use root_key::{ROOT_SEALED_V2, RootKey, RootKeyId, SealedUnder};
 pub use secret_bytes::SecretBytes;
 
 /// A cryptographic operation failed. Messages never include key material or plaintext.
@@ -48,6 +50,10 @@ pub enum CryptoError {
     RootKeyFile { path: String, reason: String },
     #[error("root key command `{command}`: {reason}")]
     RootKeyCommand { command: String, reason: String },
+    #[error("sealed under root key {0}, which this node does not hold")]
+    UnknownRootKey(String),
+    #[error("root key {0} is the primary and cannot be dropped from the ring")]
+    PrimaryRootKey(String),
 }
 
 /// Fills `buf` with bytes from the operating system's secure random number generator.

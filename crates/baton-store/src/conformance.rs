@@ -11,7 +11,7 @@ use baton_core::{
     SecretRecord, SecretValueKind, Tag,
 };
 
-use crate::{AccessKeyRecord, Store, StoreError};
+use crate::{AccessKeyRecord, NodeRecord, SealedKind, SealedReplacement, Store, StoreError};
 
 fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -1243,4 +1243,160 @@ pub const CHECKS: &[&str] = &[
     "the_audit_log_appends_a_gapless_chain",
     "leases_fence_out_a_holder_that_lost_them",
     "keys_and_their_aliases_round_trip",
+    "root_key_state_nodes_and_sealed_blobs_round_trip",
 ];
+
+/// The root key's rotation: its state is a compare-and-swap row, heartbeats carry the keys a
+/// node holds, `baton_meta` keeps the first value stored, and a re-wrap replaces a blob only if
+/// it is unchanged, moving a secret's revision on so that a writer holding the old blob gets a
+/// conflict instead of writing it back.
+pub async fn root_key_state_nodes_and_sealed_blobs_round_trip(store: &dyn Store) {
+    let state = store.root_key_state("rk-0000000000000001").await.unwrap();
+    assert!(!state.primary_key.is_empty());
+    let mut next = state.clone();
+    next.phase = Some("Added".into());
+    next.new_key = Some("rk-00000000000000ff".into());
+    next.old_keys = vec![state.primary_key.clone()];
+    next.note = "waiting for node-a".into();
+    assert!(store.save_root_key_state(&next).await.unwrap());
+    assert!(
+        !store.save_root_key_state(&next).await.unwrap(),
+        "a stale revision saves nothing"
+    );
+    let read = store.root_key_state("rk-ignored").await.unwrap();
+    assert_eq!(read.revision, state.revision + 1);
+    assert_eq!(read.old_keys, next.old_keys);
+    assert_eq!(read.note, next.note);
+    // Put it back as it was, for whoever shares this database.
+    let mut back = state.clone();
+    back.revision = read.revision;
+    assert!(store.save_root_key_state(&back).await.unwrap());
+
+    let name = unique("meta-");
+    assert_eq!(
+        store.init_meta_value(&name, b"first", 1).await.unwrap(),
+        b"first"
+    );
+    assert_eq!(
+        store.init_meta_value(&name, b"second", 2).await.unwrap(),
+        b"first"
+    );
+    assert_eq!(store.meta_value(&name).await.unwrap().unwrap(), b"first");
+    assert_eq!(store.meta_value(&unique("absent-")).await.unwrap(), None);
+
+    let node = NodeRecord {
+        node_id: unique("node-"),
+        address: "127.0.0.1:1".into(),
+        started_at: 5,
+        keys_held: vec!["rk-a".into(), "rk-b".into()],
+        wraps_with: "rk-a".into(),
+        age_ms: 0,
+    };
+    let now = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    store.heartbeat_node(&node, now).await.unwrap();
+    let mut moved = node.clone();
+    moved.wraps_with = "rk-b".into();
+    store.heartbeat_node(&moved, now).await.unwrap();
+    let listed = store.list_nodes(now, 86_400_000).await.unwrap();
+    let seen = listed
+        .iter()
+        .find(|n| n.node_id == node.node_id)
+        .expect("heartbeat listed");
+    assert_eq!(seen.keys_held, node.keys_held);
+    assert_eq!(seen.wraps_with, "rk-b");
+    assert!(
+        (-60_000..60_000).contains(&seen.age_ms),
+        "age {}",
+        seen.age_ms
+    );
+
+    let key = AccessKeyRecord {
+        access_key_id: unique("BTNRW"),
+        sealed_secret: vec![1, 1, 1],
+        user_name: "admin".into(),
+        created_at: 42,
+        scope_arn: None,
+        expires_at: None,
+        session_token_hash: None,
+    };
+    store.insert_access_key(&key).await.unwrap();
+    let mut after = String::new();
+    let mut found = false;
+    loop {
+        let page = store
+            .list_sealed(SealedKind::AccessKey, &after, 100)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        found |= page
+            .iter()
+            .any(|b| b.id == key.access_key_id && b.blob == key.sealed_secret);
+    }
+    assert!(found, "paging by id lists every access key");
+    let replace = |old: Vec<u8>, new: Vec<u8>| SealedReplacement {
+        id: key.access_key_id.clone(),
+        old,
+        new,
+    };
+    assert_eq!(
+        store
+            .replace_sealed(SealedKind::AccessKey, &[replace(vec![7], vec![2, 2, 2])])
+            .await
+            .unwrap(),
+        0,
+        "a blob that changed since it was read is left alone"
+    );
+    assert_eq!(
+        store
+            .replace_sealed(
+                SealedKind::AccessKey,
+                &[replace(vec![1, 1, 1], vec![2, 2, 2])]
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    let read = store
+        .find_access_key(&key.access_key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.sealed_secret, vec![2, 2, 2]);
+
+    let secret = sample_secret("rewrap");
+    store.insert_secret(&secret).await.unwrap();
+    // Fill a cache, if the engine has one.
+    store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    let replaced = store
+        .replace_sealed(
+            SealedKind::SecretDataKey,
+            &[SealedReplacement {
+                id: secret.id.clone(),
+                old: secret.wrapped_data_key.clone(),
+                new: vec![4, 5, 6],
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced, 1);
+    let read = store
+        .find_secret_by_arn(&secret.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.wrapped_data_key, vec![4, 5, 6], "no stale cached blob");
+    let mut stale = secret.clone();
+    add(&mut stale, "v2", None, 2_000);
+    assert!(
+        matches!(store.save_secret(&stale).await, Err(StoreError::Conflict)),
+        "a writer holding the old blob must read again"
+    );
+}

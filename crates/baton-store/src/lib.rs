@@ -15,12 +15,14 @@ mod cache;
 mod changes;
 pub mod conformance;
 mod postgres;
+pub mod root_keys;
 mod schema;
 pub mod snapshot;
 mod sqlite;
 
 pub use changes::ChangeFeed;
 pub use postgres::PostgresStore;
+pub use root_keys::{NodeRecord, RootKeyStateRecord, SealedBlob, SealedKind, SealedReplacement};
 pub use sqlite::SqliteStore;
 
 /// Keeps the first occurrence of each item, in order.
@@ -510,6 +512,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// [`Store::save_secret`], in a transaction that first checks `fence` against the lease
     /// (and locks it against takeover until commit): [`StoreError::FencedOut`] if lost.
+    /// Root-sealed blobs of one kind whose ids sort after `after`, in id order, at most `limit`.
+    async fn list_sealed(
+        &self,
+        kind: SealedKind,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<SealedBlob>, StoreError>;
+    /// Replaces each blob that is still what was read, in one transaction; returns how many
+    /// were replaced (a blob changed since it was read is left alone).
+    async fn replace_sealed(
+        &self,
+        kind: SealedKind,
+        replacements: &[SealedReplacement],
+    ) -> Result<u64, StoreError>;
+    /// A value of `baton_meta`.
+    async fn meta_value(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a `baton_meta` value unless one exists (the first node to start wins); returns
+    /// the stored value.
+    async fn init_meta_value(
+        &self,
+        name: &str,
+        value: &[u8],
+        now: Timestamp,
+    ) -> Result<Vec<u8>, StoreError>;
+    /// The root key's state, creating it with `primary` as the primary key if there is none.
+    async fn root_key_state(&self, primary: &str) -> Result<RootKeyStateRecord, StoreError>;
+    /// Saves the root key's state if its revision is unchanged (`false` if another save came
+    /// first).
+    async fn save_root_key_state(&self, state: &RootKeyStateRecord) -> Result<bool, StoreError>;
+    /// Records a node's heartbeat (the time is the database's where it has a clock).
+    async fn heartbeat_node(&self, node: &NodeRecord, now: Timestamp) -> Result<(), StoreError>;
+    /// Every node's last heartbeat, with its age; forgets nodes unseen for `forget_after_ms`.
+    async fn list_nodes(
+        &self,
+        now: Timestamp,
+        forget_after_ms: i64,
+    ) -> Result<Vec<NodeRecord>, StoreError>;
     async fn save_secret_fenced(
         &self,
         secret: &SecretRecord,

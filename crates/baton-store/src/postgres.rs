@@ -18,9 +18,11 @@ use crate::snapshot::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::root_keys;
 use crate::schema::{self, SecretRow};
 use crate::{
-    AccessKeyRecord, ChangeFeed, ConsumerRecord, ConsumerWrite, RotatorRecord, Store, StoreError,
+    AccessKeyRecord, ChangeFeed, ConsumerRecord, ConsumerWrite, NodeRecord, RootKeyStateRecord,
+    RotatorRecord, SealedBlob, SealedKind, SealedReplacement, Store, StoreError,
 };
 
 /// Connections the pool holds at most.
@@ -1674,6 +1676,148 @@ impl Store for PostgresStore {
             .map(drop)
     }
 
+    async fn list_sealed(
+        &self,
+        kind: SealedKind,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<SealedBlob>, StoreError> {
+        self.rows(&kind.list_statement(), &[&after, &i64::from(limit)], |r| {
+            SealedBlob {
+                id: r.get(0),
+                blob: r.get(1),
+            }
+        })
+        .await
+    }
+
+    async fn replace_sealed(
+        &self,
+        kind: SealedKind,
+        replacements: &[SealedReplacement],
+    ) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let statement = tx
+            .prepare_cached(&kind.replace_statement())
+            .await
+            .map_err(backend)?;
+        let mut replaced = 0;
+        for r in replacements {
+            replaced += tx
+                .execute(&statement, &[&r.id, &r.old, &r.new])
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(replaced)
+    }
+
+    async fn meta_value(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .rows(root_keys::SELECT_META, &[&name], |r| r.get(0))
+            .await?
+            .pop())
+    }
+
+    async fn init_meta_value(
+        &self,
+        name: &str,
+        value: &[u8],
+        now: Timestamp,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.changed(root_keys::INIT_META, &[&name, &value, &now])
+            .await?;
+        self.rows(root_keys::SELECT_META, &[&name], |r| r.get(0))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt(format!("baton_meta {name} vanished")))
+    }
+
+    async fn root_key_state(&self, primary: &str) -> Result<RootKeyStateRecord, StoreError> {
+        if let Some(state) = self
+            .rows(root_keys::SELECT_ROOT_KEY_STATE, &[], read_root_key_state)
+            .await?
+            .pop()
+        {
+            return Ok(state);
+        }
+        self.changed(root_keys::INIT_ROOT_KEY_STATE, &[&primary])
+            .await?;
+        self.rows(root_keys::SELECT_ROOT_KEY_STATE, &[], read_root_key_state)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("root_key_state vanished".to_owned()))
+    }
+
+    async fn save_root_key_state(&self, s: &RootKeyStateRecord) -> Result<bool, StoreError> {
+        let (old_keys, retired_keys) = (
+            root_keys::join(&s.old_keys),
+            root_keys::join(&s.retired_keys),
+        );
+        let n = self
+            .changed(
+                root_keys::SAVE_ROOT_KEY_STATE,
+                &[
+                    &s.revision,
+                    &s.primary_key,
+                    &s.phase,
+                    &s.new_key,
+                    &old_keys,
+                    &retired_keys,
+                    &s.started_at,
+                    &s.phase_at,
+                    &s.rewrapped,
+                    &s.remaining,
+                    &s.note,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn heartbeat_node(&self, n: &NodeRecord, _now: Timestamp) -> Result<(), StoreError> {
+        let keys = root_keys::join(&n.keys_held);
+        self.changed(
+            "INSERT INTO nodes (node_id, address, started_at, seen_at, keys_held, wraps_with) \
+             VALUES ($1, $2, $3, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint, $4, $5) \
+             ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, \
+             started_at = excluded.started_at, seen_at = excluded.seen_at, \
+             keys_held = excluded.keys_held, wraps_with = excluded.wraps_with",
+            &[&n.node_id, &n.address, &n.started_at, &keys, &n.wraps_with],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn list_nodes(
+        &self,
+        _now: Timestamp,
+        forget_after_ms: i64,
+    ) -> Result<Vec<NodeRecord>, StoreError> {
+        self.changed(
+            "DELETE FROM nodes WHERE seen_at < \
+             (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint - $1",
+            &[&forget_after_ms],
+        )
+        .await?;
+        self.rows(
+            "SELECT node_id, address, started_at, keys_held, wraps_with, \
+             (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint - seen_at \
+             FROM nodes ORDER BY node_id",
+            &[],
+            |r| NodeRecord {
+                node_id: r.get(0),
+                address: r.get(1),
+                started_at: r.get(2),
+                keys_held: root_keys::split(r.get(3)),
+                wraps_with: r.get(4),
+                age_ms: r.get(5),
+            },
+        )
+        .await
+    }
+
     async fn save_secret_fenced(
         &self,
         secret: &SecretRecord,
@@ -1750,5 +1894,21 @@ async fn listen(
                 None => return Ok(()),
             },
         }
+    }
+}
+
+fn read_root_key_state(r: &Row) -> RootKeyStateRecord {
+    RootKeyStateRecord {
+        revision: r.get(0),
+        primary_key: r.get(1),
+        phase: r.get(2),
+        new_key: r.get(3),
+        old_keys: root_keys::split(r.get(4)),
+        retired_keys: root_keys::split(r.get(5)),
+        started_at: r.get(6),
+        phase_at: r.get(7),
+        rewrapped: r.get(8),
+        remaining: r.get(9),
+        note: r.get(10),
     }
 }

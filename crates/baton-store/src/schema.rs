@@ -366,6 +366,42 @@ ALTER TABLE secrets ADD COLUMN rotation_database_clone TEXT;
 ALTER TABLE consumers ADD COLUMN principal TEXT;
 "#,
     ),
+    (
+        16,
+        r#"
+-- Small values of the whole deployment, sealed under the root key (the audit chain's key).
+CREATE TABLE baton_meta (
+    name TEXT PRIMARY KEY,
+    value {blob} NOT NULL,
+    updated_at {bigint} NOT NULL
+);
+-- The root key's state: which key wraps, and the latest rotation of it. One row.
+CREATE TABLE root_key_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    revision {bigint} NOT NULL,
+    primary_key TEXT NOT NULL,
+    phase TEXT,
+    new_key TEXT,
+    old_keys TEXT NOT NULL,
+    retired_keys TEXT NOT NULL,
+    started_at {bigint},
+    phase_at {bigint},
+    rewrapped {bigint} NOT NULL,
+    remaining {bigint} NOT NULL,
+    note TEXT NOT NULL
+);
+-- Every node's heartbeat: the root keys it holds and the one it wraps with. seen_at is the
+-- database's clock on PostgreSQL, so nodes' clocks need not agree.
+CREATE TABLE nodes (
+    node_id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    started_at {bigint} NOT NULL,
+    seen_at {bigint} NOT NULL,
+    keys_held TEXT NOT NULL,
+    wraps_with TEXT NOT NULL
+);
+"#,
+    ),
 ];
 
 pub const INSERT_ALIAS: &str = "INSERT INTO kms_aliases (alias_arn, alias_name, key_id, \

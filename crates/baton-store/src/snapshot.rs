@@ -2,10 +2,11 @@
 //! restore writes. Values stay as stored (sealed), so a snapshot reveals nothing without the
 //! root key.
 //!
-//! The table list is explicit and in foreign-key order, so a restore inserts parents first. Two
+//! The table list is explicit and in foreign-key order, so a restore inserts parents first. Three
 //! tables are left out on purpose: `schema_migrations` (the target's own migrations stand for
 //! it, and the schema versions must match) and `rotation_leases` (a lease names a node of the
-//! old deployment; without it, any node of the new one takes each rotation up where it stood).
+//! old deployment; without it, any node of the new one takes each rotation up where it stood),
+//! and `nodes` (heartbeats of the old deployment's nodes).
 //! A test checks that every table of the schema is either listed or left out, so a migration
 //! that adds a table cannot be forgotten.
 
@@ -32,10 +33,12 @@ pub const SNAPSHOT_TABLES: &[&str] = &[
     "subscriptions",
     "dead_letters",
     "audit_log",
+    "baton_meta",
+    "root_key_state",
 ];
 
 /// Tables a snapshot leaves out, and why (see the module documentation).
-pub const NOT_IN_SNAPSHOTS: &[&str] = &["schema_migrations", "rotation_leases"];
+pub const NOT_IN_SNAPSHOTS: &[&str] = &["schema_migrations", "rotation_leases", "nodes"];
 
 /// One stored value. Booleans are integers (0 or 1), as SQLite stores them.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]

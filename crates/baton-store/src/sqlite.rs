@@ -15,12 +15,14 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::cache::{RecordCache, arn_key, name_key};
+use crate::root_keys;
 use crate::schema::{self, SecretRow};
 use crate::snapshot::{
     Cell, SNAPSHOT_TABLES, Snapshot, TableRows, insert_statement, rows_per_insert,
 };
 use crate::{
-    AccessKeyRecord, ChangeFeed, ConsumerRecord, ConsumerWrite, RotatorRecord, Store, StoreError,
+    AccessKeyRecord, ChangeFeed, ConsumerRecord, ConsumerWrite, NodeRecord, RootKeyStateRecord,
+    RotatorRecord, SealedBlob, SealedKind, SealedReplacement, Store, StoreError,
 };
 
 /// The SQLite engine.
@@ -1736,4 +1738,215 @@ impl Store for SqliteStore {
         }
         result
     }
+
+    async fn list_sealed(
+        &self,
+        kind: SealedKind,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<SealedBlob>, StoreError> {
+        let after = after.to_owned();
+        self.read(move |conn| {
+            let mut statement = conn
+                .prepare_cached(&sql(&kind.list_statement()))
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![after, limit], |r| {
+                    Ok(SealedBlob {
+                        id: r.get(0)?,
+                        blob: r.get(1)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn replace_sealed(
+        &self,
+        kind: SealedKind,
+        replacements: &[SealedReplacement],
+    ) -> Result<u64, StoreError> {
+        let items = replacements.to_vec();
+        let ids: Vec<String> = items.iter().map(|r| r.id.clone()).collect();
+        let result = self
+            .with(move |conn| {
+                let tx = conn.transaction().map_err(backend)?;
+                let mut replaced = 0u64;
+                {
+                    let mut statement = tx
+                        .prepare_cached(&sql(&kind.replace_statement()))
+                        .map_err(backend)?;
+                    for r in &items {
+                        replaced += statement
+                            .execute(params![r.id, r.old, r.new])
+                            .map_err(backend)? as u64;
+                    }
+                }
+                tx.commit().map_err(backend)?;
+                Ok(replaced)
+            })
+            .await;
+        if kind == SealedKind::SecretDataKey {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            self.cache.invalidate(&refs);
+        }
+        result
+    }
+
+    async fn meta_value(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            conn.query_row(&sql(root_keys::SELECT_META), params![name], |r| r.get(0))
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn init_meta_value(
+        &self,
+        name: &str,
+        value: &[u8],
+        now: Timestamp,
+    ) -> Result<Vec<u8>, StoreError> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.with(move |conn| {
+            conn.execute(&sql(root_keys::INIT_META), params![name, value, now])
+                .map_err(backend)?;
+            conn.query_row(&sql(root_keys::SELECT_META), params![name], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn root_key_state(&self, primary: &str) -> Result<RootKeyStateRecord, StoreError> {
+        let primary = primary.to_owned();
+        let found = self
+            .read(|conn| {
+                conn.query_row(
+                    &sql(root_keys::SELECT_ROOT_KEY_STATE),
+                    [],
+                    read_root_key_state,
+                )
+                .optional()
+                .map_err(backend)
+            })
+            .await?;
+        if let Some(state) = found {
+            return Ok(state);
+        }
+        self.with(move |conn| {
+            conn.execute(&sql(root_keys::INIT_ROOT_KEY_STATE), params![primary])
+                .map_err(backend)?;
+            conn.query_row(
+                &sql(root_keys::SELECT_ROOT_KEY_STATE),
+                [],
+                read_root_key_state,
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn save_root_key_state(&self, state: &RootKeyStateRecord) -> Result<bool, StoreError> {
+        let s = state.clone();
+        self.with(move |conn| {
+            let n = conn
+                .execute(
+                    &sql(root_keys::SAVE_ROOT_KEY_STATE),
+                    params![
+                        s.revision,
+                        s.primary_key,
+                        s.phase,
+                        s.new_key,
+                        root_keys::join(&s.old_keys),
+                        root_keys::join(&s.retired_keys),
+                        s.started_at,
+                        s.phase_at,
+                        s.rewrapped,
+                        s.remaining,
+                        s.note
+                    ],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn heartbeat_node(&self, node: &NodeRecord, now: Timestamp) -> Result<(), StoreError> {
+        let n = node.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO nodes (node_id, address, started_at, seen_at, keys_held, wraps_with) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (node_id) DO UPDATE SET \
+                 address = excluded.address, started_at = excluded.started_at, \
+                 seen_at = excluded.seen_at, keys_held = excluded.keys_held, \
+                 wraps_with = excluded.wraps_with",
+                params![
+                    n.node_id,
+                    n.address,
+                    n.started_at,
+                    now,
+                    root_keys::join(&n.keys_held),
+                    n.wraps_with
+                ],
+            )
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_nodes(
+        &self,
+        now: Timestamp,
+        forget_after_ms: i64,
+    ) -> Result<Vec<NodeRecord>, StoreError> {
+        self.with(move |conn| {
+            conn.execute(
+                &sql(root_keys::DELETE_NODES_UNSEEN),
+                params![now - forget_after_ms],
+            )
+            .map_err(backend)?;
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT node_id, address, started_at, keys_held, wraps_with, ?1 - seen_at \
+                     FROM nodes ORDER BY node_id",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![now], |r| {
+                    Ok(NodeRecord {
+                        node_id: r.get(0)?,
+                        address: r.get(1)?,
+                        started_at: r.get(2)?,
+                        keys_held: root_keys::split(&r.get::<_, String>(3)?),
+                        wraps_with: r.get(4)?,
+                        age_ms: r.get(5)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+}
+
+fn read_root_key_state(r: &Row<'_>) -> rusqlite::Result<RootKeyStateRecord> {
+    Ok(RootKeyStateRecord {
+        revision: r.get(0)?,
+        primary_key: r.get(1)?,
+        phase: r.get(2)?,
+        new_key: r.get(3)?,
+        old_keys: root_keys::split(&r.get::<_, String>(4)?),
+        retired_keys: root_keys::split(&r.get::<_, String>(5)?),
+        started_at: r.get(6)?,
+        phase_at: r.get(7)?,
+        rewrapped: r.get(8)?,
+        remaining: r.get(9)?,
+        note: r.get(10)?,
+    })
 }

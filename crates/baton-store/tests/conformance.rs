@@ -82,6 +82,7 @@ conformance!(
     the_audit_log_appends_a_gapless_chain,
     leases_fence_out_a_holder_that_lost_them,
     keys_and_their_aliases_round_trip,
+    root_key_state_nodes_and_sealed_blobs_round_trip,
 );
 
 /// Two PostgreSQL stores on one database stand for two nodes: a commit on one wakes the
@@ -156,6 +157,7 @@ async fn populate(store: &dyn Store) {
     conformance::principals_and_their_policies_round_trip(store).await;
     conformance::the_audit_log_appends_a_gapless_chain(store).await;
     conformance::keys_and_their_aliases_round_trip(store).await;
+    conformance::root_key_state_nodes_and_sealed_blobs_round_trip(store).await;
     // Rows the checks above clean up after themselves.
     let mut secret = conformance::sample_secret("backup-extra");
     secret.rotation.next_rotation_at = Some(86_400_000);
