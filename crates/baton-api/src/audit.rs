@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use baton_crypto::{MacKey, RootKey};
+use baton_crypto::MacKey;
 use baton_proto as p;
 use baton_store::{AuditChain, AuditRecord, Store};
 use tokio::sync::{mpsc, oneshot};
@@ -135,10 +135,11 @@ fn json_line(e: &AuditRecord) -> String {
 }
 
 impl AuditLog {
-    /// Starts the writer task. Must run inside a tokio runtime.
-    pub fn start(store: Arc<dyn Store>, root_key: &RootKey, options: &AuditOptions) -> Self {
+    /// Starts the writer task with the chain's MAC key (see
+    /// [`crate::root_keys::RootKeys::audit_chain_key`]). Must run inside a tokio runtime.
+    pub fn start(store: Arc<dyn Store>, chain_key: MacKey, options: &AuditOptions) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        let key = Arc::new(root_key.mac_key("audit-chain"));
+        let key = Arc::new(chain_key);
         let log = AuditLog {
             queue,
             mode: options.mode,

@@ -240,8 +240,12 @@ pub fn verify<'a>(file: &'a [u8], root_key: &RootKey) -> Result<&'a [u8], Backup
         return Err(BackupError::Format(format));
     }
     let (content, mac) = summed.split_at(summed.len() - DIGEST);
-    let expected = root_key.mac_key(MAC_PURPOSE).mac(&[content]);
-    if !baton_crypto::constant_time_eq(&expected, mac) {
+    // Any key of the ring may have made it: the primary of the time the backup was taken.
+    let made_by_a_key_of_the_ring = root_key
+        .mac_keys(MAC_PURPOSE)
+        .iter()
+        .any(|(_, key)| baton_crypto::constant_time_eq(&key.mac(&[content]), mac));
+    if !made_by_a_key_of_the_ring {
         return Err(BackupError::WrongKey);
     }
     Ok(content)

@@ -82,7 +82,8 @@ fn wire(s: &SubscriptionRecord) -> p::Subscription {
     }
 }
 
-fn aad(id: &str) -> String {
+/// The authenticated data of a subscription's sealed signing secret.
+pub(crate) fn signing_secret_aad(id: &str) -> String {
     baton_crypto::signing_secret_aad(&format!("subscription/{id}"))
 }
 
@@ -118,7 +119,9 @@ impl Baton {
         let id = format!("sub-{}", uuid::Uuid::new_v4().simple());
         let secret = baton_crypto::webhook::new_signing_secret()?;
         let record = SubscriptionRecord {
-            sealed_signing_secret: self.root_key.seal(secret.expose(), &aad(&id))?,
+            sealed_signing_secret: self
+                .root_key
+                .seal(secret.expose(), &signing_secret_aad(&id))?,
             id,
             account_id: caller.account_id.clone(),
             region: caller.region.clone(),
@@ -288,7 +291,7 @@ async fn deliver_once(
     baton_engine::outbound::check_url(&sub.url, baton.allow_private_webhooks).map_err(failed)?;
     let secret = baton
         .root_key
-        .open(&sub.sealed_signing_secret, &aad(&sub.id))
+        .open(&sub.sealed_signing_secret, &signing_secret_aad(&sub.id))
         .map_err(|e| failed(format!("signing secret: {e}")))?;
     let body = serde_json::to_vec(&crate::events::eventbridge(event))
         .map_err(|e| failed(e.to_string()))?;

@@ -16,6 +16,7 @@ mod kms;
 mod master_access;
 mod ops;
 mod principals;
+pub mod root_keys;
 mod server;
 pub mod sigv4;
 mod state;
@@ -24,7 +25,7 @@ pub use baton_crypto::SecretBytes;
 pub use baton_engine::commands::CommandRotator;
 pub use error::{ApiError, MessageKey};
 pub use server::{
-    Bootstrap, CONNECTIONS_PER_ADDRESS_DEFAULT, REQUEST_READ_TIMEOUT_DEFAULT, ServeOptions, Server,
-    StoreChoice,
+    Bootstrap, CONNECTIONS_PER_ADDRESS_DEFAULT, REQUEST_READ_TIMEOUT_DEFAULT,
+    ROOT_KEY_REWRAP_BATCH_DEFAULT, ServeOptions, Server, StoreChoice,
 };
 pub use state::{Baton, Caller, SIGNING_SERVICE, now_ms};

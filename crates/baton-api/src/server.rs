@@ -53,6 +53,11 @@ pub struct ServeOptions {
     pub root_key_file: Option<PathBuf>,
     /// A root key obtained elsewhere (a command, KMS); when set, no file is read or created.
     pub root_key: Option<Arc<RootKey>>,
+    /// Where `root_key` came from, so that the node can read it again when a rotation adds a
+    /// key; without it a given key is fixed.
+    pub root_key_source: Option<Arc<dyn crate::root_keys::RootKeySource>>,
+    /// Sealed values re-wrapped per transaction during a root-key rotation.
+    pub root_key_rewrap_batch: usize,
     pub account_id: String,
     pub regions: Vec<String>,
     pub tls_cert: Option<PathBuf>,
@@ -106,6 +111,8 @@ impl ServeOptions {
             store: StoreChoice::Sqlite,
             root_key_file: None,
             root_key: None,
+            root_key_source: None,
+            root_key_rewrap_batch: ROOT_KEY_REWRAP_BATCH_DEFAULT,
             account_id: "123456789012".into(),
             regions: vec!["us-east-1".into()],
             tls_cert: None,
@@ -139,6 +146,9 @@ pub const REQUEST_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Most connections one address may hold by default: a fleet behind one NAT address still
 /// fits, while one client cannot take every slot.
 pub const CONNECTIONS_PER_ADDRESS_DEFAULT: usize = 256;
+/// Sealed values re-wrapped per transaction during a root-key rotation: small enough that a
+/// batch holds SQLite's writer for a few milliseconds, so requests go on between batches.
+pub const ROOT_KEY_REWRAP_BATCH_DEFAULT: usize = 256;
 
 struct App {
     baton: Baton,
@@ -216,20 +226,32 @@ impl Server {
             std::fs::set_permissions(&options.data_dir, std::fs::Permissions::from_mode(0o700))
                 .with_context(|| format!("restricting {}", options.data_dir.display()))?;
         }
-        let root_key: Arc<RootKey> = match options.root_key.take() {
-            Some(key) => key,
-            None => {
-                let root_key_path = options
-                    .root_key_file
-                    .clone()
-                    .unwrap_or_else(|| options.data_dir.join("root.key"));
-                let (root_key, created) = RootKey::load_or_create(&root_key_path)?;
-                if created {
-                    tracing::info!(path = %root_key_path.display(), "created root key (mode 0600); back it up: without it no secret can be read");
+        let (root_key, root_key_source): (Arc<RootKey>, Arc<dyn crate::root_keys::RootKeySource>) =
+            match options.root_key.take() {
+                Some(key) => (
+                    key,
+                    options
+                        .root_key_source
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(crate::root_keys::FixedSource)),
+                ),
+                None => {
+                    let root_key_path = options
+                        .root_key_file
+                        .clone()
+                        .unwrap_or_else(|| options.data_dir.join("root.key"));
+                    let (root_key, created) = RootKey::load_or_create(&root_key_path)?;
+                    if created {
+                        tracing::info!(path = %root_key_path.display(), "created root key (mode 0600); back it up: without it no secret can be read");
+                    }
+                    (
+                        Arc::new(root_key),
+                        Arc::new(crate::root_keys::FileSource {
+                            path: root_key_path,
+                        }),
+                    )
                 }
-                Arc::new(root_key)
-            }
-        };
+            };
         let store: Arc<dyn Store> = match &options.store {
             StoreChoice::Sqlite => {
                 let path = options.data_dir.join("baton.db");
@@ -244,12 +266,30 @@ impl Server {
                     .context("connecting to PostgreSQL")?,
             ),
         };
+        let node_id = options
+            .node_id
+            .clone()
+            .unwrap_or_else(baton_engine::default_node_id);
+        options.node_id = Some(node_id.clone());
+        let root_keys = crate::root_keys::RootKeys::start(
+            &*store,
+            root_key.clone(),
+            root_key_source,
+            node_id,
+            options.root_key_rewrap_batch,
+            crate::state::now_ms(),
+        )
+        .await?;
+        let chain_key = root_keys
+            .audit_chain_key(&*store, crate::state::now_ms())
+            .await?;
         let mut baton = Baton::new(
             store,
             root_key,
             options.account_id.clone(),
             options.regions.clone(),
         );
+        baton.root_keys = Some(root_keys);
         baton.events_retention = options.events_retention;
         baton.allow_private_webhooks = options.allow_private_webhooks;
         baton.command_rotators = Arc::new(
@@ -267,7 +307,7 @@ impl Server {
         );
         baton.audit = Some(crate::audit::AuditLog::start(
             baton.store.clone(),
-            &baton.root_key,
+            chain_key,
             &options.audit,
         ));
         bootstrap_admin(&baton, &options).await?;
@@ -355,6 +395,12 @@ impl Server {
             stop_rx.clone(),
         ));
         let delivery = tokio::spawn(crate::delivery::run(app.clone(), stop_rx.clone()));
+        let root_keys = app.baton.root_keys.clone().map(|keys| {
+            if let (Ok(mut address), Ok(local)) = (keys.address.lock(), listener.local_addr()) {
+                *address = local.to_string();
+            }
+            tokio::spawn(keys.run(app.baton.store.clone(), stop_rx.clone()))
+        });
         let local = listener.local_addr()?;
         let host = if local.ip().is_unspecified() {
             std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
@@ -505,6 +551,9 @@ impl Server {
         }
         let _ = purge.await;
         let _ = delivery.await;
+        if let Some(root_keys) = root_keys {
+            let _ = root_keys.await;
+        }
         let _ = engine.await;
         let _ = wake_forwarder.await;
         if let Some(metrics_server) = metrics_server {
@@ -704,6 +753,13 @@ async fn ready_detailed(State(app): State<Arc<App>>) -> Response {
 /// this node knows (a newer node may have applied more; migrations are additive, so an older
 /// node still works).
 async fn readiness_problem(app: &App) -> Option<String> {
+    if let Some(keys) = &app.baton.root_keys
+        && !keys.ready()
+    {
+        return Some(
+            "this node does not hold the deployment's primary root key (see the log)".to_owned(),
+        );
+    }
     let store = &app.baton.store;
     let want = baton_store::latest_schema_version();
     match tokio::time::timeout(Duration::from_secs(2), async {
@@ -890,6 +946,8 @@ const OPERATIONS: &[(&str, Checked)] = &[
     ("baton.ListAuditEntries", Checked::OnStar),
     ("baton.VerifyAuditLog", Checked::OnStar),
     ("baton.CreateBackup", Checked::OnStar),
+    ("baton.RotateRootKey", Checked::OnStar),
+    ("baton.DescribeRootKey", Checked::OnStar),
     ("TrentService.CreateKey", Checked::OnStar),
     ("TrentService.DescribeKey", Checked::Itself),
     ("TrentService.ListKeys", Checked::OnStar),
@@ -1264,6 +1322,8 @@ async fn serve_operation(
         "baton.ListAuditEntries" => to_json(&baton.list_audit_entries(parse(body, target)?).await?),
         "baton.VerifyAuditLog" => to_json(&baton.verify_audit_log(parse(body, target)?).await?),
         "baton.CreateBackup" => baton.create_backup().await,
+        "baton.RotateRootKey" => to_json(&baton.rotate_root_key(parse(body, target)?).await?),
+        "baton.DescribeRootKey" => to_json(&baton.describe_root_key(parse(body, target)?).await?),
         "TrentService.CreateKey" => op!(kms_create_key),
         "TrentService.DescribeKey" => op!(kms_describe_key),
         "TrentService.ListKeys" => op!(kms_list_keys),

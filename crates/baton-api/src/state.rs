@@ -89,6 +89,9 @@ struct CachedKey {
 pub struct Baton {
     pub store: Arc<dyn Store>,
     pub root_key: Arc<RootKey>,
+    /// This node's root key source and its part in rotating the root key; `None` only for
+    /// in-process use without a server.
+    pub root_keys: Option<Arc<crate::root_keys::RootKeys>>,
     /// Wakes the rotation engine when a rotation starts, so it does not wait for its next pass.
     pub engine_wake: Arc<tokio::sync::Notify>,
     /// Makes the engine look at a secret's rotation at once, when a consumer reports.
@@ -146,6 +149,7 @@ impl Baton {
         Baton {
             store,
             root_key: root_key.into(),
+            root_keys: None,
             engine_wake: Arc::new(tokio::sync::Notify::new()),
             kicks: Arc::new(baton_engine::Kicks::default()),
             watch_wait_max: Duration::from_secs(20),

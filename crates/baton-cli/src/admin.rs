@@ -59,6 +59,13 @@ pub enum AdminCommand {
     /// Copy secrets from a Secrets Manager endpoint (AWS, or another Baton): every labelled
     /// version with its labels, tags, description and rotation settings. Safe to run again.
     Import(crate::import::ImportArgs),
+    /// Rotate the root key online on every node, and follow it.
+    RootKey {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[command(subcommand)]
+        command: crate::root_key_admin::RootKeyCommand,
+    },
 }
 
 /// The client operations of `baton admin`, once connected.
@@ -77,6 +84,9 @@ pub async fn dispatch(command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Restore(args) => return crate::backup::restore(args).await,
         AdminCommand::Import(args) => return crate::import::run(args).await,
+        AdminCommand::RootKey { connect, command } => {
+            return crate::root_key_admin::run(connect, command).await;
+        }
         AdminCommand::Principal { connect, command } => (connect, AdminOp::Principal(command)),
         AdminCommand::Policy { connect, command } => (connect, AdminOp::Policy(command)),
         AdminCommand::AccessKey { connect, command } => (connect, AdminOp::AccessKey(command)),

@@ -10,6 +10,7 @@ mod key;
 mod migrate;
 mod output;
 mod root_key;
+mod root_key_admin;
 mod rotation;
 mod secret;
 mod serve;

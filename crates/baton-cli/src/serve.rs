@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// unwrap it at start with KMS Decrypt at AWS_ENDPOINT_URL_KMS (AWS KMS, or another Baton).
     #[arg(long, env = "BATON_ROOT_KEY_KMS")]
     root_key_kms: Option<String>,
+    /// Sealed values re-wrapped per transaction while the root key rotates (default 256).
+    #[arg(long, env = "BATON_ROOT_KEY_REWRAP_BATCH")]
+    root_key_rewrap_batch: Option<usize>,
     /// The 12-digit account id in every ARN (default 000000000000).
     #[arg(long, env = "BATON_ACCOUNT_ID")]
     account_id: Option<String>,
@@ -128,6 +131,7 @@ struct FileConfig {
     root_key_file: Option<PathBuf>,
     root_key_command: Option<String>,
     root_key_kms: Option<String>,
+    root_key_rewrap_batch: Option<usize>,
     account_id: Option<String>,
     regions: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
@@ -239,16 +243,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let root_key_file = args.root_key_file.or(file.root_key_file);
     let root_key_command = args.root_key_command.or(file.root_key_command);
     let root_key_kms = args.root_key_kms.or(file.root_key_kms);
-    let root_key = match (&root_key_file, root_key_command, root_key_kms) {
-        (_, Some(command), None) if root_key_file.is_none() => Some(std::sync::Arc::new(
-            baton_crypto::RootKey::from_command(&command)?,
-        )),
-        (None, None, Some(arn)) => Some(std::sync::Arc::new(
-            crate::root_key::from_kms(&arn, &data_dir).await?,
-        )),
-        (_, None, None) => None,
-        _ => bail!("choose one of root_key_file, root_key_command and root_key_kms"),
-    };
+    type Source = std::sync::Arc<dyn baton_api::root_keys::RootKeySource>;
+    let (root_key, root_key_source): (_, Option<Source>) =
+        match (&root_key_file, root_key_command, root_key_kms) {
+            (_, Some(command), None) if root_key_file.is_none() => (
+                Some(std::sync::Arc::new(baton_crypto::RootKey::from_command(
+                    &command,
+                )?)),
+                Some(std::sync::Arc::new(baton_api::root_keys::CommandSource {
+                    command,
+                })),
+            ),
+            (None, None, Some(arn)) => (
+                Some(std::sync::Arc::new(
+                    crate::root_key::from_kms(&arn, &data_dir).await?,
+                )),
+                None,
+            ),
+            (_, None, None) => (None, None),
+            _ => bail!("choose one of root_key_file, root_key_command and root_key_kms"),
+        };
+    let root_key_rewrap_batch = args
+        .root_key_rewrap_batch
+        .or(file.root_key_rewrap_batch)
+        .unwrap_or(baton_api::ROOT_KEY_REWRAP_BATCH_DEFAULT);
+    anyhow::ensure!(
+        (1..=10_000).contains(&root_key_rewrap_batch),
+        "root_key_rewrap_batch must be between 1 and 10000 (got {root_key_rewrap_batch})"
+    );
     let options = ServeOptions {
         listen: args
             .listen
@@ -261,6 +283,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         root_key_file,
         root_key,
+        root_key_source,
+        root_key_rewrap_batch,
         account_id,
         regions,
         tls_cert: args.tls_cert.or(file.tls_cert),

@@ -7,6 +7,7 @@
 mod error;
 mod labels;
 mod names;
+pub mod root_key;
 pub mod rotation;
 pub mod schedule;
 mod secret;

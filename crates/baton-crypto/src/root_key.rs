@@ -69,9 +69,9 @@ impl SealedUnder {
     /// What a root-sealed blob's header says, or `None` when the blob is not root-sealed (a
     /// data key wrapped by a KMS key, say).
     pub fn of(blob: &[u8]) -> Option<Self> {
-        match blob.first()? {
-            &SEALED_FORMAT_V1 => Some(SealedUnder::Legacy),
-            &ROOT_SEALED_V2 if blob.len() >= V2_HEADER_LEN => Some(SealedUnder::Key(RootKeyId(
+        match *blob.first()? {
+            SEALED_FORMAT_V1 => Some(SealedUnder::Legacy),
+            ROOT_SEALED_V2 if blob.len() >= V2_HEADER_LEN => Some(SealedUnder::Key(RootKeyId(
                 blob[1..V2_HEADER_LEN].try_into().ok()?,
             ))),
             _ => None,
@@ -681,7 +681,7 @@ mod tests {
 
         let new_bytes = RootKey::generate_bytes().unwrap();
         let new_id = RootKey::id_of(&new_bytes).unwrap();
-        let ring = RootKey::from_keys(&[old_bytes.clone()]).unwrap();
+        let ring = RootKey::from_bytes(&old_bytes).unwrap();
         ring.add(std::slice::from_ref(&new_bytes)).unwrap();
         assert_eq!(ring.primary(), old.primary(), "adding does not promote");
         ring.set_primary(new_id).unwrap();

@@ -236,7 +236,8 @@ fn crash_now(point: CrashPoint) {
 
 /// A fresh version id (ClientRequestToken) in UUID form, from the system's random generator.
 /// Host, process id and a random suffix: tells operators which process holds a lease.
-fn default_node_id() -> String {
+/// A node's name when the operator gives none: host, process id and a random suffix.
+pub fn default_node_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "host".to_owned());

@@ -866,3 +866,49 @@ mod tests {
         assert_eq!(a, b);
     }
 }
+
+wire!(
+    /// `baton.RotateRootKey`: starts a rotation of the root key. Without `KeyId` the server
+    /// makes the new key itself (root key file); with it, the new key is one the operator has
+    /// already added to every node's key source.
+    RotateRootKeyRequest {
+        key_id: Option<String>,
+    }
+);
+
+wire!(DescribeRootKeyRequest {});
+
+wire!(
+    /// One node's last heartbeat, as `baton.DescribeRootKey` shows it.
+    RootKeyNode {
+        node_id: Option<String>,
+        address: Option<String>,
+        keys_held: Option<Vec<String>>,
+        wraps_with: Option<String>,
+        seconds_since_heartbeat: Option<f64>,
+        live: Option<bool>,
+    }
+);
+
+wire!(
+    /// `baton.DescribeRootKey` (and the answer of `baton.RotateRootKey`).
+    DescribeRootKeyResponse {
+        /// `None` (never rotated), `Added`, `Promoted`, `Rewrapped` or `Retired`.
+        phase: Option<String>,
+        /// The key new wraps use.
+        primary_key: Option<String>,
+        new_key: Option<String>,
+        /// Keys that still open something: the old and new keys during a rotation.
+        keys_live: Option<Vec<String>>,
+        retired_keys: Option<Vec<String>>,
+        rewrapped_count: Option<i64>,
+        remaining_count: Option<i64>,
+        started_date: Option<f64>,
+        phase_date: Option<f64>,
+        /// What the rotation waits for, in words; absent when it waits for nothing.
+        waiting_for: Option<String>,
+        /// Where this node's root keys come from.
+        key_source: Option<String>,
+        nodes: Option<Vec<RootKeyNode>>,
+    }
+);

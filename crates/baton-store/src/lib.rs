@@ -543,6 +543,8 @@ pub trait Store: Send + Sync + 'static {
     async fn save_root_key_state(&self, state: &RootKeyStateRecord) -> Result<bool, StoreError>;
     /// Records a node's heartbeat (the time is the database's where it has a clock).
     async fn heartbeat_node(&self, node: &NodeRecord, now: Timestamp) -> Result<(), StoreError>;
+    /// Forgets a node that stopped, so that it holds no gate while its heartbeat ages.
+    async fn remove_node(&self, node_id: &str) -> Result<(), StoreError>;
     /// Every node's last heartbeat, with its age; forgets nodes unseen for `forget_after_ms`.
     async fn list_nodes(
         &self,

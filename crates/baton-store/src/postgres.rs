@@ -1790,6 +1790,12 @@ impl Store for PostgresStore {
         .map(drop)
     }
 
+    async fn remove_node(&self, node_id: &str) -> Result<(), StoreError> {
+        self.changed(root_keys::DELETE_NODE, &[&node_id])
+            .await
+            .map(drop)
+    }
+
     async fn list_nodes(
         &self,
         _now: Timestamp,

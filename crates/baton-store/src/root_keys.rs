@@ -165,3 +165,4 @@ pub(crate) const SELECT_META: &str = "SELECT value FROM baton_meta WHERE name = 
 pub(crate) const INIT_META: &str = "INSERT INTO baton_meta (name, value, updated_at) \
     VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
 pub(crate) const DELETE_NODES_UNSEEN: &str = "DELETE FROM nodes WHERE seen_at < $1";
+pub(crate) const DELETE_NODE: &str = "DELETE FROM nodes WHERE node_id = $1";

@@ -1900,6 +1900,12 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn remove_node(&self, node_id: &str) -> Result<(), StoreError> {
+        self.delete_by(root_keys::DELETE_NODE, node_id)
+            .await
+            .map(drop)
+    }
+
     async fn list_nodes(
         &self,
         now: Timestamp,
