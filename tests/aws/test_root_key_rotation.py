@@ -17,7 +17,7 @@ import time
 import pytest
 
 import awsraw
-from conftest import BatonServer, psql
+from conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY, BatonServer, psql
 from test_backup import dump, populate
 from test_cli import baton
 
@@ -137,6 +137,12 @@ def test_one_node_rotates_its_root_key_file_under_load_and_the_old_key_opens_not
     old_file = (srv.data_dir / "root.key").read_text()
     old_key = status(srv)["PrimaryKey"]
     assert status(srv)["Phase"] == "None"
+    # Rotating or reading the root key's state takes baton:RotateRootKey / baton:DescribeRootKey.
+    reader = facts["reader"]
+    for target in ("baton.RotateRootKey", "baton.DescribeRootKey"):
+        code, out = awsraw.call(srv, target, {}, access_key=reader["AccessKeyId"], secret_key=reader["SecretAccessKey"])
+        assert code == 400 and out["__type"] == "AccessDeniedException", (target, code, out)
+        assert f"baton:{target.split('.')[1]}" in out["Message"], out
 
     load = Load([srv], names)
     load.start()
@@ -352,3 +358,55 @@ def test_three_postgres_nodes_rotate_the_root_key_under_load_through_a_node_kill
     assert stray.process.wait(timeout=30) != 0
     log = stray.read_log()
     assert f"the deployment's root key is {new_key}" in log, log[-1500:]
+
+
+def test_kms_wrapped_nodes_fetch_the_new_root_key_kms_generated(fresh, tmp_path):
+    """Two PostgreSQL nodes whose root key is kept only wrapped by a KMS key of another Baton: the
+    node that starts the rotation asks KMS for the new key and shares it wrapped through the
+    store; the other node fetches and unwraps it, and both restart on the new key."""
+    url = os.environ.get("BATON_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("SKIPPED: BATON_TEST_POSTGRES_URL is not set; the two KMS nodes share PostgreSQL")
+    kms_server = fresh()
+    kms_server.start()
+    kms = kms_server.client("kms")
+    arn = kms.create_key(Description="wraps the nodes' root keys")["KeyMetadata"]["Arn"]
+    env = {"AWS_ENDPOINT_URL_KMS": kms_server.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+           "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY}
+    name = f"baton_rootkms_{os.getpid()}_{random.randrange(1 << 30)}"
+    psql(url, f"CREATE DATABASE {name}")
+    base, _, _ = url.rpartition("/")
+    db = f"{base}/{name}"
+    nodes = []
+    try:
+        account = "".join(random.choice("0123456789") for _ in range(12))
+        for i in range(2):
+            data = tmp_path / f"k{i}" / "data"
+            data.mkdir(parents=True)
+            if i:
+                shutil.copy(nodes[0].data_dir / "root.key.kms", data / "root.key.kms")
+            node = BatonServer(data_dir=data, engine="postgres", database_url=db, account_id=account,
+                               extra_args=["--root-key-kms", arn, "--node-id", f"kms-{i}"], extra_env=env)
+            node.start()
+            nodes.append(node)
+        nodes[0].client().create_secret(Name="kms/one", SecretString="under-a-kms-ring")
+        old_key = status(nodes[0])["PrimaryKey"]
+        done = json.loads(baton(nodes[0], "admin", "root-key", "rotate", "--wait", "--output", "json").stdout)
+        assert done["Phase"] == "Retired" and done["RetiredKeys"] == [old_key], done
+        assert all(n["KeysHeld"][-1] == done["PrimaryKey"] for n in done["Nodes"] if n["Live"]), done["Nodes"]
+        for node in nodes:
+            node.stop()
+            node.start()
+            assert node.client().get_secret_value(SecretId="kms/one")["SecretString"] == "under-a-kms-ring"
+        assert not any((n.data_dir / "root.key").exists() for n in nodes), "no plain key on disk"
+        # Without KMS the new key cannot be unwrapped: the node refuses to start.
+        nodes[1].stop()
+        kms.disable_key(KeyId=arn)
+        nodes[1].start(wait=False)
+        assert nodes[1].process.wait(timeout=30) != 0
+        assert "DisabledException" in nodes[1].read_log()[-3000:]
+        kms.enable_key(KeyId=arn)
+    finally:
+        for node in nodes:
+            node.stop()
+        psql(url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

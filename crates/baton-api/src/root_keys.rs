@@ -49,14 +49,27 @@ pub fn meta_aad(name: &str) -> String {
 pub trait RootKeySource: Send + Sync + std::fmt::Debug {
     /// In words, for the status and for errors ("file /var/lib/baton/root.key").
     fn describe(&self) -> String;
-    /// Every key the source holds now.
-    async fn keys(&self) -> Result<Vec<SecretBytes>, String>;
+    /// Every key the source holds now. `shared` are the blobs that sources of this kind on
+    /// other nodes stored for the deployment (see [`NewRootKey::share`]).
+    async fn keys(&self, shared: &[Vec<u8>]) -> Result<Vec<SecretBytes>, String>;
     /// Makes a new key and adds it to the source, where the source can be written; otherwise
     /// says how the operator adds one.
-    async fn add_new_key(&self) -> Result<SecretBytes, String>;
+    async fn add_new_key(&self) -> Result<NewRootKey, String>;
     /// Removes retired keys where the source can be written; returns how many it removed.
     async fn remove_keys(&self, retired: &[RootKeyId]) -> Result<usize, String>;
 }
+
+/// A key a source made for a rotation.
+#[derive(Debug)]
+pub struct NewRootKey {
+    pub key: SecretBytes,
+    /// A form of the key that only the sources of other nodes can open (a KMS ciphertext), kept
+    /// in the store so that every node fetches it; `None` when the operator distributes keys.
+    pub share: Option<Vec<u8>>,
+}
+
+/// `baton_meta` names of shared new keys start with this (see [`NewRootKey::share`]).
+pub const SHARED_KEY_PREFIX: &str = "shared-root-key/";
 
 /// The root key file (the default `<data-dir>/root.key`, or `--root-key-file`): `rotate`
 /// writes the new key beside the old one, and retirement removes the old one.
@@ -71,14 +84,14 @@ impl RootKeySource for FileSource {
         format!("file {}", self.path.display())
     }
 
-    async fn keys(&self) -> Result<Vec<SecretBytes>, String> {
+    async fn keys(&self, _shared: &[Vec<u8>]) -> Result<Vec<SecretBytes>, String> {
         RootKey::read_file(&self.path).map_err(|e| e.to_string())
     }
 
-    async fn add_new_key(&self) -> Result<SecretBytes, String> {
+    async fn add_new_key(&self) -> Result<NewRootKey, String> {
         let key = RootKey::generate_bytes().map_err(|e| e.to_string())?;
         RootKey::append_to_file(&self.path, &key).map_err(|e| e.to_string())?;
-        Ok(key)
+        Ok(NewRootKey { key, share: None })
     }
 
     async fn remove_keys(&self, retired: &[RootKeyId]) -> Result<usize, String> {
@@ -98,7 +111,7 @@ impl RootKeySource for CommandSource {
         format!("command `{}`", self.command)
     }
 
-    async fn keys(&self) -> Result<Vec<SecretBytes>, String> {
+    async fn keys(&self, _shared: &[Vec<u8>]) -> Result<Vec<SecretBytes>, String> {
         let command = self.command.clone();
         tokio::task::spawn_blocking(move || RootKey::command_keys(&command))
             .await
@@ -106,7 +119,7 @@ impl RootKeySource for CommandSource {
             .map_err(|e| e.to_string())
     }
 
-    async fn add_new_key(&self) -> Result<SecretBytes, String> {
+    async fn add_new_key(&self) -> Result<NewRootKey, String> {
         Err(format!(
             "the root key comes from {}, which Baton cannot write: make a key with `baton admin \
              root-key generate`, add its line to what the command prints on every node, then \
@@ -130,11 +143,11 @@ impl RootKeySource for FixedSource {
         "a key given at start".to_owned()
     }
 
-    async fn keys(&self) -> Result<Vec<SecretBytes>, String> {
+    async fn keys(&self, _shared: &[Vec<u8>]) -> Result<Vec<SecretBytes>, String> {
         Ok(Vec::new())
     }
 
-    async fn add_new_key(&self) -> Result<SecretBytes, String> {
+    async fn add_new_key(&self) -> Result<NewRootKey, String> {
         Err("this node's root key was given at start and cannot grow".to_owned())
     }
 
@@ -202,7 +215,7 @@ impl RootKeys {
         let state = store
             .root_key_state(&keys.ring.primary().to_string())
             .await?;
-        if let Err(reason) = keys.adopt(&state, true).await {
+        if let Err(reason) = keys.adopt(store, &state, true).await {
             anyhow::bail!("{reason}");
         }
         keys.heartbeat(store, now).await?;
@@ -238,8 +251,32 @@ impl RootKeys {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// The new keys that sources on other nodes shared through the store.
+    async fn shared_keys(store: &dyn Store) -> Result<Vec<Vec<u8>>, String> {
+        let mut shared = Vec::new();
+        let mut after = SHARED_KEY_PREFIX.to_owned();
+        loop {
+            let page = store
+                .list_sealed(SealedKind::Meta, &after, 100)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            let before = shared.len();
+            shared.extend(
+                page.into_iter()
+                    .filter(|b| b.id.starts_with(SHARED_KEY_PREFIX))
+                    .map(|b| b.blob),
+            );
+            if !after.starts_with(SHARED_KEY_PREFIX) || shared.len() == before {
+                break;
+            }
+        }
+        Ok(shared)
+    }
+
     /// Reads the source again and adds any key it now holds.
-    async fn reload(&self, force: bool) -> Result<(), String> {
+    async fn reload(&self, store: &dyn Store, force: bool) -> Result<(), String> {
         {
             let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
             if !force && last.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
@@ -247,7 +284,8 @@ impl RootKeys {
             }
             *last = Some(Instant::now());
         }
-        let keys = self.source.keys().await?;
+        let shared = Self::shared_keys(store).await?;
+        let keys = self.source.keys(&shared).await?;
         if !keys.is_empty() {
             self.ring.add(&keys).map_err(|e| e.to_string())?;
         }
@@ -256,7 +294,12 @@ impl RootKeys {
 
     /// Makes the ring agree with the state: the primary, and no retired key. Reloads the
     /// source when the state names a key this node lacks.
-    async fn adopt(&self, state: &RootKeyStateRecord, at_start: bool) -> Result<(), String> {
+    async fn adopt(
+        &self,
+        store: &dyn Store,
+        state: &RootKeyStateRecord,
+        at_start: bool,
+    ) -> Result<(), String> {
         let primary = parse_id(&state.primary_key)?;
         let phase = phase_of(state);
         let wanted_new = state
@@ -267,7 +310,7 @@ impl RootKeys {
             .transpose()?;
         let lacks_a_key =
             !self.ring.holds(primary) || wanted_new.is_some_and(|k| !self.ring.holds(k));
-        if lacks_a_key && let Err(e) = self.reload(at_start).await {
+        if lacks_a_key && let Err(e) = self.reload(store, at_start).await {
             tracing::warn!(source = %self.source.describe(), error = %e, "cannot reload the root key source");
         }
         if !self.ring.holds(primary) {
@@ -345,7 +388,7 @@ impl RootKeys {
             .await
             .map_err(|e| e.to_string())?;
         self.publish_metrics(&state);
-        if let Err(reason) = self.adopt(&state, false).await {
+        if let Err(reason) = self.adopt(store, &state, false).await {
             tracing::error!(node = %self.node_id, "{reason}");
         }
         self.hold_the_gate_if_lacking(store, &state).await;
@@ -729,7 +772,7 @@ impl crate::Baton {
                     .parse()
                     .map_err(|e: String| ApiError::Validation(format!("KeyId: {e}")))?;
                 if !keys.ring.holds(id) {
-                    let _ = keys.reload(true).await;
+                    let _ = keys.reload(&*self.store, true).await;
                 }
                 if !keys.ring.holds(id) {
                     return Err(ApiError::Validation(format!(
@@ -741,15 +784,26 @@ impl crate::Baton {
                 id
             }
             None => {
-                let bytes = keys
+                let new = keys
                     .source
                     .add_new_key()
                     .await
                     .map_err(ApiError::InvalidRequest)?;
-                keys.ring
-                    .add(std::slice::from_ref(&bytes))
+                let id = keys
+                    .ring
+                    .add(std::slice::from_ref(&new.key))
                     .map_err(ApiError::from)?
-                    .remove(0)
+                    .remove(0);
+                if let Some(share) = new.share {
+                    self.store
+                        .init_meta_value(
+                            &format!("{SHARED_KEY_PREFIX}{id}"),
+                            &share,
+                            crate::state::now_ms(),
+                        )
+                        .await?;
+                }
+                id
             }
         };
         if new_id.to_string() == state.primary_key

@@ -254,12 +254,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     command,
                 })),
             ),
-            (None, None, Some(arn)) => (
-                Some(std::sync::Arc::new(
-                    crate::root_key::from_kms(&arn, &data_dir).await?,
-                )),
-                None,
-            ),
+            (None, None, Some(arn)) => {
+                let (ring, source) = crate::root_key::from_kms(&arn, &data_dir).await?;
+                (
+                    Some(std::sync::Arc::new(ring)),
+                    Some(std::sync::Arc::new(source) as Source),
+                )
+            }
             (_, None, None) => (None, None),
             _ => bail!("choose one of root_key_file, root_key_command and root_key_kms"),
         };
