@@ -58,16 +58,16 @@ def test_a_root_key_from_a_command_is_never_written_to_disk(fresh, tmp_path):
     srv.stop()
     # Another key cannot open the store.
     key_file.write_text(key_text())
-    exits_with(srv, "the root key does not match this database")
+    exits_with(srv, "the deployment's root key is rk-", "does not hold it", f"command `cat {key_file}`")
 
 
 def test_a_root_key_command_that_fails_or_prints_a_bad_key_is_refused(fresh):
     exits_with(fresh(extra_args=["--root-key-command", "echo no vault here >&2; exit 3"]),
                "root key command `echo no vault here >&2; exit 3`: exited with exit status: 3: no vault here")
     exits_with(fresh(extra_args=["--root-key-command", "echo baton-root-key-v1 abcd"]),
-               "its output key must be 32 bytes (64 hex digits), not 2")
+               "its output line 1: key must be 32 bytes (64 hex digits), not 2")
     exits_with(fresh(extra_args=["--root-key-command", "echo not a key"]),
-               "its output does not start with baton-root-key-v1")
+               "its output line 1: does not start with baton-root-key-v1")
 
 
 def test_a_root_key_wrapped_by_another_batons_kms_key(fresh):

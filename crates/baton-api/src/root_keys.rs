@@ -403,9 +403,34 @@ impl RootKeys {
             else {
                 return Ok(());
             };
-            let driven = self.drive(store, state, now).await;
+            let driven = self.drive_while_moving(store, state, now).await;
             let _ = store.release_lease(LEASE_KEY, &self.node_id, token).await;
             driven?;
+        }
+        Ok(())
+    }
+
+    /// Drives step after step while each one moves the phase on (a promotion goes straight
+    /// into the re-wrap), writing this node's heartbeat between steps; stops at a gate.
+    async fn drive_while_moving(
+        &self,
+        store: &dyn Store,
+        mut state: RootKeyStateRecord,
+        now: i64,
+    ) -> Result<(), String> {
+        for _ in 0..4 {
+            let phase = phase_of(&state);
+            self.drive(store, state, now).await?;
+            state = store
+                .root_key_state(&self.ring.primary().to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            if phase_of(&state) == phase || !phase_of(&state).is_some_and(RootKeyPhase::in_flight) {
+                return Ok(());
+            }
+            self.heartbeat(store, crate::state::now_ms())
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
