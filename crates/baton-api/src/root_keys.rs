@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -168,8 +168,6 @@ pub struct RootKeys {
     /// False while the deployment's primary key is one this node does not hold.
     ready: AtomicBool,
     last_reload: Mutex<Option<Instant>>,
-    /// The latest phase this node saw, for metrics (`-1` none).
-    seen_phase: AtomicI64,
 }
 
 impl std::fmt::Debug for RootKeys {
@@ -210,11 +208,8 @@ impl RootKeys {
             rewrap_batch: rewrap_batch.max(1),
             ready: AtomicBool::new(true),
             last_reload: Mutex::new(None),
-            seen_phase: AtomicI64::new(-1),
         });
-        let state = store
-            .root_key_state(&keys.ring.primary().to_string())
-            .await?;
+        let state = keys.state(store).await?;
         if let Err(reason) = keys.adopt(store, &state, true).await {
             anyhow::bail!("{reason}");
         }
@@ -273,6 +268,11 @@ impl RootKeys {
             }
         }
         Ok(shared)
+    }
+
+    /// The deployment's root-key state (created with this node's primary if there is none).
+    async fn state(&self, store: &dyn Store) -> Result<RootKeyStateRecord, StoreError> {
+        store.root_key_state(&self.ring.primary().to_string()).await
     }
 
     /// Reads the source again and adds any key it now holds.
@@ -341,8 +341,6 @@ impl RootKeys {
             }
         }
         self.ready.store(true, Ordering::Release);
-        self.seen_phase
-            .store(phase.map(|p| p as i64).unwrap_or(-1), Ordering::Relaxed);
         Ok(())
     }
 
@@ -383,10 +381,7 @@ impl RootKeys {
     /// One tick: adopt the state, hold the gate if lacking, heartbeat, and drive the rotation
     /// when this node holds its lease.
     pub async fn tick(&self, store: &dyn Store, now: i64) -> Result<(), String> {
-        let state = store
-            .root_key_state(&self.ring.primary().to_string())
-            .await
-            .map_err(|e| e.to_string())?;
+        let state = self.state(store).await.map_err(|e| e.to_string())?;
         self.publish_metrics(&state);
         if let Err(reason) = self.adopt(store, &state, false).await {
             tracing::error!(node = %self.node_id, "{reason}");
@@ -421,10 +416,7 @@ impl RootKeys {
         for _ in 0..4 {
             let phase = phase_of(&state);
             self.drive(store, state, now).await?;
-            state = store
-                .root_key_state(&self.ring.primary().to_string())
-                .await
-                .map_err(|e| e.to_string())?;
+            state = self.state(store).await.map_err(|e| e.to_string())?;
             if phase_of(&state) == phase || !phase_of(&state).is_some_and(RootKeyPhase::in_flight) {
                 return Ok(());
             }
@@ -763,10 +755,7 @@ impl crate::Baton {
         _request: baton_proto::DescribeRootKeyRequest,
     ) -> Result<baton_proto::DescribeRootKeyResponse, crate::ApiError> {
         let keys = self.root_keys()?;
-        let state = self
-            .store
-            .root_key_state(&keys.ring.primary().to_string())
-            .await?;
+        let state = keys.state(&*self.store).await?;
         let now = crate::state::now_ms();
         let nodes = self.store.list_nodes(now, NODE_FORGET_MS).await?;
         Ok(describe(&state, &nodes, keys))
@@ -779,10 +768,7 @@ impl crate::Baton {
     ) -> Result<baton_proto::DescribeRootKeyResponse, crate::ApiError> {
         use crate::ApiError;
         let keys = self.root_keys()?;
-        let state = self
-            .store
-            .root_key_state(&keys.ring.primary().to_string())
-            .await?;
+        let state = keys.state(&*self.store).await?;
         if let Some(phase) = phase_of(&state).filter(|p| p.in_flight()) {
             return Err(ApiError::InvalidRequest(format!(
                 "A rotation of the root key is in progress (phase {}, new key {}); wait for it \

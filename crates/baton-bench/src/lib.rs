@@ -14,6 +14,35 @@ use hyper_util::rt::TokioExecutor;
 pub const ACCESS_KEY_ID: &str = "BTNBENCHMARK00000001";
 pub const SECRET_ACCESS_KEY: &str = "benchmark-secret-access-key-000000000000";
 
+/// A secret with no versions, tags or rotation in account 123456789012, us-east-1, with its
+/// data key wrapped as `wrapped_data_key`: what benchmarks insert straight into a store.
+pub fn plain_secret(id: &str, name: &str, wrapped_data_key: Vec<u8>) -> baton_core::SecretRecord {
+    baton_core::SecretRecord {
+        id: id.into(),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        name: name.into(),
+        arn: format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf"),
+        description: None,
+        kms_key_id: None,
+        tags: vec![],
+        resource_policy: None,
+        rotation: Default::default(),
+        created_at: 0,
+        last_changed_at: 0,
+        last_accessed_at: None,
+        deletion: baton_core::DeletionState::Active,
+        wrapped_data_key,
+        versions: vec![],
+        replicas: vec![],
+        rotation_policy: None,
+        rotation_state: None,
+        revision: 0,
+        key: None,
+        outbox: vec![],
+    }
+}
+
 /// A numeric command-line flag (`--rounds 5`), or `default` when absent.
 pub fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
     use anyhow::Context as _;

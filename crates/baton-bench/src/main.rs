@@ -120,37 +120,15 @@ fn breakdown(rt: &tokio::runtime::Runtime, template: &http::Request<Bytes>) -> a
         "123456789012".into(),
         vec!["us-east-1".into()],
     );
-    let caller = baton_api::Caller::admin("123456789012", "us-east-1", "Bench");
     rt.block_on(async {
         use baton_store::Store as _;
         let data_key = baton_crypto::DataKey::generate()?;
         let secret_id = "bench-secret".to_owned();
-        let mut secret = baton_core::SecretRecord {
-            id: secret_id.clone(),
-            account_id: caller.account_id.clone(),
-            region: caller.region.clone(),
-            name: SECRET_NAME.into(),
-            arn: format!(
-                "arn:aws:secretsmanager:us-east-1:123456789012:secret:{SECRET_NAME}-AbCdEf"
-            ),
-            description: None,
-            kms_key_id: None,
-            tags: vec![],
-            resource_policy: None,
-            rotation: Default::default(),
-            created_at: 0,
-            last_changed_at: 0,
-            last_accessed_at: None,
-            deletion: baton_core::DeletionState::Active,
-            wrapped_data_key: baton.root_key.wrap(&data_key, &secret_id)?,
-            versions: vec![],
-            replicas: vec![],
-            rotation_policy: None,
-            rotation_state: None,
-            revision: 0,
-            key: None,
-            outbox: vec![],
-        };
+        let mut secret = baton_bench::plain_secret(
+            &secret_id,
+            SECRET_NAME,
+            baton.root_key.wrap(&data_key, &secret_id)?,
+        );
         let value = vec![b'x'; 256];
         secret.add_version(
             baton_core::NewVersion {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_bench::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, flag, median_and_spread, runtime};
-use baton_core::{DeletionState, NewVersion, SecretRecord, SecretValueKind};
+use baton_core::{NewVersion, SecretValueKind};
 use baton_crypto::{DataKey, RootKey};
 use baton_store::snapshot::Cell;
 use baton_store::{SealedKind, SealedReplacement, SqliteStore, Store};
@@ -32,39 +32,12 @@ fn main() -> anyhow::Result<()> {
     during_load(&rt, secrets, rounds)
 }
 
-fn record(id: &str, name: &str, wrapped: Vec<u8>) -> SecretRecord {
-    SecretRecord {
-        id: id.into(),
-        account_id: ACCOUNT.into(),
-        region: "us-east-1".into(),
-        name: name.into(),
-        arn: format!("arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{name}-AbCdEf"),
-        description: None,
-        kms_key_id: None,
-        tags: vec![],
-        resource_policy: None,
-        rotation: Default::default(),
-        created_at: 0,
-        last_changed_at: 0,
-        last_accessed_at: None,
-        deletion: DeletionState::Active,
-        wrapped_data_key: wrapped,
-        versions: vec![],
-        replicas: vec![],
-        rotation_policy: None,
-        rotation_state: None,
-        revision: 0,
-        key: None,
-        outbox: vec![],
-    }
-}
-
 /// Fills an empty store with `n` secrets whose data keys `ring` wraps (one restore
 /// transaction), plus one readable secret named [`SECRET_NAME`].
 async fn fill(store: &SqliteStore, ring: &RootKey, n: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let template_store = SqliteStore::open(&dir.path().join("template.db"))?;
-    let mut template = record("tmpl", "benchtemplate", vec![0; 60]);
+    let mut template = baton_bench::plain_secret("tmpl", "benchtemplate", vec![0; 60]);
     template.add_version(
         NewVersion {
             version_id: "v1".into(),
@@ -102,7 +75,7 @@ async fn fill(store: &SqliteStore, ring: &RootKey, n: usize) -> anyhow::Result<(
     }
     store.restore_snapshot(snapshot).await?;
     let key = DataKey::generate()?;
-    let mut secret = record(
+    let mut secret = baton_bench::plain_secret(
         "bench-secret",
         SECRET_NAME,
         ring.wrap(&key, "bench-secret")?,
