@@ -34,6 +34,8 @@ pub const NODE_LIVE_MS: i64 = 10_000;
 const NODE_FORGET_MS: i64 = 24 * 3600 * 1000;
 const LEASE_KEY: &str = "root-key-rotation";
 const LEASE_TTL_MS: i64 = 10_000;
+/// How often the re-wrap saves its progress and renews its lease.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// `baton_meta` names that hold values sealed by the root key start with this.
 pub const SEALED_META_PREFIX: &str = "sealed/";
 /// The audit chain's MAC key, sealed by the root key, so that it outlives a root-key rotation.
@@ -643,7 +645,9 @@ impl RootKeys {
     ) -> Result<RootKeyStateRecord, String> {
         let started = Instant::now();
         let total = state.remaining.max(0) as u64;
+        let rewrapped_before = state.rewrapped.max(0) as u64;
         let mut rewrapped_now = 0u64;
+        let mut last_checkpoint = Instant::now();
         for kind in SealedKind::ALL {
             let mut after = String::new();
             loop {
@@ -674,43 +678,39 @@ impl RootKeys {
                 if batch.is_empty() {
                     continue;
                 }
+                let batch_started = Instant::now();
                 let replaced = store
                     .replace_sealed(kind, &batch)
                     .await
                     .map_err(|e| e.to_string())?;
                 rewrapped_now += replaced;
-                state.rewrapped += replaced as i64;
-                state.remaining = total.saturating_sub(rewrapped_now) as i64;
                 metrics::counter!("baton_root_key_rewrapped_total").increment(replaced);
-                // Progress, and proof this node still drives: a lost lease stops the pass.
-                if store
-                    .acquire_lease(
-                        LEASE_KEY,
-                        &self.node_id,
-                        crate::state::now_ms(),
-                        LEASE_TTL_MS,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none()
-                {
-                    return Err("lost the root-key-rotation lease during the re-wrap".to_owned());
+                if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    state = self
+                        .checkpoint(
+                            store,
+                            state,
+                            key,
+                            rewrapped_before + rewrapped_now,
+                            total.saturating_sub(rewrapped_now),
+                        )
+                        .await?;
+                    last_checkpoint = Instant::now();
                 }
-                if !self.save(store, &state).await? {
-                    state = store
-                        .root_key_state(&key.to_string())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if phase_of(&state) != Some(RootKeyPhase::Promoted) {
-                        return Err("the rotation moved on during the re-wrap".to_owned());
-                    }
-                } else {
-                    state.revision += 1;
-                }
-                metrics::gauge!("baton_root_key_remaining").set(state.remaining as f64);
-                tokio::task::yield_now().await;
+                // Give requests the writer (and the cores) twice as long as the batch took:
+                // the re-wrap takes at most a third of either while traffic goes on.
+                tokio::time::sleep(batch_started.elapsed() * 2).await;
             }
         }
+        state = self
+            .checkpoint(
+                store,
+                state,
+                key,
+                rewrapped_before + rewrapped_now,
+                total.saturating_sub(rewrapped_now),
+            )
+            .await?;
         tracing::info!(
             rewrapped = rewrapped_now,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -718,6 +718,48 @@ impl RootKeys {
             "root key re-wrap pass done"
         );
         Ok(state)
+    }
+
+    /// Saves the re-wrap's progress and renews the lease: a node that lost the lease, or a
+    /// rotation that moved on, stops the pass.
+    async fn checkpoint(
+        &self,
+        store: &dyn Store,
+        mut state: RootKeyStateRecord,
+        key: RootKeyId,
+        rewrapped: u64,
+        remaining: u64,
+    ) -> Result<RootKeyStateRecord, String> {
+        let renewed = store
+            .acquire_lease(
+                LEASE_KEY,
+                &self.node_id,
+                crate::state::now_ms(),
+                LEASE_TTL_MS,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if renewed.is_none() {
+            return Err("lost the root-key-rotation lease during the re-wrap".to_owned());
+        }
+        for _ in 0..3 {
+            state.rewrapped = rewrapped as i64;
+            state.remaining = remaining as i64;
+            if self.save(store, &state).await? {
+                state.revision += 1;
+                metrics::gauge!("baton_root_key_remaining").set(state.remaining as f64);
+                return Ok(state);
+            }
+            // Another writer (a node's note) came first: read again and keep our counts.
+            state = store
+                .root_key_state(&key.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            if phase_of(&state) != Some(RootKeyPhase::Promoted) {
+                return Err("the rotation moved on during the re-wrap".to_owned());
+            }
+        }
+        Err("the root key's state kept changing during the re-wrap".to_owned())
     }
 
     fn publish_metrics(&self, state: &RootKeyStateRecord) {
