@@ -21,7 +21,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::ApiError;
+use baton_app::ApiError;
 
 /// How long a request's body may take to arrive, and how large it may be.
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use baton_crypto::SecretBytes;
 use baton_crypto::sigv4::{sha256_hex, signature};
 
-use crate::ApiError;
+use baton_app::{ApiError, Baton, Caller, invalid_token};
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// The largest difference between the request's date and the server's clock that is accepted.
@@ -242,6 +242,62 @@ pub fn verify(
                 .to_owned(),
         ))
     }
+}
+
+/// Verifies a request's SigV4 signature (and, for temporary credentials, its session
+/// token) against Baton's access keys, and returns the caller with its principal.
+pub async fn authenticate(
+    baton: &Baton,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_seconds: i64,
+    service: &str,
+) -> Result<Caller, ApiError> {
+    let signed = parse(headers, now_seconds)?;
+    if signed.service != service {
+        return Err(ApiError::InvalidSignature(format!(
+            "Credential should be scoped to correct service: '{service}'."
+        )));
+    }
+    if !baton.regions.contains(&signed.region) {
+        return Err(ApiError::InvalidSignature(format!(
+            "Credential should be scoped to a valid region, not '{}'. This Baton serves: {}.",
+            signed.region,
+            baton.regions.join(", ")
+        )));
+    }
+    let key = baton
+        .signing_key(
+            &signed.access_key_id,
+            &signed.scope_date,
+            &signed.region,
+            &signed.service,
+        )
+        .await?;
+    let canonical = canonical_request(method, uri, headers, &signed.signed_headers, body);
+    verify(&signed, &canonical, &key.signing_key)?;
+    match (&key.session_token_hash, &signed.security_token) {
+        (None, None) => {}
+        (Some(expected), Some(token))
+            if baton_crypto::constant_time_eq(
+                &baton_crypto::sha256(token.as_bytes()),
+                expected,
+            ) => {}
+        _ => return Err(invalid_token()),
+    }
+    if key.expires_at.is_some_and(|at| now_seconds * 1000 >= at) {
+        return Err(ApiError::ExpiredToken(
+            "The security token included in the request is expired".to_owned(),
+        ));
+    }
+    Ok(Caller::new(
+        &signed.access_key_id,
+        &baton.account_id,
+        &signed.region,
+        key.principal,
+    ))
 }
 
 fn collapse_spaces(value: &str) -> String {

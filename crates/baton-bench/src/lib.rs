@@ -72,14 +72,14 @@ pub fn start_baton(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
 ) -> anyhow::Result<SocketAddr> {
-    start_baton_with(rt, dir, baton_api::audit::AuditOptions::default().mode)
+    start_baton_with(rt, dir, baton_app::audit::AuditOptions::default().mode)
 }
 
 /// As [`start_baton`], with the audit log in `audit` mode.
 pub fn start_baton_with(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
-    audit: baton_api::audit::AuditMode,
+    audit: baton_app::audit::AuditMode,
 ) -> anyhow::Result<SocketAddr> {
     let mut options =
         baton_api::ServeOptions::embedded_for_tests(dir, ACCESS_KEY_ID, SECRET_ACCESS_KEY);

@@ -114,7 +114,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, template: &http::Request<Bytes>) -> a
     let dir = tempfile::tempdir()?;
     let store = baton_store::SqliteStore::open(&dir.path().join("b.db"))?;
     let (root_key, _) = baton_crypto::RootKey::generate()?;
-    let baton = baton_api::Baton::new(
+    let baton = baton_app::Baton::new(
         Arc::new(store.clone()),
         root_key,
         "123456789012".into(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use baton_api::backup::{self, BackupHeader};
+use baton_app::backup::{self, BackupHeader};
 use baton_client::Client;
 use baton_crypto::RootKey;
 use baton_store::{PostgresStore, SqliteStore, Store};

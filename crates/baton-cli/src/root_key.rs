@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use baton_api::root_keys::{NewRootKey, RootKeySource};
+use baton_app::root_keys::{NewRootKey, RootKeySource};
 use baton_client::{Client, ClientConfig};
 use baton_crypto::{RootKey, RootKeyId, SecretBytes};
 use serde_json::{Value, json};

@@ -147,7 +147,7 @@ struct FileConfig {
     allow_private_webhooks: Option<bool>,
     rotators_dir: Option<PathBuf>,
     /// Command rotators: `[[rotator]]` tables.
-    rotator: Option<Vec<baton_api::CommandRotator>>,
+    rotator: Option<Vec<baton_app::CommandRotator>>,
     purge_interval_seconds: Option<u64>,
     events_retention_days: Option<u64>,
     audit_mode: Option<String>,
@@ -243,14 +243,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let root_key_file = args.root_key_file.or(file.root_key_file);
     let root_key_command = args.root_key_command.or(file.root_key_command);
     let root_key_kms = args.root_key_kms.or(file.root_key_kms);
-    type Source = std::sync::Arc<dyn baton_api::root_keys::RootKeySource>;
+    type Source = std::sync::Arc<dyn baton_app::root_keys::RootKeySource>;
     let (root_key, root_key_source): (_, Option<Source>) =
         match (&root_key_file, root_key_command, root_key_kms) {
             (_, Some(command), None) if root_key_file.is_none() => (
                 Some(std::sync::Arc::new(baton_crypto::RootKey::from_command(
                     &command,
                 )?)),
-                Some(std::sync::Arc::new(baton_api::root_keys::CommandSource {
+                Some(std::sync::Arc::new(baton_app::root_keys::CommandSource {
                     command,
                 })),
             ),
@@ -349,10 +349,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Duration::from_secs(days * 24 * 3600)
         },
         bootstrap,
-        audit: baton_api::audit::AuditOptions {
+        audit: baton_app::audit::AuditOptions {
             mode: match args.audit_mode.or(file.audit_mode) {
                 Some(mode) => mode.parse().map_err(anyhow::Error::msg)?,
-                None => baton_api::audit::AuditMode::Required,
+                None => baton_app::audit::AuditMode::Required,
             },
             file: args.audit_file.or(file.audit_file),
         },
@@ -371,7 +371,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The metrics token: the file's content without surrounding whitespace, at least 16 bytes.
-fn read_metrics_token(path: &PathBuf) -> anyhow::Result<baton_api::SecretBytes> {
+fn read_metrics_token(path: &PathBuf) -> anyhow::Result<baton_app::SecretBytes> {
     let text = std::fs::read(path)
         .with_context(|| format!("reading the metrics token file {}", path.display()))?;
     let token = text.trim_ascii();
@@ -380,7 +380,7 @@ fn read_metrics_token(path: &PathBuf) -> anyhow::Result<baton_api::SecretBytes> 
         "the metrics token in {} is shorter than 16 bytes",
         path.display()
     );
-    Ok(baton_api::SecretBytes::from(token.to_vec()))
+    Ok(baton_app::SecretBytes::from(token.to_vec()))
 }
 
 async fn shutdown_signal() {

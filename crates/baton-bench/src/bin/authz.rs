@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let load_rt = runtime("load")?;
     let required_dir = tempfile::tempdir()?;
     let best_effort_dir = tempfile::tempdir()?;
-    use baton_api::audit::AuditMode;
+    use baton_app::audit::AuditMode;
     let addr = start_baton_with(&baton_rt, required_dir.path(), AuditMode::Required)?;
     let best_effort_addr =
         start_baton_with(&baton_rt, best_effort_dir.path(), AuditMode::BestEffort)?;

@@ -75,7 +75,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let snapshot = synthetic(n).await?;
     let rows = snapshot.row_count();
     let (root_key, _) = RootKey::generate()?;
-    let file = baton_api::backup::encode(&snapshot, &root_key, 0);
+    let file = baton_app::backup::encode(&snapshot, &root_key, 0);
     println!(
         "  {rows} rows; backup file {:.1} MB",
         file.len() as f64 / 1e6
@@ -85,7 +85,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let db = dir.path().join("baton.db");
     let store = SqliteStore::open(&db)?;
     let started = Instant::now();
-    baton_api::backup::restore(&store, &file, &root_key).await?;
+    baton_app::backup::restore(&store, &file, &root_key).await?;
     let restore_s = started.elapsed().as_secs_f64();
     println!(
         "restore into SQLite: {restore_s:.2} s = {:.0} rows/s, {:.0} secrets/s",
@@ -101,7 +101,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     for round in 0..ROUNDS {
         let started = Instant::now();
         let snap = store.snapshot().await?;
-        let bytes = baton_api::backup::encode(&snap, &root_key, 0);
+        let bytes = baton_app::backup::encode(&snap, &root_key, 0);
         backup_s.push(started.elapsed().as_secs_f64());
         anyhow::ensure!(snap.row_count() == rows, "the backup holds every row");
         drop(bytes);
@@ -134,7 +134,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         let (base, _) = url.rsplit_once('/').unwrap_or((&url, ""));
         let pg = PostgresStore::connect(&format!("{base}/{name}")).await?;
         let started = Instant::now();
-        baton_api::backup::restore(&pg, &file, &root_key).await?;
+        baton_app::backup::restore(&pg, &file, &root_key).await?;
         let s = started.elapsed().as_secs_f64();
         println!(
             "restore into PostgreSQL: {s:.2} s = {:.0} rows/s, {:.0} secrets/s",
@@ -143,7 +143,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         );
         let started = Instant::now();
         let snap = pg.snapshot().await?;
-        let _ = baton_api::backup::encode(&snap, &root_key, 0);
+        let _ = baton_app::backup::encode(&snap, &root_key, 0);
         println!(
             "backup from PostgreSQL: {:.2} s",
             started.elapsed().as_secs_f64()

@@ -43,10 +43,10 @@ fn main() -> anyhow::Result<()> {
         .or_else(|| std::env::var("BATON_TEST_POSTGRES_URL").ok())
         .context("pass --database-url postgres://… (or set BATON_TEST_POSTGRES_URL)")?;
     let rounds: usize = arg("--rounds").map(|r| r.parse()).transpose()?.unwrap_or(5);
-    let audit: baton_api::audit::AuditMode = arg("--audit")
+    let audit: baton_app::audit::AuditMode = arg("--audit")
         .map(|a| a.parse().map_err(anyhow::Error::msg))
         .transpose()?
-        .unwrap_or(baton_api::audit::AuditMode::Required);
+        .unwrap_or(baton_app::audit::AuditMode::Required);
     let seconds: u64 = arg("--seconds")
         .map(|s| s.parse())
         .transpose()?
@@ -69,7 +69,7 @@ fn run(
     db_url: &str,
     rounds: usize,
     seconds: u64,
-    audit: baton_api::audit::AuditMode,
+    audit: baton_app::audit::AuditMode,
 ) -> anyhow::Result<()> {
     let sqlite_dir = tempfile::tempdir()?;
     let sqlite_rt = runtime("sqlite")?;

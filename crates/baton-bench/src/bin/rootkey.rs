@@ -128,16 +128,16 @@ async fn rewrap_rate(n: usize, rounds: usize) -> anyhow::Result<()> {
     println!("  filled in {:.1} s", started.elapsed().as_secs_f64());
     let store: Arc<dyn Store> = Arc::new(store);
     let batch = baton_api::ROOT_KEY_REWRAP_BATCH_DEFAULT;
-    let keys = baton_api::root_keys::RootKeys::start(
+    let keys = baton_app::root_keys::RootKeys::start(
         &*store,
         ring.clone(),
-        Arc::new(baton_api::root_keys::FileSource { path: key_path }),
+        Arc::new(baton_app::root_keys::FileSource { path: key_path }),
         "bench-node".into(),
         batch,
-        baton_api::now_ms(),
+        baton_app::now_ms(),
     )
     .await?;
-    let mut baton = baton_api::Baton::new(
+    let mut baton = baton_app::Baton::new(
         store.clone(),
         ring.clone(),
         ACCOUNT.into(),
@@ -161,7 +161,7 @@ async fn rewrap_rate(n: usize, rounds: usize) -> anyhow::Result<()> {
         let mut ticks = 0;
         let rewrapped = loop {
             ticks += 1;
-            keys.tick(&*store, baton_api::now_ms())
+            keys.tick(&*store, baton_app::now_ms())
                 .await
                 .map_err(anyhow::Error::msg)?;
             let after = status(&baton).await?;
@@ -196,7 +196,7 @@ async fn rewrap_rate(n: usize, rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(baton: &baton_api::Baton) -> anyhow::Result<baton_proto::DescribeRootKeyResponse> {
+async fn status(baton: &baton_app::Baton) -> anyhow::Result<baton_proto::DescribeRootKeyResponse> {
     baton
         .describe_root_key(Default::default())
         .await

@@ -14,7 +14,8 @@ use crate::authz::{Principal, PrincipalKind};
 use crate::state::{Baton, Caller, now_ms};
 
 /// Hands the engine the server's authorization and audit log.
-pub(crate) struct MasterReads<A>(pub(crate) Arc<A>);
+#[derive(Debug)]
+pub struct MasterReads<A>(pub Arc<A>);
 
 #[async_trait::async_trait]
 impl<A: AsRef<Baton> + Send + Sync + 'static> baton_engine::MasterAccess for MasterReads<A> {

@@ -1,8 +1,8 @@
 //! `ApiError`: every error a request can end in, and its one mapping to AWS's wire shape.
 
-use axum::http::StatusCode;
 use baton_core::CoreError;
 use baton_store::StoreError;
+use http::StatusCode;
 
 /// An error returned to a client. Each variant maps to exactly one `(status, __type)` pair in
 /// [`ApiError::wire`]; the match there has no catch-all arm, so adding a variant forces a

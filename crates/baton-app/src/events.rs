@@ -7,8 +7,8 @@ use baton_proto as p;
 use baton_store::EventRecord;
 
 use crate::ApiError;
-use crate::ops::required;
 use crate::state::{Baton, Caller, now_ms};
+use crate::wire::required;
 
 const LIST_EVENTS_MAX: u32 = 100;
 

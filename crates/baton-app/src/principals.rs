@@ -6,8 +6,8 @@ use baton_proto as p;
 use baton_store::{AccessKeyRecord, PrincipalPolicyRecord, PrincipalRecord, StoreError};
 
 use crate::authz::{PrincipalKind, Target, principal_arn};
-use crate::ops::{length_error, required, seconds};
 use crate::state::{ALPHABET_KEY, ALPHABET_UPPER_DIGITS, access_key_aad, now_ms, random_chars};
+use crate::wire::{length_error, required, seconds};
 use crate::{ApiError, Baton, Caller};
 
 /// The name of the administrator that the first start creates.
@@ -86,7 +86,7 @@ impl Baton {
 
     /// Creates the administrator principal if it does not exist yet (first start, or a
     /// database from before principals).
-    pub(crate) async fn ensure_admin_principal(&self) -> Result<(), ApiError> {
+    pub async fn ensure_admin_principal(&self) -> Result<(), ApiError> {
         let admin = PrincipalRecord {
             name: ADMIN_PRINCIPAL.to_owned(),
             kind: PrincipalKind::Admin.as_str().to_owned(),

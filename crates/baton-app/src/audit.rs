@@ -17,7 +17,7 @@ use baton_proto as p;
 use baton_store::{AuditChain, AuditRecord, Store};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ops::seconds;
+use crate::wire::seconds;
 use crate::{ApiError, Baton};
 
 /// Entries waiting for the writer; a full queue slows requests down (required mode) or drops

@@ -8,7 +8,7 @@ use baton_proto as p;
 use baton_store::{ConsumerRecord, ConsumerWrite};
 
 use crate::state::{Baton, Caller, now_ms};
-use crate::{ApiError, ops::seconds};
+use crate::{ApiError, wire::seconds};
 
 /// A consumer that does not renew within this is gone, unless it asks for another lease.
 pub const DEFAULT_LEASE_SECONDS: i64 = 30;

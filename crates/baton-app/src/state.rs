@@ -1,17 +1,16 @@
-//! The server's shared state: the store, the root key, the namespace settings, and the
-//! authentication of callers.
+//! The application's shared state: the store, the root key, the namespace settings, and the
+//! access keys callers authenticate with.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, Method, Uri};
 use baton_crypto::{DataKey, RootKey, SecretBytes};
 use baton_store::{AccessKeyRecord, Store};
 
+use crate::ApiError;
 use crate::authz::{Principal, PrincipalKind, SharedNote};
-use crate::{ApiError, sigv4};
 
 /// How long a derived signing key is reused before the access key is looked up again. This
 /// bounds how long a key deleted on another node keeps working on this one.
@@ -45,6 +44,27 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A caller authenticated by a front end, before [`Baton::invoke`] fills in the
+    /// operation and the connection.
+    pub fn new(
+        access_key_id: &str,
+        account_id: &str,
+        region: &str,
+        principal: Arc<Principal>,
+    ) -> Self {
+        Caller {
+            access_key_id: access_key_id.to_owned(),
+            account_id: account_id.to_owned(),
+            region: region.to_owned(),
+            principal,
+            source_ip: None,
+            secure_transport: false,
+            operation: String::new(),
+            action: String::new(),
+            note: SharedNote::default(),
+        }
+    }
+
     /// The administrator, calling in-process: for benchmarks and tests.
     pub fn admin(account_id: &str, region: &str, operation: &str) -> Self {
         Caller {
@@ -75,14 +95,39 @@ impl Caller {
     }
 }
 
+/// What a front end needs to verify a SigV4 request signed with an access key.
+#[derive(Clone)]
+pub struct ScopedKey {
+    /// The key derived for the request's scope (date, region, service).
+    pub signing_key: SecretBytes,
+    pub principal: Arc<Principal>,
+    /// When temporary credentials end, in milliseconds since the epoch.
+    pub expires_at: Option<i64>,
+    /// SHA-256 of the session token temporary credentials must present.
+    pub session_token_hash: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ScopedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedKey")
+            .field("principal", &self.principal.arn)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What authentication keeps of an access key between requests.
 #[derive(Clone)]
 struct CachedKey {
-    signing_key: SecretBytes,
+    scoped: ScopedKey,
     fetched: Instant,
-    principal: Arc<Principal>,
-    expires_at: Option<i64>,
-    session_token_hash: Option<Vec<u8>>,
+}
+
+/// The error of an unknown access key or a wrong session token, as AWS words it.
+pub fn invalid_token() -> ApiError {
+    ApiError::UnrecognizedClient(
+        "The security token included in the request is invalid.".to_owned(),
+    )
 }
 
 /// Shared by every request.
@@ -127,13 +172,7 @@ impl std::fmt::Debug for Baton {
     }
 }
 
-/// The server's clock, in milliseconds since the epoch. Only the server and engine read it.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
+pub use crate::wire::now_ms;
 
 pub use baton_crypto::access_key_aad;
 
@@ -166,110 +205,106 @@ impl Baton {
         }
     }
 
-    /// Verifies the request's SigV4 signature (and, for temporary credentials, its session
-    /// token) and returns the caller with its principal.
-    pub async fn authenticate(
+    /// The SigV4 signing key of an access key for one credential scope, with what the
+    /// front end checks besides the signature (expiry, session token). Derived keys are
+    /// cached for `SIGNING_KEY_CACHE_TTL`; an unknown key is `UnrecognizedClient`.
+    pub async fn signing_key(
         &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_seconds: i64,
+        access_key_id: &str,
+        scope_date: &str,
+        region: &str,
         service: &str,
-    ) -> Result<Caller, ApiError> {
-        let signed = sigv4::parse(headers, now_seconds)?;
-        let invalid_token = || {
-            ApiError::UnrecognizedClient(
-                "The security token included in the request is invalid.".to_owned(),
-            )
-        };
-        if signed.service != service {
-            return Err(ApiError::InvalidSignature(format!(
-                "Credential should be scoped to correct service: '{service}'."
-            )));
-        }
-        if !self.regions.contains(&signed.region) {
-            return Err(ApiError::InvalidSignature(format!(
-                "Credential should be scoped to a valid region, not '{}'. This Baton serves: {}.",
-                signed.region,
-                self.regions.join(", ")
-            )));
-        }
-        let cache_key = format!(
-            "{}/{}/{}/{}",
-            signed.access_key_id, signed.scope_date, signed.region, signed.service
-        );
+    ) -> Result<ScopedKey, ApiError> {
+        let cache_key = format!("{access_key_id}/{scope_date}/{region}/{service}");
         let cached = self
             .signing_keys
             .lock()
             .ok()
             .and_then(|cache| cache.get(&cache_key).cloned())
             .filter(|k| k.fetched.elapsed() < SIGNING_KEY_CACHE_TTL);
-        let key = match cached {
-            Some(key) => key,
-            None => {
-                let record = self
-                    .store
-                    .find_access_key(&signed.access_key_id)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::UnrecognizedClient(
-                            "The security token included in the request is invalid.".to_owned(),
-                        )
-                    })?;
-                let secret = self.root_key.open(
-                    &record.sealed_secret,
-                    &access_key_aad(&record.access_key_id),
-                )?;
-                let key = CachedKey {
-                    signing_key: baton_crypto::sigv4::signing_key(
-                        secret.expose(),
-                        &signed.scope_date,
-                        &signed.region,
-                        &signed.service,
-                    ),
-                    fetched: Instant::now(),
-                    principal: self.load_principal(&record).await?,
-                    expires_at: record.expires_at,
-                    session_token_hash: record.session_token_hash.clone(),
-                };
-                if let Ok(mut cache) = self.signing_keys.lock() {
-                    if cache.len() >= SIGNING_KEY_CACHE_MAX {
-                        cache.clear();
-                    }
-                    cache.insert(cache_key, key.clone());
-                }
-                key
-            }
-        };
-        let canonical =
-            sigv4::canonical_request(method, uri, headers, &signed.signed_headers, body);
-        sigv4::verify(&signed, &canonical, &key.signing_key)?;
-        match (&key.session_token_hash, &signed.security_token) {
-            (None, None) => {}
-            (Some(expected), Some(token))
-                if baton_crypto::constant_time_eq(
-                    &baton_crypto::sha256(token.as_bytes()),
-                    expected,
-                ) => {}
-            _ => return Err(invalid_token()),
+        if let Some(key) = cached {
+            return Ok(key.scoped);
         }
-        if key.expires_at.is_some_and(|at| now_seconds * 1000 >= at) {
-            return Err(ApiError::ExpiredToken(
-                "The security token included in the request is expired".to_owned(),
+        let record = self
+            .store
+            .find_access_key(access_key_id)
+            .await?
+            .ok_or_else(invalid_token)?;
+        let secret = self.root_key.open(
+            &record.sealed_secret,
+            &access_key_aad(&record.access_key_id),
+        )?;
+        let scoped = ScopedKey {
+            signing_key: baton_crypto::sigv4::signing_key(
+                secret.expose(),
+                scope_date,
+                region,
+                service,
+            ),
+            principal: self.load_principal(&record).await?,
+            expires_at: record.expires_at,
+            session_token_hash: record.session_token_hash.clone(),
+        };
+        if let Ok(mut cache) = self.signing_keys.lock() {
+            if cache.len() >= SIGNING_KEY_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(
+                cache_key,
+                CachedKey {
+                    scoped: scoped.clone(),
+                    fetched: Instant::now(),
+                },
+            );
+        }
+        Ok(scoped)
+    }
+
+    /// The caller a long-term access key and its secret stand for, checked without a
+    /// signature: the console's sign-in. The secret is compared in constant time; a wrong
+    /// secret and an unknown key give the same error. Temporary credentials (a rotation's,
+    /// `GetSessionToken`'s) are refused: they belong to programs, not to people.
+    pub async fn sign_in(
+        &self,
+        access_key_id: &str,
+        secret: &SecretBytes,
+        region: &str,
+    ) -> Result<Caller, ApiError> {
+        let wrong = || {
+            ApiError::UnrecognizedClient(
+                "The access key ID or the secret access key is not valid.".to_owned(),
+            )
+        };
+        let record = self
+            .store
+            .find_access_key(access_key_id)
+            .await?
+            .ok_or_else(wrong)?;
+        let stored = self.root_key.open(
+            &record.sealed_secret,
+            &access_key_aad(&record.access_key_id),
+        )?;
+        if !stored.ct_eq(secret.expose()) {
+            return Err(wrong());
+        }
+        if record.session_token_hash.is_some() || record.expires_at.is_some() {
+            return Err(ApiError::UnrecognizedClient(
+                "Temporary credentials cannot sign in; use a long-term access key.".to_owned(),
             ));
         }
-        Ok(Caller {
-            access_key_id: signed.access_key_id,
-            account_id: self.account_id.clone(),
-            region: signed.region,
-            principal: key.principal,
-            source_ip: None,
-            secure_transport: false,
-            operation: String::new(),
-            action: String::new(),
-            note: SharedNote::default(),
-        })
+        if !self.regions.iter().any(|r| r == region) {
+            return Err(ApiError::InvalidParameter(format!(
+                "This Baton serves {}, not {region}.",
+                self.regions.join(", ")
+            )));
+        }
+        let principal = self.load_principal(&record).await?;
+        Ok(Caller::new(
+            access_key_id,
+            &self.account_id,
+            region,
+            principal,
+        ))
     }
 
     /// Forgets every cached signing key, so that changed principals and policies take effect

@@ -16,8 +16,8 @@ use baton_store::{DeadLetterRecord, EventRecord, SubscriptionRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
-use crate::ops::{required, seconds};
 use crate::state::{Baton, Caller, now_ms};
+use crate::wire::{required, seconds};
 
 const DEFAULT_ATTEMPTS: i64 = 6;
 const ATTEMPTS_MAX: i64 = 10;
