@@ -94,13 +94,19 @@ impl std::fmt::Debug for AuditLog {
 }
 
 /// The MAC of an entry given its predecessor's: covers every field and the seq, so an edited,
-/// moved or swapped entry no longer matches.
+/// moved or swapped entry no longer matches. The user agent, recorded since schema 17, is
+/// covered when it is not empty, so entries written before keep their hashes.
 pub fn entry_hash(key: &MacKey, prev: &[u8], e: &AuditRecord) -> Vec<u8> {
-    key.mac(&[
+    let (seq, at, status) = (
+        e.seq.to_be_bytes(),
+        e.at.to_be_bytes(),
+        e.status.to_be_bytes(),
+    );
+    let mut parts: Vec<&[u8]> = vec![
         b"baton-audit-v1",
         prev,
-        &e.seq.to_be_bytes(),
-        &e.at.to_be_bytes(),
+        &seq,
+        &at,
         e.request_id.as_bytes(),
         e.principal.as_bytes(),
         e.access_key_id.as_bytes(),
@@ -108,10 +114,14 @@ pub fn entry_hash(key: &MacKey, prev: &[u8], e: &AuditRecord) -> Vec<u8> {
         e.resource.as_bytes(),
         e.decision.as_bytes(),
         e.outcome.as_bytes(),
-        &e.status.to_be_bytes(),
+        &status,
         e.source_ip.as_bytes(),
         e.reason.as_bytes(),
-    ])
+    ];
+    if !e.user_agent.is_empty() {
+        parts.extend([b"user-agent".as_slice(), e.user_agent.as_bytes()]);
+    }
+    key.mac(&parts)
 }
 
 fn json_line(e: &AuditRecord) -> String {
@@ -128,6 +138,7 @@ fn json_line(e: &AuditRecord) -> String {
         "status": e.status,
         "source_ip": e.source_ip,
         "reason": e.reason,
+        "user_agent": e.user_agent,
         "prev_hash": hex::encode(&e.prev_hash),
         "hash": hex::encode(&e.hash),
     })
@@ -331,6 +342,7 @@ fn wire_entry(e: AuditRecord) -> p::AuditEntry {
         status: Some(e.status),
         source_ip: Some(e.source_ip),
         reason: Some(e.reason),
+        user_agent: Some(e.user_agent),
         prev_hash: Some(hex::encode(e.prev_hash)),
         hash: Some(hex::encode(e.hash)),
     }

@@ -379,6 +379,19 @@ impl Baton {
         }
     }
 
+    /// Whether the caller's identity policies allow an action on a resource, ignoring resource
+    /// policies, tags and conditions that only a request has: a hint for a front end choosing
+    /// which actions to offer, never a decision. The request itself is authorized in full.
+    pub fn may(&self, caller: &Caller, action: &str, arn: &str) -> bool {
+        let probe = Caller::new(
+            &caller.access_key_id,
+            &caller.account_id,
+            &caller.region,
+            caller.principal.clone(),
+        );
+        self.authorize(&probe, Target::named(action, arn)).is_ok()
+    }
+
     /// Notes that a request that names nothing to act on (an empty report) needed no check:
     /// a deliberate decision, unlike an operation that forgot its check.
     pub(crate) fn nothing_to_authorize(&self, caller: &Caller, why: &str) {

@@ -242,6 +242,8 @@ impl Baton {
         for arn in &kick {
             self.kicks.kick(arn);
         }
+        self.consumer_reports
+            .send_modify(|n| *n = n.wrapping_add(1));
         Ok(p::ReportConsumerResponse {
             lease_seconds: Some(lease / 1000),
             unknown_secret_ids: Some(unknown),

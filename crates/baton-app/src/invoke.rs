@@ -15,12 +15,29 @@ use crate::state::now_ms;
 use crate::{ApiError, Baton, Caller};
 
 /// Where a request came from, as the audit entry and `aws:` condition keys see it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Origin {
     /// The TCP peer's address: `aws:SourceIp`.
     pub peer: IpAddr,
     /// Whether the request came over TLS: `aws:SecureTransport`.
     pub secure: bool,
+    /// What the request came through, for the audit entry: see [`Origin::user_agent`].
+    pub user_agent: String,
+}
+
+/// The longest user agent an audit entry keeps.
+const USER_AGENT_CHARS_MAX: usize = 256;
+
+impl Origin {
+    /// A client's `User-Agent` as the audit log keeps it: printable ASCII only (a header
+    /// cannot add lines to a log), at most 256 characters.
+    pub fn user_agent(header: &str) -> String {
+        header
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(USER_AGENT_CHARS_MAX)
+            .collect()
+    }
 }
 
 /// One request to [`Baton::invoke`].
@@ -193,7 +210,7 @@ impl Baton {
             Err(e) => Err(e),
             Ok(body) => match tokio::time::timeout(
                 timeout,
-                self.dispatch(request.origin, authenticate, body, target, &mut seen),
+                self.dispatch(&request.origin, authenticate, body, target, &mut seen),
             )
             .await
             {
@@ -206,7 +223,8 @@ impl Baton {
         let result = match &self.audit {
             Some(audit) => {
                 // A request refused because the log is failing does not wait on the log.
-                let entry = audit_entry(request.request_id, target, request.origin, &seen, &result);
+                let entry =
+                    audit_entry(request.request_id, target, &request.origin, &seen, &result);
                 match audit.record(entry, !seen.refused_by_audit).await {
                     Ok(()) => result,
                     Err(e) => Err(e),
@@ -241,7 +259,7 @@ impl Baton {
 
     async fn dispatch(
         &self,
-        origin: Origin,
+        origin: &Origin,
         authenticate: impl Future<Output = Result<Caller, ApiError>>,
         body: &[u8],
         target: &str,
@@ -254,6 +272,9 @@ impl Baton {
             return Err(e);
         }
         let mut caller = authenticate.await?;
+        // Each request notes its own decisions: a front end that keeps a caller between
+        // requests (a console session) must not carry one request's notes into the next.
+        caller.note = crate::authz::SharedNote::default();
         caller.source_ip = Some(origin.peer);
         caller.secure_transport = origin.secure;
         caller.operation = target.rsplit('.').next().unwrap_or(target).to_owned();
@@ -321,7 +342,7 @@ fn parse<T: DeserializeOwned>(body: &[u8], target: &str) -> Result<T, ApiError> 
 fn audit_entry(
     request_id: &str,
     target: &str,
-    origin: Origin,
+    origin: &Origin,
     seen: &Seen,
     result: &Result<Vec<u8>, ApiError>,
 ) -> baton_store::AuditRecord {
@@ -360,6 +381,7 @@ fn audit_entry(
         outcome,
         status,
         source_ip: origin.peer.to_string(),
+        user_agent: origin.user_agent.clone(),
         reason: note.reason,
         ..Default::default()
     }

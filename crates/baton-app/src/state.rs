@@ -141,6 +141,9 @@ pub struct Baton {
     pub engine_wake: Arc<tokio::sync::Notify>,
     /// Makes the engine look at a secret's rotation at once, when a consumer reports.
     pub kicks: Arc<baton_engine::Kicks>,
+    /// Counts the consumer reports this node has stored, so that live views (the console's
+    /// propagation view) redraw when one arrives instead of polling.
+    pub consumer_reports: tokio::sync::watch::Sender<u64>,
     /// The longest a watch waits; below the request timeout.
     pub watch_wait_max: Duration,
     /// How long the event log keeps events.
@@ -191,6 +194,7 @@ impl Baton {
             root_keys: None,
             engine_wake: Arc::new(tokio::sync::Notify::new()),
             kicks: Arc::new(baton_engine::Kicks::default()),
+            consumer_reports: tokio::sync::watch::Sender::new(0),
             watch_wait_max: Duration::from_secs(20),
             plain_reads: Mutex::new(HashMap::new()),
             events_retention: Duration::from_secs(30 * 24 * 3600),

@@ -507,6 +507,8 @@ wire!(AuditEntry {
     status: Option<i64>,
     source_ip: Option<String>,
     reason: Option<String>,
+    /// The client's `User-Agent`, or `baton-console`.
+    user_agent: Option<String>,
     prev_hash: Option<String>,
     hash: Option<String>,
 });

@@ -178,6 +178,9 @@ pub struct AuditRecord {
     pub prev_hash: Vec<u8>,
     /// A keyed hash of `prev_hash` and this entry's fields.
     pub hash: Vec<u8>,
+    /// What the request came through: the client's `User-Agent` (shortened, printable), or
+    /// `baton-console`. Empty in entries written before it was recorded.
+    pub user_agent: String,
 }
 
 /// Computes an entry's hash from the previous hash; [`Store::append_audit`] calls it under the

@@ -777,6 +777,7 @@ fn read_audit(r: &Row) -> crate::AuditRecord {
         reason: r.get(11),
         prev_hash: r.get(12),
         hash: r.get(13),
+        user_agent: r.get(14),
     }
 }
 
@@ -1278,6 +1279,7 @@ impl Store for PostgresStore {
                 &column(|e| e.reason.clone()),
                 &prevs,
                 &hashes,
+                &column(|e| e.user_agent.clone()),
             ],
         )
         .await

@@ -402,6 +402,13 @@ CREATE TABLE nodes (
 );
 "#,
     ),
+    (
+        17,
+        r#"
+-- What the request came through: the client's User-Agent, or `baton-console`.
+ALTER TABLE audit_log ADD COLUMN user_agent TEXT NOT NULL DEFAULT '';
+"#,
+    ),
 ];
 
 pub const INSERT_ALIAS: &str = "INSERT INTO kms_aliases (alias_arn, alias_name, key_id, \
@@ -633,16 +640,16 @@ pub const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_m
 pub const LAST_AUDIT: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 pub const INSERT_AUDIT: &str = "INSERT INTO audit_log (seq, at, request_id, principal, \
     access_key_id, action, resource, decision, outcome, status, source_ip, reason, prev_hash, \
-    hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+    hash, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 /// PostgreSQL: a whole batch of audit entries in one statement, one array per column.
 pub const INSERT_AUDIT_BATCH_PG: &str = "INSERT INTO audit_log (seq, at, request_id, principal, \
     access_key_id, action, resource, decision, outcome, status, source_ip, reason, prev_hash, \
-    hash) SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-    $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
-    $13::bytea[], $14::bytea[])";
+    hash, user_agent) SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
+    $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], \
+    $12::text[], $13::bytea[], $14::bytea[], $15::text[])";
 pub const LIST_AUDIT: &str = "SELECT seq, at, request_id, principal, access_key_id, action, \
-    resource, decision, outcome, status, source_ip, reason, prev_hash, hash FROM audit_log \
-    WHERE seq > $1 ORDER BY seq LIMIT $2";
+    resource, decision, outcome, status, source_ip, reason, prev_hash, hash, user_agent \
+    FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
 pub const DELETE_ACCESS_KEY: &str = "DELETE FROM access_keys WHERE access_key_id = $1";
 
 /// One row of [`SELECT_VERSIONS_AND_LABELS`]: version id, creation time, kind, sealed value, and

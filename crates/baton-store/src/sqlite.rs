@@ -709,6 +709,7 @@ fn read_audit(r: &Row<'_>) -> rusqlite::Result<crate::AuditRecord> {
         reason: r.get(11)?,
         prev_hash: r.get(12)?,
         hash: r.get(13)?,
+        user_agent: r.get(14)?,
     })
 }
 
@@ -1152,7 +1153,8 @@ impl Store for SqliteStore {
                             e.source_ip,
                             e.reason,
                             e.prev_hash,
-                            e.hash
+                            e.hash,
+                            e.user_agent
                         ])
                         .map_err(backend)?;
                     prev = e.hash.clone();
