@@ -4,6 +4,7 @@
 //! the operations themselves are `baton-app`'s, reached through [`baton_app::Baton::invoke`].
 
 mod connections;
+mod console;
 mod server;
 pub mod sigv4;
 

@@ -93,6 +93,8 @@ pub struct ServeOptions {
     /// How long a rotation's lease lasts unrenewed: the longest a lost node's rotations wait
     /// before another node takes them over.
     pub lease_ttl: Duration,
+    /// Whether `/console/` serves the web console.
+    pub console: bool,
 }
 
 impl ServeOptions {
@@ -135,6 +137,7 @@ impl ServeOptions {
             audit: baton_app::audit::AuditOptions::default(),
             node_id: None,
             lease_ttl: baton_engine::LEASE_TTL_DEFAULT,
+            console: true,
         }
     }
 }
@@ -148,8 +151,10 @@ pub const CONNECTIONS_PER_ADDRESS_DEFAULT: usize = 256;
 /// batch holds SQLite's writer for a few milliseconds, so requests go on between batches.
 pub const ROOT_KEY_REWRAP_BATCH_DEFAULT: usize = 256;
 
-struct App {
-    baton: Baton,
+pub(crate) struct App {
+    pub(crate) baton: Baton,
+    /// The console, unless `--console off`.
+    pub(crate) console: Option<Arc<baton_console::Console>>,
     request_timeout: Duration,
     body_bytes_max: usize,
     metrics: PrometheusHandle,
@@ -319,6 +324,12 @@ impl Server {
             .with_context(|| format!("binding {}", options.listen))?;
         let app = Arc::new(App {
             baton,
+            console: options.console.then(|| {
+                Arc::new(baton_console::Console::new(baton_console::ConsoleOptions {
+                    request_timeout: options.request_timeout,
+                    ..Default::default()
+                }))
+            }),
             request_timeout: options.request_timeout,
             body_bytes_max: options.body_bytes_max,
             metrics: metrics_handle()?,
@@ -356,6 +367,12 @@ impl Server {
             .route("/jwks/{*key}", get(jwks))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
+            .route("/console", get(crate::console::serve))
+            .route("/console/", get(crate::console::serve))
+            .route(
+                "/console/{*rest}",
+                get(crate::console::serve).post(crate::console::serve),
+            )
             .layer(DefaultBodyLimit::max(options.body_bytes_max))
             .layer(axum::middleware::from_fn_with_state(
                 body_limits,
@@ -875,9 +892,9 @@ fn bearer_matches(app: &App, headers: &HeaderMap) -> bool {
 
 /// The TCP connection a request came on.
 #[derive(Debug, Clone, Copy)]
-struct Connection {
-    peer: SocketAddr,
-    secure: bool,
+pub(crate) struct Connection {
+    pub(crate) peer: SocketAddr,
+    pub(crate) secure: bool,
 }
 
 /// `POST /`: one AWS JSON 1.1 request. The application authenticates nothing itself: this
@@ -931,6 +948,12 @@ async fn api(
         origin: baton_app::Origin {
             peer: connection.peer.ip(),
             secure: connection.secure,
+            user_agent: baton_app::Origin::user_agent(
+                headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default(),
+            ),
         },
     };
     let result = app

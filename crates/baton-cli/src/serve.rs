@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// addresses (off by default, so a registered URL cannot reach into the server's network).
     #[arg(long, env = "BATON_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
+    /// The web console at /console/ on the API listener: on (the default) or off.
+    #[arg(long, env = "BATON_CONSOLE", value_name = "on|off")]
+    console: Option<OnOff>,
     /// A directory of command rotators, one `<name>.toml` each (name, command = [absolute
     /// path, args...], optional sha256, timeout_seconds, env). It and its files must be
     /// writable by their owner only; files are read at each use.
@@ -145,6 +148,7 @@ struct FileConfig {
     metrics_token_file: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
     allow_private_webhooks: Option<bool>,
+    console: Option<bool>,
     rotators_dir: Option<PathBuf>,
     /// Command rotators: `[[rotator]]` tables.
     rotator: Option<Vec<baton_app::CommandRotator>>,
@@ -357,6 +361,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             file: args.audit_file.or(file.audit_file),
         },
         node_id: args.node_id.or(file.node_id),
+        console: args
+            .console
+            .map(|c| c == OnOff::On)
+            .or(file.console)
+            .unwrap_or(true),
         lease_ttl: {
             let seconds = args.lease_seconds.or(file.lease_seconds).unwrap_or(15);
             anyhow::ensure!(
@@ -426,4 +435,11 @@ mod tests {
         assert!(validate_account_id("12345").is_err());
         assert!(validate_account_id("12345678901a").is_err());
     }
+}
+
+/// A switch given as `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }

@@ -1,0 +1,1255 @@
+//! The console's pages: each handler reads through [`Signed::call`] and renders a template.
+//! Templates escape every value; the only unescaped insert is the live section, which is
+//! itself a rendered template.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use baton_app::{ApiError, Baton, SecretBytes};
+use baton_proto as p;
+use futures_util::StreamExt as _;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde_json::json;
+
+use crate::{Console, Method, PREFIX, Request, Response, SESSION_COOKIE, SIGN_IN_COOKIE, Signed};
+
+const CSS: &str = include_str!("../assets/console.css");
+const JS: &str = include_str!("../assets/console.js");
+/// Audit entries per page.
+const AUDIT_PAGE: i64 = 200;
+/// Secrets per page of the list.
+const PAGE_SIZE: i64 = 50;
+/// The longest one live stream runs; the browser's EventSource then reconnects, and the
+/// session is checked again.
+const LIVE_STREAM_MAX: Duration = Duration::from_secs(10 * 60);
+/// The shortest time between two redraws of one live view.
+const LIVE_REDRAW_MIN: Duration = Duration::from_millis(50);
+
+/// Everything in a path segment or query value except letters and digits and `-_.~`.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A name as one path segment.
+pub(crate) fn encode(name: &str) -> String {
+    utf8_percent_encode(name, COMPONENT).to_string()
+}
+
+fn secret_href(name: &str) -> String {
+    format!("{PREFIX}/secrets/{}", encode(name))
+}
+
+/// The signed-in user's bar at the top of each page.
+struct Bar {
+    principal: String,
+    csrf: String,
+}
+
+fn bar(signed: &Signed) -> Option<Bar> {
+    Some(Bar {
+        principal: signed.caller().principal.arn.clone(),
+        csrf: signed.session.csrf_token().to_owned(),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    title: &'static str,
+    bar: Option<Bar>,
+    notice: Option<String>,
+    problem: Option<String>,
+    csrf: String,
+    regions: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    title: String,
+    bar: Option<Bar>,
+    notice: Option<String>,
+    message: String,
+    back: String,
+}
+
+struct SecretRow {
+    name: String,
+    href: String,
+    description: String,
+    changed: String,
+    rotation: String,
+    next_rotation: String,
+    tags: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "secrets.html")]
+struct SecretsPage {
+    title: &'static str,
+    bar: Option<Bar>,
+    notice: Option<String>,
+    query: String,
+    listing: Result<Vec<SecretRow>, String>,
+    next: Option<String>,
+    may_create: bool,
+    csrf: String,
+}
+
+struct VersionRow {
+    id: String,
+    created: String,
+    labels: Vec<String>,
+}
+
+struct SecretFacts {
+    arn: String,
+    description: String,
+    changed: String,
+    rotation: String,
+    next_rotation: String,
+    deleted: String,
+    tags: Vec<(String, String)>,
+    versions: Vec<VersionRow>,
+}
+
+#[derive(Template)]
+#[template(path = "secret.html")]
+struct SecretPage {
+    title: String,
+    bar: Option<Bar>,
+    notice: Option<String>,
+    name: String,
+    described: Result<SecretFacts, String>,
+    value: Option<Result<String, String>>,
+    may_put: bool,
+    may_rotate: bool,
+    csrf: String,
+    reveal_href: String,
+    put_href: String,
+    rotate_href: String,
+    rotation_href: String,
+}
+
+struct Gate {
+    name: String,
+    reason: String,
+    waited: String,
+    holders: Vec<String>,
+}
+
+struct RotationFacts {
+    phase: String,
+    status: String,
+    status_reason: String,
+    version: String,
+    old_version: String,
+    next_wake: String,
+    gate: Option<Gate>,
+    timeline: Vec<(String, String)>,
+}
+
+struct ConsumerRow {
+    application: String,
+    instance: String,
+    uses: String,
+    accepts: Vec<String>,
+    last_seen: String,
+    state: &'static str,
+}
+
+struct Consumers {
+    rows: Vec<ConsumerRow>,
+    /// The version consumers should hold: the rotation's new one, or the current one.
+    target: String,
+    live: usize,
+    holding_new: usize,
+    plain_read: String,
+}
+
+#[derive(Template)]
+#[template(path = "rotation_live.html")]
+struct RotationLive {
+    rotation: Result<RotationFacts, String>,
+    consumers: Result<Consumers, String>,
+}
+
+#[derive(Template)]
+#[template(path = "rotation.html")]
+struct RotationPage {
+    title: String,
+    bar: Option<Bar>,
+    notice: Option<String>,
+    name: String,
+    secret_href: String,
+    live_href: String,
+    live: String,
+}
+
+#[derive(Default)]
+struct AuditFilter {
+    principal: String,
+    action: String,
+    resource: String,
+    decision: String,
+}
+
+struct AuditRow {
+    seq: i64,
+    time: String,
+    principal: String,
+    action: String,
+    resource: String,
+    decision: String,
+    outcome: String,
+    user_agent: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    title: &'static str,
+    bar: Option<Bar>,
+    notice: Option<String>,
+    filter: AuditFilter,
+    entries: Result<Vec<AuditRow>, String>,
+    verified: Option<String>,
+    csrf: String,
+}
+
+fn render(page: impl Template, status: u16) -> Response {
+    match page.render() {
+        Ok(html) => Response::html(status, html),
+        Err(e) => {
+            tracing::error!(error = %e, "a console page failed to render");
+            Response::new(
+                500,
+                "text/plain; charset=utf-8",
+                b"The page failed to render.".to_vec(),
+            )
+        }
+    }
+}
+
+/// The date of a wire timestamp (seconds since the epoch), in UTC to the second.
+fn date(seconds: Option<f64>) -> String {
+    seconds
+        .and_then(|s| jiff::Timestamp::from_millisecond((s * 1000.0) as i64).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "—".to_owned())
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// What a page shows where an operation's data would be when the operation failed: for a
+/// denial, that access is denied and why; otherwise the error as the API names it.
+fn refusal(e: &ApiError) -> String {
+    let (_, error_type, _) = e.wire();
+    match e {
+        ApiError::AccessDenied(_) => format!("Access denied. {e}"),
+        _ => format!("{error_type}: {e}"),
+    }
+}
+
+fn status_of(e: &ApiError) -> u16 {
+    e.wire().0.as_u16()
+}
+
+fn pairs(text: &str) -> HashMap<String, String> {
+    form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn cookie<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request
+        .cookie
+        .as_deref()?
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn cookie_header(name: &str, value: &str, secure: bool, max_age: Option<u64>) -> String {
+    let mut c = format!("{name}={value}; Path={PREFIX}; HttpOnly; SameSite=Strict");
+    if secure {
+        c.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    c
+}
+
+fn error_page(signed: Option<&Signed>, status: u16, title: &str, message: String) -> Response {
+    render(
+        ErrorPage {
+            title: title.to_owned(),
+            bar: signed.and_then(bar),
+            notice: None,
+            message,
+            back: format!("{PREFIX}/"),
+        },
+        status,
+    )
+}
+
+fn api_error_page(signed: &Signed, e: &ApiError) -> Response {
+    let title = if matches!(e, ApiError::AccessDenied(_)) {
+        "Access denied"
+    } else {
+        "The request failed"
+    };
+    error_page(Some(signed), status_of(e), title, refusal(e))
+}
+
+pub(crate) async fn route<A>(
+    console: &Arc<Console>,
+    app: &Arc<A>,
+    request: Request,
+    now: Instant,
+) -> Response
+where
+    A: AsRef<Baton> + Send + Sync + 'static,
+{
+    let baton = (**app).as_ref();
+    let raw: Vec<&str> = request
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut segments = Vec::with_capacity(raw.len());
+    for s in raw {
+        match percent_decode_str(s).decode_utf8() {
+            Ok(s) => segments.push(s.into_owned()),
+            Err(_) => {
+                return error_page(None, 400, "Bad request", "The path is not UTF-8.".into());
+            }
+        }
+    }
+    let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (request.method, path.as_slice()) {
+        (Method::Get, ["assets", "console.css"]) => {
+            return Response::new(200, "text/css; charset=utf-8", CSS.as_bytes().to_vec());
+        }
+        (Method::Get, ["assets", "console.js"]) => {
+            return Response::new(
+                200,
+                "text/javascript; charset=utf-8",
+                JS.as_bytes().to_vec(),
+            );
+        }
+        (Method::Post, ["sign-in"]) => return sign_in(console, baton, &request, now).await,
+        _ => {}
+    }
+    let Some(signed) = session_of(console, baton, &request, now).await else {
+        return match (request.method, path.as_slice()) {
+            (Method::Get, []) => sign_in_page(baton, &request, None, 200),
+            (Method::Get, _) => Response::see_other(&format!("{PREFIX}/")),
+            _ => error_page(
+                None,
+                403,
+                "Signed out",
+                "You are not signed in, or your session has ended. Sign in again.".into(),
+            ),
+        };
+    };
+    let form = if request.method == Method::Post {
+        let form = pairs(&String::from_utf8_lossy(&request.body));
+        let given = form.get("csrf").map(String::as_bytes).unwrap_or_default();
+        if !signed.session.csrf.ct_eq(given) {
+            return error_page(
+                Some(&signed),
+                403,
+                "Refused",
+                "The form's CSRF token is missing or wrong. Reload the page and try again.".into(),
+            );
+        }
+        form
+    } else {
+        HashMap::new()
+    };
+    let query = pairs(&request.query);
+    match (request.method, path.as_slice()) {
+        (Method::Get, []) => Response::see_other(&format!("{PREFIX}/secrets")),
+        (Method::Post, ["sign-out"]) => {
+            console.sessions.end(&signed.token);
+            Response::see_other(&format!("{PREFIX}/")).with_cookie(cookie_header(
+                SESSION_COOKIE,
+                "",
+                request.secure,
+                Some(0),
+            ))
+        }
+        (Method::Get, ["secrets"]) => secrets_page(console, baton, &signed, &query, None).await,
+        (Method::Post, ["secrets"]) => create_secret(console, baton, &signed, &form).await,
+        (Method::Get, ["secrets", name]) => {
+            let notice = query.get("done").and_then(|d| match d.as_str() {
+                "put" => Some("The new value is the current version.".to_owned()),
+                "created" => Some("The secret was created.".to_owned()),
+                _ => None,
+            });
+            secret_page(console, baton, &signed, name, None, notice).await
+        }
+        (Method::Post, ["secrets", name, "reveal"]) => {
+            let value = reveal(console, baton, &signed, name).await;
+            secret_page(console, baton, &signed, name, Some(value), None).await
+        }
+        (Method::Post, ["secrets", name, "value"]) => {
+            let Some(value) = form.get("value").filter(|v| !v.is_empty()) else {
+                return error_page(
+                    Some(&signed),
+                    400,
+                    "Refused",
+                    "The new value is empty.".into(),
+                );
+            };
+            let answer: Result<serde_json::Value, _> = signed
+                .call(
+                    baton,
+                    console,
+                    "secretsmanager.PutSecretValue",
+                    &json!({"SecretId": name, "SecretString": value}),
+                )
+                .await;
+            match answer {
+                Ok(_) => Response::see_other(&format!("{}?done=put", secret_href(name))),
+                Err(e) => api_error_page(&signed, &e),
+            }
+        }
+        (Method::Post, ["secrets", name, "rotate"]) => {
+            let answer: Result<serde_json::Value, _> = signed
+                .call(
+                    baton,
+                    console,
+                    "secretsmanager.RotateSecret",
+                    &json!({"SecretId": name}),
+                )
+                .await;
+            match answer {
+                Ok(_) => Response::see_other(&format!("{}/rotation", secret_href(name))),
+                Err(e) => api_error_page(&signed, &e),
+            }
+        }
+        (Method::Get, ["secrets", name, "rotation"]) => {
+            let live = render_live(console, baton, &signed, name).await;
+            render(
+                RotationPage {
+                    title: format!("Rotation of {name}"),
+                    bar: bar(&signed),
+                    notice: None,
+                    name: (*name).to_owned(),
+                    secret_href: secret_href(name),
+                    live_href: format!("{}/rotation/live", secret_href(name)),
+                    live,
+                },
+                200,
+            )
+        }
+        (Method::Get, ["secrets", name, "rotation", "live"]) => {
+            live_stream(console.clone(), app.clone(), signed, (*name).to_owned())
+        }
+        (Method::Get, ["audit"]) => audit_page(console, baton, &signed, &query, None).await,
+        (Method::Post, ["audit", "verify"]) => {
+            let verified = verify_audit(console, baton, &signed).await;
+            audit_page(console, baton, &signed, &query, Some(verified)).await
+        }
+        _ => error_page(
+            Some(&signed),
+            404,
+            "Not found",
+            "The console has no such page.".into(),
+        ),
+    }
+}
+
+fn sign_in_page(
+    baton: &Baton,
+    request: &Request,
+    problem: Option<String>,
+    status: u16,
+) -> Response {
+    let token = crate::session::random_token();
+    render(
+        SignInPage {
+            title: "Sign in",
+            bar: None,
+            notice: None,
+            problem,
+            csrf: token.clone(),
+            regions: baton.regions.clone(),
+        },
+        status,
+    )
+    .with_cookie(cookie_header(SIGN_IN_COOKIE, &token, request.secure, None))
+}
+
+async fn sign_in(console: &Console, baton: &Baton, request: &Request, now: Instant) -> Response {
+    if let Some(wait) = console.sessions.sign_in_refused_for(request.peer, now) {
+        let mut r = sign_in_page(
+            baton,
+            request,
+            Some(format!(
+                "Too many failed sign-ins from this address. Try again in {} s.",
+                wait.as_secs().max(1)
+            )),
+            429,
+        );
+        r.headers
+            .push(("retry-after".into(), wait.as_secs().max(1).to_string()));
+        return r;
+    }
+    let form = pairs(&String::from_utf8_lossy(&request.body));
+    let expected = cookie(request, SIGN_IN_COOKIE).unwrap_or_default();
+    let given = form.get("csrf").map(String::as_str).unwrap_or_default();
+    if expected.is_empty() || !baton_crypto::constant_time_eq(expected.as_bytes(), given.as_bytes())
+    {
+        return error_page(
+            None,
+            403,
+            "Refused",
+            "The sign-in form's CSRF token is missing or wrong. Reload the page and try again."
+                .into(),
+        );
+    }
+    let id = form
+        .get("access_key_id")
+        .map(|s| s.trim())
+        .unwrap_or_default();
+    let secret = SecretBytes::from(
+        form.get("secret_access_key")
+            .map(|s| s.trim().as_bytes().to_vec())
+            .unwrap_or_default(),
+    );
+    let region = form
+        .get("region")
+        .cloned()
+        .or_else(|| baton.regions.first().cloned())
+        .unwrap_or_default();
+    match baton.sign_in(id, &secret, &region).await {
+        Ok(caller) => {
+            console.sessions.sign_in_succeeded(request.peer);
+            let token = console.sessions.start(caller, now);
+            Response::see_other(&format!("{PREFIX}/secrets"))
+                .with_cookie(cookie_header(SESSION_COOKIE, &token, request.secure, None))
+                .with_cookie(cookie_header(SIGN_IN_COOKIE, "", request.secure, Some(0)))
+        }
+        Err(e) => {
+            console.sessions.sign_in_failed(request.peer, now);
+            tracing::info!(peer = %request.peer, "a console sign-in failed");
+            sign_in_page(baton, request, Some(e.to_string()), 401)
+        }
+    }
+}
+
+/// The request's live session, if its access key still exists.
+async fn session_of(
+    console: &Console,
+    baton: &Baton,
+    request: &Request,
+    now: Instant,
+) -> Option<Signed> {
+    let token = cookie(request, SESSION_COOKIE).filter(|t| !t.is_empty())?;
+    let session = console.sessions.find(token, now)?;
+    match baton
+        .store
+        .find_access_key(&session.caller.access_key_id)
+        .await
+    {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            console.sessions.end(token);
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check a console session's access key");
+            return None;
+        }
+    }
+    Some(Signed {
+        token: token.to_owned(),
+        session,
+        peer: request.peer,
+        secure: request.secure,
+    })
+}
+
+async fn secrets_page(
+    console: &Console,
+    baton: &Baton,
+    signed: &Signed,
+    query: &HashMap<String, String>,
+    notice: Option<String>,
+) -> Response {
+    let q = query
+        .get("q")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let mut request = json!({"MaxResults": PAGE_SIZE, "SortOrder": "asc"});
+    if !q.is_empty() {
+        request["Filters"] = json!([{"Key": "all", "Values": [q]}]);
+    }
+    if let Some(token) = query.get("next") {
+        request["NextToken"] = json!(token);
+    }
+    let answer: Result<p::ListSecretsResponse, _> = signed
+        .call(baton, console, "secretsmanager.ListSecrets", &request)
+        .await;
+    let mut next = None;
+    let listing = match answer {
+        Ok(list) => {
+            next = list
+                .next_token
+                .map(|t| format!("{PREFIX}/secrets?q={}&next={}", encode(&q), encode(&t)));
+            Ok(list
+                .secret_list
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| {
+                    let name = s.name.unwrap_or_default();
+                    SecretRow {
+                        href: secret_href(&name),
+                        name,
+                        description: s.description.unwrap_or_default(),
+                        changed: date(s.last_changed_date),
+                        rotation: rotation_summary(s.rotation_enabled, &s.rotation_rules),
+                        next_rotation: date(s.next_rotation_date),
+                        tags: s
+                            .tags
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|t| {
+                                format!(
+                                    "{}={}",
+                                    t.key.unwrap_or_default(),
+                                    t.value.unwrap_or_default()
+                                )
+                            })
+                            .collect(),
+                    }
+                })
+                .collect())
+        }
+        Err(e) => Err(refusal(&e)),
+    };
+    let caller = signed.caller();
+    let pattern = format!(
+        "arn:aws:secretsmanager:{}:{}:secret:*",
+        caller.region, caller.account_id
+    );
+    render(
+        SecretsPage {
+            title: "Secrets",
+            bar: bar(signed),
+            notice,
+            query: q,
+            listing,
+            next,
+            may_create: baton.may(caller, "secretsmanager:CreateSecret", &pattern),
+            csrf: signed.session.csrf_token().to_owned(),
+        },
+        200,
+    )
+}
+
+fn rotation_summary(enabled: Option<bool>, rules: &Option<p::RotationRules>) -> String {
+    if enabled != Some(true) {
+        return "off".to_owned();
+    }
+    match rules {
+        Some(r) => match (&r.schedule_expression, r.automatically_after_days) {
+            (Some(expr), _) => format!("on, {expr}"),
+            (None, Some(days)) => format!("on, every {days} days"),
+            (None, None) => "on".to_owned(),
+        },
+        None => "on".to_owned(),
+    }
+}
+
+async fn create_secret(
+    console: &Console,
+    baton: &Baton,
+    signed: &Signed,
+    form: &HashMap<String, String>,
+) -> Response {
+    let name = form.get("name").map(|s| s.trim()).unwrap_or_default();
+    let value = form.get("value").map(String::as_str).unwrap_or_default();
+    let mut request = json!({"Name": name, "SecretString": value});
+    if let Some(d) = form.get("description").filter(|d| !d.is_empty()) {
+        request["Description"] = json!(d);
+    }
+    let answer: Result<serde_json::Value, _> = signed
+        .call(baton, console, "secretsmanager.CreateSecret", &request)
+        .await;
+    match answer {
+        Ok(_) => Response::see_other(&format!("{}?done=created", secret_href(name))),
+        Err(e) => api_error_page(signed, &e),
+    }
+}
+
+async fn reveal(
+    console: &Console,
+    baton: &Baton,
+    signed: &Signed,
+    name: &str,
+) -> Result<String, String> {
+    let answer: Result<p::SecretValue, _> = signed
+        .call(
+            baton,
+            console,
+            "secretsmanager.GetSecretValue",
+            &json!({"SecretId": name}),
+        )
+        .await;
+    match answer {
+        Ok(v) => Ok(match (v.secret_string, v.secret_binary) {
+            (Some(s), _) => s,
+            (None, Some(b)) => format!("(binary, base64) {b}"),
+            (None, None) => String::new(),
+        }),
+        Err(e) => Err(refusal(&e)),
+    }
+}
+
+async fn secret_page(
+    console: &Console,
+    baton: &Baton,
+    signed: &Signed,
+    name: &str,
+    value: Option<Result<String, String>>,
+    notice: Option<String>,
+) -> Response {
+    let described: Result<p::DescribeSecretResponse, _> = signed
+        .call(
+            baton,
+            console,
+            "secretsmanager.DescribeSecret",
+            &json!({"SecretId": name}),
+        )
+        .await;
+    let described = match described {
+        Ok(d) => {
+            let versions: Result<p::ListSecretVersionIdsResponse, _> = signed
+                .call(
+                    baton,
+                    console,
+                    "secretsmanager.ListSecretVersionIds",
+                    &json!({"SecretId": name, "MaxResults": 100}),
+                )
+                .await;
+            let created: HashMap<String, Option<f64>> = versions
+                .map(|v| {
+                    v.versions
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|v| (v.version_id.unwrap_or_default(), v.created_date))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut rows: Vec<VersionRow> = d
+                .version_ids_to_stages
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(id, labels)| VersionRow {
+                    created: date(created.get(&id).copied().flatten()),
+                    id,
+                    labels,
+                })
+                .collect();
+            rows.sort_by(|a, b| b.created.cmp(&a.created));
+            Ok(SecretFacts {
+                arn: d.arn.clone().unwrap_or_default(),
+                description: d.description.clone().unwrap_or_default(),
+                changed: date(d.last_changed_date),
+                rotation: rotation_summary(d.rotation_enabled, &d.rotation_rules),
+                next_rotation: date(d.next_rotation_date),
+                deleted: date(d.deleted_date),
+                tags: d
+                    .tags
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+                    .collect(),
+                versions: rows,
+            })
+        }
+        Err(e) => Err(e),
+    };
+    let status = match &described {
+        Err(e) if !matches!(e, ApiError::AccessDenied(_)) => status_of(e),
+        _ => 200,
+    };
+    let caller = signed.caller();
+    let arn = described
+        .as_ref()
+        .map(|d| d.arn.clone())
+        .unwrap_or_default();
+    let href = secret_href(name);
+    render(
+        SecretPage {
+            title: name.to_owned(),
+            bar: bar(signed),
+            notice,
+            name: name.to_owned(),
+            may_put: !arn.is_empty() && baton.may(caller, "secretsmanager:PutSecretValue", &arn),
+            may_rotate: !arn.is_empty() && baton.may(caller, "secretsmanager:RotateSecret", &arn),
+            described: described.map_err(|e| refusal(&e)),
+            value,
+            csrf: signed.session.csrf_token().to_owned(),
+            reveal_href: format!("{href}/reveal"),
+            put_href: format!("{href}/value"),
+            rotate_href: format!("{href}/rotate"),
+            rotation_href: format!("{href}/rotation"),
+        },
+        status,
+    )
+}
+
+/// The live part of a rotation's page: the rotation, its gate, and its consumers.
+async fn render_live(console: &Console, baton: &Baton, signed: &Signed, name: &str) -> String {
+    let rotation: Result<p::DescribeRotationResponse, _> = signed
+        .call(
+            baton,
+            console,
+            "baton.DescribeRotation",
+            &json!({"SecretId": name}),
+        )
+        .await;
+    let consumers: Result<p::ListConsumersResponse, _> = signed
+        .call(
+            baton,
+            console,
+            "baton.ListConsumers",
+            &json!({"SecretId": name}),
+        )
+        .await;
+    let live = live_view(rotation, consumers);
+    live.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the live rotation view failed to render");
+        "<p class=\"error\">The view failed to render.</p>".to_owned()
+    })
+}
+
+fn live_view(
+    rotation: Result<p::DescribeRotationResponse, ApiError>,
+    consumers: Result<p::ListConsumersResponse, ApiError>,
+) -> RotationLive {
+    let in_flight = rotation
+        .as_ref()
+        .ok()
+        .filter(|r| r.status.as_deref() == Some("InProgress"));
+    let gate_name = in_flight.and_then(|r| r.waiting_gate.clone());
+    let new_version = in_flight.and_then(|r| r.version_id.clone());
+    let consumers = consumers.map(|c| {
+        let target = new_version.clone().or(c.current_version_id.clone());
+        let mut rows = Vec::new();
+        let (mut live, mut holding_new) = (0, 0);
+        for c in c.consumers.clone().unwrap_or_default() {
+            let accepts = c.accepted_version_ids.clone().unwrap_or_default();
+            let uses = c.current_version_id.clone().unwrap_or_default();
+            let holds = target
+                .as_ref()
+                .is_some_and(|t| *t == uses || accepts.contains(t));
+            let is_live = c.live == Some(true);
+            let lagging = is_live
+                && match gate_name.as_deref() {
+                    Some("drain") => target.as_deref() != Some(uses.as_str()),
+                    _ => !holds,
+                };
+            if is_live {
+                live += 1;
+                if holds {
+                    holding_new += 1;
+                }
+            }
+            rows.push(ConsumerRow {
+                application: c.application.unwrap_or_default(),
+                instance: c.instance_id.unwrap_or_default(),
+                uses,
+                accepts,
+                last_seen: date(c.last_seen_date),
+                state: if !is_live {
+                    "expired"
+                } else if lagging {
+                    "lagging"
+                } else {
+                    "caught-up"
+                },
+            });
+        }
+        Consumers {
+            rows,
+            target: target.clone().unwrap_or_else(|| "—".into()),
+            live,
+            holding_new,
+            plain_read: c
+                .last_plain_read_date
+                .map(|d| date(Some(d)))
+                .unwrap_or_default(),
+        }
+    });
+    let holders: Vec<String> = consumers
+        .as_ref()
+        .map(|c| {
+            c.rows
+                .iter()
+                .filter(|r| r.state == "lagging")
+                .map(|r| format!("{} / {}", r.application, r.instance))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rotation = rotation.map(|r| RotationFacts {
+        phase: r.phase.clone().unwrap_or_else(|| "—".into()),
+        status: r.status.clone().unwrap_or_else(|| "none".into()),
+        status_reason: r.status_reason.clone().unwrap_or_default(),
+        version: r.version_id.clone().unwrap_or_else(|| "—".into()),
+        old_version: r.old_version_id.clone().unwrap_or_else(|| "—".into()),
+        next_wake: date(r.next_wake_date),
+        gate: gate_name.clone().map(|name| Gate {
+            name,
+            reason: r.gate_reason.clone().unwrap_or_default(),
+            waited: duration(r.gate_waited_seconds.unwrap_or_default()),
+            holders: holders.clone(),
+        }),
+        timeline: r
+            .timeline
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (date(e.date), e.event.unwrap_or_default()))
+            .collect(),
+    });
+    RotationLive {
+        rotation: rotation.map_err(|e| refusal(&e)),
+        consumers: consumers.map_err(|e| refusal(&e)),
+    }
+}
+
+/// One Server-Sent Event carrying a section's HTML, one `data:` line per line.
+fn event(name: &str, html: &str) -> String {
+    let mut out = format!("event: {name}\n");
+    for line in html.lines() {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
+/// The propagation view, live: redrawn when a consumer reports to this node or a secret
+/// changes, and at least every `live_interval` (for reports to other nodes and the engine's
+/// steps); an event is sent only when the view changed. The stream ends with its session.
+fn live_stream<A>(console: Arc<Console>, app: Arc<A>, signed: Signed, name: String) -> Response
+where
+    A: AsRef<Baton> + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let reports = (*app).as_ref().consumer_reports.subscribe();
+    let state = (console, app, signed, name, reports, String::new(), true);
+    let stream = futures_util::stream::unfold(state, move |state| async move {
+        let (console, app, signed, name, mut reports, last, first) = state;
+        let baton = (*app).as_ref();
+        if !first {
+            tokio::select! {
+                _ = reports.changed() => {}
+                _ = baton.store.changes().any_change() => {}
+                _ = tokio::time::sleep(console.options.live_interval) => {}
+            }
+            tokio::time::sleep(LIVE_REDRAW_MIN).await;
+        }
+        let now = Instant::now();
+        if now.duration_since(started) > LIVE_STREAM_MAX
+            || console.sessions.find(&signed.token, now).is_none()
+        {
+            return None;
+        }
+        let html = render_live(&console, baton, &signed, &name).await;
+        let out = if html != last {
+            event("update", &html)
+        } else {
+            ": unchanged\n\n".to_owned()
+        };
+        Some((out, (console, app, signed, name, reports, html, false)))
+    });
+    let mut response = Response::new(200, "text/event-stream", Vec::new());
+    response.body = crate::Body::Events(stream.boxed());
+    response
+}
+
+async fn audit_page(
+    console: &Console,
+    baton: &Baton,
+    signed: &Signed,
+    query: &HashMap<String, String>,
+    verified: Option<String>,
+) -> Response {
+    let get = |k: &str| {
+        query
+            .get(k)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let filter = AuditFilter {
+        principal: get("principal"),
+        action: get("action"),
+        resource: get("resource"),
+        decision: get("decision"),
+    };
+    // The newest entries: the page starts this far behind the log's head (further when
+    // filtering, so that matches among recent entries are found).
+    let head = baton
+        .store
+        .last_audit()
+        .await
+        .ok()
+        .flatten()
+        .map(|(seq, _)| seq)
+        .unwrap_or(0);
+    let filtered = [
+        &filter.principal,
+        &filter.action,
+        &filter.resource,
+        &filter.decision,
+    ]
+    .iter()
+    .any(|v| !v.is_empty());
+    let behind = if filtered { 10_000 } else { AUDIT_PAGE };
+    let mut request = json!({"MaxResults": AUDIT_PAGE, "AfterSeq": (head - behind).max(0)});
+    for (key, value) in [
+        ("Principal", &filter.principal),
+        ("Action", &filter.action),
+        ("Resource", &filter.resource),
+        ("Decision", &filter.decision),
+    ] {
+        if !value.is_empty() {
+            request[key] = json!(value);
+        }
+    }
+    let answer: Result<p::ListAuditEntriesResponse, _> = signed
+        .call(baton, console, "baton.ListAuditEntries", &request)
+        .await;
+    let entries = answer
+        .map(|a| {
+            let mut rows: Vec<AuditRow> = a
+                .entries
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| AuditRow {
+                    seq: e.seq.unwrap_or_default(),
+                    time: date(e.time),
+                    principal: e.principal.unwrap_or_default(),
+                    action: e.action.unwrap_or_default(),
+                    resource: e.resource.unwrap_or_default(),
+                    decision: e.decision.unwrap_or_default(),
+                    outcome: e.outcome.unwrap_or_default(),
+                    user_agent: e.user_agent.unwrap_or_default(),
+                })
+                .collect();
+            rows.reverse();
+            rows
+        })
+        .map_err(|e| refusal(&e));
+    render(
+        AuditPage {
+            title: "Audit log",
+            bar: bar(signed),
+            notice: None,
+            filter,
+            entries,
+            verified,
+            csrf: signed.session.csrf_token().to_owned(),
+        },
+        200,
+    )
+}
+
+/// Runs the chain check over the whole log, page by page.
+async fn verify_audit(console: &Console, baton: &Baton, signed: &Signed) -> String {
+    let mut after = 0i64;
+    let mut checked = 0i64;
+    loop {
+        let answer: Result<p::VerifyAuditLogResponse, _> = signed
+            .call(
+                baton,
+                console,
+                "baton.VerifyAuditLog",
+                &json!({"AfterSeq": after, "MaxResults": 10_000}),
+            )
+            .await;
+        match answer {
+            Err(e) => return refusal(&e),
+            Ok(v) => {
+                checked += v.checked.unwrap_or_default();
+                let problems = v.problems.unwrap_or_default();
+                if let Some(first) = problems.first() {
+                    return format!(
+                        "The chain is broken: {} problem(s); the first at seq {}: {}",
+                        problems.len(),
+                        first.seq.unwrap_or_default(),
+                        first.problem.clone().unwrap_or_default()
+                    );
+                }
+                let last = v.last_seq.unwrap_or(after);
+                if v.more != Some(true) || last <= after {
+                    return format!(
+                        "The chain is intact: {checked} entries checked, up to seq {last}."
+                    );
+                }
+                after = last;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumer(instance: &str, uses: &str, accepts: &[&str]) -> p::Consumer {
+        p::Consumer {
+            application: Some("app".into()),
+            instance_id: Some(instance.into()),
+            current_version_id: Some(uses.into()),
+            accepted_version_ids: Some(accepts.iter().map(|s| (*s).to_owned()).collect()),
+            live: Some(true),
+            ..Default::default()
+        }
+    }
+
+    fn rotation(gate: &str) -> p::DescribeRotationResponse {
+        p::DescribeRotationResponse {
+            status: Some("InProgress".into()),
+            version_id: Some("new".into()),
+            old_version_id: Some("old".into()),
+            waiting_gate: Some(gate.into()),
+            gate_reason: Some("waiting".into()),
+            ..Default::default()
+        }
+    }
+
+    fn consumers() -> p::ListConsumersResponse {
+        p::ListConsumersResponse {
+            current_version_id: Some("old".into()),
+            consumers: Some(vec![
+                consumer("a", "old", &["old", "new"]),
+                consumer("b", "old", &["old"]),
+                consumer("c", "new", &["new", "old"]),
+                p::Consumer {
+                    live: Some(false),
+                    ..consumer("d", "old", &["old"])
+                },
+            ]),
+            ..Default::default()
+        }
+    }
+
+    fn holders(view: &RotationLive) -> Vec<String> {
+        view.rotation
+            .as_ref()
+            .unwrap()
+            .gate
+            .as_ref()
+            .map(|g| g.holders.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_propagation_gate_is_held_by_live_consumers_that_do_not_accept_the_new_version() {
+        let view = live_view(Ok(rotation("propagation")), Ok(consumers()));
+        assert_eq!(holders(&view), vec!["app / b"]);
+        let c = view.consumers.as_ref().unwrap();
+        assert_eq!((c.holding_new, c.live), (2, 3));
+        let states: Vec<_> = c.rows.iter().map(|r| r.state).collect();
+        assert_eq!(states, ["caught-up", "lagging", "caught-up", "expired"]);
+    }
+
+    #[test]
+    fn the_drain_gate_is_held_by_live_consumers_that_still_use_the_old_version() {
+        let view = live_view(Ok(rotation("drain")), Ok(consumers()));
+        assert_eq!(holders(&view), vec!["app / a", "app / b"]);
+    }
+
+    #[test]
+    fn with_no_rotation_in_flight_no_gate_is_shown() {
+        let done = p::DescribeRotationResponse {
+            status: Some("Succeeded".into()),
+            waiting_gate: Some("drain".into()),
+            ..rotation("drain")
+        };
+        let view = live_view(Ok(done), Ok(consumers()));
+        assert!(holders(&view).is_empty());
+        let html = view.render().unwrap();
+        assert!(html.contains("No gate is held."), "{html}");
+    }
+
+    #[test]
+    fn a_denied_read_shows_a_note_and_no_data() {
+        let view = live_view(
+            Err(ApiError::AccessDenied(
+                "not allowed to DescribeRotation".into(),
+            )),
+            Ok(consumers()),
+        );
+        let html = view.render().unwrap();
+        assert!(
+            html.contains("Access denied. not allowed to DescribeRotation"),
+            "{html}"
+        );
+        assert!(!html.contains("Phase"), "{html}");
+    }
+
+    #[test]
+    fn user_text_is_escaped_in_the_live_view() {
+        let mut list = consumers();
+        list.consumers = Some(vec![consumer("<script>x()</script>", "old", &["old"])]);
+        let html = live_view(Ok(rotation("propagation")), Ok(list))
+            .render()
+            .unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn cookies_are_http_only_strict_and_secure_under_tls() {
+        let plain = cookie_header(SESSION_COOKIE, "t", false, None);
+        assert_eq!(
+            plain,
+            "baton_session=t; Path=/console; HttpOnly; SameSite=Strict"
+        );
+        let tls = cookie_header(SESSION_COOKIE, "t", true, Some(0));
+        assert!(tls.ends_with("; Secure; Max-Age=0"), "{tls}");
+    }
+
+    #[test]
+    fn names_are_one_path_segment() {
+        assert_eq!(encode("db/main prod"), "db%2Fmain%20prod");
+        assert_eq!(secret_href("a<b>"), "/console/secrets/a%3Cb%3E");
+    }
+
+    #[test]
+    fn each_event_line_is_a_data_line() {
+        assert_eq!(
+            event("update", "<p>a</p>\n<p>b</p>"),
+            "event: update\ndata: <p>a</p>\ndata: <p>b</p>\n\n"
+        );
+    }
+}

@@ -1,0 +1,375 @@
+"""The web console in a real browser: Playwright drives Debian's chromium against a running
+`baton serve`. Each test signs in through the form, as a person would, and checks what the
+page shows and what the server did (through boto3 and the audit log).
+
+Screenshots of each page go to $CARGO_TARGET_DIR/console-screenshots, the CI artifacts.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import awsraw
+from conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY, TARGET_DIR, free_port
+from test_examples import wait_for_port
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium")
+SHOTS = TARGET_DIR / "console-screenshots"
+BIN = TARGET_DIR / "debug"
+XSS_MARKERS = ("window.__xss",)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("chromium is not on the PATH: apt-get install chromium (.ci/run does)")
+    with playwright_sync.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    p = context.new_page()
+    p.console_errors = []
+    p.on("pageerror", lambda e: p.console_errors.append(str(e)))
+    yield p
+    context.close()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, server, key_id=ACCESS_KEY_ID, secret=SECRET_ACCESS_KEY):
+    page.goto(f"{server.endpoint}/console/")
+    page.get_by_label("Access key ID").fill(key_id)
+    page.get_by_label("Secret access key").fill(secret)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/console/secrets")
+
+
+def secret_url(server, name):
+    return f"{server.endpoint}/console/secrets/{urllib.parse.quote(name, safe='')}"
+
+
+def test_sign_in_create_reveal_and_the_audit_entry(server, sm, page, unique_name):
+    page.goto(f"{server.endpoint}/console/")
+    shot(page, "sign-in")
+    sign_in(page, server)
+    page.get_by_text("New secret").click()
+    page.get_by_label("Name", exact=True).fill(unique_name)
+    page.get_by_label("Description", exact=True).fill("made in the console")
+    page.get_by_label("Value", exact=True).fill("console-value-" + unique_name)
+    page.get_by_role("button", name="Create secret").click()
+    page.wait_for_url(f"**/console/secrets/{urllib.parse.quote(unique_name, safe='')}?done=created")
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "console-value-" + unique_name
+
+    # The list links each name to its page.
+    page.goto(f"{server.endpoint}/console/secrets?q={urllib.parse.quote(unique_name)}")
+    link = page.get_by_role("link", name=unique_name, exact=True)
+    assert link.get_attribute("href") == f"/console/secrets/{urllib.parse.quote(unique_name, safe='')}"
+    shot(page, "secrets")
+    link.click()
+
+    # No value in the page until Reveal.
+    assert "console-value-" not in page.content()
+    page.get_by_role("button", name="Reveal").click()
+    value = page.get_by_label("The current value")
+    assert value.inner_text() == "console-value-" + unique_name
+    shot(page, "secret")
+
+    # Reveal was a GetSecretValue, audited with the console as its user agent.
+    arn = sm.describe_secret(SecretId=unique_name)["ARN"]
+    status, out = awsraw.call(server, "baton.ListAuditEntries",
+                              {"Action": "secretsmanager:GetSecretValue", "MaxResults": 1000})
+    assert status == 200, out
+    mine = [e for e in out["Entries"] if e["Resource"] in (unique_name, arn)
+            and e["UserAgent"] == "baton-console"]
+    assert mine, [(e["Resource"], e.get("UserAgent")) for e in out["Entries"][-5:]]
+    assert mine[-1]["Decision"] == "allow" and mine[-1]["Outcome"] == "ok", out["Entries"][-5:]
+    # The audit page finds it too.
+    page.goto(f"{server.endpoint}/console/audit?action=secretsmanager%3AGetSecretValue")
+    assert page.locator("table.audit tbody tr", has_text="baton-console").count() >= 1
+    page.get_by_role("button", name="Verify the chain").click()
+    assert "The chain is intact" in page.get_by_role("status").inner_text()
+    shot(page, "audit")
+    assert page.console_errors == []
+
+
+def test_security_headers_and_session_cookie_flags(server, page):
+    response = page.goto(f"{server.endpoint}/console/")
+    h = response.headers
+    assert "script-src 'self'" in h["content-security-policy"]
+    assert "unsafe-inline" not in h["content-security-policy"]
+    assert "frame-ancestors 'none'" in h["content-security-policy"]
+    assert h["x-frame-options"] == "DENY"
+    assert h["referrer-policy"] == "no-referrer"
+    sign_in(page, server)
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["baton_session"]
+    assert session["httpOnly"] is True
+    assert session["sameSite"] == "Strict"
+    assert session["path"] == "/console"
+    # Plain HTTP here: Secure would stop the browser sending it. Under TLS it is Secure
+    # (the console crate's unit test covers the header).
+    assert session["secure"] is False
+    # The session cookie is a session cookie: no expiry kept by the browser.
+    assert session["expires"] == -1
+
+
+def test_sign_out_ends_the_session_on_the_server(server, page):
+    sign_in(page, server)
+    token = {c["name"]: c["value"] for c in page.context.cookies()}["baton_session"]
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/console/")
+    assert page.get_by_role("button", name="Sign in").is_visible()
+    # The old token is dead on the server, not just forgotten by the browser.
+    replay = page.context.request.get(f"{server.endpoint}/console/secrets",
+                                      headers={"cookie": f"baton_session={token}"}, max_redirects=0)
+    assert replay.status == 303 and replay.headers["location"] == "/console/"
+
+
+def test_a_wrong_secret_is_refused_and_failed_sign_ins_are_rate_limited(browser):
+    # A server of its own, so the limit does not lock the other tests out.
+    from conftest import BatonServer
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        srv = BatonServer(data_dir=Path(d) / "data", engine="sqlite")
+        srv.start()
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            statuses = []
+            for _ in range(6):
+                page.goto(f"{srv.endpoint}/console/")
+                page.get_by_label("Access key ID").fill(ACCESS_KEY_ID)
+                page.get_by_label("Secret access key").fill("not-the-secret")
+                with page.expect_response(lambda r: r.url.endswith("/console/sign-in")) as answer:
+                    page.get_by_role("button", name="Sign in").click()
+                statuses.append(answer.value.status)
+            assert statuses == [401] * 5 + [429], statuses
+            assert "Too many failed sign-ins" in page.get_by_role("alert").inner_text()
+            # Even the right secret waits out the window.
+            page.get_by_label("Access key ID").fill(ACCESS_KEY_ID)
+            page.get_by_label("Secret access key").fill(SECRET_ACCESS_KEY)
+            with page.expect_response(lambda r: r.url.endswith("/console/sign-in")) as answer:
+                page.get_by_role("button", name="Sign in").click()
+            assert answer.value.status == 429
+            context.close()
+        finally:
+            srv.stop()
+
+
+def test_user_supplied_html_is_shown_inert(server, sm, page, unique_name):
+    script = "<script>window.__xss = 1</script>"
+    img = "<img src=x onerror=\"window.__xss = 2\">"
+    out = sm.create_secret(Name=unique_name, SecretString="v", Description=script + " described",
+                           Tags=[{"Key": "owner", "Value": "x"}])
+    # Tag values allow no angle brackets in AWS's character set; the description and the
+    # consumer name carry the markup instead, and a tag shows the characters it may hold.
+    version = out["VersionId"]
+    status, body = awsraw.call(server, "baton.ReportConsumer", {
+        "Application": img, "InstanceId": script, "LeaseSeconds": 60,
+        "Holdings": [{"SecretId": unique_name, "CurrentVersionId": version,
+                      "AcceptedVersionIds": [version]}]})
+    assert status == 200, body
+    sign_in(page, server)
+    page.goto(secret_url(server, unique_name))
+    assert page.get_by_text(script + " described").is_visible()
+    page.goto(secret_url(server, unique_name) + "/rotation")
+    row = page.locator("table.consumers tbody tr").first
+    assert row.locator("td").nth(0).inner_text() == img
+    assert row.locator("td").nth(1).inner_text() == script
+    time.sleep(0.5)
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert page.locator("img").count() == 0
+    assert page.console_errors == []
+
+
+def test_a_cross_site_form_post_is_refused(server, sm, page, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="before")
+    sign_in(page, server)
+    target = secret_url(server, unique_name) + "/value"
+
+    # The same browser, signed in, posts without the token: refused.
+    answer = page.context.request.post(target, form={"value": "no-token"}, max_redirects=0)
+    assert answer.status == 403
+    assert "CSRF token" in answer.text()
+
+    # Another site's page submits a form to the console: refused (SameSite=Strict keeps the
+    # cookie home, and the form has no token either).
+    class Attacker(BaseHTTPRequestHandler):
+        def do_GET(self):
+            html = (f'<form id=f method=post action="{target}">'
+                    '<input name=value value=pwned></form>'
+                    '<script>document.getElementById("f").submit()</script>').encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args):
+            pass
+
+    port = free_port()
+    attacker = ThreadingHTTPServer(("127.0.0.1", port), Attacker)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        with page.expect_response(lambda r: r.url == target) as answer:
+            page.goto(f"http://localhost:{port}/")
+        assert answer.value.status == 403
+    finally:
+        attacker.shutdown()
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "before"
+
+
+def test_a_read_only_principal_sees_no_write_actions_and_is_denied_if_it_posts(server, sm, page,
+                                                                               unique_name):
+    sm.create_secret(Name=unique_name, SecretString="read-only-view")
+    name = unique_name.replace("/", "-")[:50] + "-ro"
+    for target, body in [
+        ("baton.CreatePrincipal", {"Name": name, "Kind": "user"}),
+        ("baton.PutPrincipalPolicy", {"PrincipalName": name, "PolicyName": "read", "PolicyDocument": json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
+                "secretsmanager:ListSecrets", "secretsmanager:DescribeSecret",
+                "secretsmanager:ListSecretVersionIds", "secretsmanager:GetSecretValue"]}]})}),
+    ]:
+        status, out = awsraw.call(server, target, body)
+        assert status == 200, out
+    status, out = awsraw.call(server, "baton.CreateAccessKey", {"PrincipalName": name})
+    assert status == 200, out
+    key = out["AccessKey"]
+    sign_in(page, server, key["AccessKeyId"], key["SecretAccessKey"])
+    assert page.get_by_text("New secret").count() == 0
+    page.goto(secret_url(server, unique_name))
+    assert page.get_by_role("button", name="Reveal").is_visible()
+    assert page.get_by_text("Put a new value").count() == 0
+    assert page.get_by_role("button", name="Rotate now").count() == 0
+    # Rotation needs DescribeRotation, which it lacks: a note where the data would be.
+    page.goto(secret_url(server, unique_name) + "/rotation")
+    assert page.locator(".denied").first.inner_text().startswith("Access denied.")
+    # Posting the write anyway, with a valid CSRF token, is denied by authorization.
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    answer = page.context.request.post(secret_url(server, unique_name) + "/value",
+                                       form={"csrf": csrf, "value": "written"}, max_redirects=0)
+    assert answer.status == 400 or answer.status == 403
+    assert "Access denied" in answer.text()
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "read-only-view"
+
+
+def test_the_rotation_page_shows_the_held_gate_and_its_passing_live(server, sm, page, unique_name,
+                                                                      tmp_path):
+    """Three reporting consumers (baton-client's KeyringCache in the example verifier) hold
+    a secret; one is stopped on purpose, so the propagation gate waits for it. The page shows
+    the gate held by that instance, then passing when it catches up, without a reload."""
+    sm.create_secret(Name=unique_name, SecretString="initial-hmac-key-" + unique_name)
+    status, body = awsraw.call(server, "baton.PutRotationPolicy", {
+        "SecretId": unique_name, "PropagationDelaySeconds": 300, "MaxGateWaitSeconds": 300,
+        "RetireGraceSeconds": 1})
+    assert status == 200, body
+    env = dict(os.environ, AWS_ENDPOINT_URL=server.endpoint, AWS_REGION="us-east-1",
+               AWS_ACCESS_KEY_ID=ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY)
+    processes = []
+    try:
+        ports = [free_port() for _ in range(3)]
+        for i, port in enumerate(ports):
+            processes.append(subprocess.Popen(
+                [str(BIN / "hmac-verifier"), "--secret", unique_name, "--port", str(port),
+                 "--stats", str(tmp_path / f"v{i}.json")],
+                env=dict(env, INSTANCE_ID=f"verifier-{i}"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in ports:
+            wait_for_port(port)
+        deadline = time.time() + 20
+        while True:
+            status, out = awsraw.call(server, "baton.ListConsumers", {"SecretId": unique_name})
+            if sum(1 for c in out.get("Consumers", []) if c.get("Live")) == 3:
+                break
+            assert time.time() < deadline, out
+            time.sleep(0.1)
+
+        lagging = processes[2]
+        lagging.send_signal(signal.SIGSTOP)
+        sign_in(page, server)
+        page.goto(secret_url(server, unique_name) + "/rotation")
+        header = page.locator("table.consumers thead tr")
+        for column in ("Application", "Instance", "Uses"):
+            assert column in header.inner_text()
+        page.evaluate("window.__notReloaded = true")
+
+        lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+        new = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
+        gate = page.locator(".gate")
+        gate.wait_for(timeout=15000)
+        page.wait_for_function(
+            "() => document.querySelector('.gate') && "
+            "document.querySelector('.gate').innerText.includes('verifier-2')", timeout=15000)
+        assert "propagation" in gate.inner_text()
+        held_row = page.locator("table.consumers tbody tr", has_text="verifier-2")
+        assert held_row.get_attribute("class") == "lagging"
+        for other in ("verifier-0", "verifier-1"):
+            row = page.locator("table.consumers tbody tr", has_text=other)
+            page.wait_for_function(
+                f"() => [...document.querySelectorAll('table.consumers tbody tr')]"
+                f".some(r => r.innerText.includes('{other}') && r.className === 'caught-up')",
+                timeout=15000)
+            assert new in row.inner_text()
+        shot(page, "rotation-gate-held")
+
+        lagging.send_signal(signal.SIGCONT)
+        page.wait_for_function(
+            "() => !document.body.innerText.includes('Held by: ') || "
+            "!document.querySelector('.gate') || "
+            "!document.querySelector('.gate').innerText.includes('verifier-2')", timeout=20000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('table.consumers tbody tr')]"
+            ".every(r => r.className === 'caught-up')", timeout=20000)
+        assert page.evaluate("window.__notReloaded") is True
+        status, r = awsraw.call(server, "baton.DescribeRotation", {"SecretId": unique_name})
+        assert "propagation gate passed" in [e["Event"] for e in r["Timeline"]], r
+        shot(page, "rotation-gate-passed")
+        assert page.console_errors == []
+    finally:
+        for p in processes:
+            p.send_signal(signal.SIGCONT)
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_console_off_serves_no_console(tmp_path):
+    from conftest import BatonServer
+
+    srv = BatonServer(data_dir=tmp_path / "data", engine="sqlite", extra_args=["--console", "off"])
+    srv.start()
+    try:
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{srv.endpoint}/console/", timeout=5)
+        assert refused.value.code == 404
+        # The API is unaffected.
+        status, out = awsraw.call(srv, "secretsmanager.ListSecrets", {})
+        assert status == 200, out
+    finally:
+        srv.stop()
