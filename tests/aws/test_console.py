@@ -373,3 +373,46 @@ def test_console_off_serves_no_console(tmp_path):
         assert status == 200, out
     finally:
         srv.stop()
+
+
+def test_forcing_a_held_gate_needs_the_name_typed_to_confirm(server, sm, page, unique_name):
+    created = sm.create_secret(Name=unique_name, SecretString="force-me")
+    status, body = awsraw.call(server, "baton.PutRotationPolicy", {
+        "SecretId": unique_name, "PropagationDelaySeconds": 300, "MaxGateWaitSeconds": 300})
+    assert status == 200, body
+    # A reporting consumer that never takes the new version holds the propagation gate.
+    status, body = awsraw.call(server, "baton.ReportConsumer", {
+        "Application": "stuck", "InstanceId": "i-1", "LeaseSeconds": 120,
+        "Holdings": [{"SecretId": unique_name, "CurrentVersionId": created["VersionId"],
+                      "AcceptedVersionIds": [created["VersionId"]]}]})
+    assert status == 200, body
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)
+    sign_in(page, server)
+    page.goto(secret_url(server, unique_name) + "/rotation")
+    page.locator(".gate").wait_for(timeout=15000)
+    button = page.get_by_role("button", name="Force the gate open")
+    assert button.is_disabled()
+    page.get_by_label("Type the secret's name").fill(unique_name + "x")
+    assert button.is_disabled()
+
+    # Posted anyway without the name: refused, and nothing moves.
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    answer = page.context.request.post(secret_url(server, unique_name) + "/rotation/force",
+                                       form={"csrf": csrf, "confirm": "wrong"}, max_redirects=0)
+    assert answer.status == 400 and "typed to confirm" in answer.text()
+    status, r = awsraw.call(server, "baton.DescribeRotation", {"SecretId": unique_name})
+    assert r["WaitingGate"] == "propagation", r
+
+    page.get_by_label("Type the secret's name").fill(unique_name)
+    assert button.is_enabled()
+    shot(page, "rotation-force")
+    button.click()
+    page.wait_for_url("**/rotation")
+    deadline = time.time() + 15
+    while True:
+        status, r = awsraw.call(server, "baton.DescribeRotation", {"SecretId": unique_name})
+        if "propagation gate passed (forced)" in [e["Event"] for e in r["Timeline"]]:
+            break
+        assert time.time() < deadline, r
+        time.sleep(0.1)

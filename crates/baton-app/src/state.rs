@@ -39,6 +39,10 @@ pub struct Caller {
     pub operation: String,
     /// The IAM action checked for it (`secretsmanager:PutSecretValue`).
     pub action: String,
+    /// A person looking at the console, not a program: the values it describes are not held
+    /// by any consumer, so its DescribeSecret calls are not plain reads that rotation gates
+    /// wait for. A value it reveals still is one (the person may paste it somewhere).
+    pub viewer: bool,
     /// What authorization decided, shared by every clone, for the audit entry.
     pub(crate) note: SharedNote,
 }
@@ -61,6 +65,7 @@ impl Caller {
             secure_transport: false,
             operation: String::new(),
             action: String::new(),
+            viewer: false,
             note: SharedNote::default(),
         }
     }
@@ -76,6 +81,7 @@ impl Caller {
             secure_transport: false,
             operation: operation.into(),
             action: format!("secretsmanager:{operation}"),
+            viewer: false,
             note: SharedNote::default(),
         }
     }

@@ -202,7 +202,8 @@ impl Signed {
         let body = serde_json::to_vec(request)
             .map_err(|e| ApiError::Internal(format!("serializing a console request: {e}")))?;
         let request_id = uuid::Uuid::new_v4().to_string();
-        let caller = self.caller().clone();
+        let mut caller = self.caller().clone();
+        caller.viewer = true;
         let answer = baton
             .invoke(
                 baton_app::Request {

@@ -188,6 +188,10 @@ struct RotationPage {
     secret_href: String,
     live_href: String,
     live: String,
+    actions_href: String,
+    may_resume: bool,
+    may_cancel: bool,
+    csrf: String,
 }
 
 #[derive(Default)]
@@ -445,19 +449,48 @@ where
             }
         }
         (Method::Get, ["secrets", name, "rotation"]) => {
-            let live = render_live(console, baton, &signed, name).await;
-            render(
-                RotationPage {
-                    title: format!("Rotation of {name}"),
-                    bar: bar(&signed),
-                    notice: None,
-                    name: (*name).to_owned(),
-                    secret_href: secret_href(name),
-                    live_href: format!("{}/rotation/live", secret_href(name)),
-                    live,
-                },
-                200,
-            )
+            rotation_page(console, baton, &signed, name).await
+        }
+        (
+            Method::Post,
+            [
+                "secrets",
+                name,
+                "rotation",
+                action @ ("retry" | "force" | "cancel"),
+            ],
+        ) => {
+            if *action == "force" && form.get("confirm").map(String::as_str) != Some(*name) {
+                return error_page(
+                    Some(&signed),
+                    400,
+                    "Not confirmed",
+                    format!(
+                        "Forcing a gate open needs the secret's name, {name}, typed to confirm. \
+                         Nothing was changed."
+                    ),
+                );
+            }
+            let (target, request) = match *action {
+                "cancel" => (
+                    "secretsmanager.CancelRotateSecret",
+                    json!({"SecretId": name}),
+                ),
+                "force" => (
+                    "baton.ResumeRotation",
+                    json!({"SecretId": name, "Force": true}),
+                ),
+                _ => (
+                    "baton.ResumeRotation",
+                    json!({"SecretId": name, "Force": false}),
+                ),
+            };
+            let answer: Result<serde_json::Value, _> =
+                signed.call(baton, console, target, &request).await;
+            match answer {
+                Ok(_) => Response::see_other(&format!("{}/rotation", secret_href(name))),
+                Err(e) => api_error_page(&signed, &e),
+            }
         }
         (Method::Get, ["secrets", name, "rotation", "live"]) => {
             live_stream(console.clone(), app.clone(), signed, (*name).to_owned())
@@ -817,6 +850,39 @@ async fn secret_page(
             rotation_href: format!("{href}/rotation"),
         },
         status,
+    )
+}
+
+async fn rotation_page(console: &Console, baton: &Baton, signed: &Signed, name: &str) -> Response {
+    let live = render_live(console, baton, signed, name).await;
+    let caller = signed.caller();
+    // The secret's ARN for the hints; a secret the caller cannot describe offers no actions.
+    let described: Result<p::DescribeSecretResponse, _> = signed
+        .call(
+            baton,
+            console,
+            "secretsmanager.DescribeSecret",
+            &json!({"SecretId": name}),
+        )
+        .await;
+    let arn = described.ok().and_then(|d| d.arn).unwrap_or_default();
+    let href = secret_href(name);
+    render(
+        RotationPage {
+            title: format!("Rotation of {name}"),
+            bar: bar(signed),
+            notice: None,
+            name: name.to_owned(),
+            secret_href: href.clone(),
+            live_href: format!("{href}/rotation/live"),
+            live,
+            actions_href: format!("{href}/rotation"),
+            may_resume: !arn.is_empty() && baton.may(caller, "baton:ResumeRotation", &arn),
+            may_cancel: !arn.is_empty()
+                && baton.may(caller, "secretsmanager:CancelRotateSecret", &arn),
+            csrf: signed.session.csrf_token().to_owned(),
+        },
+        200,
     )
 }
 
