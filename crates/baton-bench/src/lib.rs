@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use baton_store::Store as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 pub const ACCESS_KEY_ID: &str = "BTNBENCHMARK00000001";
+/// The version id of the readable secret [`fill_store`] adds.
+pub const READABLE_VERSION: &str = "00000000-0000-4000-8000-000000000001";
 pub const SECRET_ACCESS_KEY: &str = "benchmark-secret-access-key-000000000000";
 
 /// A secret with no versions, tags or rotation in account 123456789012, us-east-1, with its
@@ -41,6 +44,72 @@ pub fn plain_secret(id: &str, name: &str, wrapped_data_key: Vec<u8>) -> baton_co
         key: None,
         outbox: vec![],
     }
+}
+
+/// Fills an empty store with `n` secrets whose data keys `ring` wraps (one restore
+/// transaction), plus one readable secret named `readable` with a 256-byte value. The `n` are named
+/// `bench/0000000`…; their values cannot be opened (listing and re-wrapping need no value).
+pub async fn fill_store(
+    store: &baton_store::SqliteStore,
+    ring: &baton_crypto::RootKey,
+    n: usize,
+    readable: &str,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let template_store = baton_store::SqliteStore::open(&dir.path().join("template.db"))?;
+    let mut template = plain_secret("tmpl", "benchtemplate", vec![0; 60]);
+    template.add_version(
+        baton_core::NewVersion {
+            version_id: "v1".into(),
+            kind: baton_core::SecretValueKind::String,
+            sealed_value: vec![7; 96],
+            labels: None,
+        },
+        0,
+    )?;
+    template_store.insert_secret(&template).await?;
+    let mut snapshot = template_store.snapshot().await?;
+    let data_key = baton_crypto::DataKey::generate()?;
+    for table in &mut snapshot.tables {
+        let wrapped_at = table.columns.iter().position(|c| c == "wrapped_data_key");
+        let rows = std::mem::take(&mut table.rows);
+        for i in 0..n {
+            let id = format!("sec-{i:08}");
+            for row in &rows {
+                let mut copy: Vec<baton_store::snapshot::Cell> = row
+                    .iter()
+                    .map(|cell| match cell {
+                        baton_store::snapshot::Cell::Text(t) => baton_store::snapshot::Cell::Text(
+                            t.replace("tmpl", &id)
+                                .replace("benchtemplate", &format!("bench/{i:07}")),
+                        ),
+                        other => other.clone(),
+                    })
+                    .collect();
+                if let Some(at) = wrapped_at {
+                    copy[at] = baton_store::snapshot::Cell::Blob(ring.wrap(&data_key, &id)?);
+                }
+                table.rows.push(copy);
+            }
+        }
+    }
+    store.restore_snapshot(snapshot).await?;
+    let key = baton_crypto::DataKey::generate()?;
+    let mut secret = plain_secret("bench-secret", readable, ring.wrap(&key, "bench-secret")?);
+    secret.add_version(
+        baton_core::NewVersion {
+            version_id: READABLE_VERSION.into(),
+            kind: baton_core::SecretValueKind::String,
+            sealed_value: key.seal(
+                &[b'x'; 256],
+                &baton_crypto::value_aad("bench-secret", READABLE_VERSION),
+            )?,
+            labels: None,
+        },
+        0,
+    )?;
+    store.insert_secret(&secret).await?;
+    Ok(())
 }
 
 /// A numeric command-line flag (`--rounds 5`), or `default` when absent.

@@ -25,7 +25,7 @@ const PAGE_SIZE: i64 = 50;
 /// session is checked again.
 const LIVE_STREAM_MAX: Duration = Duration::from_secs(10 * 60);
 /// The shortest time between two redraws of one live view.
-const LIVE_REDRAW_MIN: Duration = Duration::from_millis(50);
+const LIVE_REDRAW_MIN: Duration = Duration::from_millis(20);
 
 /// Everything in a path segment or query value except letters and digits and `-_.~`.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC

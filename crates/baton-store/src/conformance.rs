@@ -255,6 +255,40 @@ pub async fn listing_is_per_namespace_and_oldest_first(store: &dyn Store) {
     assert_eq!(names, ["list-a", "list-b"]);
 }
 
+pub async fn heads_are_the_listing_without_versions(store: &dyn Store) {
+    let first = sample_secret("heads-a");
+    let mut second = sample_secret("heads-b");
+    second.account_id = first.account_id.clone();
+    second.created_at = first.created_at + 1;
+    second.tags.reverse();
+    second.replicas = vec![baton_core::Replica {
+        region: "eu-west-1".into(),
+        kms_key_id: Some("alias/x".into()),
+        last_accessed_at: None,
+    }];
+    store.insert_secret(&second).await.unwrap();
+    store.insert_secret(&first).await.unwrap();
+    let whole = store
+        .list_secrets(&first.account_id, "us-east-1")
+        .await
+        .unwrap();
+    let heads = store
+        .list_secret_heads(&first.account_id, "us-east-1")
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 2);
+    for (head, whole) in heads.iter().zip(&whole) {
+        assert!(!whole.versions.is_empty(), "the sample has a version");
+        assert!(head.versions.is_empty() && head.rotation_state.is_none());
+        let mut expected = whole.clone();
+        expected.versions.clear();
+        expected.rotation_policy = None;
+        expected.rotation_state = None;
+        expected.rotation.next_rotation_at = None;
+        assert_eq!(head, &expected, "{}", head.name);
+    }
+}
+
 pub async fn purge_finds_due_secrets_and_deletes_everything(store: &dyn Store) {
     let mut due = sample_secret("due");
     due.deletion = DeletionState::Scheduled {
@@ -1226,6 +1260,7 @@ pub const CHECKS: &[&str] = &[
     "stale_revision_is_a_conflict_and_writes_nothing",
     "database_refuses_a_label_on_two_versions",
     "listing_is_per_namespace_and_oldest_first",
+    "heads_are_the_listing_without_versions",
     "purge_finds_due_secrets_and_deletes_everything",
     "access_keys_round_trip",
     "replicas_round_trip_and_hold_their_name",

@@ -344,6 +344,16 @@ pub trait Store: Send + Sync + 'static {
         region: &str,
     ) -> Result<Vec<SecretRecord>, StoreError>;
 
+    /// The heads of a namespace's secrets, oldest first: each secret's own row with its tags
+    /// and replicas, read in three statements, but **without** versions, labels, rotation
+    /// policy, rotation state or schedule. Enough to filter and sort a listing; a page's
+    /// secrets are then read whole (`find_secret_by_arn`). Never save a head.
+    async fn list_secret_heads(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Vec<SecretRecord>, StoreError>;
+
     /// Removes a secret and everything it owns, and records its outbox, in one transaction.
     async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
 

@@ -897,6 +897,40 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
+    async fn list_secret_heads(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Vec<SecretRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let query = format!(
+            "SELECT {} FROM secrets WHERE account_id = $1 AND region = $2 ORDER BY created_at, id",
+            schema::SECRET_COLUMNS
+        );
+        // One round trip: the three statements are pipelined on the one connection.
+        let namespace: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&account_id, &region];
+        let (rows, tag_rows, replica_rows) = tokio::try_join!(
+            client.query(&query, &namespace),
+            client.query(schema::SELECT_NAMESPACE_TAGS, &namespace),
+            client.query(schema::SELECT_NAMESPACE_REPLICAS, &namespace),
+        )
+        .map_err(backend)?;
+        let mut tags: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+        for row in &tag_rows {
+            tags.entry(row.get(0))
+                .or_default()
+                .push((row.get(1), row.get(2)));
+        }
+        let mut replicas: std::collections::HashMap<String, Vec<_>> = Default::default();
+        for row in &replica_rows {
+            replicas
+                .entry(row.get(0))
+                .or_default()
+                .push((row.get(1), row.get(2), row.get(3)));
+        }
+        schema::heads(rows.iter().map(read_secret_row).collect(), (tags, replicas))
+    }
+
     async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;

@@ -453,6 +453,14 @@ pub const SELECT_VERSIONS_AND_LABELS: &str = "SELECT v.version_id, v.created_at,
     v.sealed_value, l.label FROM secret_versions v LEFT JOIN secret_labels l \
     ON l.secret_id = v.secret_id AND l.version_id = v.version_id \
     WHERE v.secret_id = $1 ORDER BY v.created_at, v.version_id";
+/// Every tag of a namespace's secrets, grouped by secret, in each secret's order.
+pub const SELECT_NAMESPACE_TAGS: &str = "SELECT t.secret_id, t.tag_key, t.tag_value \
+    FROM secret_tags t JOIN secrets s ON s.id = t.secret_id \
+    WHERE s.account_id = $1 AND s.region = $2 ORDER BY t.secret_id, t.position";
+/// Every replica of a namespace's secrets, grouped by secret, in each secret's order.
+pub const SELECT_NAMESPACE_REPLICAS: &str = "SELECT r.secret_id, r.region, r.kms_key_id, \
+    r.last_accessed_at FROM secret_replicas r JOIN secrets s ON s.id = r.secret_id \
+    WHERE s.account_id = $1 AND s.region = $2 ORDER BY r.secret_id, r.position";
 pub const SELECT_TAGS: &str =
     "SELECT tag_key, tag_value FROM secret_tags WHERE secret_id = $1 ORDER BY position";
 pub const INSERT_VERSION: &str = "INSERT INTO secret_versions (secret_id, version_id, created_at, \
@@ -1088,4 +1096,25 @@ impl ConsumerRow {
             principal: self.principal.unwrap_or_default(),
         })
     }
+}
+
+/// Tags and replicas read for a whole namespace, by secret id.
+pub type Heads = (
+    std::collections::HashMap<String, Vec<(String, String)>>,
+    std::collections::HashMap<String, Vec<(String, Option<String>, Option<i64>)>>,
+);
+
+/// Assembles heads (see `Store::list_secret_heads`) from the secrets' rows and the
+/// namespace's tags and replicas.
+pub fn heads(
+    rows: Vec<SecretRow>,
+    (mut tags, mut replicas): Heads,
+) -> Result<Vec<SecretRecord>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let t = tags.remove(&row.id).unwrap_or_default();
+            let r = replicas.remove(&row.id).unwrap_or_default();
+            row.into_record(Vec::new(), t, r, None, None, None)
+        })
+        .collect()
 }

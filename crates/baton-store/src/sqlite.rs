@@ -883,6 +883,56 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_secret_heads(
+        &self,
+        account_id: &str,
+        region: &str,
+    ) -> Result<Vec<SecretRecord>, StoreError> {
+        let (a, r) = (account_id.to_owned(), region.to_owned());
+        self.read(move |conn| {
+            let query = format!(
+                "SELECT {} FROM secrets WHERE account_id = ?1 AND region = ?2 ORDER BY created_at, id",
+                schema::SECRET_COLUMNS
+            );
+            let rows = conn
+                .prepare_cached(&query)
+                .and_then(|mut s| {
+                    s.query_map(params![a, r], read_secret_row)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)?;
+            let mut tags: std::collections::HashMap<String, Vec<(String, String)>> =
+                Default::default();
+            conn.prepare_cached(&sql(schema::SELECT_NAMESPACE_TAGS))
+                .and_then(|mut s| {
+                    let mut q = s.query(params![a, r])?;
+                    while let Some(row) = q.next()? {
+                        tags.entry(row.get(0)?)
+                            .or_default()
+                            .push((row.get(1)?, row.get(2)?));
+                    }
+                    Ok(())
+                })
+                .map_err(backend)?;
+            let mut replicas: std::collections::HashMap<String, Vec<_>> = Default::default();
+            conn.prepare_cached(&sql(schema::SELECT_NAMESPACE_REPLICAS))
+                .and_then(|mut s| {
+                    let mut q = s.query(params![a, r])?;
+                    while let Some(row) = q.next()? {
+                        replicas.entry(row.get(0)?).or_default().push((
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                        ));
+                    }
+                    Ok(())
+                })
+                .map_err(backend)?;
+            schema::heads(rows, (tags, replicas))
+        })
+        .await
+    }
+
     async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
         let secret_id = secret.id.as_str();
         let record = secret.clone();

@@ -342,7 +342,9 @@ impl Baton {
         let offset = decode_next_token(&req.next_token)?;
         let include_deleted = req.include_planned_deletion.unwrap_or(false);
         let (account, region) = (caller.account_id.as_str(), caller.region.as_str());
-        let mut primaries = self.store.list_secrets(account, region).await?;
+        // Filter and sort heads (rows with tags and replicas), then read only the page whole:
+        // a listing of 100,000 secrets reads three statements, not six per secret.
+        let mut primaries = self.store.list_secret_heads(account, region).await?;
         primaries.retain(|s| s.key.is_none());
         let replicated = self.store.list_replicated_into(account, region).await?;
         let mut secrets: Vec<Located> = primaries
@@ -364,13 +366,26 @@ impl Baton {
             req.sort_order.as_deref(),
         )?;
         let total = secrets.len();
-        let page: Vec<p::SecretListEntry> = secrets
-            .iter()
-            .skip(offset)
-            .take(max_results as usize)
-            .map(|l| list_entry(l.describe()))
-            .collect();
-        let next = offset + page.len();
+        let mut page = Vec::with_capacity(max_results as usize);
+        for head in secrets.into_iter().skip(offset).take(max_results as usize) {
+            let whole = match head.replica_region {
+                // Replicas were read whole.
+                Some(_) => Some(head),
+                None => self
+                    .store
+                    .find_secret_by_arn(&head.secret.arn)
+                    .await?
+                    .map(|secret| Located {
+                        secret,
+                        replica_region: None,
+                    }),
+            };
+            // A secret purged since the heads were read is left out of the page.
+            if let Some(l) = whole {
+                page.push(list_entry(l.describe()));
+            }
+        }
+        let next = offset + (max_results as usize).min(total.saturating_sub(offset));
         Ok(p::ListSecretsResponse {
             secret_list: Some(page),
             next_token: (next < total).then(|| encode_next_token(next)),

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_bench::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, flag, median_and_spread, runtime};
-use baton_core::{NewVersion, SecretValueKind};
-use baton_crypto::{DataKey, RootKey};
-use baton_store::snapshot::Cell;
+use baton_crypto::RootKey;
 use baton_store::{SealedKind, SealedReplacement, SqliteStore, Store};
 
 const SECRET_NAME: &str = "bench/db-password";
@@ -30,67 +28,6 @@ fn main() -> anyhow::Result<()> {
     let rt = runtime("rootkey-bench")?;
     rt.block_on(rewrap_rate(secrets, rounds.min(3)))?;
     during_load(&rt, secrets, rounds)
-}
-
-/// Fills an empty store with `n` secrets whose data keys `ring` wraps (one restore
-/// transaction), plus one readable secret named [`SECRET_NAME`].
-async fn fill(store: &SqliteStore, ring: &RootKey, n: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let template_store = SqliteStore::open(&dir.path().join("template.db"))?;
-    let mut template = baton_bench::plain_secret("tmpl", "benchtemplate", vec![0; 60]);
-    template.add_version(
-        NewVersion {
-            version_id: "v1".into(),
-            kind: SecretValueKind::String,
-            sealed_value: vec![7; 96],
-            labels: None,
-        },
-        0,
-    )?;
-    template_store.insert_secret(&template).await?;
-    let mut snapshot = template_store.snapshot().await?;
-    let data_key = DataKey::generate()?;
-    for table in &mut snapshot.tables {
-        let wrapped_at = table.columns.iter().position(|c| c == "wrapped_data_key");
-        let rows = std::mem::take(&mut table.rows);
-        for i in 0..n {
-            let id = format!("sec-{i:08}");
-            for row in &rows {
-                let mut copy: Vec<Cell> = row
-                    .iter()
-                    .map(|cell| match cell {
-                        Cell::Text(t) => Cell::Text(
-                            t.replace("tmpl", &id)
-                                .replace("benchtemplate", &format!("bench/{i:07}")),
-                        ),
-                        other => other.clone(),
-                    })
-                    .collect();
-                if let Some(at) = wrapped_at {
-                    copy[at] = Cell::Blob(ring.wrap(&data_key, &id)?);
-                }
-                table.rows.push(copy);
-            }
-        }
-    }
-    store.restore_snapshot(snapshot).await?;
-    let key = DataKey::generate()?;
-    let mut secret = baton_bench::plain_secret(
-        "bench-secret",
-        SECRET_NAME,
-        ring.wrap(&key, "bench-secret")?,
-    );
-    secret.add_version(
-        NewVersion {
-            version_id: "v1".into(),
-            kind: SecretValueKind::String,
-            sealed_value: key.seal(&[b'x'; 256], &baton_crypto::value_aad("bench-secret", "v1"))?,
-            labels: None,
-        },
-        0,
-    )?;
-    store.insert_secret(&secret).await?;
-    Ok(())
 }
 
 /// Writes every root-sealed blob back unchanged, in the re-wrap's batches: the store's cost
@@ -124,7 +61,7 @@ async fn rewrap_rate(n: usize, rounds: usize) -> anyhow::Result<()> {
     let ring = Arc::new(RootKey::load_or_create(&key_path)?.0);
     let store = SqliteStore::open(&dir.path().join("baton.db"))?;
     let started = Instant::now();
-    fill(&store, &ring, n).await?;
+    baton_bench::fill_store(&store, &ring, n, SECRET_NAME).await?;
     println!("  filled in {:.1} s", started.elapsed().as_secs_f64());
     let store: Arc<dyn Store> = Arc::new(store);
     let batch = baton_api::ROOT_KEY_REWRAP_BATCH_DEFAULT;
@@ -291,6 +228,6 @@ fn prepare_data_dir(rt: &tokio::runtime::Runtime, dir: &Path, n: usize) -> anyho
     rt.block_on(async {
         let ring = RootKey::load_or_create(&dir.join("root.key"))?.0;
         let store = SqliteStore::open(&dir.join("baton.db"))?;
-        fill(&store, &ring, n).await
+        baton_bench::fill_store(&store, &ring, n, SECRET_NAME).await
     })
 }
