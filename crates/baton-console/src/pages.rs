@@ -19,6 +19,8 @@ const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
 /// Audit entries per page.
 const AUDIT_PAGE: i64 = 200;
+/// How far behind the log's head a filtered search of the audit page looks.
+const AUDIT_WINDOW: i64 = 10_000;
 /// Secrets per page of the list.
 const PAGE_SIZE: i64 = 50;
 /// The longest one live stream runs; the browser's EventSource then reconnects, and the
@@ -1095,7 +1097,7 @@ async fn audit_page(
     ]
     .iter()
     .any(|v| !v.is_empty());
-    let behind = if filtered { 10_000 } else { AUDIT_PAGE };
+    let behind = if filtered { AUDIT_WINDOW } else { AUDIT_PAGE };
     let mut request = json!({"MaxResults": AUDIT_PAGE, "AfterSeq": (head - behind).max(0)});
     for (key, value) in [
         ("Principal", &filter.principal),
@@ -1107,30 +1109,50 @@ async fn audit_page(
             request[key] = json!(value);
         }
     }
-    let answer: Result<p::ListAuditEntriesResponse, _> = signed
-        .call(baton, console, "baton.ListAuditEntries", &request)
-        .await;
-    let entries = answer
-        .map(|a| {
-            let mut rows: Vec<AuditRow> = a
-                .entries
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| AuditRow {
-                    seq: e.seq.unwrap_or_default(),
-                    time: date(e.time),
-                    principal: e.principal.unwrap_or_default(),
-                    action: e.action.unwrap_or_default(),
-                    resource: e.resource.unwrap_or_default(),
-                    decision: e.decision.unwrap_or_default(),
-                    outcome: e.outcome.unwrap_or_default(),
-                    user_agent: e.user_agent.unwrap_or_default(),
-                })
-                .collect();
-            rows.reverse();
-            rows
-        })
-        .map_err(|e| refusal(&e));
+    // Pages forward to the head, keeping the newest matches: the window is bounded, so this
+    // is at most `AUDIT_WINDOW / AUDIT_PAGE` calls.
+    let mut kept: std::collections::VecDeque<p::AuditEntry> = Default::default();
+    let mut failure = None;
+    for _ in 0..AUDIT_WINDOW / AUDIT_PAGE + 1 {
+        let answer: Result<p::ListAuditEntriesResponse, _> = signed
+            .call(baton, console, "baton.ListAuditEntries", &request)
+            .await;
+        match answer {
+            Err(e) => {
+                failure = Some(refusal(&e));
+                break;
+            }
+            Ok(page) => {
+                for e in page.entries.unwrap_or_default() {
+                    if kept.len() == AUDIT_PAGE as usize {
+                        kept.pop_front();
+                    }
+                    kept.push_back(e);
+                }
+                match page.next_seq {
+                    Some(next) => request["AfterSeq"] = json!(next),
+                    None => break,
+                }
+            }
+        }
+    }
+    let entries = match failure {
+        Some(denied) => Err(denied),
+        None => Ok(kept
+            .into_iter()
+            .rev()
+            .map(|e| AuditRow {
+                seq: e.seq.unwrap_or_default(),
+                time: date(e.time),
+                principal: e.principal.unwrap_or_default(),
+                action: e.action.unwrap_or_default(),
+                resource: e.resource.unwrap_or_default(),
+                decision: e.decision.unwrap_or_default(),
+                outcome: e.outcome.unwrap_or_default(),
+                user_agent: e.user_agent.unwrap_or_default(),
+            })
+            .collect()),
+    };
     render(
         AuditPage {
             title: "Audit log",
