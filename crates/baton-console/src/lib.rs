@@ -223,4 +223,21 @@ impl Signed {
         serde_json::from_slice(&answer)
             .map_err(|e| ApiError::Internal(format!("reading the answer of {target}: {e}")))
     }
+
+    /// [`Signed::call`] with `{"SecretId": secret_id}`: most pages read one secret.
+    async fn on_secret<Resp: DeserializeOwned>(
+        &self,
+        baton: &Baton,
+        console: &Console,
+        target: &str,
+        secret_id: &str,
+    ) -> Result<Resp, ApiError> {
+        self.call(
+            baton,
+            console,
+            target,
+            &serde_json::json!({ "SecretId": secret_id }),
+        )
+        .await
+    }
 }

@@ -438,12 +438,7 @@ where
         }
         (Method::Post, ["secrets", name, "rotate"]) => {
             let answer: Result<serde_json::Value, _> = signed
-                .call(
-                    baton,
-                    console,
-                    "secretsmanager.RotateSecret",
-                    &json!({"SecretId": name}),
-                )
+                .on_secret(baton, console, "secretsmanager.RotateSecret", name)
                 .await;
             match answer {
                 Ok(_) => Response::see_other(&format!("{}/rotation", secret_href(name))),
@@ -742,12 +737,7 @@ async fn reveal(
     name: &str,
 ) -> Result<String, String> {
     let answer: Result<p::SecretValue, _> = signed
-        .call(
-            baton,
-            console,
-            "secretsmanager.GetSecretValue",
-            &json!({"SecretId": name}),
-        )
+        .on_secret(baton, console, "secretsmanager.GetSecretValue", name)
         .await;
     match answer {
         Ok(v) => Ok(match (v.secret_string, v.secret_binary) {
@@ -768,12 +758,7 @@ async fn secret_page(
     notice: Option<String>,
 ) -> Response {
     let described: Result<p::DescribeSecretResponse, _> = signed
-        .call(
-            baton,
-            console,
-            "secretsmanager.DescribeSecret",
-            &json!({"SecretId": name}),
-        )
+        .on_secret(baton, console, "secretsmanager.DescribeSecret", name)
         .await;
     let described = match described {
         Ok(d) => {
@@ -860,12 +845,7 @@ async fn rotation_page(console: &Console, baton: &Baton, signed: &Signed, name: 
     let caller = signed.caller();
     // The secret's ARN for the hints; a secret the caller cannot describe offers no actions.
     let described: Result<p::DescribeSecretResponse, _> = signed
-        .call(
-            baton,
-            console,
-            "secretsmanager.DescribeSecret",
-            &json!({"SecretId": name}),
-        )
+        .on_secret(baton, console, "secretsmanager.DescribeSecret", name)
         .await;
     let arn = described.ok().and_then(|d| d.arn).unwrap_or_default();
     let href = secret_href(name);
@@ -891,20 +871,10 @@ async fn rotation_page(console: &Console, baton: &Baton, signed: &Signed, name: 
 /// The live part of a rotation's page: the rotation, its gate, and its consumers.
 async fn render_live(console: &Console, baton: &Baton, signed: &Signed, name: &str) -> String {
     let rotation: Result<p::DescribeRotationResponse, _> = signed
-        .call(
-            baton,
-            console,
-            "baton.DescribeRotation",
-            &json!({"SecretId": name}),
-        )
+        .on_secret(baton, console, "baton.DescribeRotation", name)
         .await;
     let consumers: Result<p::ListConsumersResponse, _> = signed
-        .call(
-            baton,
-            console,
-            "baton.ListConsumers",
-            &json!({"SecretId": name}),
-        )
+        .on_secret(baton, console, "baton.ListConsumers", name)
         .await;
     let live = live_view(rotation, consumers);
     live.render().unwrap_or_else(|e| {

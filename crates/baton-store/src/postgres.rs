@@ -882,10 +882,7 @@ impl Store for PostgresStore {
         region: &str,
     ) -> Result<Vec<SecretRecord>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let query = format!(
-            "SELECT {} FROM secrets WHERE account_id = $1 AND region = $2 ORDER BY created_at, id",
-            schema::SECRET_COLUMNS
-        );
+        let query = schema::select_namespace_secrets();
         let rows = client
             .query(&query, &[&account_id, &region])
             .await
@@ -903,10 +900,7 @@ impl Store for PostgresStore {
         region: &str,
     ) -> Result<Vec<SecretRecord>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let query = format!(
-            "SELECT {} FROM secrets WHERE account_id = $1 AND region = $2 ORDER BY created_at, id",
-            schema::SECRET_COLUMNS
-        );
+        let query = schema::select_namespace_secrets();
         // One round trip: the three statements are pipelined on the one connection.
         let namespace: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&account_id, &region];
         let (rows, tag_rows, replica_rows) = tokio::try_join!(

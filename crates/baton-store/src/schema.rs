@@ -453,6 +453,13 @@ pub const SELECT_VERSIONS_AND_LABELS: &str = "SELECT v.version_id, v.created_at,
     v.sealed_value, l.label FROM secret_versions v LEFT JOIN secret_labels l \
     ON l.secret_id = v.secret_id AND l.version_id = v.version_id \
     WHERE v.secret_id = $1 ORDER BY v.created_at, v.version_id";
+/// A namespace's secret rows, oldest first.
+pub fn select_namespace_secrets() -> String {
+    format!(
+        "SELECT {SECRET_COLUMNS} FROM secrets WHERE account_id = $1 AND region = $2 \
+         ORDER BY created_at, id"
+    )
+}
 /// Every tag of a namespace's secrets, grouped by secret, in each secret's order.
 pub const SELECT_NAMESPACE_TAGS: &str = "SELECT t.secret_id, t.tag_key, t.tag_value \
     FROM secret_tags t JOIN secrets s ON s.id = t.secret_id \

@@ -280,6 +280,20 @@ fn child_rows<T>(
         .map_err(backend)
 }
 
+/// A namespace's secret rows, oldest first.
+fn namespace_rows(
+    conn: &Connection,
+    account_id: &str,
+    region: &str,
+) -> Result<Vec<SecretRow>, StoreError> {
+    conn.prepare_cached(&sql(&schema::select_namespace_secrets()))
+        .and_then(|mut s| {
+            s.query_map(params![account_id, region], read_secret_row)?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(backend)
+}
+
 fn load_children(conn: &Connection, row: SecretRow) -> Result<SecretRecord, StoreError> {
     let id = row.id.clone();
     let versions = child_rows(conn, schema::SELECT_VERSIONS_AND_LABELS, &id, |r| {
@@ -867,18 +881,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<SecretRecord>, StoreError> {
         let (a, r) = (account_id.to_owned(), region.to_owned());
         self.read(move |conn| {
-            let query = format!(
-                "SELECT {} FROM secrets WHERE account_id = ?1 AND region = ?2 ORDER BY created_at, id",
-                schema::SECRET_COLUMNS
-            );
-            let rows = conn
-                .prepare_cached(&query)
-                .and_then(|mut s| {
-                    s.query_map(params![a, r], read_secret_row)?
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(backend)?;
-            rows.into_iter().map(|row| load_children(conn, row)).collect()
+            let rows = namespace_rows(conn, &a, &r)?;
+            rows.into_iter()
+                .map(|row| load_children(conn, row))
+                .collect()
         })
         .await
     }
@@ -890,17 +896,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<SecretRecord>, StoreError> {
         let (a, r) = (account_id.to_owned(), region.to_owned());
         self.read(move |conn| {
-            let query = format!(
-                "SELECT {} FROM secrets WHERE account_id = ?1 AND region = ?2 ORDER BY created_at, id",
-                schema::SECRET_COLUMNS
-            );
-            let rows = conn
-                .prepare_cached(&query)
-                .and_then(|mut s| {
-                    s.query_map(params![a, r], read_secret_row)?
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(backend)?;
+            let rows = namespace_rows(conn, &a, &r)?;
             let mut tags: std::collections::HashMap<String, Vec<(String, String)>> =
                 Default::default();
             conn.prepare_cached(&sql(schema::SELECT_NAMESPACE_TAGS))
