@@ -101,6 +101,11 @@ def test_sign_in_create_reveal_and_the_audit_entry(server, sm, page, unique_name
             and e["UserAgent"] == "baton-console"]
     assert mine, [(e["Resource"], e.get("UserAgent")) for e in out["Entries"][-5:]]
     assert mine[-1]["Decision"] == "allow" and mine[-1]["Outcome"] == "ok", out["Entries"][-5:]
+    # So is the sign-in.
+    status, out = awsraw.call(server, "baton.ListAuditEntries", {"Action": "baton:SignIn", "MaxResults": 1000})
+    assert status == 200, out
+    assert any(e["Decision"] == "allow" and e["UserAgent"] == "baton-console"
+               and e["Principal"].endswith(":root") for e in out["Entries"]), out["Entries"][-3:]
     # The audit page finds it too.
     page.goto(f"{server.endpoint}/console/audit?action=secretsmanager%3AGetSecretValue")
     assert page.locator("table.audit tbody tr", has_text="baton-console").count() >= 1
@@ -173,6 +178,12 @@ def test_a_wrong_secret_is_refused_and_failed_sign_ins_are_rate_limited(browser)
                 page.get_by_role("button", name="Sign in").click()
             assert answer.value.status == 429
             context.close()
+            # Each refused secret is in the audit log; the attempts the limit stopped never
+            # reached the check.
+            status, out = awsraw.call(srv, "baton.ListAuditEntries", {"Action": "baton:SignIn"})
+            assert status == 200, out
+            seen = [(e["Decision"], e["Outcome"], e["AccessKeyId"], e["UserAgent"]) for e in out["Entries"]]
+            assert seen == [("deny", "UnrecognizedClientException", ACCESS_KEY_ID, "baton-console")] * 5, seen
         finally:
             srv.stop()
 

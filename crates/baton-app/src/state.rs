@@ -113,6 +113,40 @@ pub struct ScopedKey {
     pub session_token_hash: Option<Vec<u8>>,
 }
 
+/// The audit entry of a sign-in attempt.
+struct SignInAudit<'a> {
+    principal: String,
+    access_key_id: String,
+    outcome: String,
+    status: i64,
+    origin: &'a crate::Origin,
+}
+
+impl SignInAudit<'_> {
+    fn into_record(self) -> baton_store::AuditRecord {
+        let ok = self.status == 200;
+        baton_store::AuditRecord {
+            at: now_ms(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            principal: self.principal,
+            access_key_id: self.access_key_id,
+            action: "baton:SignIn".to_owned(),
+            resource: "*".to_owned(),
+            decision: if ok { "allow" } else { "deny" }.to_owned(),
+            outcome: self.outcome,
+            status: self.status,
+            source_ip: self.origin.peer.to_string(),
+            reason: if ok {
+                "the access key's secret matched".to_owned()
+            } else {
+                "the sign-in was refused".to_owned()
+            },
+            user_agent: self.origin.user_agent.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 impl std::fmt::Debug for ScopedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScopedKey")
@@ -274,7 +308,44 @@ impl Baton {
     /// signature: the console's sign-in. The secret is compared in constant time; a wrong
     /// secret and an unknown key give the same error. Temporary credentials (a rotation's,
     /// `GetSessionToken`'s) are refused: they belong to programs, not to people.
+    ///
+    /// Every attempt is audited (action `baton:SignIn`, the key's principal when the key
+    /// exists); in required mode a sign-in the log cannot record is refused.
     pub async fn sign_in(
+        &self,
+        access_key_id: &str,
+        secret: &SecretBytes,
+        region: &str,
+        origin: &crate::Origin,
+    ) -> Result<Caller, ApiError> {
+        if let Some(audit) = &self.audit {
+            audit.admit()?;
+        }
+        let result = self.check_sign_in(access_key_id, secret, region).await;
+        if let Some(audit) = &self.audit {
+            let (outcome, status) = match &result {
+                Ok(_) => ("ok".to_owned(), 200),
+                Err(e) => {
+                    let (status, error_type, _) = e.wire();
+                    (error_type.to_owned(), i64::from(status.as_u16()))
+                }
+            };
+            let entry = SignInAudit {
+                principal: result
+                    .as_ref()
+                    .map(|c| c.principal.arn.clone())
+                    .unwrap_or_default(),
+                access_key_id: access_key_id.chars().take(128).collect(),
+                outcome,
+                status,
+                origin,
+            };
+            audit.record(entry.into_record(), true).await?;
+        }
+        result
+    }
+
+    async fn check_sign_in(
         &self,
         access_key_id: &str,
         secret: &SecretBytes,

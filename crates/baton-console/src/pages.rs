@@ -569,7 +569,12 @@ async fn sign_in(console: &Console, baton: &Baton, request: &Request, now: Insta
         .cloned()
         .or_else(|| baton.regions.first().cloned())
         .unwrap_or_default();
-    match baton.sign_in(id, &secret, &region).await {
+    let origin = baton_app::Origin {
+        peer: request.peer,
+        secure: request.secure,
+        user_agent: crate::USER_AGENT.to_owned(),
+    };
+    match baton.sign_in(id, &secret, &region, &origin).await {
         Ok(caller) => {
             console.sessions.sign_in_succeeded(request.peer);
             let token = console.sessions.start(caller, now);
