@@ -60,7 +60,6 @@ pub enum Method {
 }
 
 /// One request to the console, as the HTTP front end parsed it.
-#[derive(Debug)]
 pub struct Request {
     pub method: Method,
     /// The path below `/console`, starting with `/` (`/secrets/db%2Fmain`).
@@ -74,6 +73,18 @@ pub struct Request {
     pub peer: IpAddr,
     /// Whether the request came over TLS: cookies are then `Secure`.
     pub secure: bool,
+}
+
+impl std::fmt::Debug for Request {
+    /// Leaves out the cookie (a session token) and the body (a sign-in form holds a secret).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("peer", &self.peer)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A response body: a whole page, or a stream of Server-Sent Events.
@@ -177,12 +188,22 @@ impl Console {
 }
 
 /// A signed-in request: the session and where the request came from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Signed {
     token: String,
     session: Arc<Session>,
     peer: IpAddr,
     secure: bool,
+}
+
+impl std::fmt::Debug for Signed {
+    /// Leaves out the session token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field("session", &self.session)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signed {
@@ -239,5 +260,27 @@ impl Signed {
             &serde_json::json!({ "SecretId": secret_id }),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_cookie_and_no_form() {
+        let request = Request {
+            method: Method::Post,
+            path: "/sign-in".into(),
+            query: String::new(),
+            cookie: Some("baton_session=token-value-123".into()),
+            body: b"secret_access_key=the-secret-456".to_vec(),
+            peer: "127.0.0.1".parse().unwrap(),
+            secure: false,
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("token-value-123"), "{shown}");
+        assert!(!shown.contains("the-secret-456"), "{shown}");
+        assert!(shown.contains("/sign-in"), "{shown}");
     }
 }
