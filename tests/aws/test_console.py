@@ -59,7 +59,7 @@ def sign_in(page, server, key_id=ACCESS_KEY_ID, secret=SECRET_ACCESS_KEY):
     page.get_by_label("Access key ID").fill(key_id)
     page.get_by_label("Secret access key").fill(secret)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/console/secrets")
+    page.wait_for_url("**/console/overview")
 
 
 def secret_url(server, name):
@@ -70,6 +70,8 @@ def test_sign_in_create_reveal_and_the_audit_entry(server, sm, page, unique_name
     page.goto(f"{server.endpoint}/console/")
     shot(page, "sign-in")
     sign_in(page, server)
+    page.get_by_role("link", name="Secrets").click()
+    page.wait_for_url("**/console/secrets")
     page.get_by_text("New secret").click()
     page.get_by_label("Name", exact=True).fill(unique_name)
     page.get_by_label("Description", exact=True).fill("made in the console")
@@ -268,6 +270,11 @@ def test_a_read_only_principal_sees_no_write_actions_and_is_denied_if_it_posts(s
     assert status == 200, out
     key = out["AccessKey"]
     sign_in(page, server, key["AccessKeyId"], key["SecretAccessKey"])
+    # The overview's operations are not in its policy: a note where each would be.
+    assert page.locator(".denied").count() == 3
+    assert page.locator(".denied").first.inner_text().startswith("Access denied.")
+    page.goto(f"{server.endpoint}/console/secrets")
+    assert page.get_by_role("link", name=unique_name).is_visible()
     assert page.get_by_text("New secret").count() == 0
     page.goto(secret_url(server, unique_name))
     assert page.get_by_role("button", name="Reveal").is_visible()
@@ -427,3 +434,43 @@ def test_forcing_a_held_gate_needs_the_name_typed_to_confirm(server, sm, page, u
             break
         assert time.time() < deadline, r
         time.sleep(0.1)
+
+
+def test_the_overview_shows_each_held_gate_and_the_consumer_holding_it(server, sm, page,
+                                                                        unique_name):
+    created = sm.create_secret(Name=unique_name, SecretString="overview-me")
+    status, body = awsraw.call(server, "baton.PutRotationPolicy", {
+        "SecretId": unique_name, "PropagationDelaySeconds": 300, "MaxGateWaitSeconds": 300})
+    assert status == 200, body
+    status, body = awsraw.call(server, "baton.ReportConsumer", {
+        "Application": "<b>stuck</b>", "InstanceId": "i-1", "LeaseSeconds": 120,
+        "Holdings": [{"SecretId": unique_name, "CurrentVersionId": created["VersionId"],
+                      "AcceptedVersionIds": [created["VersionId"]]}]})
+    assert status == 200, body
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)
+    deadline = time.time() + 15
+    while True:
+        status, r = awsraw.call(server, "baton.DescribeRotation", {"SecretId": unique_name})
+        if r.get("WaitingGate") == "propagation":
+            break
+        assert time.time() < deadline, r
+        time.sleep(0.05)
+    try:
+        sign_in(page, server)
+        assert page.url.endswith("/console/overview")
+        row = page.locator("table.gates tbody tr", has_text=unique_name)
+        assert "propagation" in row.inner_text()
+        # The consumer's name is shown as text, not markup.
+        assert row.locator(".holder").inner_text() == "<b>stuck</b> / i-1"
+        assert row.locator("b").count() == 0
+        running = page.locator("#in-flight ~ table tbody tr", has_text=unique_name)
+        assert "tested" in running.inner_text()
+        assert page.locator("#audit-status ~ dl").inner_text().count("required") == 1
+        shot(page, "overview")
+        row.get_by_role("link", name=unique_name).click()
+        page.wait_for_url("**/rotation")
+        page.locator(".gate").wait_for(timeout=15000)
+        assert page.console_errors == []
+    finally:
+        sm.cancel_rotate_secret(SecretId=unique_name)

@@ -420,6 +420,79 @@ def test_a_built_in_rotation_runs_every_phase_and_keeps_json_fields(server, sm, 
     assert history["Rotations"][1]["Timeline"][0]["Event"] == "phase started"
 
 
+def open_rotation(server, name, **request):
+    status, out = awsraw.call(server, "baton.ListOpenRotations", request)
+    assert status == 200, out
+    return next((r for r in out["Rotations"] if r["Name"] == name), None), out
+
+
+def test_open_rotations_name_the_consumers_holding_each_gate(server, sm, unique_name):
+    """ListOpenRotations lists a rotation while it is in flight, with the live reporting
+    consumers that do not hold the new version as HeldBy, and forgets it once cancelled."""
+    v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
+    awsraw.call(server, "baton.PutRotationPolicy",
+                {"SecretId": unique_name, "PropagationDelaySeconds": 3600})
+
+    def report(app, accepted):
+        status, out = awsraw.call(server, "baton.ReportConsumer", {
+            "Application": app, "InstanceId": "i-1", "LeaseSeconds": 120,
+            "Holdings": [{"SecretId": unique_name, "CurrentVersionId": v1,
+                          "AcceptedVersionIds": accepted}]})
+        assert status == 200, out
+
+    report("stuck", [v1])
+    report("fresh", [v1])
+    assert open_rotation(server, unique_name)[0] is None, "nothing in flight yet"
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    v2 = sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam)["VersionId"]
+    deadline = time.time() + 20
+    while True:
+        r, _ = open_rotation(server, unique_name)
+        if r and r.get("WaitingGate") == "propagation":
+            break
+        assert time.time() < deadline, r
+        time.sleep(0.05)
+    assert sorted(h["Application"] for h in r["HeldBy"]) == ["fresh", "stuck"], r
+    report("fresh", [v1, v2])  # takes the new version, which exists once the gate waits
+    r, _ = open_rotation(server, unique_name)
+    assert r["Status"] == "InProgress" and r["VersionId"] == v2 and r["Phase"] == "tested", r
+    assert r["HeldBy"] == [{"Application": "stuck", "InstanceId": "i-1"}], r
+    assert r["Alerted"] is False and r["GateWaitedSeconds"] >= 0, r
+    assert "reporting consumer" in r["GateReason"], r
+    assert r["ARN"] == sm.describe_secret(SecretId=unique_name)["ARN"]
+
+    sm.cancel_rotate_secret(SecretId=unique_name)
+    assert open_rotation(server, unique_name)[0] is None, "a cancelled rotation is not open"
+
+
+def test_open_rotations_list_the_schedule_within_the_window(server, sm, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="one")
+    lam = f"arn:aws:lambda:us-east-1:{server.account_id}:function:baton-random"
+    sm.rotate_secret(SecretId=unique_name, RotationLambdaARN=lam,
+                     RotationRules={"AutomaticallyAfterDays": 1}, RotateImmediately=False)
+    next_date = sm.describe_secret(SecretId=unique_name)["NextRotationDate"].timestamp()
+
+    def scheduled(within):
+        _, out = open_rotation(server, unique_name, ScheduledWithinSeconds=within)
+        return [s for s in out["Scheduled"] if s["Name"] == unique_name]
+
+    [entry] = scheduled(2 * 86_400)
+    assert abs(entry["NextRotationDate"] - next_date) < 1, (entry, next_date)
+    assert scheduled(0) == []
+
+
+@pytest.mark.parametrize("request_body, member", [
+    ({"MaxResults": 0}, "maxResults"),
+    ({"MaxResults": 10_001}, "maxResults"),
+    ({"ScheduledWithinSeconds": -1}, "scheduledWithinSeconds"),
+])
+def test_open_rotations_validate_their_bounds(server, request_body, member):
+    status, out = awsraw.call(server, "baton.ListOpenRotations", request_body)
+    assert status == 400, out
+    assert out["__type"] == "ValidationException", out
+    assert f"at '{member}' failed to satisfy constraint" in out["message"], out
+
+
 def test_a_rotation_can_be_cancelled_before_promotion(server, sm, unique_name):
     v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
     awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "PropagationDelaySeconds": 3600})

@@ -177,6 +177,11 @@ impl AuditLog {
         self.mode
     }
 
+    /// Whether the last append succeeded: false while the log cannot be written.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
     /// In required mode, refuses a request before it runs while the log cannot be written.
     pub fn admit(&self) -> Result<(), ApiError> {
         if self.mode == AuditMode::Required && !self.healthy.load(Ordering::Acquire) {

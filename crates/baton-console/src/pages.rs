@@ -227,6 +227,58 @@ struct AuditPage {
     csrf: String,
 }
 
+struct OpenRow {
+    name: String,
+    href: String,
+    phase: String,
+    started: String,
+    /// For a running rotation, what it waits for; for a stopped one, why it stopped.
+    waiting: String,
+}
+
+struct GateRow {
+    name: String,
+    href: String,
+    gate: String,
+    waited: String,
+    alerted: bool,
+    holders: Vec<String>,
+    reason: String,
+}
+
+struct Alert {
+    text: String,
+    href: String,
+}
+
+struct Open {
+    alerts: Vec<Alert>,
+    running: Vec<OpenRow>,
+    gates: Vec<GateRow>,
+    stopped: Vec<OpenRow>,
+    /// (href, name, when)
+    due: Vec<(String, String, String)>,
+    truncated: bool,
+}
+
+struct AuditStatus {
+    mode: &'static str,
+    healthy: bool,
+    entries: i64,
+    newest: String,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    title: &'static str,
+    bar: Option<Bar>,
+    notice: Option<String>,
+    rotations: Result<Open, String>,
+    dead_letters: Result<usize, String>,
+    audit: Result<AuditStatus, String>,
+}
+
 fn render(page: impl Template, status: u16) -> Response {
     match page.render() {
         Ok(html) => Response::html(status, html),
@@ -390,7 +442,8 @@ where
     };
     let query = pairs(&request.query);
     match (request.method, path.as_slice()) {
-        (Method::Get, []) => Response::see_other(&format!("{PREFIX}/secrets")),
+        (Method::Get, []) => Response::see_other(&format!("{PREFIX}/overview")),
+        (Method::Get, ["overview"]) => overview_page(console, baton, &signed).await,
         (Method::Post, ["sign-out"]) => {
             console.sessions.end(&signed.token);
             Response::see_other(&format!("{PREFIX}/")).with_cookie(cookie_header(
@@ -578,7 +631,7 @@ async fn sign_in(console: &Console, baton: &Baton, request: &Request, now: Insta
         Ok(caller) => {
             console.sessions.sign_in_succeeded(request.peer);
             let token = console.sessions.start(caller, now);
-            Response::see_other(&format!("{PREFIX}/secrets"))
+            Response::see_other(&format!("{PREFIX}/overview"))
                 .with_cookie(cookie_header(SESSION_COOKIE, &token, request.secure, None))
                 .with_cookie(cookie_header(SIGN_IN_COOKIE, "", request.secure, Some(0)))
         }
@@ -620,6 +673,151 @@ async fn session_of(
         peer: request.peer,
         secure: request.secure,
     })
+}
+
+/// Where a rotation of `arn` is shown: a secret's rotation page, or a key's page.
+fn rotation_href(arn: &str, name: &str) -> String {
+    match arn.split_once(":key/") {
+        Some((_, id)) => format!("{PREFIX}/keys/{}", encode(id)),
+        None => format!("{}/rotation", secret_href(name)),
+    }
+}
+
+fn open_rotations(list: p::ListOpenRotationsResponse) -> Open {
+    let mut open = Open {
+        alerts: Vec::new(),
+        running: Vec::new(),
+        gates: Vec::new(),
+        stopped: Vec::new(),
+        due: Vec::new(),
+        truncated: list.truncated == Some(true),
+    };
+    for r in list.rotations.unwrap_or_default() {
+        let arn = r.arn.unwrap_or_default();
+        let name = r.name.unwrap_or_default();
+        let href = rotation_href(&arn, &name);
+        let phase = r.phase.unwrap_or_default();
+        let started = date(r.started_date);
+        if r.status.as_deref() == Some("Stopped") {
+            open.alerts.push(Alert {
+                text: format!("The rotation of {name} stopped in phase {phase}."),
+                href: href.clone(),
+            });
+            open.stopped.push(OpenRow {
+                name,
+                href,
+                phase,
+                started,
+                waiting: r.status_reason.unwrap_or_default(),
+            });
+            continue;
+        }
+        let waiting = match &r.waiting_gate {
+            Some(gate) => format!("the {gate} gate"),
+            None => "its next step".to_owned(),
+        };
+        if let Some(gate) = r.waiting_gate {
+            let waited = duration(r.gate_waited_seconds.unwrap_or_default());
+            let alerted = r.alerted == Some(true);
+            if alerted {
+                open.alerts.push(Alert {
+                    text: format!(
+                        "The {gate} gate of {name} has waited {waited}, past its maximum."
+                    ),
+                    href: href.clone(),
+                });
+            }
+            open.gates.push(GateRow {
+                name: name.clone(),
+                href: href.clone(),
+                gate,
+                waited,
+                alerted,
+                holders: r
+                    .held_by
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| {
+                        format!(
+                            "{} / {}",
+                            c.application.unwrap_or_default(),
+                            c.instance_id.unwrap_or_default()
+                        )
+                    })
+                    .collect(),
+                reason: r.gate_reason.unwrap_or_default(),
+            });
+        }
+        open.running.push(OpenRow {
+            name,
+            href,
+            phase,
+            started,
+            waiting,
+        });
+    }
+    open.due = list
+        .scheduled
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            let name = s.name.unwrap_or_default();
+            (secret_href(&name), name, date(s.next_rotation_date))
+        })
+        .collect();
+    open
+}
+
+async fn overview_page(console: &Console, baton: &Baton, signed: &Signed) -> Response {
+    let rotations: Result<p::ListOpenRotationsResponse, _> = signed
+        .call(
+            baton,
+            console,
+            "baton.ListOpenRotations",
+            &json!({"ScheduledWithinSeconds": 86_400}),
+        )
+        .await;
+    let dead: Result<p::ListDeadLettersResponse, _> = signed
+        .call(baton, console, "baton.ListDeadLetters", &json!({}))
+        .await;
+    let newest: Result<p::ListAuditEntriesResponse, _> = signed
+        .call(
+            baton,
+            console,
+            "baton.ListAuditEntries",
+            &json!({"AfterSeq": -1, "MaxResults": 1}),
+        )
+        .await;
+    let audit = newest.map(|page| {
+        let newest = page.entries.unwrap_or_default().pop();
+        AuditStatus {
+            mode: match baton.audit.as_ref().map(|a| a.mode()) {
+                Some(baton_app::audit::AuditMode::Required) => {
+                    "required: nothing is answered unaudited"
+                }
+                Some(baton_app::audit::AuditMode::BestEffort) => {
+                    "best-effort: entries that cannot be written are counted and dropped"
+                }
+                None => "off",
+            },
+            healthy: baton.audit.as_ref().is_none_or(|a| a.healthy()),
+            entries: newest.as_ref().and_then(|e| e.seq).unwrap_or(0),
+            newest: date(newest.and_then(|e| e.time)),
+        }
+    });
+    render(
+        OverviewPage {
+            title: "Overview",
+            bar: bar(signed),
+            notice: None,
+            rotations: rotations.map(open_rotations).map_err(|e| refusal(&e)),
+            dead_letters: dead
+                .map(|d| d.dead_letters.unwrap_or_default().len())
+                .map_err(|e| refusal(&e)),
+            audit: audit.map_err(|e| refusal(&e)),
+        },
+        200,
+    )
 }
 
 async fn secrets_page(

@@ -477,10 +477,6 @@ impl Rotation {
         holdings: impl IntoIterator<Item = Holding<'a>>,
         non_reporting_readers: bool,
     ) -> ConsumerStatus {
-        let needs_current = matches!(
-            self.phase,
-            Phase::Promoted | Phase::Drained | Phase::Retired
-        );
         let mut status = ConsumerStatus {
             reporting: 0,
             reporting_ready: 0,
@@ -488,14 +484,23 @@ impl Rotation {
         };
         for holding in holdings {
             status.reporting += 1;
-            let ready = if needs_current {
-                holding.current == Some(self.version_id.as_str())
-            } else {
-                holding.accepted.contains(&self.version_id)
-            };
-            status.reporting_ready += u32::from(ready);
+            status.reporting_ready += u32::from(self.is_ready(holding));
         }
         status
+    }
+
+    /// Whether one consumer holds what this rotation's next gate needs: before promotion the
+    /// new version accepted, after it the new version current. A live consumer that is not
+    /// ready is one that holds the gate.
+    pub fn is_ready(&self, holding: Holding<'_>) -> bool {
+        if matches!(
+            self.phase,
+            Phase::Promoted | Phase::Drained | Phase::Retired
+        ) {
+            holding.current == Some(self.version_id.as_str())
+        } else {
+            holding.accepted.contains(&self.version_id)
+        }
     }
 
     pub fn is_finished(&self) -> bool {

@@ -590,6 +590,50 @@ wire!(
 );
 
 wire!(
+    /// `baton.ListOpenRotations`: the namespace's rotations in flight, and the rotations
+    /// scheduled within `ScheduledWithinSeconds` (default one day).
+    ListOpenRotationsRequest {
+        scheduled_within_seconds: Option<i64>,
+        max_results: Option<i64>,
+    }
+);
+
+wire!(
+    /// A rotation in flight: `Status` is `InProgress` or `Stopped`. While a gate waits,
+    /// `HeldBy` names the live reporting consumers that do not yet hold what it needs, and
+    /// `Alerted` says whether it has waited past its maximum.
+    OpenRotation {
+        #[serde(rename = "ARN")]
+        arn: Option<String>,
+        name: Option<String>,
+        phase: Option<String>,
+        status: Option<String>,
+        status_reason: Option<String>,
+        version_id: Option<String>,
+        started_date: Option<f64>,
+        waiting_gate: Option<String>,
+        gate_reason: Option<String>,
+        gate_waited_seconds: Option<f64>,
+        alerted: Option<bool>,
+        held_by: Option<Vec<ConsumerIdentity>>,
+    }
+);
+
+wire!(ScheduledRotation {
+    #[serde(rename = "ARN")]
+    arn: Option<String>,
+    name: Option<String>,
+    next_rotation_date: Option<f64>,
+});
+
+wire!(ListOpenRotationsResponse {
+    rotations: Option<Vec<OpenRotation>>,
+    scheduled: Option<Vec<ScheduledRotation>>,
+    /// Whether more rotations are in flight than `MaxResults`.
+    truncated: Option<bool>,
+});
+
+wire!(
     /// An external rotator: exactly one of `Command` and `WebhookUrl`. `SigningSecret` is
     /// returned once, by `baton.CreateRotator` for a webhook. `Source` is `configuration` for
     /// an operator's command and `api` otherwise; `Runnable` is false for a command registered

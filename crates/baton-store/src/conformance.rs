@@ -1251,6 +1251,84 @@ pub async fn leases_fence_out_a_holder_that_lost_them(store: &dyn Store) {
     assert!(store.schema_version().await.unwrap() >= crate::latest_schema_version());
 }
 
+pub async fn open_and_scheduled_rotations_are_listed_per_namespace(store: &dyn Store) {
+    use baton_core::rotation::{Rotation, RotationPolicy, RotationState, Status, Step};
+    let first = sample_secret("open-a");
+    let in_namespace = |name: &str| {
+        let mut s = sample_secret(name);
+        s.account_id = first.account_id.clone();
+        s.arn = format!(
+            "arn:aws:secretsmanager:us-east-1:{}:secret:{name}-{}",
+            first.account_id,
+            &s.id[..6]
+        );
+        s
+    };
+    let rotating = |mut secret: SecretRecord, started: i64, status: Status| {
+        let (mut machine, _) = Rotation::start(
+            secret.id.clone(),
+            format!("v-{started}"),
+            None,
+            RotationPolicy::default(),
+            started,
+        );
+        machine.status = status;
+        secret.rotation_state = Some(RotationState {
+            machine,
+            timeline: Vec::new(),
+            due_at: None,
+        });
+        secret
+    };
+    let running = rotating(first.clone(), 2_000, Status::Running);
+    let stopped = rotating(
+        in_namespace("open-b"),
+        1_000,
+        Status::Stopped {
+            step: Step::Test,
+            reason: "refused".into(),
+        },
+    );
+    let mut finished = rotating(in_namespace("open-c"), 500, Status::Succeeded);
+    finished.rotation.next_rotation_at = Some(100);
+    let elsewhere = rotating(sample_secret("open-d"), 10, Status::Running);
+    for s in [&running, &stopped, &finished, &elsewhere] {
+        store.insert_secret(s).await.unwrap();
+    }
+    let open = store
+        .open_rotations(&first.account_id, "us-east-1", 10)
+        .await
+        .unwrap();
+    assert_eq!(open, vec![stopped.arn.clone(), running.arn.clone()]);
+    let one = store
+        .open_rotations(&first.account_id, "us-east-1", 1)
+        .await
+        .unwrap();
+    assert_eq!(one, vec![stopped.arn.clone()]);
+    assert!(
+        store
+            .open_rotations(&first.account_id, "eu-west-1", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = store
+        .scheduled_rotations(&first.account_id, "us-east-1", 100, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due,
+        vec![(finished.arn.clone(), finished.name.clone(), 100)]
+    );
+    assert!(
+        store
+            .scheduled_rotations(&first.account_id, "us-east-1", 99, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -1266,6 +1344,7 @@ pub const CHECKS: &[&str] = &[
     "replicas_round_trip_and_hold_their_name",
     "promoting_a_replica_is_one_transaction",
     "rotation_state_round_trips_and_due_rotations_are_found",
+    "open_and_scheduled_rotations_are_listed_per_namespace",
     "rotators_round_trip",
     "an_empty_version_is_filled_once",
     "consumers_round_trip_and_expire",

@@ -439,6 +439,26 @@ pub trait Store: Send + Sync + 'static {
     /// grow with the number of secrets.
     async fn rotations_due(&self, now: Timestamp, limit: u32) -> Result<Vec<String>, StoreError>;
 
+    /// ARNs of a namespace's secrets and keys whose rotation is in flight (running or stopped),
+    /// earliest started first, at most `limit`. Served by the index that keeps one rotation in
+    /// flight per secret.
+    async fn open_rotations(
+        &self,
+        account_id: &str,
+        region: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// ARNs and names of a namespace's secrets whose scheduled rotation falls at or before
+    /// `until`, with that time, soonest first, at most `limit`. Served by the schedule's index.
+    async fn scheduled_rotations(
+        &self,
+        account_id: &str,
+        region: &str,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(String, String, Timestamp)>, StoreError>;
+
     /// The earliest due time of any rotation, if one is due at all.
     async fn next_rotation_due(&self) -> Result<Option<Timestamp>, StoreError>;
 

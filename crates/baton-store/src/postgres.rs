@@ -1349,6 +1349,45 @@ impl Store for PostgresStore {
         ))
     }
 
+    async fn open_rotations(
+        &self,
+        account_id: &str,
+        region: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query(
+                schema::OPEN_ROTATIONS,
+                &[&account_id, &region, &i64::from(limit)],
+            )
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn scheduled_rotations(
+        &self,
+        account_id: &str,
+        region: &str,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(String, String, Timestamp)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(client
+            .query(
+                schema::SCHEDULED_ROTATIONS,
+                &[&account_id, &region, &until, &i64::from(limit)],
+            )
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     async fn next_rotation_due(&self) -> Result<Option<Timestamp>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         Ok(client

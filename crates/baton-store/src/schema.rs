@@ -536,6 +536,14 @@ pub const ROTATIONS_DUE: &str = "SELECT s.arn, d.due FROM ( \
     SELECT * FROM (SELECT secret_id, next_rotation_at AS due FROM rotation_schedules \
         WHERE next_rotation_at <= $1 ORDER BY next_rotation_at LIMIT $2) AS b \
     ) AS d JOIN secrets s ON s.id = d.secret_id ORDER BY d.due LIMIT $2";
+/// ARNs of a namespace's rotations in flight, earliest started first, at most $3.
+pub const OPEN_ROTATIONS: &str = "SELECT s.arn FROM rotations r JOIN secrets s ON s.id = \
+    r.secret_id WHERE r.status IN ('running', 'stopped') AND s.account_id = $1 AND s.region = $2 \
+    ORDER BY r.started_at, s.arn LIMIT $3";
+/// ARNs of a namespace's scheduled rotations at or before $3, soonest first, at most $4.
+pub const SCHEDULED_ROTATIONS: &str = "SELECT s.arn, s.name, r.next_rotation_at FROM \
+    rotation_schedules r JOIN secrets s ON s.id = r.secret_id WHERE r.next_rotation_at <= $3 \
+    AND s.account_id = $1 AND s.region = $2 ORDER BY r.next_rotation_at, s.arn LIMIT $4";
 pub const NEXT_ROTATION_DUE: &str = "SELECT MIN(due) FROM ( \
     SELECT MIN(due_at) AS due FROM rotations WHERE due_at IS NOT NULL \
     UNION ALL SELECT MIN(next_rotation_at) AS due FROM rotation_schedules) AS d";

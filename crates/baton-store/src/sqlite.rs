@@ -1252,6 +1252,45 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn open_rotations(
+        &self,
+        account_id: &str,
+        region: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let (account, region) = (account_id.to_owned(), region.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::OPEN_ROTATIONS))
+                .and_then(|mut s| {
+                    s.query_map(params![account, region, limit], |r| r.get(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn scheduled_rotations(
+        &self,
+        account_id: &str,
+        region: &str,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(String, String, Timestamp)>, StoreError> {
+        let (account, region) = (account_id.to_owned(), region.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::SCHEDULED_ROTATIONS))
+                .and_then(|mut s| {
+                    s.query_map(params![account, region, until, limit], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn next_rotation_due(&self) -> Result<Option<Timestamp>, StoreError> {
         self.read(|conn| {
             conn.query_row(&sql(schema::NEXT_ROTATION_DUE), [], |r| r.get(0))

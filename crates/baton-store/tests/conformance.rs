@@ -71,6 +71,7 @@ conformance!(
     replicas_round_trip_and_hold_their_name,
     promoting_a_replica_is_one_transaction,
     rotation_state_round_trips_and_due_rotations_are_found,
+    open_and_scheduled_rotations_are_listed_per_namespace,
     rotators_round_trip,
     an_empty_version_is_filled_once,
     consumers_round_trip_and_expire,

@@ -480,3 +480,129 @@ impl Baton {
         })
     }
 }
+
+/// The most rotations one `baton.ListOpenRotations` answer describes.
+const OPEN_ROTATIONS_MAX: i64 = 10_000;
+/// The furthest ahead `baton.ListOpenRotations` looks for scheduled rotations: a year.
+const SCHEDULED_WITHIN_MAX_SECONDS: i64 = 366 * 86_400;
+
+/// The live reporting consumers that hold a waiting gate: those that do not hold what the
+/// rotation's next phase needs, judged as the engine judges them (only versions the secret has
+/// count).
+fn gate_holders(
+    secret: &SecretRecord,
+    consumers: &[baton_store::ConsumerRecord],
+    now: baton_core::Timestamp,
+) -> Vec<p::ConsumerIdentity> {
+    let Some(state) = &secret.rotation_state else {
+        return Vec::new();
+    };
+    let exists = |v: &&String| secret.version(v).is_some();
+    consumers
+        .iter()
+        .filter(|c| c.lease_expires_at > now)
+        .filter(|c| {
+            let accepted: Vec<String> =
+                c.accepted_versions.iter().filter(exists).cloned().collect();
+            !state.machine.is_ready(baton_core::rotation::Holding {
+                current: c
+                    .current_version
+                    .as_ref()
+                    .filter(exists)
+                    .map(String::as_str),
+                accepted: &accepted,
+            })
+        })
+        .map(|c| p::ConsumerIdentity {
+            application: Some(c.application.clone()),
+            instance_id: Some(c.instance_id.clone()),
+        })
+        .collect()
+}
+
+impl Baton {
+    /// Baton's extension: every rotation in flight in the caller's namespace (running or
+    /// stopped), earliest started first, with the consumers holding each waiting gate; and the
+    /// rotations scheduled in the next `ScheduledWithinSeconds`.
+    pub async fn list_open_rotations(
+        &self,
+        caller: &Caller,
+        req: p::ListOpenRotationsRequest,
+    ) -> Result<p::ListOpenRotationsResponse, ApiError> {
+        let max_results = req.max_results.unwrap_or(1_000);
+        if !(1..=OPEN_ROTATIONS_MAX).contains(&max_results) {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{max_results}' at 'maxResults' failed to \
+                 satisfy constraint: Member must have value between 1 and {OPEN_ROTATIONS_MAX}"
+            )));
+        }
+        let within = req.scheduled_within_seconds.unwrap_or(86_400);
+        if !(0..=SCHEDULED_WITHIN_MAX_SECONDS).contains(&within) {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value '{within}' at 'scheduledWithinSeconds' \
+                 failed to satisfy constraint: Member must have value between 0 and \
+                 {SCHEDULED_WITHIN_MAX_SECONDS}"
+            )));
+        }
+        let now = now_ms();
+        let mut arns = self
+            .store
+            .open_rotations(&caller.account_id, &caller.region, max_results as u32 + 1)
+            .await?;
+        let truncated = arns.len() > max_results as usize;
+        arns.truncate(max_results as usize);
+        let mut rotations = Vec::with_capacity(arns.len());
+        for arn in arns {
+            // A secret deleted since the listing is simply not shown.
+            let Some(secret) = self.store.find_secret_by_arn(&arn).await? else {
+                continue;
+            };
+            let Some(state) = &secret.rotation_state else {
+                continue;
+            };
+            let d = rotation_description(arn, &secret);
+            let held_by = match d.waiting_gate {
+                Some(_) => {
+                    let consumers = self.store.list_consumers(&secret.id).await?;
+                    Some(gate_holders(&secret, &consumers, now))
+                }
+                None => None,
+            };
+            rotations.push(p::OpenRotation {
+                arn: d.arn,
+                name: d.name,
+                phase: d.phase,
+                status: d.status,
+                status_reason: d.status_reason,
+                version_id: d.version_id,
+                started_date: Some(seconds(state.machine.started_at)),
+                waiting_gate: d.waiting_gate,
+                gate_reason: d.gate_reason,
+                gate_waited_seconds: d.gate_waited_seconds,
+                alerted: Some(state.machine.alerted),
+                held_by,
+            });
+        }
+        let scheduled = self
+            .store
+            .scheduled_rotations(
+                &caller.account_id,
+                &caller.region,
+                now + within * 1000,
+                max_results as u32,
+            )
+            .await?
+            .into_iter()
+            .map(|(arn, name, at)| p::ScheduledRotation {
+                arn: Some(arn),
+                name: Some(name),
+                next_rotation_date: Some(seconds(at)),
+            })
+            .collect();
+        Ok(p::ListOpenRotationsResponse {
+            rotations: Some(rotations),
+            scheduled: Some(scheduled),
+            truncated: Some(truncated),
+        })
+    }
+}
