@@ -23,6 +23,11 @@ const AUDIT_PAGE: i64 = 200;
 const AUDIT_WINDOW: i64 = 10_000;
 /// Secrets per page of the list.
 const PAGE_SIZE: i64 = 50;
+/// Rows the overview shows in each of its tables; the rest are counted. Keeps the page
+/// under its weight budget with thousands of rotations in flight.
+const OVERVIEW_ROWS: usize = 100;
+/// Rotations the overview asks for: alerts and counts cover this many.
+const OVERVIEW_ROTATIONS: i64 = 10_000;
 /// The longest one live stream runs; the browser's EventSource then reconnects, and the
 /// session is checked again.
 const LIVE_STREAM_MAX: Duration = Duration::from_secs(10 * 60);
@@ -258,7 +263,25 @@ struct Open {
     stopped: Vec<OpenRow>,
     /// (href, name, when)
     due: Vec<(String, String, String)>,
+    /// How many of each there are, shown or not.
+    counts: Counts,
     truncated: bool,
+}
+
+#[derive(Default)]
+struct Counts {
+    alerts: usize,
+    running: usize,
+    gates: usize,
+    stopped: usize,
+    due: usize,
+}
+
+/// Keeps the first `OVERVIEW_ROWS` of a list; returns how many there were.
+fn first_rows<T>(rows: &mut Vec<T>) -> usize {
+    let n = rows.len();
+    rows.truncate(OVERVIEW_ROWS);
+    n
 }
 
 struct AuditStatus {
@@ -690,6 +713,7 @@ fn open_rotations(list: p::ListOpenRotationsResponse) -> Open {
         gates: Vec::new(),
         stopped: Vec::new(),
         due: Vec::new(),
+        counts: Counts::default(),
         truncated: list.truncated == Some(true),
     };
     for r in list.rotations.unwrap_or_default() {
@@ -765,6 +789,13 @@ fn open_rotations(list: p::ListOpenRotationsResponse) -> Open {
             (secret_href(&name), name, date(s.next_rotation_date))
         })
         .collect();
+    open.counts = Counts {
+        alerts: first_rows(&mut open.alerts),
+        running: first_rows(&mut open.running),
+        gates: first_rows(&mut open.gates),
+        stopped: first_rows(&mut open.stopped),
+        due: first_rows(&mut open.due),
+    };
     open
 }
 
@@ -774,7 +805,7 @@ async fn overview_page(console: &Console, baton: &Baton, signed: &Signed) -> Res
             baton,
             console,
             "baton.ListOpenRotations",
-            &json!({"ScheduledWithinSeconds": 86_400}),
+            &json!({"ScheduledWithinSeconds": 86_400, "MaxResults": OVERVIEW_ROTATIONS}),
         )
         .await;
     let dead: Result<p::ListDeadLettersResponse, _> = signed
@@ -1498,6 +1529,73 @@ mod tests {
         );
         let tls = cookie_header(SESSION_COOKIE, "t", true, Some(0));
         assert!(tls.ends_with("; Secure; Max-Age=0"), "{tls}");
+    }
+
+    fn open(name: &str, status: &str, gate: Option<&str>, alerted: bool) -> p::OpenRotation {
+        p::OpenRotation {
+            arn: Some(format!(
+                "arn:aws:secretsmanager:us-east-1:1:secret:{name}-abcdef"
+            )),
+            name: Some(name.into()),
+            phase: Some("tested".into()),
+            status: Some(status.into()),
+            status_reason: (status == "Stopped").then(|| "step test failed: no".into()),
+            waiting_gate: gate.map(Into::into),
+            alerted: Some(alerted),
+            held_by: gate.map(|_| {
+                vec![p::ConsumerIdentity {
+                    application: Some("app".into()),
+                    instance_id: Some("i-1".into()),
+                }]
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_overview_sorts_rotations_into_its_sections_and_caps_each_table() {
+        let mut rotations = vec![
+            open("stopped", "Stopped", None, false),
+            open("late", "InProgress", Some("drain"), true),
+        ];
+        rotations.extend(
+            (0..150).map(|i| open(&format!("s{i}"), "InProgress", Some("propagation"), false)),
+        );
+        let o = open_rotations(p::ListOpenRotationsResponse {
+            rotations: Some(rotations),
+            scheduled: Some(vec![p::ScheduledRotation {
+                arn: None,
+                name: Some("due/soon".into()),
+                next_rotation_date: Some(0.0),
+            }]),
+            truncated: Some(false),
+        });
+        assert_eq!(o.counts.running, 151);
+        assert_eq!(o.running.len(), OVERVIEW_ROWS);
+        assert_eq!(o.counts.gates, 151);
+        assert_eq!(o.gates[0].name, "late");
+        assert!(o.gates[0].alerted);
+        assert_eq!(o.gates[0].holders, vec!["app / i-1".to_owned()]);
+        assert_eq!(o.counts.stopped, 1);
+        assert_eq!(o.stopped[0].waiting, "step test failed: no");
+        let alerts: Vec<&str> = o.alerts.iter().map(|a| a.text.as_str()).collect();
+        assert_eq!(
+            alerts,
+            vec![
+                "The rotation of stopped stopped in phase tested.",
+                "The drain gate of late has waited 0 s, past its maximum.",
+            ]
+        );
+        assert_eq!(o.alerts[0].href, "/console/secrets/stopped/rotation");
+        assert_eq!(o.due[0].0, "/console/secrets/due%2Fsoon");
+    }
+
+    #[test]
+    fn a_key_rotation_links_to_the_key() {
+        assert_eq!(
+            rotation_href("arn:aws:kms:us-east-1:1:key/1234-ab", "1234-ab"),
+            "/console/keys/1234-ab"
+        );
     }
 
     #[test]

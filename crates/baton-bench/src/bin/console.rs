@@ -7,7 +7,11 @@
 //! 3. the delay from a consumer's report (`baton.ReportConsumer` returning) to the rotation
 //!    page's live stream carrying it.
 //!
-//! `console-bench [--secrets 100000] [--rounds 5] [--requests 100] [--reports 200]`
+//! The overview is measured with `--rotations` rotations in flight, each held at its
+//! propagation gate by a reporting consumer that never takes the new version.
+//!
+//! `console-bench [--secrets 100000] [--rotations 1000] [--rounds 5] [--requests 100]
+//! [--reports 200]`
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,7 @@ fn main() -> anyhow::Result<()> {
     let rounds = flag("--rounds", 5)? as usize;
     let requests = flag("--requests", 100)? as usize;
     let reports = flag("--reports", 200)? as usize;
+    let rotations = flag("--rotations", 1_000)? as usize;
     let rt = runtime("console-bench")?;
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
@@ -33,12 +38,93 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let addr = baton_bench::start_baton(&rt, dir.path())?;
-    rt.block_on(run(addr, secrets, rounds, requests, reports))
+    rt.block_on(async {
+        let started = Instant::now();
+        hold_rotations(addr, rotations).await?;
+        eprintln!(
+            "{rotations} rotations held at their gates in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        run(addr, secrets, rotations, rounds, requests, reports).await
+    })
+}
+
+/// Starts `n` rotations of new secrets, each held at the propagation gate by a consumer that
+/// reports only the old version, and waits until every one waits there.
+async fn hold_rotations(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
+    use serde_json::json;
+    let client = baton_bench::admin_client(addr)?;
+    let described: baton_proto::DescribeSecretResponse = client
+        .call(
+            "secretsmanager.DescribeSecret",
+            &json!({"SecretId": READABLE}),
+        )
+        .await?;
+    let account = described
+        .arn
+        .as_deref()
+        .and_then(|arn| arn.split(':').nth(4))
+        .ok_or_else(|| anyhow::anyhow!("no account in the readable secret's ARN"))?
+        .to_owned();
+    let lambda = format!("arn:aws:lambda:us-east-1:{account}:function:baton-random");
+    for i in 0..n {
+        let name = format!("bench/rotating/{i:05}");
+        let created: baton_proto::ArnNameVersionResponse = client
+            .call(
+                "secretsmanager.CreateSecret",
+                &json!({"Name": name, "SecretString": "first"}),
+            )
+            .await?;
+        let version = created.version_id.unwrap_or_default();
+        let _: serde_json::Value = client
+            .call(
+                "baton.PutRotationPolicy",
+                &json!({"SecretId": name, "PropagationDelaySeconds": 3600,
+                        "MaxGateWaitSeconds": 3600}),
+            )
+            .await?;
+        let _: serde_json::Value = client
+            .call(
+                "baton.ReportConsumer",
+                &json!({"Application": "bench-lagging", "InstanceId": format!("i-{i}"),
+                        "LeaseSeconds": 600,
+                        "Holdings": [{"SecretId": name, "CurrentVersionId": version,
+                                      "AcceptedVersionIds": [version]}]}),
+            )
+            .await?;
+        let _: serde_json::Value = client
+            .call(
+                "secretsmanager.RotateSecret",
+                &json!({"SecretId": name, "RotationLambdaARN": lambda}),
+            )
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let open: baton_proto::ListOpenRotationsResponse = client
+            .call("baton.ListOpenRotations", &json!({"MaxResults": 10_000}))
+            .await?;
+        let waiting = open
+            .rotations
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.waiting_gate.as_deref() == Some("propagation"))
+            .count();
+        if waiting >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {waiting} of {n} rotations reached their gate in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn run(
     addr: std::net::SocketAddr,
     secrets: usize,
+    rotations: usize,
     rounds: usize,
     requests: usize,
     reports: usize,
@@ -50,7 +136,9 @@ async fn run(
         .build()?;
     let cookie = sign_in(&http, &base).await?;
     let readable = format!("{base}/secrets/{}", READABLE.replace('/', "%2F"));
+    let overview = format!("overview, {rotations} rotations in flight");
     let pages = [
+        (overview.as_str(), format!("{base}/overview")),
         ("secrets, first page", format!("{base}/secrets")),
         (
             "secrets, search by name",
@@ -74,7 +162,10 @@ async fn run(
         }
     }
     let (ref_p50, _, _) = median_and_spread(reference_ms.clone());
-    println!("## console pages over {secrets} secrets ({rounds} rounds of {requests} requests)");
+    println!(
+        "## console pages over {secrets} secrets and {rotations} rotations in flight \
+         ({rounds} rounds of {requests} requests)"
+    );
     println!("| page | p50 ms | p90 ms | min..max of round medians | p50 / reference p50 |");
     println!("|---|---|---|---|---|");
     for (i, (name, _)) in pages.iter().enumerate() {
