@@ -349,6 +349,12 @@ def test_the_rotation_page_shows_the_held_gate_and_its_passing_live(server, sm, 
                 f".some(r => r.innerText.includes('{other}') && r.className === 'caught-up')",
                 timeout=15000)
             assert new in row.inner_text()
+        # The propagation plot: the propagation gate's series, its share as text.
+        page.wait_for_function(
+            "() => document.querySelector('#live figure.plot polyline.series') !== null",
+            timeout=15000)
+        assert "accept the new version (propagation gate)" in \
+            page.locator("#live figure.plot figcaption").inner_text()
         shot(page, "rotation-gate-held")
 
         lagging.send_signal(signal.SIGCONT)
@@ -363,6 +369,12 @@ def test_the_rotation_page_shows_the_held_gate_and_its_passing_live(server, sm, 
         status, r = awsraw.call(server, "baton.DescribeRotation", {"SecretId": unique_name})
         assert "propagation gate passed" in [e["Event"] for e in r["Timeline"]], r
         shot(page, "rotation-gate-passed")
+        # The history, on a fresh load: this rotation, with its duration.
+        page.reload()
+        bars = page.locator("svg[aria-labelledby=history-title] rect")
+        assert bars.count() == 1
+        assert "InProgress" in page.locator("svg[aria-labelledby=history-title]").text_content() \
+            or "Succeeded" in page.locator("svg[aria-labelledby=history-title]").text_content()
         assert page.console_errors == []
     finally:
         for p in processes:
@@ -474,3 +486,166 @@ def test_the_overview_shows_each_held_gate_and_the_consumer_holding_it(server, s
         assert page.console_errors == []
     finally:
         sm.cancel_rotate_secret(SecretId=unique_name)
+
+
+def test_a_secret_page_moves_a_label_and_deletes_and_restores(server, sm, page, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="first")["VersionId"]
+    v2 = sm.put_secret_value(SecretId=unique_name, SecretString="second")["VersionId"]
+    sm.put_resource_policy(SecretId=unique_name, ResourcePolicy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*",
+            "Principal": {"AWS": f"arn:aws:iam::{server.account_id}:user/<i>reader</i>"}}]}))
+    sign_in(page, server)
+    page.goto(secret_url(server, unique_name))
+    # The versions' timeline: one mark per version, the current one large, labels as text.
+    svg = page.locator("figure.plot svg")
+    assert svg.locator("circle").count() == 2
+    assert svg.locator("circle.current").count() == 1
+    assert "AWSCURRENT" in svg.text_content() and "AWSPREVIOUS" in svg.text_content()
+    # The resource policy, shown as text.
+    assert "user/<i>reader</i>" in page.locator("pre.policy").inner_text()
+    assert page.locator("pre.policy i").count() == 0
+    assert "Propagation delay T" in page.locator("dl.facts").nth(1).inner_text()
+    shot(page, "secret")
+
+    # Move AWSCURRENT back to the first version: AWS's semantics, through the API's operation.
+    page.get_by_text("Move a label").click()
+    page.get_by_label("Label", exact=True).fill("AWSCURRENT")
+    page.get_by_label("To version").select_option(v1)
+    page.get_by_role("button", name="Move label").click()
+    page.wait_for_url("**?done=label")
+    assert "The label was moved." in page.locator(".notice").inner_text()
+    stages = {v["VersionId"]: v["VersionStages"]
+              for v in sm.list_secret_version_ids(SecretId=unique_name)["Versions"]}
+    assert stages == {v1: ["AWSCURRENT"], v2: ["AWSPREVIOUS"]}, stages
+
+    # Deleting needs the name typed; the button stays disabled until then, and the server
+    # refuses a post without it.
+    page.get_by_text("Delete", exact=True).click()
+    button = page.get_by_role("button", name="Schedule deletion")
+    assert button.is_disabled()
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    refused = page.context.request.post(secret_url(server, unique_name) + "/delete",
+                                        form={"csrf": csrf, "window": "7", "confirm": "nope"},
+                                        max_redirects=0)
+    assert refused.status == 400 and "typed to confirm" in refused.text()
+    assert "DeletedDate" not in sm.describe_secret(SecretId=unique_name)
+    page.get_by_label("Recovery window (days, 7 to 30)").fill("7")
+    page.get_by_label("Type the secret's name to confirm").fill(unique_name)
+    button.click()
+    page.wait_for_url("**?done=deleted")
+    described = sm.describe_secret(SecretId=unique_name)
+    assert "DeletedDate" in described
+    assert page.get_by_role("button", name="Put value").count() == 0
+    page.get_by_role("button", name="Restore").click()
+    page.wait_for_url("**?done=restored")
+    assert "DeletedDate" not in sm.describe_secret(SecretId=unique_name)
+    assert page.console_errors == []
+
+
+def test_keys_are_listed_with_aliases_and_can_be_disabled_enabled_and_rotated(server, page,
+                                                                             unique_name):
+    kms = server.client("kms")
+    key = kms.create_key(Description="console <b>key</b>", KeySpec="ECC_NIST_P256",
+                         KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    alias = "alias/" + unique_name.replace("/", "-")[:200]
+    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    sign_in(page, server)
+    page.get_by_role("link", name="Keys").click()
+    row = page.locator("table.list tbody tr", has_text=key["KeyId"])
+    assert alias in row.inner_text() and "console <b>key</b>" in row.inner_text()
+    assert row.locator("b").count() == 0
+    row.get_by_role("link", name=key["KeyId"]).click()
+    page.wait_for_url(f"**/console/keys/{key['KeyId']}")
+    facts = page.locator("dl.facts").first.inner_text()
+    assert "ECC_NIST_P256, SIGN_VERIFY" in facts and alias in facts
+    assert page.get_by_role("link", name=f"/jwks/{key['KeyId']}").is_visible()
+    shot(page, "key")
+    page.get_by_role("button", name="Disable").click()
+    page.wait_for_url("**?done=disabled")
+    assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Disabled"
+    assert page.get_by_role("button", name="Rotate now").count() == 0
+    page.get_by_role("button", name="Enable").click()
+    page.wait_for_url("**?done=enabled")
+    assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
+    page.get_by_role("button", name="Rotate now").click()
+    page.wait_for_url("**?done=rotated")
+    assert "A rotation of the key started." in page.locator(".notice").inner_text()
+    assert kms.get_key_rotation_status(KeyId=key["KeyId"]).get("OnDemandRotationStartDate") \
+        or kms.list_key_rotations(KeyId=key["KeyId"])["Rotations"], "a rotation started"
+    assert page.console_errors == []
+
+
+def test_the_events_page_shows_dead_letters_and_redelivers_them(server, sm, page, unique_name):
+    from test_delivery import Receiver
+
+    receiver = Receiver("fail")
+    try:
+        status, sub = awsraw.call(server, "baton.CreateSubscription", {
+            "Url": receiver.url, "SecretNamePrefix": unique_name, "MaxAttempts": 1})
+        assert status == 200, sub
+        sm.create_secret(Name=unique_name, SecretString="v0")
+        deadline = time.time() + 20
+        while not awsraw.call(server, "baton.ListDeadLetters",
+                              {"SubscriptionId": sub["SubscriptionId"]})[1]["DeadLetters"]:
+            assert time.time() < deadline, "no dead letter"
+            time.sleep(0.05)
+        sign_in(page, server)
+        page.get_by_role("link", name="Events").click()
+        page.wait_for_url("**/console/events")
+        assert sub["SubscriptionId"] in page.locator("table.list").first.inner_text()
+        letter = page.locator("table.dead-letters tbody tr", has_text=sub["SubscriptionId"])
+        assert "CreateSecret" in letter.inner_text() and "delivery failed" in letter.inner_text()
+        shot(page, "events")
+        receiver.mode = "ok"
+        letter.get_by_role("button", name="Redeliver").click()
+        assert "Redelivered 1; 0 still failing." in page.locator(".notice").inner_text()
+        assert page.locator("table.dead-letters tbody tr",
+                            has_text=sub["SubscriptionId"]).count() == 0
+        assert [e["detail"]["eventName"] for e in receiver.events()] == ["CreateSecret"]
+        assert page.console_errors == []
+    finally:
+        awsraw.call(server, "baton.DeleteSubscription",
+                    {"SubscriptionId": sub["SubscriptionId"]})
+        receiver.stop()
+
+
+def test_a_policy_draft_shows_the_validators_findings_before_it_is_saved(server, page,
+                                                                          unique_name):
+    name = unique_name.replace("/", "-")[:50] + "-p"
+    status, out = awsraw.call(server, "baton.CreatePrincipal", {"Name": name, "Kind": "service"})
+    assert status == 200, out
+    sign_in(page, server)
+    page.get_by_role("link", name="Principals").click()
+    page.get_by_role("link", name=name, exact=True).click()
+    page.wait_for_url(f"**/console/principals/{name}")
+    assert "No policy" in page.locator("main").inner_text()
+    page.get_by_label("Policy name").fill("reads")
+    page.get_by_label("Policy document (JSON)").fill(json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue"}]}))
+    page.get_by_role("button", name="Check").click()
+    findings = page.locator("ul.findings")
+    assert "SYNTAX_CHECK" in findings.inner_text(), findings.inner_text()
+    # Checking saved nothing, and the draft is still in the editor.
+    status, out = awsraw.call(server, "baton.ListPrincipals", {})
+    assert [pr.get("PolicyNames", []) for pr in out["Principals"] if pr["Name"] == name] == [[]]
+    assert "secretsmanager:GetSecretValue" in page.get_by_label("Policy document (JSON)").input_value()
+    shot(page, "principal-policy-findings")
+
+    foreign = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+        "Resource": "arn:aws:secretsmanager:us-east-1:111122223333:secret:x"}]}
+    page.get_by_label("Policy document (JSON)").fill(json.dumps(foreign))
+    page.get_by_role("button", name="Check").click()
+    assert "RESOURCE_CHECK" in page.locator("ul.findings").inner_text()
+    good = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}
+    page.get_by_label("Policy document (JSON)").fill(json.dumps(good))
+    page.get_by_role("button", name="Check").click()
+    assert "found nothing" in page.locator("p.findings").inner_text()
+    page.get_by_role("button", name="Save policy").click()
+    assert "The policy reads was saved." in page.locator(".notice").inner_text()
+    status, doc = awsraw.call(server, "baton.GetPrincipalPolicy",
+                              {"PrincipalName": name, "PolicyName": "reads"})
+    assert status == 200 and json.loads(doc["PolicyDocument"]) == good, doc
+    assert page.console_errors == []

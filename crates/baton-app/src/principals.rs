@@ -231,6 +231,25 @@ impl Baton {
         })
     }
 
+    /// What the validator finds in an identity policy document, without saving it: each
+    /// (check, message). `SYNTAX_CHECK` findings are what PutPrincipalPolicy would refuse it for;
+    /// `RESOURCE_CHECK` findings are the warnings it would answer with. It reads nothing stored,
+    /// so it needs no authorization: the console checks a draft with it before saving.
+    pub fn principal_policy_findings(&self, document: &str) -> Vec<(&'static str, String)> {
+        match Policy::parse(document, PolicyKind::Identity) {
+            Err(PolicyError::Malformed(m)) => vec![("SYNTAX_CHECK", m)],
+            Err(PolicyError::Invalid(findings)) => findings
+                .into_iter()
+                .map(|f| (f.check_name, f.message))
+                .collect(),
+            Ok(_) => self
+                .foreign_resources(document)
+                .into_iter()
+                .map(|w| ("RESOURCE_CHECK", w))
+                .collect(),
+        }
+    }
+
     /// The Resource and NotResource ARNs of a policy that name another account, or a region
     /// this server does not serve: they can never match here, which is usually a pasted
     /// example's account id.

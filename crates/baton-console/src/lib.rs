@@ -15,7 +15,11 @@
 //! - a value is in a page only after "Reveal", which is a GetSecretValue;
 //! - failed sign-ins are limited per source address.
 
+mod events;
+mod keys;
 mod pages;
+mod plots;
+mod principals;
 mod session;
 
 use std::net::IpAddr;

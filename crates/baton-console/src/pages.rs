@@ -51,12 +51,12 @@ fn secret_href(name: &str) -> String {
 }
 
 /// The signed-in user's bar at the top of each page.
-struct Bar {
-    principal: String,
-    csrf: String,
+pub(crate) struct Bar {
+    pub(crate) principal: String,
+    pub(crate) csrf: String,
 }
 
-fn bar(signed: &Signed) -> Option<Bar> {
+pub(crate) fn bar(signed: &Signed) -> Option<Bar> {
     Some(Bar {
         principal: signed.caller().principal.arn.clone(),
         csrf: signed.session.csrf_token().to_owned(),
@@ -110,7 +110,85 @@ struct SecretsPage {
 struct VersionRow {
     id: String,
     created: String,
+    created_at: Option<f64>,
     labels: Vec<String>,
+}
+
+/// One mark on the versions' timeline: a version's creation, with what it is labelled.
+struct TimelineMark {
+    x: f64,
+    /// `start`, `middle` or `end`: text near an edge grows inwards.
+    anchor: &'static str,
+    /// The text's baseline, staggered so that neighbours do not overlap.
+    y: f64,
+    text: String,
+    current: bool,
+}
+
+/// A timeline of versions by creation time, drawn as SVG: the newest at the right.
+struct VersionTimeline {
+    width: f64,
+    height: f64,
+    marks: Vec<TimelineMark>,
+    first: String,
+    last: String,
+}
+
+fn version_timeline(versions: &[VersionRow]) -> Option<VersionTimeline> {
+    const WIDTH: f64 = 640.0;
+    const MARGIN: f64 = 40.0;
+    let times: Vec<f64> = versions.iter().filter_map(|v| v.created_at).collect();
+    let (lo, hi) = times
+        .iter()
+        .fold(None, |acc: Option<(f64, f64)>, &t| match acc {
+            None => Some((t, t)),
+            Some((a, b)) => Some((a.min(t), b.max(t))),
+        })?;
+    let span = (hi - lo).max(1e-9);
+    let mut sorted: Vec<&VersionRow> = versions.iter().filter(|v| v.created_at.is_some()).collect();
+    sorted.sort_by(|a, b| {
+        a.created_at
+            .partial_cmp(&b.created_at)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let marks: Vec<TimelineMark> = sorted
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let t = v.created_at.unwrap_or(lo);
+            let x = if times.len() == 1 {
+                WIDTH / 2.0
+            } else {
+                MARGIN + (t - lo) / span * (WIDTH - 2.0 * MARGIN)
+            };
+            let short: String = v.id.chars().take(8).collect();
+            let text = if v.labels.is_empty() {
+                short
+            } else {
+                format!("{short} {}", v.labels.join(" "))
+            };
+            TimelineMark {
+                anchor: if x < WIDTH / 4.0 {
+                    "start"
+                } else if x > WIDTH * 3.0 / 4.0 {
+                    "end"
+                } else {
+                    "middle"
+                },
+                x,
+                y: 44.0 + (i % 3) as f64 * 16.0,
+                text,
+                current: v.labels.iter().any(|l| l == "AWSCURRENT"),
+            }
+        })
+        .collect();
+    Some(VersionTimeline {
+        width: WIDTH,
+        height: 44.0 + 3.0 * 16.0,
+        marks,
+        first: date(Some(lo)),
+        last: date(Some(hi)),
+    })
 }
 
 struct SecretFacts {
@@ -122,6 +200,14 @@ struct SecretFacts {
     deleted: String,
     tags: Vec<(String, String)>,
     versions: Vec<VersionRow>,
+    timeline: Option<VersionTimeline>,
+    /// Every label in use, for the label-move form.
+    labels: Vec<String>,
+    rotation_function: String,
+    /// The resource policy as indented JSON, none, or why it cannot be shown.
+    resource_policy: Result<Option<String>, String>,
+    /// Baton's rotation policy: (setting, value) pairs, or why it cannot be shown.
+    rotation_policy: Result<Vec<(&'static str, String)>, String>,
 }
 
 #[derive(Template)]
@@ -135,11 +221,17 @@ struct SecretPage {
     value: Option<Result<String, String>>,
     may_put: bool,
     may_rotate: bool,
+    may_label: bool,
+    may_delete: bool,
+    may_restore: bool,
     csrf: String,
     reveal_href: String,
     put_href: String,
     rotate_href: String,
     rotation_href: String,
+    label_href: String,
+    delete_href: String,
+    restore_href: String,
 }
 
 struct Gate {
@@ -181,6 +273,7 @@ struct Consumers {
 #[derive(Template)]
 #[template(path = "rotation_live.html")]
 struct RotationLive {
+    plot: Option<crate::plots::Propagation>,
     rotation: Result<RotationFacts, String>,
     consumers: Result<Consumers, String>,
 }
@@ -195,6 +288,7 @@ struct RotationPage {
     secret_href: String,
     live_href: String,
     live: String,
+    history: Result<Option<crate::plots::History>, String>,
     actions_href: String,
     may_resume: bool,
     may_cancel: bool,
@@ -302,7 +396,7 @@ struct OverviewPage {
     audit: Result<AuditStatus, String>,
 }
 
-fn render(page: impl Template, status: u16) -> Response {
+pub(crate) fn render(page: impl Template, status: u16) -> Response {
     match page.render() {
         Ok(html) => Response::html(status, html),
         Err(e) => {
@@ -317,14 +411,14 @@ fn render(page: impl Template, status: u16) -> Response {
 }
 
 /// The date of a wire timestamp (seconds since the epoch), in UTC to the second.
-fn date(seconds: Option<f64>) -> String {
+pub(crate) fn date(seconds: Option<f64>) -> String {
     seconds
         .and_then(|s| jiff::Timestamp::from_millisecond((s * 1000.0) as i64).ok())
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "—".to_owned())
 }
 
-fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
     match s {
         0..60 => format!("{s} s"),
@@ -335,7 +429,7 @@ fn duration(seconds: f64) -> String {
 
 /// What a page shows where an operation's data would be when the operation failed: for a
 /// denial, that access is denied and why; otherwise the error as the API names it.
-fn refusal(e: &ApiError) -> String {
+pub(crate) fn refusal(e: &ApiError) -> String {
     let (_, error_type, _) = e.wire();
     match e {
         ApiError::AccessDenied(_) => format!("Access denied. {e}"),
@@ -374,7 +468,12 @@ fn cookie_header(name: &str, value: &str, secure: bool, max_age: Option<u64>) ->
     c
 }
 
-fn error_page(signed: Option<&Signed>, status: u16, title: &str, message: String) -> Response {
+pub(crate) fn error_page(
+    signed: Option<&Signed>,
+    status: u16,
+    title: &str,
+    message: String,
+) -> Response {
     render(
         ErrorPage {
             title: title.to_owned(),
@@ -387,7 +486,7 @@ fn error_page(signed: Option<&Signed>, status: u16, title: &str, message: String
     )
 }
 
-fn api_error_page(signed: &Signed, e: &ApiError) -> Response {
+pub(crate) fn api_error_page(signed: &Signed, e: &ApiError) -> Response {
     let title = if matches!(e, ApiError::AccessDenied(_)) {
         "Access denied"
     } else {
@@ -482,6 +581,12 @@ where
             let notice = query.get("done").and_then(|d| match d.as_str() {
                 "put" => Some("The new value is the current version.".to_owned()),
                 "created" => Some("The secret was created.".to_owned()),
+                "label" => Some("The label was moved.".to_owned()),
+                "deleted" => Some(
+                    "The secret is scheduled for deletion. Until then it can be restored."
+                        .to_owned(),
+                ),
+                "restored" => Some("The secret was restored.".to_owned()),
                 _ => None,
             });
             secret_page(console, baton, &signed, name, None, notice).await
@@ -509,6 +614,21 @@ where
                 .await;
             match answer {
                 Ok(_) => Response::see_other(&format!("{}?done=put", secret_href(name))),
+                Err(e) => api_error_page(&signed, &e),
+            }
+        }
+        (Method::Post, ["secrets", name, "label"]) => {
+            move_label(console, baton, &signed, name, &form).await
+        }
+        (Method::Post, ["secrets", name, "delete"]) => {
+            delete_secret(console, baton, &signed, name, &form).await
+        }
+        (Method::Post, ["secrets", name, "restore"]) => {
+            let answer: Result<serde_json::Value, _> = signed
+                .on_secret(baton, console, "secretsmanager.RestoreSecret", name)
+                .await;
+            match answer {
+                Ok(_) => Response::see_other(&format!("{}?done=restored", secret_href(name))),
                 Err(e) => api_error_page(&signed, &e),
             }
         }
@@ -567,6 +687,29 @@ where
         }
         (Method::Get, ["secrets", name, "rotation", "live"]) => {
             live_stream(console.clone(), app.clone(), signed, (*name).to_owned())
+        }
+        (Method::Get, ["keys"]) => crate::keys::keys_page(console, baton, &signed, &query).await,
+        (Method::Get, ["keys", id]) => {
+            let notice = crate::keys::done_notice(query.get("done"));
+            crate::keys::key_page(console, baton, &signed, id, notice).await
+        }
+        (Method::Post, ["keys", id, action @ ("enable" | "disable" | "rotate")]) => {
+            crate::keys::key_action(console, baton, &signed, id, action).await
+        }
+        (Method::Get, ["events"]) => {
+            crate::events::events_page(console, baton, &signed, None).await
+        }
+        (Method::Post, ["events", "redeliver"]) => {
+            crate::events::redeliver(console, baton, &signed, &form).await
+        }
+        (Method::Get, ["principals"]) => {
+            crate::principals::principals_page(console, baton, &signed).await
+        }
+        (Method::Get, ["principals", name]) => {
+            crate::principals::principal_page(console, baton, &signed, name, None, None).await
+        }
+        (Method::Post, ["principals", name, "policy"]) => {
+            crate::principals::edit_policy(console, baton, &signed, name, &form).await
         }
         (Method::Get, ["audit"]) => audit_page(console, baton, &signed, &query, None).await,
         (Method::Post, ["audit", "verify"]) => {
@@ -964,6 +1107,103 @@ async fn create_secret(
     }
 }
 
+/// Moves a label to a version: UpdateSecretVersionStage, removing it from the version that holds
+/// it now (read just before, so the move names it as AWS requires).
+async fn move_label(
+    console: &Console,
+    baton: &Baton,
+    signed: &Signed,
+    name: &str,
+    form: &HashMap<String, String>,
+) -> Response {
+    let label = form.get("label").map(|s| s.trim()).unwrap_or_default();
+    let to = form.get("to").map(|s| s.trim()).unwrap_or_default();
+    if label.is_empty() || to.is_empty() {
+        return error_page(
+            Some(signed),
+            400,
+            "Refused",
+            "Moving a label needs the label and the version to move it to. Nothing was changed."
+                .into(),
+        );
+    }
+    let described: Result<p::DescribeSecretResponse, _> = signed
+        .on_secret(baton, console, "secretsmanager.DescribeSecret", name)
+        .await;
+    let from = match described {
+        Ok(d) => d
+            .version_ids_to_stages
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(_, labels)| labels.iter().any(|l| l == label))
+            .map(|(id, _)| id),
+        Err(e) => return api_error_page(signed, &e),
+    };
+    let mut request = json!({"SecretId": name, "VersionStage": label, "MoveToVersionId": to});
+    if let Some(from) = from {
+        request["RemoveFromVersionId"] = json!(from);
+    }
+    let answer: Result<serde_json::Value, _> = signed
+        .call(
+            baton,
+            console,
+            "secretsmanager.UpdateSecretVersionStage",
+            &request,
+        )
+        .await;
+    match answer {
+        Ok(_) => Response::see_other(&format!("{}?done=label", secret_href(name))),
+        Err(e) => api_error_page(signed, &e),
+    }
+}
+
+/// Schedules the secret's deletion after a recovery window of 7 to 30 days; the name must be
+/// typed to confirm. Deletion without recovery is not offered here: it is the API's.
+async fn delete_secret(
+    console: &Console,
+    baton: &Baton,
+    signed: &Signed,
+    name: &str,
+    form: &HashMap<String, String>,
+) -> Response {
+    if form.get("confirm").map(String::as_str) != Some(name) {
+        return error_page(
+            Some(signed),
+            400,
+            "Not confirmed",
+            format!(
+                "Deleting a secret needs its name, {name}, typed to confirm. Nothing was changed."
+            ),
+        );
+    }
+    let days = match form.get("window").map(|w| w.trim().parse::<i64>()) {
+        None => 30,
+        Some(Ok(d)) => d,
+        Some(Err(_)) => {
+            return error_page(
+                Some(signed),
+                400,
+                "Refused",
+                "The recovery window must be a whole number of days, 7 to 30. Nothing was \
+                 changed."
+                    .into(),
+            );
+        }
+    };
+    let answer: Result<serde_json::Value, _> = signed
+        .call(
+            baton,
+            console,
+            "secretsmanager.DeleteSecret",
+            &json!({"SecretId": name, "RecoveryWindowInDays": days}),
+        )
+        .await;
+    match answer {
+        Ok(_) => Response::see_other(&format!("{}?done=deleted", secret_href(name))),
+        Err(e) => api_error_page(signed, &e),
+    }
+}
+
 async fn reveal(
     console: &Console,
     baton: &Baton,
@@ -1018,14 +1258,64 @@ async fn secret_page(
                 .clone()
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(id, labels)| VersionRow {
-                    created: date(created.get(&id).copied().flatten()),
-                    id,
-                    labels,
+                .map(|(id, labels)| {
+                    let created_at = created.get(&id).copied().flatten();
+                    VersionRow {
+                        created: date(created_at),
+                        created_at,
+                        id,
+                        labels,
+                    }
                 })
                 .collect();
             rows.sort_by(|a, b| b.created.cmp(&a.created));
+            let mut labels: Vec<String> = rows.iter().flat_map(|r| r.labels.clone()).collect();
+            labels.sort();
+            let policy: Result<p::GetResourcePolicyResponse, _> = signed
+                .on_secret(baton, console, "secretsmanager.GetResourcePolicy", name)
+                .await;
+            let resource_policy = match policy {
+                Ok(r) => Ok(r.resource_policy.map(|text| {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .and_then(|v| serde_json::to_string_pretty(&v))
+                        .unwrap_or(text)
+                })),
+                Err(e) => Err(refusal(&e)),
+            };
+            let rotation: Result<p::DescribeRotationResponse, _> = signed
+                .on_secret(baton, console, "baton.DescribeRotation", name)
+                .await;
+            let rotation_policy = rotation
+                .map(|r| {
+                    let policy = r.policy.unwrap_or_default();
+                    let seconds = |s: Option<i64>| duration(s.unwrap_or_default() as f64);
+                    vec![
+                        (
+                            "Propagation delay T",
+                            seconds(policy.propagation_delay_seconds),
+                        ),
+                        ("Longest gate wait", seconds(policy.max_gate_wait_seconds)),
+                        ("Retire grace", seconds(policy.retire_grace_seconds)),
+                        (
+                            "Attempts per step",
+                            policy.max_attempts.unwrap_or_default().to_string(),
+                        ),
+                        (
+                            "Blackout windows (UTC)",
+                            match policy.blackout_windows.unwrap_or_default() {
+                                w if w.is_empty() => "none".to_owned(),
+                                w => w.join(", "),
+                            },
+                        ),
+                    ]
+                })
+                .map_err(|e| refusal(&e));
             Ok(SecretFacts {
+                timeline: version_timeline(&rows),
+                labels,
+                rotation_function: d.rotation_lambda_arn.clone().unwrap_or_default(),
+                resource_policy,
+                rotation_policy,
                 arn: d.arn.clone().unwrap_or_default(),
                 description: d.description.clone().unwrap_or_default(),
                 changed: date(d.last_changed_date),
@@ -1053,6 +1343,8 @@ async fn secret_page(
         .as_ref()
         .map(|d| d.arn.clone())
         .unwrap_or_default();
+    let deleted = described.as_ref().is_ok_and(|d| d.deleted != "—");
+    let may = |action: &str| !arn.is_empty() && baton.may(caller, action, &arn);
     let href = secret_href(name);
     render(
         SecretPage {
@@ -1060,8 +1352,14 @@ async fn secret_page(
             bar: bar(signed),
             notice,
             name: name.to_owned(),
-            may_put: !arn.is_empty() && baton.may(caller, "secretsmanager:PutSecretValue", &arn),
-            may_rotate: !arn.is_empty() && baton.may(caller, "secretsmanager:RotateSecret", &arn),
+            may_put: !deleted && may("secretsmanager:PutSecretValue"),
+            may_rotate: !deleted && may("secretsmanager:RotateSecret"),
+            may_label: !deleted && may("secretsmanager:UpdateSecretVersionStage"),
+            may_delete: !deleted && may("secretsmanager:DeleteSecret"),
+            may_restore: deleted && may("secretsmanager:RestoreSecret"),
+            label_href: format!("{href}/label"),
+            delete_href: format!("{href}/delete"),
+            restore_href: format!("{href}/restore"),
             described: described.map_err(|e| refusal(&e)),
             value,
             csrf: signed.session.csrf_token().to_owned(),
@@ -1082,6 +1380,24 @@ async fn rotation_page(console: &Console, baton: &Baton, signed: &Signed, name: 
         .on_secret(baton, console, "secretsmanager.DescribeSecret", name)
         .await;
     let arn = described.ok().and_then(|d| d.arn).unwrap_or_default();
+    let rotations: Result<p::ListRotationsResponse, _> = signed
+        .call(
+            baton,
+            console,
+            "baton.ListRotations",
+            &json!({"SecretId": name, "MaxResults": 20}),
+        )
+        .await;
+    let history = rotations
+        .map(|r| {
+            crate::plots::history(
+                &r.rotations.unwrap_or_default(),
+                wall_clock(),
+                |t| date(Some(t)),
+                duration,
+            )
+        })
+        .map_err(|e| refusal(&e));
     let href = secret_href(name);
     render(
         RotationPage {
@@ -1092,6 +1408,7 @@ async fn rotation_page(console: &Console, baton: &Baton, signed: &Signed, name: 
             secret_href: href.clone(),
             live_href: format!("{href}/rotation/live"),
             live,
+            history,
             actions_href: format!("{href}/rotation"),
             may_resume: !arn.is_empty() && baton.may(caller, "baton:ResumeRotation", &arn),
             may_cancel: !arn.is_empty()
@@ -1110,14 +1427,24 @@ async fn render_live(console: &Console, baton: &Baton, signed: &Signed, name: &s
     let consumers: Result<p::ListConsumersResponse, _> = signed
         .on_secret(baton, console, "baton.ListConsumers", name)
         .await;
-    let live = live_view(rotation, consumers);
+    let live = live_view(wall_clock(), rotation, consumers);
     live.render().unwrap_or_else(|e| {
         tracing::error!(error = %e, "the live rotation view failed to render");
         "<p class=\"error\">The view failed to render.</p>".to_owned()
     })
 }
 
+/// Now, as the wire's seconds since the epoch: the console is a front end, and reads the clock
+/// only to draw how long things have waited.
+fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
 fn live_view(
+    now: f64,
     rotation: Result<p::DescribeRotationResponse, ApiError>,
     consumers: Result<p::ListConsumersResponse, ApiError>,
 ) -> RotationLive {
@@ -1185,6 +1512,22 @@ fn live_view(
                 .collect()
         })
         .unwrap_or_default();
+    let live_now = gate_name
+        .as_deref()
+        .zip(consumers.as_ref().ok())
+        .and_then(|(gate, c)| {
+            let live: Vec<&ConsumerRow> = c.rows.iter().filter(|r| r.state != "expired").collect();
+            let ready = live.iter().filter(|r| r.state == "caught-up").count();
+            (!live.is_empty()).then(|| (gate, ready as f64 / live.len() as f64))
+        });
+    let plot = rotation.as_ref().ok().and_then(|r| {
+        crate::plots::propagation(
+            r.timeline.as_deref().unwrap_or_default(),
+            live_now,
+            now,
+            |t| date(Some(t)),
+        )
+    });
     let rotation = rotation.map(|r| RotationFacts {
         phase: r.phase.clone().unwrap_or_else(|| "—".into()),
         status: r.status.clone().unwrap_or_else(|| "none".into()),
@@ -1207,6 +1550,7 @@ fn live_view(
             .collect(),
     });
     RotationLive {
+        plot,
         rotation: rotation.map_err(|e| refusal(&e)),
         consumers: consumers.map_err(|e| refusal(&e)),
     }
@@ -1463,7 +1807,7 @@ mod tests {
 
     #[test]
     fn the_propagation_gate_is_held_by_live_consumers_that_do_not_accept_the_new_version() {
-        let view = live_view(Ok(rotation("propagation")), Ok(consumers()));
+        let view = live_view(0.0, Ok(rotation("propagation")), Ok(consumers()));
         assert_eq!(holders(&view), vec!["app / b"]);
         let c = view.consumers.as_ref().unwrap();
         assert_eq!((c.holding_new, c.live), (2, 3));
@@ -1473,7 +1817,7 @@ mod tests {
 
     #[test]
     fn the_drain_gate_is_held_by_live_consumers_that_still_use_the_old_version() {
-        let view = live_view(Ok(rotation("drain")), Ok(consumers()));
+        let view = live_view(0.0, Ok(rotation("drain")), Ok(consumers()));
         assert_eq!(holders(&view), vec!["app / a", "app / b"]);
     }
 
@@ -1484,7 +1828,7 @@ mod tests {
             waiting_gate: Some("drain".into()),
             ..rotation("drain")
         };
-        let view = live_view(Ok(done), Ok(consumers()));
+        let view = live_view(0.0, Ok(done), Ok(consumers()));
         assert!(holders(&view).is_empty());
         let html = view.render().unwrap();
         assert!(html.contains("No gate is held."), "{html}");
@@ -1493,6 +1837,7 @@ mod tests {
     #[test]
     fn a_denied_read_shows_a_note_and_no_data() {
         let view = live_view(
+            0.0,
             Err(ApiError::AccessDenied(
                 "not allowed to DescribeRotation".into(),
             )),
@@ -1510,7 +1855,7 @@ mod tests {
     fn user_text_is_escaped_in_the_live_view() {
         let mut list = consumers();
         list.consumers = Some(vec![consumer("<script>x()</script>", "old", &["old"])]);
-        let html = live_view(Ok(rotation("propagation")), Ok(list))
+        let html = live_view(0.0, Ok(rotation("propagation")), Ok(list))
             .render()
             .unwrap();
         assert!(!html.contains("<script>"), "{html}");

@@ -756,7 +756,8 @@ impl Rotation {
             out.push(Command::Record(RotationEvent::GateWaiting {
                 gate,
                 reason: format!(
-                    "{lagging} reporting consumer(s) do not hold what the next phase needs"
+                    "{lagging} of {} reporting consumer(s) do not hold what the next phase needs",
+                    consumers.reporting
                 ),
             }));
             return false;
