@@ -480,6 +480,13 @@ def test_the_overview_shows_each_held_gate_and_the_consumer_holding_it(server, s
         assert "tested" in running.inner_text()
         assert page.locator("#audit-status ~ dl").inner_text().count("required") == 1
         shot(page, "overview")
+        # The secrets list shows the same rotation and its lagging consumer in the row.
+        page.goto(f"{server.endpoint}/console/secrets?q={urllib.parse.quote(unique_name)}")
+        listed = page.locator("table.list tbody tr", has_text=unique_name)
+        assert "tested, propagation gate waiting" in listed.inner_text()
+        assert "1 live, 1 lagging" in listed.inner_text()
+        page.goto(f"{server.endpoint}/console/overview")
+        row = page.locator("table.gates tbody tr", has_text=unique_name)
         row.get_by_role("link", name=unique_name).click()
         page.wait_for_url("**/rotation")
         page.locator(".gate").wait_for(timeout=15000)

@@ -493,6 +493,33 @@ def test_open_rotations_validate_their_bounds(server, request_body, member):
     assert f"at '{member}' failed to satisfy constraint" in out["message"], out
 
 
+def test_summaries_count_live_and_lagging_consumers_per_secret(server, sm, unique_name):
+    v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
+    status, out = awsraw.call(server, "baton.ReportConsumer", {
+        "Application": "app", "InstanceId": "i-1", "LeaseSeconds": 120,
+        "Holdings": [{"SecretId": unique_name, "CurrentVersionId": v1, "AcceptedVersionIds": [v1]}]})
+    assert status == 200, out
+    missing = unique_name + "-missing"
+
+    def summary():
+        status, out = awsraw.call(server, "baton.SummarizeSecrets", {"SecretIds": [unique_name, missing]})
+        assert status == 200, out
+        [mine] = out["Summaries"]
+        [error] = out["Errors"]
+        assert (error["SecretId"], error["ErrorCode"]) == (missing, "ResourceNotFoundException"), error
+        return mine
+
+    s = summary()
+    assert (s["Name"], s["ConsumersLive"], s["ConsumersLagging"]) == (unique_name, 1, 0), s
+    assert "RotationPhase" not in s and "WaitingGate" not in s, s
+    # A new current version the consumer does not use: it lags.
+    sm.put_secret_value(SecretId=unique_name, SecretString="two")
+    s = summary()
+    assert (s["ConsumersLive"], s["ConsumersLagging"]) == (1, 1), s
+    status, out = awsraw.call(server, "baton.SummarizeSecrets", {"SecretIds": []})
+    assert status == 400 and out["__type"] == "ValidationException", out
+
+
 def test_a_rotation_can_be_cancelled_before_promotion(server, sm, unique_name):
     v1 = sm.create_secret(Name=unique_name, SecretString="one")["VersionId"]
     awsraw.call(server, "baton.PutRotationPolicy", {"SecretId": unique_name, "PropagationDelaySeconds": 3600})

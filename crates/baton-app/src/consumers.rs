@@ -17,6 +17,8 @@ const LEASE_SECONDS_MAX: i64 = 600;
 const HOLDINGS_MAX: usize = 1000;
 const ACCEPTED_VERSIONS_MAX: usize = 20;
 const IDENTITY_LENGTH_MAX: usize = 128;
+/// Secrets one `baton.SummarizeSecrets` may name: two pages of the console's list.
+const SUMMARIZED_SECRETS_MAX: usize = 100;
 /// Secrets one watch may name.
 const WATCHED_SECRETS_MAX: usize = 1000;
 /// How long a watch waits when the caller does not say.
@@ -284,6 +286,75 @@ impl Baton {
                     .collect(),
             ),
             last_plain_read_date: last_plain_read.map(seconds),
+        })
+    }
+
+    /// `baton.SummarizeSecrets`: for each named secret, its rotation in flight (phase, status,
+    /// waiting gate) and how many live reporting consumers it has and how many of them lag: the
+    /// ones holding a waiting gate, or with no rotation in flight, those not using the current
+    /// version. Each secret is authorized as `baton:ListConsumers`; a refusal is that secret's
+    /// entry in `Errors`. The console's secrets list shows it beside each row.
+    pub async fn summarize_secrets(
+        &self,
+        caller: &Caller,
+        req: p::SummarizeSecretsRequest,
+    ) -> Result<p::SummarizeSecretsResponse, ApiError> {
+        let ids = req.secret_ids.unwrap_or_default();
+        if ids.is_empty() || ids.len() > SUMMARIZED_SECRETS_MAX {
+            return Err(ApiError::Validation(format!(
+                "1 validation error detected: Value at 'secretIds' failed to satisfy \
+                 constraint: Member must have length between 1 and {SUMMARIZED_SECRETS_MAX}"
+            )));
+        }
+        let reader = caller.acting_as("baton:ListConsumers");
+        let now = now_ms();
+        let (mut summaries, mut errors) = (Vec::new(), Vec::new());
+        for id in ids {
+            let located = match self.locate(&reader, &id).await {
+                Ok(l) => l,
+                Err(e) => {
+                    errors.push(p::ApiErrorEntry {
+                        secret_id: Some(id),
+                        error_code: Some(e.error_type().to_owned()),
+                        message: Some(e.to_string()),
+                    });
+                    continue;
+                }
+            };
+            let arn = located.arn();
+            let secret = located.secret;
+            let consumers = self.store.list_consumers(&secret.id).await?;
+            let live = consumers
+                .iter()
+                .filter(|c| c.lease_expires_at > now)
+                .count();
+            let description = crate::ops::rotation_description(arn.clone(), &secret);
+            let in_flight = secret
+                .rotation_state
+                .as_ref()
+                .is_some_and(|s| !s.machine.is_finished());
+            let lagging = if description.waiting_gate.is_some() {
+                crate::ops::gate_holders(&secret, &consumers, now).len()
+            } else {
+                let current = baton_core::rotation::keyring(&secret).current;
+                consumers
+                    .iter()
+                    .filter(|c| c.lease_expires_at > now && c.current_version != current)
+                    .count()
+            };
+            summaries.push(p::SecretSummary {
+                arn: Some(arn),
+                name: Some(secret.name.clone()),
+                rotation_phase: description.phase.filter(|_| in_flight),
+                rotation_status: description.status.filter(|_| in_flight),
+                waiting_gate: description.waiting_gate,
+                consumers_live: Some(live as i64),
+                consumers_lagging: Some(lagging as i64),
+            });
+        }
+        Ok(p::SummarizeSecretsResponse {
+            summaries: Some(summaries),
+            errors: Some(errors),
         })
     }
 

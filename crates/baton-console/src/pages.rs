@@ -92,6 +92,12 @@ struct SecretRow {
     rotation: String,
     next_rotation: String,
     tags: Vec<String>,
+    arn: String,
+    /// The rotation in flight's phase (and gate), or why it is not known.
+    phase: String,
+    /// Live reporting consumers, and how many of them lag.
+    consumers: String,
+    lagging: bool,
 }
 
 #[derive(Template)]
@@ -1021,36 +1027,48 @@ async fn secrets_page(
             next = list
                 .next_token
                 .map(|t| format!("{PREFIX}/secrets?q={}&next={}", encode(&q), encode(&t)));
-            Ok(list
-                .secret_list
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| {
-                    let name = s.name.unwrap_or_default();
-                    SecretRow {
-                        href: secret_href(&name),
-                        name,
-                        description: s.description.unwrap_or_default(),
-                        changed: date(s.last_changed_date),
-                        rotation: rotation_summary(s.rotation_enabled, &s.rotation_rules),
-                        next_rotation: date(s.next_rotation_date),
-                        tags: s
-                            .tags
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|t| {
-                                format!(
-                                    "{}={}",
-                                    t.key.unwrap_or_default(),
-                                    t.value.unwrap_or_default()
-                                )
-                            })
-                            .collect(),
-                    }
-                })
-                .collect())
+            Ok::<Vec<SecretRow>, String>(
+                list.secret_list
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| {
+                        let name = s.name.unwrap_or_default();
+                        SecretRow {
+                            arn: s.arn.unwrap_or_default(),
+                            phase: String::new(),
+                            consumers: String::new(),
+                            lagging: false,
+                            href: secret_href(&name),
+                            name,
+                            description: s.description.unwrap_or_default(),
+                            changed: date(s.last_changed_date),
+                            rotation: rotation_summary(s.rotation_enabled, &s.rotation_rules),
+                            next_rotation: date(s.next_rotation_date),
+                            tags: s
+                                .tags
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|t| {
+                                    format!(
+                                        "{}={}",
+                                        t.key.unwrap_or_default(),
+                                        t.value.unwrap_or_default()
+                                    )
+                                })
+                                .collect(),
+                        }
+                    })
+                    .collect(),
+            )
         }
         Err(e) => Err(refusal(&e)),
+    };
+    let listing = match listing {
+        Ok(mut rows) => {
+            summarize(console, baton, signed, &mut rows).await;
+            Ok(rows)
+        }
+        other => other,
     };
     let caller = signed.caller();
     let pattern = format!(
@@ -1070,6 +1088,70 @@ async fn secrets_page(
         },
         200,
     )
+}
+
+/// Fills each row's rotation phase and consumer counts with one `baton.SummarizeSecrets`; a
+/// secret the caller may not summarize says so in its row.
+async fn summarize(console: &Console, baton: &Baton, signed: &Signed, rows: &mut [SecretRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.arn.as_str()).collect();
+    let answer: Result<p::SummarizeSecretsResponse, _> = signed
+        .call(
+            baton,
+            console,
+            "baton.SummarizeSecrets",
+            &json!({"SecretIds": ids}),
+        )
+        .await;
+    let (summaries, errors) = match answer {
+        Ok(a) => (
+            a.summaries.unwrap_or_default(),
+            a.errors.unwrap_or_default(),
+        ),
+        Err(e) => {
+            let why = refusal(&e);
+            for row in rows.iter_mut() {
+                row.phase = why.clone();
+            }
+            return;
+        }
+    };
+    let by_arn: HashMap<String, p::SecretSummary> = summaries
+        .into_iter()
+        .map(|s| (s.arn.clone().unwrap_or_default(), s))
+        .collect();
+    for row in rows.iter_mut() {
+        match by_arn.get(&row.arn) {
+            Some(s) => {
+                row.phase = match (&s.rotation_phase, &s.waiting_gate, &s.rotation_status) {
+                    (Some(phase), Some(gate), _) => format!("{phase}, {gate} gate waiting"),
+                    (Some(phase), None, Some(status)) if status == "Stopped" => {
+                        format!("{phase}, stopped")
+                    }
+                    (Some(phase), None, _) => phase.clone(),
+                    (None, _, _) => "none".to_owned(),
+                };
+                let (live, lagging) = (
+                    s.consumers_live.unwrap_or_default(),
+                    s.consumers_lagging.unwrap_or_default(),
+                );
+                row.lagging = lagging > 0;
+                row.consumers = format!("{live} live, {lagging} lagging");
+            }
+            None => {
+                row.phase = errors
+                    .iter()
+                    .find(|e| e.secret_id.as_deref() == Some(row.arn.as_str()))
+                    .map(|e| match e.error_code.as_deref() {
+                        Some("AccessDeniedException") => "Access denied.".to_owned(),
+                        _ => e.message.clone().unwrap_or_default(),
+                    })
+                    .unwrap_or_default();
+            }
+        }
+    }
 }
 
 fn rotation_summary(enabled: Option<bool>, rules: &Option<p::RotationRules>) -> String {

@@ -590,6 +590,31 @@ wire!(
 );
 
 wire!(
+    /// `baton.SummarizeSecrets`: up to 100 secrets by name or ARN.
+    SummarizeSecretsRequest { secret_ids: Option<Vec<String>> }
+);
+
+wire!(
+    /// One secret's rotation in flight (absent when none) and its live and lagging reporting
+    /// consumers.
+    SecretSummary {
+        #[serde(rename = "ARN")]
+        arn: Option<String>,
+        name: Option<String>,
+        rotation_phase: Option<String>,
+        rotation_status: Option<String>,
+        waiting_gate: Option<String>,
+        consumers_live: Option<i64>,
+        consumers_lagging: Option<i64>,
+    }
+);
+
+wire!(SummarizeSecretsResponse {
+    summaries: Option<Vec<SecretSummary>>,
+    errors: Option<Vec<ApiErrorEntry>>,
+});
+
+wire!(
     /// `baton.ListOpenRotations`: the namespace's rotations in flight, and the rotations
     /// scheduled within `ScheduledWithinSeconds` (default one day).
     ListOpenRotationsRequest {

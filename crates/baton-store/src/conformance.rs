@@ -1329,6 +1329,57 @@ pub async fn open_and_scheduled_rotations_are_listed_per_namespace(store: &dyn S
     );
 }
 
+pub async fn a_listing_page_is_read_in_creation_order(store: &dyn Store) {
+    let first = sample_secret("page-a");
+    let mut secrets = vec![first.clone()];
+    for (i, name) in ["page-b", "page-c", "page-d"].iter().enumerate() {
+        let mut s = sample_secret(name);
+        s.account_id = first.account_id.clone();
+        s.arn = format!(
+            "arn:aws:secretsmanager:us-east-1:{}:secret:{name}-{}",
+            first.account_id,
+            &s.id[..6]
+        );
+        s.created_at = first.created_at + 1 + i as i64;
+        secrets.push(s);
+    }
+    secrets[3].deletion = DeletionState::Scheduled {
+        deleted_at: 5_000,
+        purge_at: 9_000,
+    };
+    // Inserted out of order: the page's order is the creation time's, not the insertion's.
+    for s in secrets.iter().rev() {
+        store.insert_secret(s).await.unwrap();
+    }
+    let arns = |range: std::ops::Range<usize>| -> Vec<String> {
+        secrets[range].iter().map(|s| s.arn.clone()).collect()
+    };
+    let page = |deleted, newest, offset, limit| {
+        store.list_secret_arns_page(
+            &first.account_id,
+            "us-east-1",
+            deleted,
+            newest,
+            offset,
+            limit,
+        )
+    };
+    assert_eq!(page(false, false, 0, 10).await.unwrap(), arns(0..3));
+    assert_eq!(page(true, false, 0, 10).await.unwrap(), arns(0..4));
+    assert_eq!(page(false, false, 1, 1).await.unwrap(), arns(1..2));
+    let mut newest = arns(0..4);
+    newest.reverse();
+    assert_eq!(page(true, true, 0, 2).await.unwrap(), newest[..2].to_vec());
+    assert!(page(false, false, 3, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_secret_arns_page(&first.account_id, "eu-west-1", true, false, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -1339,6 +1390,7 @@ pub const CHECKS: &[&str] = &[
     "database_refuses_a_label_on_two_versions",
     "listing_is_per_namespace_and_oldest_first",
     "heads_are_the_listing_without_versions",
+    "a_listing_page_is_read_in_creation_order",
     "purge_finds_due_secrets_and_deletes_everything",
     "access_keys_round_trip",
     "replicas_round_trip_and_hold_their_name",

@@ -354,6 +354,20 @@ pub trait Store: Send + Sync + 'static {
         region: &str,
     ) -> Result<Vec<SecretRecord>, StoreError>;
 
+    /// ARNs of one page of a namespace's secrets (not KMS keys) in creation order (`created_at`,
+    /// then id; reversed when `newest_first`), skipping `offset`, at most `limit`; with
+    /// `include_deleted`, also those scheduled for deletion. Served by an index on the
+    /// namespace and creation time, so an unfiltered listing does not read every row.
+    async fn list_secret_arns_page(
+        &self,
+        account_id: &str,
+        region: &str,
+        include_deleted: bool,
+        newest_first: bool,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Removes a secret and everything it owns, and records its outbox, in one transaction.
     async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
 

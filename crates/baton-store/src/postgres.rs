@@ -925,6 +925,34 @@ impl Store for PostgresStore {
         schema::heads(rows.iter().map(read_secret_row).collect(), (tags, replicas))
     }
 
+    async fn list_secret_arns_page(
+        &self,
+        account_id: &str,
+        region: &str,
+        include_deleted: bool,
+        newest_first: bool,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let query = if newest_first {
+            schema::SECRET_ARNS_PAGE_DESC
+        } else {
+            schema::SECRET_ARNS_PAGE_ASC
+        };
+        self.rows(
+            query,
+            &[
+                &account_id,
+                &region,
+                &include_deleted,
+                &i64::from(limit),
+                &(offset as i64),
+            ],
+            |row| row.get(0),
+        )
+        .await
+    }
+
     async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;

@@ -409,7 +409,24 @@ CREATE TABLE nodes (
 ALTER TABLE audit_log ADD COLUMN user_agent TEXT NOT NULL DEFAULT '';
 "#,
     ),
+    (
+        18,
+        r#"
+-- A namespace's secrets in creation order: an unfiltered listing reads one page, not every row.
+CREATE INDEX secrets_namespace_created ON secrets (account_id, region, created_at, id);
+"#,
+    ),
 ];
+
+/// A page of a namespace's secrets (not keys) in creation order, ascending; `$3` true keeps
+/// those scheduled for deletion. `$4` rows from `$5` on.
+pub const SECRET_ARNS_PAGE_ASC: &str = "SELECT arn FROM secrets WHERE account_id = $1 \
+    AND region = $2 AND key_meta IS NULL AND ($3 OR deleted_at IS NULL) \
+    ORDER BY created_at, id LIMIT $4 OFFSET $5";
+/// [`SECRET_ARNS_PAGE_ASC`], newest first.
+pub const SECRET_ARNS_PAGE_DESC: &str = "SELECT arn FROM secrets WHERE account_id = $1 \
+    AND region = $2 AND key_meta IS NULL AND ($3 OR deleted_at IS NULL) \
+    ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5";
 
 pub const INSERT_ALIAS: &str = "INSERT INTO kms_aliases (alias_arn, alias_name, key_id, \
     secret_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \

@@ -929,6 +929,35 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_secret_arns_page(
+        &self,
+        account_id: &str,
+        region: &str,
+        include_deleted: bool,
+        newest_first: bool,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let (a, r) = (account_id.to_owned(), region.to_owned());
+        let query = if newest_first {
+            schema::SECRET_ARNS_PAGE_DESC
+        } else {
+            schema::SECRET_ARNS_PAGE_ASC
+        };
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(query))
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![a, r, include_deleted, limit, offset as i64],
+                        |row| row.get(0),
+                    )?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
         let secret_id = secret.id.as_str();
         let record = secret.clone();

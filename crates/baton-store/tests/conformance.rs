@@ -66,6 +66,7 @@ conformance!(
     database_refuses_a_label_on_two_versions,
     listing_is_per_namespace_and_oldest_first,
     heads_are_the_listing_without_versions,
+    a_listing_page_is_read_in_creation_order,
     purge_finds_due_secrets_and_deletes_everything,
     access_keys_round_trip,
     replicas_round_trip_and_hold_their_name,

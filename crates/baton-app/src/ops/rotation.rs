@@ -489,7 +489,7 @@ const SCHEDULED_WITHIN_MAX_SECONDS: i64 = 366 * 86_400;
 /// The live reporting consumers that hold a waiting gate: those that do not hold what the
 /// rotation's next phase needs, judged as the engine judges them (only versions the secret has
 /// count).
-fn gate_holders(
+pub(crate) fn gate_holders(
     secret: &SecretRecord,
     consumers: &[baton_store::ConsumerRecord],
     now: baton_core::Timestamp,
