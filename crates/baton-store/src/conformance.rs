@@ -1380,6 +1380,54 @@ pub async fn a_listing_page_is_read_in_creation_order(store: &dyn Store) {
     );
 }
 
+pub async fn a_text_search_finds_secrets_containing_it(store: &dyn Store) {
+    let mut named = sample_secret("Search-Payments_DB");
+    named.description = Some("Holds 100% of the LEDGER".into());
+    named.tags = vec![Tag {
+        key: "Owner".into(),
+        value: "team_blue".into(),
+    }];
+    let mut other = sample_secret("unrelated");
+    other.account_id = named.account_id.clone();
+    other.arn = format!(
+        "arn:aws:secretsmanager:us-east-1:{}:secret:unrelated-{}",
+        named.account_id,
+        &other.id[..6]
+    );
+    other.description = None;
+    other.tags = Vec::new();
+    for s in [&named, &other] {
+        store.insert_secret(s).await.unwrap();
+    }
+    let search =
+        |text: &'static str| store.search_secret_arns(&named.account_id, "us-east-1", text, 10);
+    let just_named = vec![named.arn.clone()];
+    // Name, description, tag key and tag value, in any case.
+    for text in ["payments", "PAYMENTS_db", "ledger", "owner", "BLUE"] {
+        assert_eq!(search(text).await.unwrap(), just_named, "{text}");
+    }
+    // LIKE's wildcards are plain characters.
+    assert_eq!(search("100%").await.unwrap(), just_named);
+    assert!(search("1%0").await.unwrap().is_empty());
+    assert_eq!(
+        search("m_b").await.unwrap(),
+        just_named,
+        "the _ in team_blue"
+    );
+    assert!(
+        search("h_p").await.unwrap().is_empty(),
+        "_ does not match the - of search-payments"
+    );
+    assert!(search("nowhere").await.unwrap().is_empty());
+    assert!(
+        store
+            .search_secret_arns(&named.account_id, "eu-west-1", "payments", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Every check, by name, for engines' test files that run them in a loop.
 pub const CHECKS: &[&str] = &[
     "inserted_secret_reads_back_identically",
@@ -1391,6 +1439,7 @@ pub const CHECKS: &[&str] = &[
     "listing_is_per_namespace_and_oldest_first",
     "heads_are_the_listing_without_versions",
     "a_listing_page_is_read_in_creation_order",
+    "a_text_search_finds_secrets_containing_it",
     "purge_finds_due_secrets_and_deletes_everything",
     "access_keys_round_trip",
     "replicas_round_trip_and_hold_their_name",

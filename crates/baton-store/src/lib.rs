@@ -99,6 +99,20 @@ pub struct Fence {
 }
 
 /// The schema version this build knows; a database at it or beyond is ready for this node.
+/// `text` as a LIKE pattern that matches it anywhere, in lower case, with `\` escaping.
+pub fn containing_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 pub fn latest_schema_version() -> i64 {
     schema::MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0)
 }
@@ -365,6 +379,19 @@ pub trait Store: Send + Sync + 'static {
         include_deleted: bool,
         newest_first: bool,
         offset: u64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// ARNs of a namespace's secrets (not KMS keys) whose name, description, a tag key or a tag
+    /// value contains `text` (compared in lower case), at most `limit`. A superset of a word
+    /// search's matches, which the caller narrows with the exact filter: one scan in the
+    /// database instead of reading every secret. (SQLite lower-cases ASCII only: a letter whose
+    /// Unicode lower case is ASCII, like the Kelvin sign, is not found by its ASCII twin there.)
+    async fn search_secret_arns(
+        &self,
+        account_id: &str,
+        region: &str,
+        text: &str,
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
 

@@ -953,6 +953,22 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn search_secret_arns(
+        &self,
+        account_id: &str,
+        region: &str,
+        text: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let pattern = crate::containing_pattern(text);
+        self.rows(
+            schema::SECRET_ARNS_CONTAINING,
+            &[&account_id, &region, &pattern, &i64::from(limit)],
+            |row| row.get(0),
+        )
+        .await
+    }
+
     async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;

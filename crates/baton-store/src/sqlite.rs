@@ -958,6 +958,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn search_secret_arns(
+        &self,
+        account_id: &str,
+        region: &str,
+        text: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let (a, r, pattern) = (
+            account_id.to_owned(),
+            region.to_owned(),
+            crate::containing_pattern(text),
+        );
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::SECRET_ARNS_CONTAINING))
+                .and_then(|mut s| {
+                    s.query_map(params![a, r, pattern, limit], |row| row.get(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn delete_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
         let secret_id = secret.id.as_str();
         let record = secret.clone();

@@ -67,6 +67,7 @@ conformance!(
     listing_is_per_namespace_and_oldest_first,
     heads_are_the_listing_without_versions,
     a_listing_page_is_read_in_creation_order,
+    a_text_search_finds_secrets_containing_it,
     purge_finds_due_secrets_and_deletes_everything,
     access_keys_round_trip,
     replicas_round_trip_and_hold_their_name,

@@ -387,7 +387,10 @@ impl Baton {
         }
         // Filter and sort heads (rows with tags and replicas), then read only the page whole:
         // a listing of 100,000 secrets reads three statements, not six per secret.
-        let mut primaries = self.store.list_secret_heads(account, region).await?;
+        let mut primaries = match self.search_candidates(account, region, &filters).await? {
+            Some(found) => found,
+            None => self.store.list_secret_heads(account, region).await?,
+        };
         primaries.retain(|s| s.key.is_none());
         let replicated = self.store.list_replicated_into(account, region).await?;
         let mut secrets: Vec<Located> = primaries
@@ -433,6 +436,58 @@ impl Baton {
             secret_list: Some(page),
             next_token: (next < total).then(|| encode_next_token(next)),
         })
+    }
+
+    /// The secrets a listing's filters can match, found by the database when one filter names
+    /// text (name, description, tags, or `all`) and none of its values is negated: every match
+    /// contains one of its words, so the secrets containing one are a superset, which the exact
+    /// filters then narrow. `None` when no filter allows it, or when more than
+    /// `SEARCH_CANDIDATES_MAX` secrets contain the text: reading every head is then cheaper.
+    async fn search_candidates(
+        &self,
+        account: &str,
+        region: &str,
+        filters: &[Filter],
+    ) -> Result<Option<Vec<SecretRecord>>, ApiError> {
+        const SEARCH_CANDIDATES_MAX: usize = 2_000;
+        let Some(terms) = filters.iter().find_map(|f| {
+            let textual = matches!(
+                f.key.as_str(),
+                "all" | "name" | "description" | "tag-key" | "tag-value"
+            );
+            let positive = f.values.iter().all(|v| !v.starts_with('!'));
+            let terms: Vec<String> = f
+                .values
+                .iter()
+                .flat_map(|v| match f.key.as_str() {
+                    "all" | "description" => words(v),
+                    _ => vec![v.clone()],
+                })
+                .collect();
+            (textual && positive && !terms.is_empty() && terms.iter().all(|t| !t.is_empty()))
+                .then_some(terms)
+        }) else {
+            return Ok(None);
+        };
+        let mut arns = std::collections::BTreeSet::new();
+        for term in &terms {
+            let found = self
+                .store
+                .search_secret_arns(account, region, term, SEARCH_CANDIDATES_MAX as u32 + 1)
+                .await?;
+            arns.extend(found);
+            if arns.len() > SEARCH_CANDIDATES_MAX {
+                return Ok(None);
+            }
+        }
+        let mut found = Vec::with_capacity(arns.len());
+        for arn in arns {
+            // A secret purged since the search is not a candidate any more.
+            if let Some(secret) = self.store.find_secret_by_arn(&arn).await? {
+                found.push(secret);
+            }
+        }
+        Ok(Some(found))
     }
 
     pub async fn delete_secret(

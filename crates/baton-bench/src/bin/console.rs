@@ -141,8 +141,12 @@ async fn run(
         (overview.as_str(), format!("{base}/overview")),
         ("secrets, first page", format!("{base}/secrets")),
         (
-            "secrets, search by name",
-            format!("{base}/secrets?q=bench%2F0099"),
+            "secrets, search for one name's word",
+            format!("{base}/secrets?q=0099123"),
+        ),
+        (
+            "secrets, search matching every secret",
+            format!("{base}/secrets?q=bench"),
         ),
         ("a secret", readable.clone()),
         ("a rotation", format!("{readable}/rotation")),
