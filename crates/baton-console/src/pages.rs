@@ -307,6 +307,22 @@ struct AuditFilter {
     action: String,
     resource: String,
     decision: String,
+    /// As the form gives them: `YYYY-MM-DDTHH:MM`, in UTC.
+    since: String,
+    until: String,
+    /// A time that could not be read.
+    problem: Option<String>,
+}
+
+/// A `datetime-local` value, read as UTC, in the wire's seconds.
+fn form_time(text: &str) -> Result<Option<f64>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<jiff::civil::DateTime>()
+        .and_then(|t| t.to_zoned(jiff::tz::TimeZone::UTC))
+        .map(|z| Some(z.timestamp().as_millisecond() as f64 / 1000.0))
+        .map_err(|_| format!("{text:?} is not a time: use YYYY-MM-DDTHH:MM, in UTC."))
 }
 
 struct AuditRow {
@@ -1703,11 +1719,21 @@ async fn audit_page(
             .map(|s| s.trim().to_owned())
             .unwrap_or_default()
     };
-    let filter = AuditFilter {
+    let mut filter = AuditFilter {
         principal: get("principal"),
         action: get("action"),
         resource: get("resource"),
         decision: get("decision"),
+        since: get("since"),
+        until: get("until"),
+        problem: None,
+    };
+    let (since, until) = match (form_time(&filter.since), form_time(&filter.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => {
+            filter.problem = Some(e);
+            (None, None)
+        }
     };
     // The newest entries: the page starts this far behind the log's head (further when
     // filtering, so that matches among recent entries are found).
@@ -1726,7 +1752,9 @@ async fn audit_page(
         &filter.decision,
     ]
     .iter()
-    .any(|v| !v.is_empty());
+    .any(|v| !v.is_empty())
+        || since.is_some()
+        || until.is_some();
     let behind = if filtered { AUDIT_WINDOW } else { AUDIT_PAGE };
     let mut request = json!({"MaxResults": AUDIT_PAGE, "AfterSeq": (head - behind).max(0)});
     for (key, value) in [
@@ -1737,6 +1765,11 @@ async fn audit_page(
     ] {
         if !value.is_empty() {
             request[key] = json!(value);
+        }
+    }
+    for (key, value) in [("Since", since), ("Until", until)] {
+        if let Some(t) = value {
+            request[key] = json!(t);
         }
     }
     // Pages forward to the head, keeping the newest matches: the window is bounded, so this
@@ -2023,6 +2056,15 @@ mod tests {
             rotation_href("arn:aws:kms:us-east-1:1:key/1234-ab", "1234-ab"),
             "/console/keys/1234-ab"
         );
+    }
+
+    #[test]
+    fn audit_times_are_read_as_utc_and_a_bad_one_is_named() {
+        assert_eq!(form_time("1970-01-01T00:01"), Ok(Some(60.0)));
+        assert_eq!(form_time("2026-12-03T10:00:30"), Ok(Some(1_796_292_030.0)));
+        assert_eq!(form_time(""), Ok(None));
+        let e = form_time("yesterday").unwrap_err();
+        assert!(e.contains("\"yesterday\" is not a time"), "{e}");
     }
 
     #[test]

@@ -385,8 +385,9 @@ pub trait Store: Send + Sync + 'static {
     /// ARNs of a namespace's secrets (not KMS keys) whose name, description, a tag key or a tag
     /// value contains `text` (compared in lower case), at most `limit`. A superset of a word
     /// search's matches, which the caller narrows with the exact filter: one scan in the
-    /// database instead of reading every secret. (SQLite lower-cases ASCII only: a letter whose
-    /// Unicode lower case is ASCII, like the Kelvin sign, is not found by its ASCII twin there.)
+    /// database instead of reading every secret. Give it ASCII text: SQLite ignores the case
+    /// of ASCII letters only (and a letter whose Unicode lower case is ASCII, like the Kelvin
+    /// sign, is not found by its ASCII twin there).
     async fn search_secret_arns(
         &self,
         account_id: &str,

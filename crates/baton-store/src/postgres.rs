@@ -962,7 +962,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<String>, StoreError> {
         let pattern = crate::containing_pattern(text);
         self.rows(
-            schema::SECRET_ARNS_CONTAINING,
+            &schema::secret_arns_containing("ILIKE"),
             &[&account_id, &region, &pattern, &i64::from(limit)],
             |row| row.get(0),
         )

@@ -424,13 +424,21 @@ pub const SECRET_ARNS_PAGE_ASC: &str = "SELECT arn FROM secrets WHERE account_id
     AND region = $2 AND key_meta IS NULL AND ($3 OR deleted_at IS NULL) \
     ORDER BY created_at, id LIMIT $4 OFFSET $5";
 /// ARNs of a namespace's secrets (not keys) whose name, description, a tag key or a tag value
-/// contains `$3` (a LIKE pattern, lower case, `\` escaping), at most `$4`: the candidates of a
-/// word search, which the caller then filters exactly.
-pub const SECRET_ARNS_CONTAINING: &str = "SELECT s.arn FROM secrets s WHERE s.account_id = $1 \
-    AND s.region = $2 AND s.key_meta IS NULL AND (lower(s.name) LIKE $3 ESCAPE '\\' \
-    OR lower(COALESCE(s.description, '')) LIKE $3 ESCAPE '\\' OR EXISTS (SELECT 1 FROM \
-    secret_tags t WHERE t.secret_id = s.id AND (lower(t.tag_key) LIKE $3 ESCAPE '\\' \
-    OR lower(t.tag_value) LIKE $3 ESCAPE '\\'))) LIMIT $4";
+/// contains `$3` (a LIKE pattern in lower case, `\` escaping), at most `$4`: the candidates of a
+/// word search, which the caller then filters exactly. `{like}` is the engine's case-blind LIKE:
+/// SQLite's LIKE already ignores ASCII case, PostgreSQL's ILIKE ignores every case. Two scans
+/// (rows, then tags) rather than a subquery per row.
+pub fn secret_arns_containing(like: &str) -> String {
+    format!(
+        "SELECT arn FROM (SELECT s.arn FROM secrets s WHERE s.account_id = $1 \
+         AND s.region = $2 AND s.key_meta IS NULL AND (s.name {like} $3 ESCAPE '\\' \
+         OR s.description {like} $3 ESCAPE '\\') \
+         UNION SELECT s.arn FROM secret_tags t JOIN secrets s ON s.id = t.secret_id \
+         WHERE s.account_id = $1 AND s.region = $2 AND s.key_meta IS NULL \
+         AND (t.tag_key {like} $3 ESCAPE '\\' OR t.tag_value {like} $3 ESCAPE '\\')) AS m \
+         LIMIT $4"
+    )
+}
 /// [`SECRET_ARNS_PAGE_ASC`], newest first.
 pub const SECRET_ARNS_PAGE_DESC: &str = "SELECT arn FROM secrets WHERE account_id = $1 \
     AND region = $2 AND key_meta IS NULL AND ($3 OR deleted_at IS NULL) \

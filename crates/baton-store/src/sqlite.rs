@@ -971,7 +971,7 @@ impl Store for SqliteStore {
             crate::containing_pattern(text),
         );
         self.read(move |conn| {
-            conn.prepare_cached(&sql(schema::SECRET_ARNS_CONTAINING))
+            conn.prepare_cached(&sql(&schema::secret_arns_containing("LIKE")))
                 .and_then(|mut s| {
                     s.query_map(params![a, r, pattern, limit], |row| row.get(0))?
                         .collect::<Result<Vec<_>, _>>()

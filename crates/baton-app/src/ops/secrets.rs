@@ -464,7 +464,9 @@ impl Baton {
                     _ => vec![v.clone()],
                 })
                 .collect();
-            (textual && positive && !terms.is_empty() && terms.iter().all(|t| !t.is_empty()))
+            // ASCII words only: SQLite compares other letters case by case.
+            let searchable = |t: &String| !t.is_empty() && t.is_ascii();
+            (textual && positive && !terms.is_empty() && terms.iter().all(searchable))
                 .then_some(terms)
         }) else {
             return Ok(None);
@@ -752,6 +754,113 @@ impl Filter {
 mod tests {
     use super::*;
     use crate::ops::test_support::{baton, caller};
+
+    async fn listed(baton: &Baton, req: p::ListSecretsRequest) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut req = req;
+        loop {
+            let page = baton.list_secrets(&caller(), req.clone()).await.unwrap();
+            names.extend(
+                page.secret_list
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| e.name.unwrap_or_default()),
+            );
+            match page.next_token {
+                Some(t) => req.next_token = Some(t),
+                None => return names,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_page_and_search_paths_answer_as_the_full_scan_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let baton = baton(dir.path());
+        for (name, description) in [
+            ("app/alpha", "BlueTeam database"),
+            ("app/beta", "red"),
+            ("app/gamma", "the blue one"),
+            ("app/delta", ""),
+            ("app/epsilon", "orange"),
+            ("app/zeta", "blueprint"),
+            ("app/eta", "gone"),
+        ] {
+            baton
+                .create_secret(
+                    &caller(),
+                    p::CreateSecretRequest {
+                        name: Some(name.into()),
+                        description: Some(description.into()).filter(|d: &String| !d.is_empty()),
+                        secret_string: Some("v".into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        baton
+            .delete_secret(
+                &caller(),
+                p::DeleteSecretRequest {
+                    secret_id: Some("app/eta".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        // A negated filter that matches everything sends a listing down the full scan.
+        let everything = p::Filter {
+            key: Some("name".into()),
+            values: Some(vec!["!no-such-prefix".into()]),
+        };
+        for (order, deleted) in [
+            ("asc", false),
+            ("desc", false),
+            ("asc", true),
+            ("desc", true),
+        ] {
+            let req = p::ListSecretsRequest {
+                max_results: Some(3),
+                sort_order: Some(order.into()),
+                include_planned_deletion: Some(deleted),
+                ..Default::default()
+            };
+            let paged = listed(&baton, req.clone()).await;
+            let scanned = listed(
+                &baton,
+                p::ListSecretsRequest {
+                    filters: Some(vec![everything.clone()]),
+                    ..req
+                },
+            )
+            .await;
+            assert_eq!(paged, scanned, "{order}, deleted {deleted}");
+            assert_eq!(paged.len(), if deleted { 7 } else { 6 });
+        }
+        let search = |values: Vec<&str>| p::ListSecretsRequest {
+            filters: Some(vec![p::Filter {
+                key: Some("all".into()),
+                values: Some(values.into_iter().map(Into::into).collect()),
+            }]),
+            ..Default::default()
+        };
+        // Word prefixes: "BlueTeam" is the words blue and team; "blueprint" starts with blue.
+        assert_eq!(
+            listed(&baton, search(vec!["blue"])).await,
+            vec!["app/alpha", "app/gamma", "app/zeta"]
+        );
+        assert_eq!(
+            listed(&baton, search(vec!["team"])).await,
+            vec!["app/alpha"]
+        );
+        // "lue" is inside blue but starts no word: found by the database, refused by the filter.
+        assert!(listed(&baton, search(vec!["lue"])).await.is_empty());
+        assert_eq!(
+            listed(&baton, search(vec!["red", "orange"])).await,
+            vec!["app/beta", "app/epsilon"]
+        );
+    }
 
     #[tokio::test]
     async fn purge_removes_secrets_only_after_their_recovery_window() {
