@@ -513,7 +513,7 @@ def test_a_secret_page_moves_a_label_and_deletes_and_restores(server, sm, page, 
     assert "user/<i>reader</i>" in page.locator("pre.policy").inner_text()
     assert page.locator("pre.policy i").count() == 0
     assert "Propagation delay T" in page.locator("dl.facts").nth(1).inner_text()
-    shot(page, "secret")
+    shot(page, "secret-versions")
 
     # Move AWSCURRENT back to the first version: AWS's semantics, through the API's operation.
     page.get_by_text("Move a label").click()

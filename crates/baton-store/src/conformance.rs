@@ -1396,14 +1396,36 @@ pub async fn a_text_search_finds_secrets_containing_it(store: &dyn Store) {
     );
     other.description = None;
     other.tags = Vec::new();
-    for s in [&named, &other] {
+    let mut later = other.clone();
+    later.id = unique("sec-");
+    later.name = "later".into();
+    later.arn = format!(
+        "arn:aws:secretsmanager:us-east-1:{}:secret:later-{}",
+        named.account_id,
+        &later.id[..6]
+    );
+    later.description = Some("a copy of the ledger".into());
+    later.created_at = named.created_at + 5;
+    for s in [&later, &named, &other] {
         store.insert_secret(s).await.unwrap();
     }
-    let search =
-        |text: &'static str| store.search_secret_arns(&named.account_id, "us-east-1", text, 10);
+    // In creation order, or newest first.
+    for (newest, expected) in [
+        (false, vec![named.arn.clone(), later.arn.clone()]),
+        (true, vec![later.arn.clone(), named.arn.clone()]),
+    ] {
+        let found = store
+            .search_secret_arns(&named.account_id, "us-east-1", "LEDGER", newest, 10)
+            .await
+            .unwrap();
+        assert_eq!(found, expected, "newest first: {newest}");
+    }
+    let search = |text: &'static str| {
+        store.search_secret_arns(&named.account_id, "us-east-1", text, false, 10)
+    };
     let just_named = vec![named.arn.clone()];
     // Name, description, tag key and tag value, in any case.
-    for text in ["payments", "PAYMENTS_db", "ledger", "owner", "BLUE"] {
+    for text in ["payments", "PAYMENTS_db", "holds", "owner", "BLUE"] {
         assert_eq!(search(text).await.unwrap(), just_named, "{text}");
     }
     // LIKE's wildcards are plain characters.
@@ -1421,7 +1443,7 @@ pub async fn a_text_search_finds_secrets_containing_it(store: &dyn Store) {
     assert!(search("nowhere").await.unwrap().is_empty());
     assert!(
         store
-            .search_secret_arns(&named.account_id, "eu-west-1", "payments", 10)
+            .search_secret_arns(&named.account_id, "eu-west-1", "payments", false, 10)
             .await
             .unwrap()
             .is_empty()

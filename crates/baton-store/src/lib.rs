@@ -383,7 +383,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
 
     /// ARNs of a namespace's secrets (not KMS keys) whose name, description, a tag key or a tag
-    /// value contains `text` (compared in lower case), at most `limit`. A superset of a word
+    /// value contains `text` (compared in lower case), in creation order (`created_at`, then id;
+    /// reversed when `newest_first`), at most `limit`. A superset of a word
     /// search's matches, which the caller narrows with the exact filter: one scan in the
     /// database instead of reading every secret. Give it ASCII text: SQLite ignores the case
     /// of ASCII letters only (and a letter whose Unicode lower case is ASCII, like the Kelvin
@@ -393,6 +394,7 @@ pub trait Store: Send + Sync + 'static {
         account_id: &str,
         region: &str,
         text: &str,
+        newest_first: bool,
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
 

@@ -958,11 +958,12 @@ impl Store for PostgresStore {
         account_id: &str,
         region: &str,
         text: &str,
+        newest_first: bool,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
         let pattern = crate::containing_pattern(text);
         self.rows(
-            &schema::secret_arns_containing("ILIKE"),
+            &schema::secret_arns_containing("ILIKE", newest_first),
             &[&account_id, &region, &pattern, &i64::from(limit)],
             |row| row.get(0),
         )

@@ -427,16 +427,22 @@ pub const SECRET_ARNS_PAGE_ASC: &str = "SELECT arn FROM secrets WHERE account_id
 /// contains `$3` (a LIKE pattern in lower case, `\` escaping), at most `$4`: the candidates of a
 /// word search, which the caller then filters exactly. `{like}` is the engine's case-blind LIKE:
 /// SQLite's LIKE already ignores ASCII case, PostgreSQL's ILIKE ignores every case. Two scans
-/// (rows, then tags) rather than a subquery per row.
-pub fn secret_arns_containing(like: &str) -> String {
+/// (rows, then tags) rather than a subquery per row; in creation order, or newest first.
+pub fn secret_arns_containing(like: &str, newest_first: bool) -> String {
+    let order = if newest_first {
+        "created_at DESC, id DESC"
+    } else {
+        "created_at, id"
+    };
     format!(
-        "SELECT arn FROM (SELECT s.arn FROM secrets s WHERE s.account_id = $1 \
-         AND s.region = $2 AND s.key_meta IS NULL AND (s.name {like} $3 ESCAPE '\\' \
-         OR s.description {like} $3 ESCAPE '\\') \
-         UNION SELECT s.arn FROM secret_tags t JOIN secrets s ON s.id = t.secret_id \
+        "SELECT arn FROM (SELECT s.arn, s.created_at, s.id FROM secrets s \
+         WHERE s.account_id = $1 AND s.region = $2 AND s.key_meta IS NULL \
+         AND (s.name {like} $3 ESCAPE '\\' OR s.description {like} $3 ESCAPE '\\') \
+         UNION SELECT s.arn, s.created_at, s.id FROM secret_tags t \
+         JOIN secrets s ON s.id = t.secret_id \
          WHERE s.account_id = $1 AND s.region = $2 AND s.key_meta IS NULL \
          AND (t.tag_key {like} $3 ESCAPE '\\' OR t.tag_value {like} $3 ESCAPE '\\')) AS m \
-         LIMIT $4"
+         ORDER BY {order} LIMIT $4"
     )
 }
 /// [`SECRET_ARNS_PAGE_ASC`], newest first.

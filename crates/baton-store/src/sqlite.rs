@@ -963,6 +963,7 @@ impl Store for SqliteStore {
         account_id: &str,
         region: &str,
         text: &str,
+        newest_first: bool,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
         let (a, r, pattern) = (
@@ -971,7 +972,7 @@ impl Store for SqliteStore {
             crate::containing_pattern(text),
         );
         self.read(move |conn| {
-            conn.prepare_cached(&sql(&schema::secret_arns_containing("LIKE")))
+            conn.prepare_cached(&sql(&schema::secret_arns_containing("LIKE", newest_first)))
                 .and_then(|mut s| {
                     s.query_map(params![a, r, pattern, limit], |row| row.get(0))?
                         .collect::<Result<Vec<_>, _>>()

@@ -84,6 +84,29 @@ pub(crate) fn parse_filters(filters: &[p::Filter]) -> Result<Vec<Filter>, ApiErr
         .collect()
 }
 
+/// The words a listing's filters let the database search for: those of the first filter that
+/// names text (name, description, tags, or `all`) with no negated value, if all are ASCII (SQLite
+/// compares other letters case by case). Every match of that filter contains one of them.
+fn search_terms(filters: &[Filter]) -> Option<Vec<String>> {
+    filters.iter().find_map(|f| {
+        let textual = matches!(
+            f.key.as_str(),
+            "all" | "name" | "description" | "tag-key" | "tag-value"
+        );
+        let positive = f.values.iter().all(|v| !v.starts_with('!'));
+        let terms: Vec<String> = f
+            .values
+            .iter()
+            .flat_map(|v| match f.key.as_str() {
+                "all" | "description" => words(v),
+                _ => vec![v.clone()],
+            })
+            .collect();
+        let searchable = |t: &String| !t.is_empty() && t.is_ascii();
+        (textual && positive && !terms.is_empty() && terms.iter().all(searchable)).then_some(terms)
+    })
+}
+
 pub(crate) fn sort_secrets(
     secrets: &mut [Located],
     sort_by: Option<&str>,
@@ -350,13 +373,47 @@ impl Baton {
             Some("desc") => Some(true),
             Some(_) => None,
         };
-        if let (true, true, Some(newest_first)) = (by_creation, filters.is_empty(), newest_first)
-            && self
-                .store
-                .list_replicated_into(account, region)
-                .await?
-                .is_empty()
+        let replicated = self.store.list_replicated_into(account, region).await?;
+        let in_creation_order = newest_first.filter(|_| by_creation && replicated.is_empty());
+        if let Some(newest_first) = in_creation_order
+            && let Some([term]) = search_terms(&filters).as_deref()
         {
+            // One word to search for: the database gives the secrets containing it in order,
+            // and they are read and filtered exactly until the page (and one more) is found.
+            let arns = self
+                .store
+                .search_secret_arns(account, region, term, newest_first, u32::MAX)
+                .await?;
+            let (mut skipped, mut more) = (0, false);
+            let mut page = Vec::with_capacity(max_results as usize);
+            for arn in arns {
+                let Some(secret) = self.store.find_secret_by_arn(&arn).await? else {
+                    continue;
+                };
+                let located = Located {
+                    secret,
+                    replica_region: None,
+                };
+                if (!include_deleted && located.secret.is_scheduled_for_deletion())
+                    || !filters.iter().all(|f| f.matches(&located))
+                {
+                    continue;
+                }
+                if skipped < offset {
+                    skipped += 1;
+                } else if page.len() == max_results as usize {
+                    more = true;
+                    break;
+                } else {
+                    page.push(list_entry(located.describe()));
+                }
+            }
+            return Ok(p::ListSecretsResponse {
+                secret_list: Some(page),
+                next_token: more.then(|| encode_next_token(offset + max_results as usize)),
+            });
+        }
+        if let (true, Some(newest_first)) = (filters.is_empty(), in_creation_order) {
             let arns = self
                 .store
                 .list_secret_arns_page(
@@ -392,7 +449,6 @@ impl Baton {
             None => self.store.list_secret_heads(account, region).await?,
         };
         primaries.retain(|s| s.key.is_none());
-        let replicated = self.store.list_replicated_into(account, region).await?;
         let mut secrets: Vec<Located> = primaries
             .into_iter()
             .map(|secret| Located {
@@ -450,32 +506,20 @@ impl Baton {
         filters: &[Filter],
     ) -> Result<Option<Vec<SecretRecord>>, ApiError> {
         const SEARCH_CANDIDATES_MAX: usize = 2_000;
-        let Some(terms) = filters.iter().find_map(|f| {
-            let textual = matches!(
-                f.key.as_str(),
-                "all" | "name" | "description" | "tag-key" | "tag-value"
-            );
-            let positive = f.values.iter().all(|v| !v.starts_with('!'));
-            let terms: Vec<String> = f
-                .values
-                .iter()
-                .flat_map(|v| match f.key.as_str() {
-                    "all" | "description" => words(v),
-                    _ => vec![v.clone()],
-                })
-                .collect();
-            // ASCII words only: SQLite compares other letters case by case.
-            let searchable = |t: &String| !t.is_empty() && t.is_ascii();
-            (textual && positive && !terms.is_empty() && terms.iter().all(searchable))
-                .then_some(terms)
-        }) else {
+        let Some(terms) = search_terms(filters) else {
             return Ok(None);
         };
         let mut arns = std::collections::BTreeSet::new();
         for term in &terms {
             let found = self
                 .store
-                .search_secret_arns(account, region, term, SEARCH_CANDIDATES_MAX as u32 + 1)
+                .search_secret_arns(
+                    account,
+                    region,
+                    term,
+                    false,
+                    SEARCH_CANDIDATES_MAX as u32 + 1,
+                )
                 .await?;
             arns.extend(found);
             if arns.len() > SEARCH_CANDIDATES_MAX {
@@ -853,6 +897,16 @@ mod tests {
         assert_eq!(
             listed(&baton, search(vec!["team"])).await,
             vec!["app/alpha"]
+        );
+        // One word is searched in order and paged: one secret a page, newest first.
+        let one_a_page = p::ListSecretsRequest {
+            max_results: Some(1),
+            sort_order: Some("desc".into()),
+            ..search(vec!["BLUE"])
+        };
+        assert_eq!(
+            listed(&baton, one_a_page).await,
+            vec!["app/zeta", "app/gamma", "app/alpha"]
         );
         // "lue" is inside blue but starts no word: found by the database, refused by the filter.
         assert!(listed(&baton, search(vec!["lue"])).await.is_empty());
