@@ -656,3 +656,30 @@ def test_a_policy_draft_shows_the_validators_findings_before_it_is_saved(server,
                               {"PrincipalName": name, "PolicyName": "reads"})
     assert status == 200 and json.loads(doc["PolicyDocument"]) == good, doc
     assert page.console_errors == []
+
+
+def test_pages_fit_a_narrow_screen_and_print_without_controls(server, sm, browser, unique_name):
+    sm.create_secret(Name=unique_name, SecretString="narrow", Description="a " * 200)
+    context = browser.new_context(viewport={"width": 375, "height": 800})
+    page = context.new_page()
+    try:
+        sign_in(page, server)
+        for path in ["/console/overview", "/console/secrets",
+                     "/console/secrets/" + urllib.parse.quote(unique_name, safe=""),
+                     "/console/secrets/" + urllib.parse.quote(unique_name, safe="") + "/rotation",
+                     "/console/keys", "/console/events", "/console/principals", "/console/audit"]:
+            page.goto(server.endpoint + path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            widest = page.evaluate(
+                "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect()"
+                ".right > 376).map(e => e.tagName + '.' + e.className).slice(0, 5).join(' ')")
+            assert width <= 376, f"{path} is {width} px wide on a 375 px screen: {widest}"
+        shot(page, "narrow-audit")
+        # Printed, a page keeps its content and drops the bar and the forms.
+        page.goto(server.endpoint + "/console/secrets/" + urllib.parse.quote(unique_name, safe=""))
+        page.emulate_media(media="print")
+        assert page.locator("header.bar").is_hidden()
+        assert page.get_by_role("button", name="Reveal").is_hidden()
+        assert page.locator("dl.facts").first.is_visible()
+    finally:
+        context.close()

@@ -380,33 +380,45 @@ impl Baton {
         {
             // One word to search for: the database gives the secrets containing it in order,
             // and they are read and filtered exactly until the page (and one more) is found.
-            let arns = self
-                .store
-                .search_secret_arns(account, region, term, newest_first, u32::MAX)
-                .await?;
-            let (mut skipped, mut more) = (0, false);
+            // It is asked for a few pages' worth first, then for eight times more each time the
+            // candidates run out before the page is full: a word most secrets contain costs
+            // one sorted scan that stops early, not the whole namespace's ARNs.
+            let wanted = offset + max_results as usize + 1;
+            let mut limit = wanted.saturating_mul(4).min(u32::MAX as usize);
+            let (mut examined, mut skipped, mut more) = (0, 0, false);
             let mut page = Vec::with_capacity(max_results as usize);
-            for arn in arns {
-                let Some(secret) = self.store.find_secret_by_arn(&arn).await? else {
-                    continue;
-                };
-                let located = Located {
-                    secret,
-                    replica_region: None,
-                };
-                if (!include_deleted && located.secret.is_scheduled_for_deletion())
-                    || !filters.iter().all(|f| f.matches(&located))
-                {
-                    continue;
+            'search: loop {
+                let arns = self
+                    .store
+                    .search_secret_arns(account, region, term, newest_first, limit as u32)
+                    .await?;
+                for arn in arns.iter().skip(examined) {
+                    let Some(secret) = self.store.find_secret_by_arn(arn).await? else {
+                        continue;
+                    };
+                    let located = Located {
+                        secret,
+                        replica_region: None,
+                    };
+                    if (!include_deleted && located.secret.is_scheduled_for_deletion())
+                        || !filters.iter().all(|f| f.matches(&located))
+                    {
+                        continue;
+                    }
+                    if skipped < offset {
+                        skipped += 1;
+                    } else if page.len() == max_results as usize {
+                        more = true;
+                        break 'search;
+                    } else {
+                        page.push(list_entry(located.describe()));
+                    }
                 }
-                if skipped < offset {
-                    skipped += 1;
-                } else if page.len() == max_results as usize {
-                    more = true;
+                if arns.len() < limit || limit == u32::MAX as usize {
                     break;
-                } else {
-                    page.push(list_entry(located.describe()));
                 }
+                examined = arns.len();
+                limit = limit.saturating_mul(8).min(u32::MAX as usize);
             }
             return Ok(p::ListSecretsResponse {
                 secret_list: Some(page),
@@ -914,6 +926,40 @@ mod tests {
             listed(&baton, search(vec!["red", "orange"])).await,
             vec!["app/beta", "app/epsilon"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_search_asks_for_more_candidates_until_its_page_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let baton = baton(dir.path());
+        // Ten secrets contain "xq" inside a word (candidates, not matches); the last one has
+        // the word. A page of one asks for 8 candidates first, then for 64.
+        let mut made: Vec<(String, &str)> =
+            (0..10).map(|i| (format!("app/pad-{i}"), "zzxq")).collect();
+        made.push(("app/last".into(), "xq marks the spot"));
+        for (name, description) in &made {
+            baton
+                .create_secret(
+                    &caller(),
+                    p::CreateSecretRequest {
+                        name: Some(name.clone()),
+                        description: Some((*description).into()),
+                        secret_string: Some("v".into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let req = p::ListSecretsRequest {
+            max_results: Some(1),
+            filters: Some(vec![p::Filter {
+                key: Some("all".into()),
+                values: Some(vec!["xq".into()]),
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(listed(&baton, req).await, vec!["app/last"]);
     }
 
     #[tokio::test]
