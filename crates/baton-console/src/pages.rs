@@ -255,7 +255,8 @@ struct RotationFacts {
     old_version: String,
     next_wake: String,
     gate: Option<Gate>,
-    timeline: Vec<(String, String)>,
+    /// (when, what, how long after the previous entry)
+    timeline: Vec<(String, String, String)>,
 }
 
 struct ConsumerRow {
@@ -1639,13 +1640,22 @@ fn live_view(
             waited: duration(r.gate_waited_seconds.unwrap_or_default()),
             holders: holders.clone(),
         }),
-        timeline: r
-            .timeline
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| (date(e.date), e.event.unwrap_or_default()))
-            .collect(),
+        timeline: {
+            let mut previous: Option<f64> = None;
+            r.timeline
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| {
+                    let after = match (previous, e.date) {
+                        (Some(p), Some(d)) => format!("+{}", duration(d - p)),
+                        _ => String::new(),
+                    };
+                    previous = e.date.or(previous);
+                    (date(e.date), e.event.unwrap_or_default(), after)
+                })
+                .collect()
+        },
     });
     RotationLive {
         plot,
@@ -2065,6 +2075,33 @@ mod tests {
         assert_eq!(form_time(""), Ok(None));
         let e = form_time("yesterday").unwrap_err();
         assert!(e.contains("\"yesterday\" is not a time"), "{e}");
+    }
+
+    #[test]
+    fn the_timeline_shows_how_long_each_step_took() {
+        let mut r = rotation("propagation");
+        r.timeline = Some(
+            [
+                (0.0, "phase started"),
+                (5.0, "phase created"),
+                (70.0, "phase set"),
+            ]
+            .into_iter()
+            .map(|(t, e)| p::TimelineEntry {
+                date: Some(t),
+                event: Some(e.into()),
+            })
+            .collect(),
+        );
+        let view = live_view(0.0, Ok(r), Ok(consumers()));
+        let steps: Vec<String> = view
+            .rotation
+            .unwrap()
+            .timeline
+            .into_iter()
+            .map(|(_, _, after)| after)
+            .collect();
+        assert_eq!(steps, vec!["", "+5 s", "+1 min 5 s"]);
     }
 
     #[test]
