@@ -8,7 +8,7 @@ use askama::Template;
 use baton_app::Baton;
 use serde_json::{Value, json};
 
-use crate::pages::{Bar, api_error_page, bar, date, encode, refusal, render};
+use crate::pages::{Bar, bar, date, encode, refusal, render};
 use crate::{Console, PREFIX, Response, Signed};
 
 /// Keys per page of the list: each is one DescribeKey.
@@ -306,13 +306,8 @@ pub(crate) async fn key_action(
         "disable" => ("TrentService.DisableKey", "disabled"),
         _ => ("TrentService.RotateKeyOnDemand", "rotated"),
     };
-    let answer: Result<Value, _> = signed
-        .call(baton, console, target, &json!({"KeyId": id}))
-        .await;
-    match answer {
-        Ok(_) => Response::see_other(&format!("{}?done={done}", key_href(id))),
-        Err(e) => api_error_page(signed, &e),
-    }
+    let then = format!("{}?done={done}", key_href(id));
+    crate::pages::perform(console, baton, signed, target, &json!({"KeyId": id}), then).await
 }
 
 /// The notice a key's page shows after an action.

@@ -518,6 +518,23 @@ pub(crate) fn api_error_page(signed: &Signed, e: &ApiError) -> Response {
     error_page(Some(signed), status_of(e), title, refusal(e))
 }
 
+/// Runs a write for a form and answers as a form's POST should: on success a redirect to
+/// `then` (so a reload does not post again), on failure the error's page.
+pub(crate) async fn perform(
+    console: &Console,
+    baton: &Baton,
+    signed: &Signed,
+    target: &str,
+    request: &serde_json::Value,
+    then: String,
+) -> Response {
+    let answer: Result<serde_json::Value, _> = signed.call(baton, console, target, request).await;
+    match answer {
+        Ok(_) => Response::see_other(&then),
+        Err(e) => api_error_page(signed, &e),
+    }
+}
+
 pub(crate) async fn route<A>(
     console: &Arc<Console>,
     app: &Arc<A>,
@@ -627,18 +644,15 @@ where
                     "The new value is empty.".into(),
                 );
             };
-            let answer: Result<serde_json::Value, _> = signed
-                .call(
-                    baton,
-                    console,
-                    "secretsmanager.PutSecretValue",
-                    &json!({"SecretId": name, "SecretString": value}),
-                )
-                .await;
-            match answer {
-                Ok(_) => Response::see_other(&format!("{}?done=put", secret_href(name))),
-                Err(e) => api_error_page(&signed, &e),
-            }
+            perform(
+                console,
+                baton,
+                &signed,
+                "secretsmanager.PutSecretValue",
+                &json!({"SecretId": name, "SecretString": value}),
+                format!("{}?done=put", secret_href(name)),
+            )
+            .await
         }
         (Method::Post, ["secrets", name, "label"]) => {
             move_label(console, baton, &signed, name, &form).await
@@ -647,22 +661,26 @@ where
             delete_secret(console, baton, &signed, name, &form).await
         }
         (Method::Post, ["secrets", name, "restore"]) => {
-            let answer: Result<serde_json::Value, _> = signed
-                .on_secret(baton, console, "secretsmanager.RestoreSecret", name)
-                .await;
-            match answer {
-                Ok(_) => Response::see_other(&format!("{}?done=restored", secret_href(name))),
-                Err(e) => api_error_page(&signed, &e),
-            }
+            perform(
+                console,
+                baton,
+                &signed,
+                "secretsmanager.RestoreSecret",
+                &json!({"SecretId": name}),
+                format!("{}?done=restored", secret_href(name)),
+            )
+            .await
         }
         (Method::Post, ["secrets", name, "rotate"]) => {
-            let answer: Result<serde_json::Value, _> = signed
-                .on_secret(baton, console, "secretsmanager.RotateSecret", name)
-                .await;
-            match answer {
-                Ok(_) => Response::see_other(&format!("{}/rotation", secret_href(name))),
-                Err(e) => api_error_page(&signed, &e),
-            }
+            perform(
+                console,
+                baton,
+                &signed,
+                "secretsmanager.RotateSecret",
+                &json!({"SecretId": name}),
+                format!("{}/rotation", secret_href(name)),
+            )
+            .await
         }
         (Method::Get, ["secrets", name, "rotation"]) => {
             rotation_page(console, baton, &signed, name).await
@@ -701,12 +719,8 @@ where
                     json!({"SecretId": name, "Force": false}),
                 ),
             };
-            let answer: Result<serde_json::Value, _> =
-                signed.call(baton, console, target, &request).await;
-            match answer {
-                Ok(_) => Response::see_other(&format!("{}/rotation", secret_href(name))),
-                Err(e) => api_error_page(&signed, &e),
-            }
+            let then = format!("{}/rotation", secret_href(name));
+            perform(console, baton, &signed, target, &request, then).await
         }
         (Method::Get, ["secrets", name, "rotation", "live"]) => {
             live_stream(console.clone(), app.clone(), signed, (*name).to_owned())
@@ -1197,13 +1211,16 @@ async fn create_secret(
     if let Some(d) = form.get("description").filter(|d| !d.is_empty()) {
         request["Description"] = json!(d);
     }
-    let answer: Result<serde_json::Value, _> = signed
-        .call(baton, console, "secretsmanager.CreateSecret", &request)
-        .await;
-    match answer {
-        Ok(_) => Response::see_other(&format!("{}?done=created", secret_href(name))),
-        Err(e) => api_error_page(signed, &e),
-    }
+    let then = format!("{}?done=created", secret_href(name));
+    perform(
+        console,
+        baton,
+        signed,
+        "secretsmanager.CreateSecret",
+        &request,
+        then,
+    )
+    .await
 }
 
 /// Moves a label to a version: UpdateSecretVersionStage, removing it from the version that holds
@@ -1242,18 +1259,9 @@ async fn move_label(
     if let Some(from) = from {
         request["RemoveFromVersionId"] = json!(from);
     }
-    let answer: Result<serde_json::Value, _> = signed
-        .call(
-            baton,
-            console,
-            "secretsmanager.UpdateSecretVersionStage",
-            &request,
-        )
-        .await;
-    match answer {
-        Ok(_) => Response::see_other(&format!("{}?done=label", secret_href(name))),
-        Err(e) => api_error_page(signed, &e),
-    }
+    let then = format!("{}?done=label", secret_href(name));
+    let target = "secretsmanager.UpdateSecretVersionStage";
+    perform(console, baton, signed, target, &request, then).await
 }
 
 /// Schedules the secret's deletion after a recovery window of 7 to 30 days; the name must be
@@ -1289,18 +1297,15 @@ async fn delete_secret(
             );
         }
     };
-    let answer: Result<serde_json::Value, _> = signed
-        .call(
-            baton,
-            console,
-            "secretsmanager.DeleteSecret",
-            &json!({"SecretId": name, "RecoveryWindowInDays": days}),
-        )
-        .await;
-    match answer {
-        Ok(_) => Response::see_other(&format!("{}?done=deleted", secret_href(name))),
-        Err(e) => api_error_page(signed, &e),
-    }
+    perform(
+        console,
+        baton,
+        signed,
+        "secretsmanager.DeleteSecret",
+        &json!({"SecretId": name, "RecoveryWindowInDays": days}),
+        format!("{}?done=deleted", secret_href(name)),
+    )
+    .await
 }
 
 async fn reveal(
