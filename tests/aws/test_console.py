@@ -577,7 +577,7 @@ def test_keys_are_listed_with_aliases_and_can_be_disabled_enabled_and_rotated(se
     assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
     page.get_by_role("button", name="Rotate now").click()
     page.wait_for_url("**?done=rotated")
-    assert "A rotation of the key started." in page.locator(".notice").inner_text()
+    assert "The key was rotated" in page.locator(".notice").inner_text()
     assert kms.get_key_rotation_status(KeyId=key["KeyId"]).get("OnDemandRotationStartDate") \
         or kms.list_key_rotations(KeyId=key["KeyId"])["Rotations"], "a rotation started"
     assert page.console_errors == []

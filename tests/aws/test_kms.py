@@ -592,12 +592,46 @@ def test_ciphertext_from_before_ten_rotations_still_decrypts(kms, server):
     assert [r["BatonKeyVersionId"] for r in rotations] == versions[1:]
     assert all(r["RotationType"] == "ON_DEMAND" for r in rotations)
     assert [r["BatonKeyVersionState"] for r in rotations][-1] == "current"
+    # AWS's quota: ten on-demand rotations per key, and no more.
+    with pytest.raises(ClientError) as e:
+        kms.rotate_key_on_demand(KeyId=key)
+    code, message = error(e)
+    assert code == "LimitExceededException" and "10 times" in message
 
 
-def test_every_key_type_rotates_in_phases_and_old_versions_retire(kms, server):
+def test_symmetric_and_hmac_keys_rotate_at_once(kms, server):
+    """Their material never leaves Baton, so there is nobody to wait for: the new version is
+    current when RotateKeyOnDemand answers, and a second rotation right after succeeds."""
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    first = raw(server, "Encrypt", KeyId=key, Plaintext=b"before")
+    versions = [first["BatonKeyVersionId"]]
+    for _ in range(2):
+        versions.append(raw(server, "RotateKeyOnDemand", KeyId=key)["BatonKeyVersionId"])
+        assert raw(server, "Encrypt", KeyId=key, Plaintext=b"x")["BatonKeyVersionId"] == versions[-1], \
+            "the new version encrypts as soon as RotateKeyOnDemand answers"
+        assert "OnDemandRotationStartDate" not in kms.get_key_rotation_status(KeyId=key)
+    assert raw(server, "Decrypt", CiphertextBlob=first["CiphertextBlob"])["Plaintext"] == b"before"
+    rotations = raw(server, "ListKeyRotations", KeyId=key)["Rotations"]
+    assert [(r["BatonKeyVersionId"], r["RotationType"], r["BatonKeyVersionState"]) for r in rotations] \
+        == [(versions[1], "ON_DEMAND", "previous"), (versions[2], "ON_DEMAND", "current")]
+
+    mac_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+    old = raw(server, "GenerateMac", KeyId=mac_key, Message=b"m", MacAlgorithm="HMAC_SHA_256")
+    new_version = raw(server, "RotateKeyOnDemand", KeyId=mac_key)["BatonKeyVersionId"]
+    new = raw(server, "GenerateMac", KeyId=mac_key, Message=b"m", MacAlgorithm="HMAC_SHA_256")
+    assert new["BatonKeyVersionId"] == new_version != old["BatonKeyVersionId"]
+    # A MAC made just before the rotation still verifies: the old version is AWSPREVIOUS.
+    assert kms.verify_mac(KeyId=mac_key, Message=b"m", Mac=old["Mac"],
+                          MacAlgorithm="HMAC_SHA_256")["MacValid"] is True
+    kms.rotate_key_on_demand(KeyId=mac_key)
+    with pytest.raises(ClientError) as e:
+        kms.verify_mac(KeyId=mac_key, Message=b"m", Mac=old["Mac"], MacAlgorithm="HMAC_SHA_256")
+    assert error(e)[0] == "KMSInvalidMacException", "two rotations later the first version is retired"
+
+
+def test_asymmetric_keys_rotate_in_phases_and_old_versions_retire(kms, server):
     for spec, usage, alg in (("RSA_2048", "SIGN_VERIFY", "RSASSA_PSS_SHA_256"),
-                             ("ECC_NIST_P256", "SIGN_VERIFY", "ECDSA_SHA_256"),
-                             ("HMAC_256", "GENERATE_VERIFY_MAC", "HMAC_SHA_256")):
+                             ("ECC_NIST_P256", "SIGN_VERIFY", "ECDSA_SHA_256")):
         key = kms.create_key(KeySpec=spec, KeyUsage=usage)["KeyMetadata"]["KeyId"]
         set_delay(server, key, 0)
         mac = usage == "GENERATE_VERIFY_MAC"

@@ -46,6 +46,10 @@ const TAGS_MAX: usize = 50;
 /// Version ids of rotations started by RotateKeyOnDemand begin with this; ListKeyRotations
 /// reports them as ON_DEMAND and the others as AUTOMATIC.
 const ON_DEMAND_PREFIX: &str = "ondemand-";
+/// AWS KMS's quota of on-demand rotations per key, which AWS does not raise.
+const ON_DEMAND_ROTATIONS_MAX: usize = 10;
+/// RotateKeyOnDemand is refused this close before a scheduled rotation, as in AWS.
+const SCHEDULED_CONFLICT_MS: i64 = 20 * 60 * 1000;
 const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 /// Parsed signing keys kept in memory, at most.
 const PARSED_KEYS_MAX: usize = 1024;
@@ -394,6 +398,47 @@ fn check_tags(tags: &[k::KmsTag]) -> Result<Vec<Tag>, ApiError> {
             Ok(Tag { key, value })
         })
         .collect()
+}
+
+/// Why RotateKeyOnDemand may not rotate `key` now, in AWS's order: a rotation in flight, an
+/// automatic rotation due within 20 minutes (ConflictException), or the key's quota of
+/// on-demand rotations used up (LimitExceededException).
+fn may_rotate_on_demand(key: &SecretRecord, now: baton_core::Timestamp) -> Result<(), ApiError> {
+    if key
+        .rotation_state
+        .as_ref()
+        .is_some_and(|s| !s.machine.is_finished())
+    {
+        return Err(ApiError::KmsConflict(format!(
+            "A rotation of {} is in progress; it must finish before another starts.",
+            key.arn
+        )));
+    }
+    if key.rotation.enabled
+        && key
+            .rotation
+            .next_rotation_at
+            .is_some_and(|at| at <= now + SCHEDULED_CONFLICT_MS)
+    {
+        return Err(ApiError::KmsConflict(format!(
+            "An automatic rotation of {} is scheduled to begin within the next 20 minutes; \
+             rotate on demand after it.",
+            key.arn
+        )));
+    }
+    let done = key
+        .versions
+        .iter()
+        .filter(|v| v.version_id.starts_with(ON_DEMAND_PREFIX))
+        .count();
+    if done >= ON_DEMAND_ROTATIONS_MAX {
+        return Err(ApiError::LimitExceeded(format!(
+            "{} has been rotated on demand {done} times, the most a key can be \
+             ({ON_DEMAND_ROTATIONS_MAX}); its automatic rotation still runs.",
+            key.arn
+        )));
+    }
+    Ok(())
 }
 
 /// An alias name as AWS checks it, in AWS's order and words: the member pattern
@@ -1668,6 +1713,10 @@ impl Baton {
         Ok(out)
     }
 
+    /// RotateKeyOnDemand. A symmetric or HMAC key's new material is current when this answers
+    /// (see [`baton_engine::rotates_at_once`]); an asymmetric key's rotation starts and goes
+    /// through its phases. As in AWS: at most [`ON_DEMAND_ROTATIONS_MAX`] per key, and
+    /// ConflictException while an automatic rotation runs or is due within 20 minutes.
     pub async fn kms_rotate_key_on_demand(
         &self,
         caller: &Caller,
@@ -1677,21 +1726,17 @@ impl Baton {
         let ((), key) = self
             .update_key(caller, required(&req.key_id, "keyId")?, |key| {
                 key.usable()?;
-                if key
-                    .secret
-                    .rotation_state
-                    .as_ref()
-                    .is_some_and(|s| !s.machine.is_finished())
-                {
-                    return Err(ApiError::KmsConflict(format!(
-                        "A rotation of {} is in progress; it must finish before another starts.",
-                        key.arn()
-                    )));
-                }
-                key.secret.rotation.lambda_arn = Some(baton_engine::KMS_ROTATOR.to_owned());
                 let now = now_ms();
-                baton_engine::start_rotation(&mut key.secret, version_id.clone(), now)?;
-                key.secret.last_changed_at = now;
+                let secret = &mut key.secret;
+                may_rotate_on_demand(secret, now)?;
+                secret.rotation.lambda_arn = Some(baton_engine::KMS_ROTATOR.to_owned());
+                if baton_engine::rotates_at_once(secret) {
+                    baton_engine::rotate_key_at_once(&self.root_key, secret, &version_id, now)
+                        .map_err(|e| ApiError::Internal(format!("rotating key material: {e}")))?;
+                } else {
+                    baton_engine::start_rotation(secret, version_id.clone(), now)?;
+                }
+                secret.last_changed_at = now;
                 Ok(Outcome::Changed(()))
             })
             .await?;
@@ -1818,4 +1863,112 @@ fn invalid_ciphertext() -> ApiError {
 
 fn required<'a>(value: &'a Option<String>, member: &str) -> Result<&'a str, ApiError> {
     crate::ops::required(value, member)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_support::{baton, caller};
+
+    async fn create(baton: &Baton, spec: &str) -> String {
+        let out = baton
+            .kms_create_key(
+                &caller(),
+                k::CreateKeyRequest {
+                    key_spec: Some(spec.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        out["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
+    }
+
+    async fn rotate(baton: &Baton, key: &str) -> Result<Value, ApiError> {
+        baton
+            .kms_rotate_key_on_demand(
+                &caller(),
+                k::KeyIdRequest {
+                    key_id: Some(key.into()),
+                },
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn on_demand_rotations_stop_at_the_quota_and_near_a_scheduled_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let baton = baton(dir.path());
+        let key = create(&baton, "SYMMETRIC_DEFAULT").await;
+        for n in 0..ON_DEMAND_ROTATIONS_MAX {
+            rotate(&baton, &key)
+                .await
+                .unwrap_or_else(|e| panic!("rotation {n}: {e:?}"));
+        }
+        match rotate(&baton, &key).await {
+            Err(ApiError::LimitExceeded(m)) => assert!(m.contains("10 times"), "{m}"),
+            other => panic!("the eleventh on-demand rotation: {other:?}"),
+        }
+
+        let key = create(&baton, "HMAC_256").await;
+        let arn = key_arn("123456789012", "us-east-1", &key);
+        let mut record = baton.store.find_secret_by_arn(&arn).await.unwrap().unwrap();
+        record.rotation.enabled = true;
+        record.rotation.next_rotation_at = Some(now_ms() + 19 * 60 * 1000);
+        baton.store.save_secret(&record).await.unwrap();
+        match rotate(&baton, &key).await {
+            Err(ApiError::KmsConflict(m)) => assert!(m.contains("within the next 20 minutes")),
+            other => panic!("a rotation 19 minutes before the scheduled one: {other:?}"),
+        }
+        let mut record = baton.store.find_secret_by_arn(&arn).await.unwrap().unwrap();
+        record.rotation.next_rotation_at = Some(now_ms() + 21 * 60 * 1000);
+        baton.store.save_secret(&record).await.unwrap();
+        rotate(&baton, &key)
+            .await
+            .expect("21 minutes before is allowed");
+    }
+
+    #[tokio::test]
+    async fn symmetric_and_hmac_keys_rotate_at_once_and_asymmetric_ones_in_phases() {
+        let dir = tempfile::tempdir().unwrap();
+        let baton = baton(dir.path());
+        for (spec, at_once) in [
+            ("SYMMETRIC_DEFAULT", true),
+            ("HMAC_384", true),
+            ("ECC_NIST_P256", false),
+        ] {
+            let key = create(&baton, spec).await;
+            let arn = key_arn("123456789012", "us-east-1", &key);
+            let before = baton.store.find_secret_by_arn(&arn).await.unwrap().unwrap();
+            let old = baton_core::rotation::keyring(&before).current.unwrap();
+            let out = rotate(&baton, &key).await.unwrap();
+            let version = out["BatonKeyVersionId"].as_str().unwrap();
+            let after = baton.store.find_secret_by_arn(&arn).await.unwrap().unwrap();
+            let ring = baton_core::rotation::keyring(&after);
+            if at_once {
+                assert_eq!(ring.current.as_deref(), Some(version), "{spec}");
+                assert!(after.rotation_state.is_none(), "{spec}: no phases");
+                assert!(
+                    after
+                        .version(&old)
+                        .unwrap()
+                        .labels
+                        .contains(baton_core::AWSPREVIOUS),
+                    "{spec}"
+                );
+                assert!(after.rotation.last_rotated_at.is_some());
+                let new = baton_engine::keywrap::key_material(&baton.root_key, &after, version);
+                let old = baton_engine::keywrap::key_material(&baton.root_key, &after, &old);
+                assert_ne!(new.unwrap().expose(), old.unwrap().expose(), "{spec}");
+            } else {
+                assert_eq!(ring.current.as_deref(), Some(old.as_str()), "{spec}");
+                let state = after.rotation_state.expect("a phased rotation started");
+                assert_eq!(state.machine.version_id, version);
+                match rotate(&baton, &key).await {
+                    Err(ApiError::KmsConflict(m)) => assert!(m.contains("in progress")),
+                    other => panic!("{spec}: a second rotation during the first: {other:?}"),
+                }
+            }
+        }
+    }
 }

@@ -315,7 +315,11 @@ pub(crate) fn done_notice(done: Option<&String>) -> Option<String> {
     match done.map(String::as_str) {
         Some("enabled") => Some("The key is enabled.".to_owned()),
         Some("disabled") => Some("The key is disabled: every use of it is refused.".to_owned()),
-        Some("rotated") => Some("A rotation of the key started.".to_owned()),
+        Some("rotated") => Some(
+            "The key was rotated: a symmetric or HMAC key uses its new material now; an \
+             asymmetric key's new version goes through the rotation's phases."
+                .to_owned(),
+        ),
         _ => None,
     }
 }

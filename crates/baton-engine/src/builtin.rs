@@ -3,8 +3,8 @@
 //! are finishSecret and retire.
 
 use baton_core::rotation::Rotation;
-use baton_core::{AWSPENDING, NewVersion, SecretRecord, SecretValueKind, Timestamp};
-use baton_crypto::{DataKey, KeyPairType, PasswordOptions, SecretBytes, value_aad};
+use baton_core::{AWSCURRENT, AWSPENDING, NewVersion, SecretRecord, SecretValueKind, Timestamp};
+use baton_crypto::{DataKey, KeyPairType, PasswordOptions, RootKey, SecretBytes, value_aad};
 use serde_json::Value;
 use zeroize::Zeroize as _;
 
@@ -108,6 +108,55 @@ pub fn create_value(
             now,
         )
         .map_err(|e| e.to_string())
+}
+
+/// Whether the KMS key whose keyring `secret` is rotates at once: symmetric and HMAC keys.
+/// Their material never leaves Baton and every node reads it from the store, so no consumer
+/// can hold an old copy and no gate has anything to wait for. Asymmetric keys rotate in
+/// phases, because their public keys live in JWKS and GetPublicKey caches outside Baton.
+pub fn rotates_at_once(secret: &SecretRecord) -> bool {
+    secret
+        .key
+        .as_ref()
+        .and_then(|meta| baton_crypto::kms::KeySpec::parse(&meta.spec))
+        .is_some_and(|spec| !spec.is_asymmetric())
+}
+
+/// Rotates a symmetric or HMAC KMS key at once, as AWS KMS does: new material of the key's
+/// spec becomes AWSCURRENT under `version_id`, the old current version AWSPREVIOUS. Every
+/// version keeps decrypting what it encrypted. The caller saves `secret`.
+pub fn rotate_key_at_once(
+    root_key: &RootKey,
+    secret: &mut SecretRecord,
+    version_id: &str,
+    now: Timestamp,
+) -> Result<(), String> {
+    if !rotates_at_once(secret) {
+        return Err(format!(
+            "{} is not a symmetric or HMAC KMS key; it rotates in phases",
+            secret.arn
+        ));
+    }
+    let data_key = root_key
+        .unwrap(&secret.wrapped_data_key, &secret.id)
+        .map_err(|e| e.to_string())?;
+    let material = kms_material(secret)?;
+    let sealed_value = data_key
+        .seal(material.expose(), &value_aad(&secret.id, version_id))
+        .map_err(|e| e.to_string())?;
+    secret
+        .add_version(
+            NewVersion {
+                version_id: version_id.to_owned(),
+                kind: SecretValueKind::Binary,
+                sealed_value,
+                labels: Some(vec![AWSCURRENT.to_owned()]),
+            },
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+    secret.rotation.last_rotated_at = Some(now);
+    Ok(())
 }
 
 /// New key material of the spec of the KMS key whose keyring `secret` is.

@@ -32,7 +32,7 @@ mod redact;
 
 pub use builtin::{
     Builtin, DEFAULT_KEY_TYPE, KEYPAIR_ROTATOR, KMS_ROTATOR, MYSQL_ROTATOR, POSTGRES_ROTATOR,
-    RANDOM_ROTATOR,
+    RANDOM_ROTATOR, rotate_key_at_once, rotates_at_once,
 };
 use tokio::sync::{Notify, watch};
 
@@ -532,6 +532,17 @@ impl Engine {
                 if in_flight {
                     // A rotation is still running: the schedule waits for its next window.
                     secret.rotation.next_rotation_at = plan_next_rotation(&secret, now, now);
+                } else if builtin::rotates_at_once(&secret) {
+                    let token = new_version_id();
+                    match builtin::rotate_key_at_once(&self.root_key, &mut secret, &token, now) {
+                        Ok(()) => {
+                            tracing::info!(secret = %arn, version = %token, "scheduled key rotation: the new material is current")
+                        }
+                        Err(e) => {
+                            tracing::warn!(secret = %arn, error = %e, "scheduled key rotation failed")
+                        }
+                    }
+                    secret.rotation.next_rotation_at = plan_next_rotation(&secret, now, now);
                 } else {
                     tracing::info!(secret = %arn, "scheduled rotation starts");
                     let token = new_version_id();
@@ -828,7 +839,9 @@ fn drop_pending(secret: &mut SecretRecord, rotation: &Rotation, now: Timestamp) 
 
 #[cfg(test)]
 mod tests {
-    use baton_core::{DeletionState, NewVersion, RotationConfig, RotationRules, SecretValueKind};
+    use baton_core::{
+        AWSPREVIOUS, DeletionState, NewVersion, RotationConfig, RotationRules, SecretValueKind,
+    };
     use baton_crypto::value_aad;
     use baton_store::SqliteStore;
 
@@ -934,5 +947,76 @@ mod tests {
             next >= now + 4 * 3_600_000 && next < now + 5 * 3_600_000 + 60_000,
             "{next}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_due_symmetric_key_rotates_at_once_and_an_asymmetric_one_starts_its_phases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("b.db")).unwrap());
+        let (root_key, _) = RootKey::generate().unwrap();
+        let root_key = Arc::new(root_key);
+        let now = now_ms();
+        let mut arns = Vec::new();
+        for (n, spec) in ["SYMMETRIC_DEFAULT", "ECC_NIST_P256"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut key = secret(&root_key, now);
+            key.id = format!("key-{n}");
+            key.arn = format!("arn:aws:kms:us-east-1:123456789012:key/key-{n}");
+            key.name = format!("kms:key/key-{n}");
+            key.rotation.lambda_arn = Some(KMS_ROTATOR.into());
+            key.key = Some(baton_core::KeyMeta {
+                key_id: format!("key-{n}"),
+                spec: spec.into(),
+                usage: "ENCRYPT_DECRYPT".into(),
+                enabled: true,
+            });
+            let data_key = baton_crypto::DataKey::generate().unwrap();
+            key.wrapped_data_key = root_key.wrap(&data_key, &key.id).unwrap();
+            let material = builtin::kms_material(&key).unwrap();
+            key.versions[0].sealed_value = data_key
+                .seal(material.expose(), &value_aad(&key.id, "v1"))
+                .unwrap();
+            key.versions[0].kind = SecretValueKind::Binary;
+            store.insert_secret(&key).await.unwrap();
+            arns.push(key.arn);
+        }
+        let engine = Engine::new(store.clone(), root_key.clone());
+        engine.drive_due().await;
+
+        let symmetric = store.find_secret_by_arn(&arns[0]).await.unwrap().unwrap();
+        assert!(
+            symmetric.rotation_state.is_none(),
+            "no phases for a symmetric key"
+        );
+        let current = symmetric.version_with_label(AWSCURRENT).unwrap();
+        assert_ne!(current.version_id, "v1", "new material is current at once");
+        assert!(
+            symmetric
+                .version("v1")
+                .unwrap()
+                .labels
+                .contains(AWSPREVIOUS)
+        );
+        let new = keywrap::key_material(&root_key, &symmetric, &current.version_id).unwrap();
+        let old = keywrap::key_material(&root_key, &symmetric, "v1").unwrap();
+        assert_eq!(new.len(), 32);
+        assert_ne!(new.expose(), old.expose());
+        assert_eq!(symmetric.rotation.last_rotated_at, Some(current.created_at));
+        assert!(
+            symmetric
+                .rotation
+                .next_rotation_at
+                .is_some_and(|at| at > now + 3_600_000)
+        );
+
+        let asymmetric = store.find_secret_by_arn(&arns[1]).await.unwrap().unwrap();
+        let state = asymmetric
+            .rotation_state
+            .as_ref()
+            .expect("an asymmetric key rotates through the phase machine");
+        assert!(!state.timeline.is_empty(), "its phases are recorded");
+        assert!(asymmetric.version(&state.machine.version_id).is_some());
     }
 }
