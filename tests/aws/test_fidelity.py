@@ -144,3 +144,50 @@ def test_p521_and_secp256k1_keys_sign_and_their_public_keys_verify_outside_baton
     public.verify(signature, b"transfer 1 ETH", ec.ECDSA(getattr(hashes, digest)()))
     pair = kms.generate_data_key_pair(KeyId=kms.create_key()["KeyMetadata"]["KeyId"], KeyPairSpec=spec)
     assert serialization.load_der_public_key(pair["PublicKey"]).curve.name == curve
+
+
+def test_the_aws_managed_secrets_manager_key_is_made_on_first_use(server, unique_name):
+    """AWS makes alias/aws/secretsmanager's key the first time it is needed; DescribeKey of the
+    alias (Terraform's `data "aws_kms_alias"`) answers with it, KeyManager AWS. Until then
+    ListAliases lists the predefined alias without a TargetKeyId. Nobody can change or use the
+    key directly; the account may describe, get and list it."""
+    region = "eu-west-1"  # a namespace no other test makes the key in
+    kms = server.client("kms", region=region)
+    before = {a["AliasName"]: a for a in kms.list_aliases()["Aliases"]}
+    assert "alias/aws/secretsmanager" in before and "TargetKeyId" not in before["alias/aws/secretsmanager"]
+
+    meta = kms.describe_key(KeyId="alias/aws/secretsmanager")["KeyMetadata"]
+    assert meta["KeyManager"] == "AWS" and meta["KeySpec"] == "SYMMETRIC_DEFAULT"
+    assert meta["KeyState"] == "Enabled" and meta["Arn"].startswith(f"arn:aws:kms:{region}:{server.account_id}:key/")
+    assert meta["Description"] == "Default key that protects my Secrets Manager data when no other key is defined"
+    assert kms.describe_key(KeyId="alias/aws/secretsmanager")["KeyMetadata"]["KeyId"] == meta["KeyId"], \
+        "made once"
+    after = {a["AliasName"]: a for a in kms.list_aliases()["Aliases"]}
+    assert after["alias/aws/secretsmanager"]["TargetKeyId"] == meta["KeyId"]
+    assert meta["KeyId"] in {k["KeyId"] for k in kms.list_keys(Limit=1000)["Keys"]}
+    assert kms.get_key_rotation_status(KeyId=meta["KeyId"])["KeyRotationEnabled"] is True
+    assert "kms:Describe*" in kms.get_key_policy(KeyId=meta["KeyId"], PolicyName="default")["Policy"]
+
+    for call in (lambda: kms.disable_key(KeyId=meta["KeyId"]),
+                 lambda: kms.schedule_key_deletion(KeyId=meta["KeyId"], PendingWindowInDays=7),
+                 lambda: kms.update_key_description(KeyId=meta["KeyId"], Description="mine"),
+                 lambda: kms.tag_resource(KeyId=meta["KeyId"], Tags=[{"TagKey": "a", "TagValue": "b"}]),
+                 lambda: kms.rotate_key_on_demand(KeyId=meta["KeyId"]),
+                 lambda: kms.encrypt(KeyId="alias/aws/secretsmanager", Plaintext=b"direct use"),
+                 lambda: kms.create_alias(AliasName="alias/" + unique_name.replace("/", "-")[:100],
+                                          TargetKeyId=meta["KeyId"])):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+        assert "AWS managed key" in e.value.response["Error"]["Message"]
+    assert kms.describe_key(KeyId=meta["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
+
+    # Secrets Manager uses it: a secret whose KmsKeyId is the key's ARN reads back.
+    sm = server.client(region=region)
+    sm.create_secret(Name=unique_name, SecretString="under-the-managed-key", KmsKeyId=meta["Arn"])
+    assert sm.get_secret_value(SecretId=unique_name)["SecretString"] == "under-the-managed-key"
+
+    # Only the aliases of AWS managed keys Baton makes exist; another alias/aws/ name is unknown.
+    with pytest.raises(ClientError) as e:
+        kms.describe_key(KeyId="alias/aws/lambda")
+    assert e.value.response["Error"]["Code"] == "NotFoundException"

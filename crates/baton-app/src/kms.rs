@@ -46,6 +46,8 @@ const TAGS_MAX: usize = 50;
 /// Version ids of rotations started by RotateKeyOnDemand begin with this; ListKeyRotations
 /// reports them as ON_DEMAND and the others as AUTOMATIC.
 const ON_DEMAND_PREFIX: &str = "ondemand-";
+/// The AWS managed keys Baton makes on first use: `alias/aws/<service>`.
+const AWS_MANAGED_SERVICES: &[&str] = &["secretsmanager"];
 /// AWS KMS's quota of on-demand rotations per key, which AWS does not raise.
 const ON_DEMAND_ROTATIONS_MAX: usize = 10;
 /// RotateKeyOnDemand is refused this close before a scheduled rotation, as in AWS.
@@ -104,8 +106,24 @@ impl Key {
         Ok(())
     }
 
-    /// Refuses a cryptographic operation on a disabled key or one pending deletion.
+    /// Refuses a change to an AWS managed key: AWS manages it, and its key policy lets the
+    /// account only describe, get and list it.
+    fn customer_managed(&self) -> Result<(), ApiError> {
+        if self.meta.aws_managed {
+            return Err(ApiError::AccessDenied(format!(
+                "{} is an AWS managed key: only the service it belongs to uses it, and nobody \
+                 can change it. Create a customer managed key (CreateKey) to use or manage \
+                 it yourself.",
+                self.arn()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a cryptographic operation on a disabled key, one pending deletion, or an AWS
+    /// managed key.
     fn usable(&self) -> Result<(), ApiError> {
+        self.customer_managed()?;
         self.not_pending_deletion()?;
         if !self.meta.enabled {
             return Err(ApiError::KmsDisabled(format!(
@@ -210,7 +228,7 @@ impl Key {
             "KeyUsage": self.usage.name(),
             "KeyState": self.state(),
             "Origin": "AWS_KMS",
-            "KeyManager": "CUSTOMER",
+            "KeyManager": if self.meta.aws_managed { "AWS" } else { "CUSTOMER" },
             "CustomerMasterKeySpec": self.spec.name(),
             "KeySpec": self.spec.name(),
             "MultiRegion": false,
@@ -353,6 +371,45 @@ fn default_key_policy(account_id: &str) -> String {
             "Action": "kms:*",
             "Resource": "*"
         }]
+    })
+    .to_string()
+}
+
+fn aws_managed_service_name(service: &str) -> &'static str {
+    match service {
+        "secretsmanager" => "Secrets Manager",
+        _ => "AWS",
+    }
+}
+
+/// The key policy of an AWS managed key, in AWS's shape: the service may use the key for the
+/// account's callers, and the account may describe, get and list it.
+fn aws_managed_key_policy(account_id: &str, region: &str, service: &str) -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Id": format!("auto-{service}-2"),
+        "Statement": [
+            {
+                "Sid": format!("Allow access through AWS {} for all principals in the account that are authorized to use AWS {}", aws_managed_service_name(service), aws_managed_service_name(service)),
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant", "kms:DescribeKey"],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "kms:CallerAccount": account_id,
+                        "kms:ViaService": format!("{service}.{region}.amazonaws.com")
+                    }
+                }
+            },
+            {
+                "Sid": "Allow direct access to key metadata to the account",
+                "Effect": "Allow",
+                "Principal": {"AWS": format!("arn:aws:iam::{account_id}:root")},
+                "Action": ["kms:Describe*", "kms:Get*", "kms:List*"],
+                "Resource": "*"
+            }
+        ]
     })
     .to_string()
 }
@@ -528,9 +585,152 @@ impl Baton {
                     let (account, region) = alias_namespace(alias);
                     key_arn(account, region, &a.key_id)
                 }
-                None => return Ok(None),
+                None => {
+                    let (account, region) = alias_namespace(alias);
+                    let name = alias
+                        .rsplit_once(":alias/")
+                        .map(|(_, n)| format!("alias/{n}"));
+                    return match name {
+                        Some(name) if name.starts_with("alias/aws/") => {
+                            let caller = Caller::admin(account, region, "AwsManagedKey");
+                            self.aws_managed_key(&caller, &name).await
+                        }
+                        _ => Ok(None),
+                    };
+                }
             },
         };
+        match self.store.find_secret_by_arn(&arn).await? {
+            Some(secret) => Key::from_secret(secret),
+            None => Ok(None),
+        }
+    }
+
+    /// A new key's keyring with `material` as its first, current version.
+    fn new_key_record(
+        &self,
+        meta: KeyMeta,
+        caller: &Caller,
+        description: Option<String>,
+        policy: String,
+        material: &SecretBytes,
+    ) -> Result<SecretRecord, ApiError> {
+        let now = now_ms();
+        let secret_id = uuid::Uuid::new_v4().to_string();
+        let version_id = uuid::Uuid::new_v4().to_string();
+        let data_key = DataKey::generate()?;
+        let mut secret = SecretRecord {
+            arn: key_arn(&caller.account_id, &caller.region, &meta.key_id),
+            wrapped_data_key: self.root_key.wrap(&data_key, &secret_id)?,
+            // ':' cannot appear in a secret's name, so no secret can take this one.
+            name: format!("kms:key/{}", meta.key_id),
+            account_id: caller.account_id.clone(),
+            region: caller.region.clone(),
+            description,
+            kms_key_id: None,
+            tags: Vec::new(),
+            resource_policy: Some(policy),
+            rotation: RotationConfig {
+                lambda_arn: Some(baton_engine::KMS_ROTATOR.to_owned()),
+                ..RotationConfig::default()
+            },
+            created_at: now,
+            last_changed_at: now,
+            last_accessed_at: None,
+            deletion: DeletionState::Active,
+            versions: Vec::new(),
+            replicas: Vec::new(),
+            rotation_policy: None,
+            rotation_state: None,
+            revision: 0,
+            key: Some(meta),
+            outbox: vec![],
+            id: secret_id,
+        };
+        let sealed_value = data_key.seal(material.expose(), &value_aad(&secret.id, &version_id))?;
+        secret.add_version(
+            NewVersion {
+                version_id,
+                kind: SecretValueKind::Binary,
+                sealed_value,
+                labels: None,
+            },
+            now,
+        )?;
+        Ok(secret)
+    }
+
+    /// The AWS managed key of `alias` (`alias/aws/secretsmanager`) in the caller's namespace,
+    /// made on first use as AWS makes it: symmetric, with AWS's description and a key policy
+    /// that lets the account describe, get and list it, rotating every year. Its id is derived
+    /// from the namespace, so nodes that make it at once make the same key and one insert wins.
+    async fn aws_managed_key(&self, caller: &Caller, alias: &str) -> Result<Option<Key>, ApiError> {
+        let Some(service) = alias
+            .strip_prefix("alias/aws/")
+            .filter(|s| AWS_MANAGED_SERVICES.contains(s))
+        else {
+            return Ok(None);
+        };
+        let digest = baton_crypto::sha256(
+            format!("{}\0{}\0{alias}", caller.account_id, caller.region).as_bytes(),
+        );
+        let key_id = uuid::Builder::from_random_bytes(digest[..16].try_into().expect("16 bytes"))
+            .into_uuid()
+            .to_string();
+        let arn = key_arn(&caller.account_id, &caller.region, &key_id);
+        if self.store.find_secret_by_arn(&arn).await?.is_none() {
+            let material = ck::generate_key_material(KeySpec::SymmetricDefault)?;
+            let mut secret = self.new_key_record(
+                KeyMeta {
+                    key_id: key_id.clone(),
+                    spec: SYMMETRIC_DEFAULT.to_owned(),
+                    usage: KeyUsage::EncryptDecrypt.name().to_owned(),
+                    enabled: true,
+                    aws_managed: true,
+                },
+                caller,
+                Some(format!(
+                    "Default key that protects my {} data when no other key is defined",
+                    aws_managed_service_name(service)
+                )),
+                aws_managed_key_policy(&caller.account_id, &caller.region, service),
+                &material,
+            )?;
+            let now = secret.created_at;
+            secret.rotation.enabled = true;
+            secret.rotation.rules = Some(RotationRules {
+                automatically_after_days: Some(ROTATION_DAYS_DEFAULT),
+                ..RotationRules::default()
+            });
+            secret.rotation.next_rotation_at = baton_engine::plan_next_rotation(&secret, now, now);
+            // Another request (or node) made it first: the read below finds that one.
+            match self.store.insert_secret(&secret).await {
+                Ok(_)
+                | Err(
+                    baton_store::StoreError::NameTaken | baton_store::StoreError::Constraint(_),
+                ) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.engine_wake.notify_one();
+        }
+        let alias_arn = alias_arn(caller, alias);
+        if self.store.find_alias(&alias_arn).await?.is_none() {
+            let Some(secret) = self.store.find_secret_by_arn(&arn).await? else {
+                return Ok(None);
+            };
+            let now = now_ms();
+            // `false`: another request made the alias first, to the same key.
+            self.store
+                .create_alias(&baton_store::AliasRecord {
+                    alias_arn,
+                    alias_name: alias.to_owned(),
+                    key_id: key_id.clone(),
+                    secret_id: secret.id,
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await?;
+        }
         match self.store.find_secret_by_arn(&arn).await? {
             Some(secret) => Key::from_secret(secret),
             None => Ok(None),
@@ -592,6 +792,7 @@ impl Baton {
     ) -> Result<(T, Key), ApiError> {
         for _ in 0..UPDATE_ATTEMPTS_MAX {
             let mut key = self.key_for(caller, text, &caller.action).await?;
+            key.customer_managed()?;
             match change(&mut key)? {
                 Outcome::Unchanged(out) => return Ok((out, key)),
                 Outcome::Changed(out) => {
@@ -743,59 +944,23 @@ impl Baton {
         let material = tokio::task::spawn_blocking(move || ck::generate_key_material(spec))
             .await
             .map_err(|e| ApiError::Internal(format!("key generation task failed: {e}")))??;
-        let now = now_ms();
         let key_id = uuid::Uuid::new_v4().to_string();
-        let secret_id = uuid::Uuid::new_v4().to_string();
-        let version_id = uuid::Uuid::new_v4().to_string();
-        let data_key = DataKey::generate()?;
-        let mut secret = SecretRecord {
-            arn: key_arn(&caller.account_id, &caller.region, &key_id),
-            wrapped_data_key: self.root_key.wrap(&data_key, &secret_id)?,
-            // ':' cannot appear in a secret's name, so no secret can take this one.
-            name: format!("kms:key/{key_id}"),
-            account_id: caller.account_id.clone(),
-            region: caller.region.clone(),
-            description: req.description.clone(),
-            kms_key_id: None,
-            tags: Vec::new(),
-            resource_policy: Some(
-                req.policy
-                    .clone()
-                    .unwrap_or_else(|| default_key_policy(&caller.account_id)),
-            ),
-            rotation: RotationConfig {
-                lambda_arn: Some(baton_engine::KMS_ROTATOR.to_owned()),
-                ..RotationConfig::default()
-            },
-            created_at: now,
-            last_changed_at: now,
-            last_accessed_at: None,
-            deletion: DeletionState::Active,
-            versions: Vec::new(),
-            replicas: Vec::new(),
-            rotation_policy: None,
-            rotation_state: None,
-            revision: 0,
-            key: Some(KeyMeta {
-                key_id: key_id.clone(),
+        let mut secret = self.new_key_record(
+            KeyMeta {
+                key_id,
                 spec: spec.name().to_owned(),
                 usage: usage.name().to_owned(),
                 enabled: true,
-            }),
-            outbox: vec![],
-            id: secret_id,
-        };
-        secret.tag(tags, now)?;
-        let sealed_value = data_key.seal(material.expose(), &value_aad(&secret.id, &version_id))?;
-        secret.add_version(
-            NewVersion {
-                version_id,
-                kind: SecretValueKind::Binary,
-                sealed_value,
-                labels: None,
+                aws_managed: false,
             },
-            now,
+            caller,
+            req.description.clone(),
+            req.policy
+                .clone()
+                .unwrap_or_else(|| default_key_policy(&caller.account_id)),
+            &material,
         )?;
+        secret.tag(tags, secret.created_at)?;
         secret
             .outbox
             .push(crate::events::api_event(&caller.operation, &secret));
@@ -950,6 +1115,7 @@ impl Baton {
         let alias_arn = alias_arn(caller, name);
         self.authorize(caller, Target::named(&caller.action, &alias_arn))?;
         let key = self.key_for(caller, target, &caller.action).await?;
+        key.customer_managed()?;
         key.not_pending_deletion()?;
         let now = now_ms();
         let created = self
@@ -992,6 +1158,7 @@ impl Baton {
             )))
             .await?;
         let new = self.key_for(caller, target, &caller.action).await?;
+        new.customer_managed()?;
         if let Some(old) = old
             && (old.usage != new.usage || old.spec.is_asymmetric() != new.spec.is_asymmetric())
         {
@@ -1044,10 +1211,16 @@ impl Baton {
             ),
             None => None,
         };
-        let aliases: Vec<Value> = self
-            .store
-            .list_aliases(&alias_prefix(caller))
-            .await?
+        let stored = self.store.list_aliases(&alias_prefix(caller)).await?;
+        // As in AWS, the predefined aliases of AWS managed keys are listed before their key
+        // exists, without a TargetKeyId.
+        let predefined: Vec<Value> = AWS_MANAGED_SERVICES
+            .iter()
+            .map(|service| format!("alias/aws/{service}"))
+            .filter(|name| only.is_none() && !stored.iter().any(|a| a.alias_name == *name))
+            .map(|name| json!({ "AliasArn": alias_arn(caller, &name), "AliasName": name }))
+            .collect();
+        let aliases: Vec<Value> = stored
             .into_iter()
             .filter(|a| only.as_ref().is_none_or(|id| *id == a.key_id))
             .map(|a| {
@@ -1059,6 +1232,7 @@ impl Baton {
                     "LastUpdatedDate": seconds(a.updated_at),
                 })
             })
+            .chain(predefined)
             .collect();
         let (aliases, next) = page(aliases, req.limit, &req.marker, 50)?;
         Ok(paged("Aliases", aliases, next))

@@ -155,19 +155,34 @@ pub struct KeyMeta {
     pub spec: String,
     pub usage: String,
     pub enabled: bool,
+    /// An AWS managed key (`alias/aws/<service>`): made by Baton on first use, used only by
+    /// the service it belongs to, and changed by nobody.
+    pub aws_managed: bool,
 }
 
+const AWS_MANAGED: &str = "aws-managed";
+
 impl KeyMeta {
-    /// The stored form: `<key id> <spec> <usage> enabled|disabled`.
+    /// The stored form: `<key id> <spec> <usage> enabled|disabled[ aws-managed]`.
     pub fn to_text(&self) -> String {
         let state = if self.enabled { "enabled" } else { "disabled" };
-        format!("{} {} {} {state}", self.key_id, self.spec, self.usage)
+        let mut text = format!("{} {} {} {state}", self.key_id, self.spec, self.usage);
+        if self.aws_managed {
+            text.push(' ');
+            text.push_str(AWS_MANAGED);
+        }
+        text
     }
 
     pub fn parse_text(text: &str) -> Option<KeyMeta> {
         let mut parts = text.split(' ');
         let (key_id, spec, usage, state) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let aws_managed = match parts.next() {
+            None => false,
+            Some(AWS_MANAGED) => true,
+            Some(_) => return None,
+        };
         if parts.next().is_some() {
             return None;
         }
@@ -181,6 +196,7 @@ impl KeyMeta {
             spec: spec.to_owned(),
             usage: usage.to_owned(),
             enabled,
+            aws_managed,
         })
     }
 }

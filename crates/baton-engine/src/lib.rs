@@ -971,6 +971,7 @@ mod tests {
                 spec: spec.into(),
                 usage: "ENCRYPT_DECRYPT".into(),
                 enabled: true,
+                aws_managed: false,
             });
             let data_key = baton_crypto::DataKey::generate().unwrap();
             key.wrapped_data_key = root_key.wrap(&data_key, &key.id).unwrap();

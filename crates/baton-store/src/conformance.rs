@@ -1116,10 +1116,29 @@ pub async fn keys_and_their_aliases_round_trip(store: &dyn Store) {
         spec: "RSA_2048".into(),
         usage: "SIGN_VERIFY".into(),
         enabled: true,
+        aws_managed: false,
     });
     store.insert_secret(&key).await.unwrap();
     let read = store.find_secret_by_arn(&key.arn).await.unwrap().unwrap();
     assert_eq!(read, key);
+    let mut managed = sample_secret("kms-managed");
+    managed.key = Some(baton_core::KeyMeta {
+        key_id: unique("k-"),
+        spec: "SYMMETRIC_DEFAULT".into(),
+        usage: "ENCRYPT_DECRYPT".into(),
+        enabled: true,
+        aws_managed: true,
+    });
+    store.insert_secret(&managed).await.unwrap();
+    let read_managed = store
+        .find_secret_by_arn(&managed.arn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read_managed.key, managed.key,
+        "an AWS managed key stays one"
+    );
     let mut disabled = read.clone();
     disabled.key.as_mut().unwrap().enabled = false;
     // A secret moved to another KMS key saves its re-wrapped data key.
