@@ -184,10 +184,13 @@ class BatonServer:
                 time.sleep(0.05)
         raise RuntimeError(f"baton serve did not become healthy:\n{self.read_log()}")
 
-    def add_command_rotator(self, name, argv, timeout_seconds=None, env=None):
+    def add_command_rotator(self, name, argv, timeout_seconds=None, env=None, policy=None):
         """Defines a command rotator as an operator does: a private file in the rotators
-        directory. Returns its Lambda ARN."""
+        directory, with an execution policy if `policy` (a dict) is given. Returns its Lambda
+        ARN."""
         lines = [f"name = {json.dumps(name)}", f"command = {json.dumps(list(argv))}"]
+        if policy is not None:
+            lines.append(f"policy = {json.dumps(json.dumps(policy))}")
         if timeout_seconds is not None:
             lines.append(f"timeout_seconds = {timeout_seconds}")
         if env:

@@ -455,3 +455,38 @@ def test_an_empty_report_needs_no_permission_and_a_report_on_a_secret_does(world
                                                      "AcceptedVersionIds": []}]},
                               access_key=key_id, secret_key=secret)
     assert (status, out["__type"]) == (400, "AccessDeniedException"), out
+
+
+def test_giving_a_webhook_rotator_an_execution_policy_needs_pass_rotator_policy(world):
+    """As iam:PassRole guards a Lambda's role: creating a rotator is one right, handing its
+    steps an execution policy another. The document is checked like any identity policy."""
+    import awsraw as raw
+
+    execution = policy(allow("secretsmanager:GetSecretValue", world.secrets["other/x"]))
+    world.principal("rotator-maker", allow("baton:CreateRotator"))
+    world.principal("rotator-passer", allow(["baton:CreateRotator", "baton:PassRotatorPolicy"]))
+    maker_id, maker_secret, _ = world.keys["rotator-maker"]
+    passer_id, passer_secret, _ = world.keys["rotator-passer"]
+    base = {"WebhookUrl": "http://127.0.0.1:9/rotate", "TimeoutSeconds": 5}
+
+    status, out = raw.call(world.server, "baton.CreateRotator",
+                           {**base, "Name": f"{world.run}-hook-a", "PolicyDocument": execution},
+                           access_key=maker_id, secret_key=maker_secret)
+    assert status == 400 and out["__type"] == "AccessDeniedException", out
+    assert "baton:PassRotatorPolicy" in out["message"]
+    status, out = raw.call(world.server, "baton.CreateRotator", {**base, "Name": f"{world.run}-hook-a"},
+                           access_key=maker_id, secret_key=maker_secret)
+    assert status == 200 and "PolicyDocument" not in out, out
+
+    status, out = raw.call(world.server, "baton.CreateRotator",
+                           {**base, "Name": f"{world.run}-hook-b",
+                            "PolicyDocument": policy({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue"})},
+                           access_key=passer_id, secret_key=passer_secret)
+    assert status == 400 and out["__type"] == "MalformedPolicyDocumentException", out
+    status, out = raw.call(world.server, "baton.CreateRotator",
+                           {**base, "Name": f"{world.run}-hook-b", "PolicyDocument": execution},
+                           access_key=passer_id, secret_key=passer_secret)
+    assert status == 200 and out["PolicyDocument"] == execution, out
+    listed = {r["Name"]: r for r in admin_call(world.server, "baton.ListRotators", {})["Rotators"]}
+    assert listed[f"{world.run}-hook-b"]["PolicyDocument"] == execution
+    assert "PolicyDocument" not in listed[f"{world.run}-hook-a"]

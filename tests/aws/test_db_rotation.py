@@ -508,3 +508,62 @@ def test_alternating_users_rotate_20_times_without_one_failed_connection(fresh, 
     connected = sum(r["connected"] for r in results)
     assert connected > 200, "connections were opened throughout"
     assert all(r["failed"] == 0 for r in results), results
+
+
+# ---------------------------------------------------------------- AWS's alternating-users function
+
+def test_aws_alternating_users_function_needs_and_uses_its_execution_policy(server, sm, scram_postgres,
+                                                                             unique_name):
+    """AWS's PostgreSQL alternating-users function, in the shape AWS publishes it, runs through
+    the engine as a command rotator. It reads the master secret its `masterarn` names, which only
+    the rotator's execution policy allows (as a Lambda's role does): without one its setSecret
+    step is denied and says so; with one, two rotations complete, each switching users."""
+    import random
+    import sys
+    from pathlib import Path
+
+    db = scram_postgres
+    here = Path(__file__).parent
+    master = sm.create_secret(Name=unique_name + "/master", SecretString=json.dumps(db.master_value()))["ARN"]
+    code = (f"import json, sys; sys.path.insert(0, '{here}'); import pg_alternating_users as f; "
+            f"f.lambda_handler(json.load(sys.stdin), None)")
+    suffix = unique_name.rsplit("-", 1)[-1]
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": master}]}
+    bare = server.add_command_rotator(f"pg-multi-bare-{suffix}", [sys.executable, "-c", code], timeout_seconds=60)
+    with_role = server.add_command_rotator(f"pg-multi-{suffix}", [sys.executable, "-c", code],
+                                           timeout_seconds=60, policy=policy)
+    listed = {r["Name"]: r for r in awsraw.call(server, "baton.ListRotators", {})[1]["Rotators"]}
+    assert json.loads(listed[f"pg-multi-{suffix}"]["PolicyDocument"]) == policy
+    assert "PolicyDocument" not in listed[f"pg-multi-bare-{suffix}"]
+
+    def app_secret(name):
+        user = f"multi_{random.randrange(1 << 30)}"
+        db.create_user(user, "initial-pass-0123")
+        sm.create_secret(Name=name, SecretString=json.dumps({
+            "engine": "postgres", "host": db.host, "port": db.port, "username": user,
+            "password": "initial-pass-0123", "dbname": db.dbname, "masterarn": master}))
+        fast_policy(server, name, MaxAttempts=1)
+        return user
+
+    # Without an execution policy the temporary key may touch only the rotated secret.
+    denied_name = unique_name + "/denied"
+    app_secret(denied_name)
+    r = rotate_and_wait(server, sm, denied_name, rotator=bare.rsplit(":", 1)[-1])
+    assert r["Status"] == "Stopped", r
+    assert "AccessDeniedException" in r["StatusReason"] and "setSecret" in r["StatusReason"], r
+    assert "no session policy allows the secretsmanager:GetSecretValue action" in r["StatusReason"], r
+
+    user = app_secret(unique_name)
+    first = rotate_and_wait(server, sm, unique_name, rotator=with_role.rsplit(":", 1)[-1])
+    assert first["Status"] == "Succeeded", first
+    one = value_of(server, unique_name)
+    assert one["username"] == user + "_clone" and one["masterarn"] == master
+    assert db.login(one["username"], one["password"]) and db.can_select(one["username"], one["password"]), \
+        "the clone has the user's rights"
+    assert db.login(user, "initial-pass-0123"), "the previous user keeps working"
+    second = rotate_and_wait(server, sm, unique_name)
+    assert second["Status"] == "Succeeded", second
+    two = value_of(server, unique_name)
+    assert two["username"] == user and two["password"] not in ("initial-pass-0123", one["password"])
+    assert db.login(user, two["password"]) and db.login(one["username"], one["password"])

@@ -237,7 +237,12 @@ impl Baton {
     ) -> Result<Arc<Principal>, ApiError> {
         let temporary = key.session_token_hash.is_some();
         if let Some(scope) = &key.scope_arn {
-            let policy = rotation_policy(scope);
+            let mut session = rotation_policy(scope);
+            let mut policies = vec![("rotation-scope".to_owned(), session.clone())];
+            if let Some(execution) = self.execution_policy(scope).await? {
+                session.extend(execution.clone());
+                policies.push(("execution-policy".to_owned(), execution));
+            }
             return Ok(Arc::new(Principal {
                 name: key.access_key_id.clone(),
                 arn: principal_arn(
@@ -246,8 +251,8 @@ impl Baton {
                     &key.access_key_id,
                 ),
                 kind: PrincipalKind::Rotation,
-                policies: vec![("rotation-scope".to_owned(), policy.clone())],
-                session: Some(policy),
+                policies,
+                session: Some(session),
                 temporary,
             }));
         }
@@ -262,6 +267,40 @@ impl Baton {
             .ok_or_else(unknown)?;
         principal.temporary = temporary;
         Ok(Arc::new(principal))
+    }
+
+    /// The execution policy of the rotator that rotates `secret_arn`: an operator's command's
+    /// `policy`, or a webhook's `PolicyDocument`. A policy that no longer parses fails the
+    /// request rather than leaving out a statement that might have been a Deny.
+    async fn execution_policy(&self, secret_arn: &str) -> Result<Option<Policy>, ApiError> {
+        let Some(secret) = self.store.find_secret_by_arn(secret_arn).await? else {
+            return Ok(None);
+        };
+        let Some(lambda) = secret.rotation.lambda_arn.as_deref() else {
+            return Ok(None);
+        };
+        let name = baton_engine::rotator_name(lambda);
+        let document = match self
+            .command_rotators
+            .find(name)
+            .map_err(ApiError::Internal)?
+        {
+            Some(command) => command.policy,
+            None => self
+                .store
+                .find_rotator(name)
+                .await?
+                .and_then(|r| r.execution_policy),
+        };
+        document
+            .map(|d| {
+                Policy::parse(&d, PolicyKind::Identity).map_err(|e| {
+                    ApiError::Internal(format!(
+                        "the execution policy of rotator {name} cannot be enforced: {e}"
+                    ))
+                })
+            })
+            .transpose()
     }
 
     /// A stored principal with its policies parsed, or `None` if there is no such principal.

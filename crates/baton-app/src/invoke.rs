@@ -448,7 +448,7 @@ async fn serve_operation(
         "baton.ListRotations" => op!(list_rotations),
         "baton.ListOpenRotations" => op!(list_open_rotations),
         "baton.SummarizeSecrets" => op!(summarize_secrets),
-        "baton.CreateRotator" => to_json(&baton.create_rotator(parse(body, target)?).await?),
+        "baton.CreateRotator" => op!(create_rotator),
         "baton.ListRotators" => to_json(&baton.list_rotators().await?),
         "baton.DeleteRotator" => to_json(&baton.delete_rotator(parse(body, target)?).await?),
         "baton.CreateAccessKey" => op!(create_access_key),

@@ -40,6 +40,21 @@ fn no_such_principal(name: &str) -> ApiError {
     ApiError::ResourceNotFound(format!("Baton has no principal named {name}."))
 }
 
+/// An identity policy (a principal's, or a rotator's execution policy), with every finding of
+/// the validator as MalformedPolicyDocumentException.
+pub(crate) fn checked_identity_policy(document: &str) -> Result<Policy, ApiError> {
+    Policy::parse(document, PolicyKind::Identity).map_err(|e| match e {
+        PolicyError::Malformed(m) => ApiError::MalformedPolicyDocument(m),
+        PolicyError::Invalid(findings) => ApiError::MalformedPolicyDocument(
+            findings
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    })
+}
+
 impl Baton {
     fn wire_principal(&self, p: &PrincipalRecord, policy_names: Vec<String>) -> p::Principal {
         let kind = PrincipalKind::parse(&p.kind).unwrap_or(PrincipalKind::User);
@@ -182,16 +197,7 @@ impl Baton {
         let policy_name = required(&req.policy_name, "policyName")?;
         check_name(policy_name, "policyName", 128)?;
         let document = required(&req.policy_document, "policyDocument")?;
-        Policy::parse(document, PolicyKind::Identity).map_err(|e| match e {
-            PolicyError::Malformed(m) => ApiError::MalformedPolicyDocument(m),
-            PolicyError::Invalid(findings) => ApiError::MalformedPolicyDocument(
-                findings
-                    .iter()
-                    .map(|f| f.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-        })?;
+        checked_identity_policy(document)?;
         let record = self
             .store
             .find_principal(principal)

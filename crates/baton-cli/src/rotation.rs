@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use baton_client::Client;
 use baton_proto as p;
 use clap::Subcommand;
@@ -430,6 +430,11 @@ pub enum RotatorCommand {
         /// How long one step may take (1-900 s, default 30).
         #[arg(long)]
         timeout_seconds: Option<i64>,
+        /// An execution policy (an IAM policy JSON file) added to each step's temporary key,
+        /// as a Lambda's execution role; for example, read access to the master secret an
+        /// alternating-users rotation needs. Needs baton:PassRotatorPolicy.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<std::path::PathBuf>,
     },
     /// List rotators: the operator's commands and the registered webhooks.
     List,
@@ -447,7 +452,14 @@ pub async fn run_rotator(
             name,
             webhook,
             timeout_seconds,
+            policy,
         } => {
+            let policy_document = policy
+                .map(|path| {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading the execution policy {}", path.display()))
+                })
+                .transpose()?;
             let r: p::Rotator = client
                 .call(
                     "baton.CreateRotator",
@@ -455,6 +467,7 @@ pub async fn run_rotator(
                         name: Some(name),
                         webhook_url: Some(webhook),
                         timeout_seconds,
+                        policy_document,
                         ..Default::default()
                     },
                 )
@@ -480,7 +493,9 @@ pub async fn run_rotator(
                 client.call("baton.ListRotators", &p::Empty {}).await?;
             show(format, &r, |r| {
                 table(
-                    &["Name", "Kind", "Target", "Timeout", "Source", "Created"],
+                    &[
+                        "Name", "Kind", "Target", "Timeout", "Policy", "Source", "Created",
+                    ],
                     r.rotators
                         .iter()
                         .flatten()
@@ -498,6 +513,12 @@ pub async fn run_rotator(
                                 kind.to_owned(),
                                 target,
                                 format!("{}s", x.timeout_seconds.unwrap_or_default()),
+                                if x.policy_document.is_some() {
+                                    "execution policy"
+                                } else {
+                                    "-"
+                                }
+                                .to_owned(),
                                 x.source.clone().unwrap_or_default(),
                                 date(x.create_date),
                             ]

@@ -36,6 +36,10 @@ pub struct CommandRotator {
     /// Variables the command gets besides the endpoint, region and temporary key.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The execution policy: an IAM policy document (JSON) added to each step's temporary key,
+    /// beside the rotation operations on the rotated secret, as a Lambda's execution role.
+    /// AWS's alternating-users functions need it to read the secret named by `masterarn`.
+    pub policy: Option<String>,
 }
 
 impl std::fmt::Debug for CommandRotator {
@@ -46,6 +50,7 @@ impl std::fmt::Debug for CommandRotator {
             .field("sha256", &self.sha256)
             .field("timeout_seconds", &self.timeout_seconds)
             .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("policy", &self.policy.as_ref().map(|_| "set"))
             .finish()
     }
 }
@@ -81,6 +86,9 @@ impl CommandRotator {
                     "{what}: env may not set {key:?}; AWS_* variables carry the step's key"
                 ));
             }
+        }
+        if let Some(policy) = &self.policy {
+            check_execution_policy(policy).map_err(|e| format!("{what}: policy: {e}"))?;
         }
         Ok(())
     }
@@ -231,6 +239,11 @@ fn read_definition(path: &Path) -> Result<CommandRotator, String> {
     Ok(rotator)
 }
 
+/// An execution policy is an identity policy, checked with the same findings as any other.
+pub fn check_execution_policy(document: &str) -> Result<baton_iam::Policy, baton_iam::PolicyError> {
+    baton_iam::Policy::parse(document, baton_iam::PolicyKind::Identity)
+}
+
 /// Refuses a path that group or others may write: they could plant or change a command.
 fn check_private(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt as _;
@@ -332,9 +345,21 @@ mod tests {
             sha256: Some(hash),
             timeout_seconds: None,
             env: BTreeMap::new(),
+            policy: None,
         };
         rotator.validate().unwrap();
         rotator.check_executable().unwrap();
+        let mut with_policy = rotator.clone();
+        with_policy.policy = Some(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"secretsmanager:GetSecretValue","Resource":"arn:aws:secretsmanager:us-east-1:123456789012:secret:master-*"}]}"#.into(),
+        );
+        with_policy.validate().unwrap();
+        with_policy.policy = Some(r#"{"Statement":[{"Effect":"Allow","Action":"s3:Get"}]}"#.into());
+        let refused = with_policy.validate().unwrap_err();
+        assert!(
+            refused.starts_with("command rotator \"pinned\": policy: "),
+            "{refused}"
+        );
         let mut with_env = rotator.clone();
         with_env
             .env

@@ -663,6 +663,7 @@ wire!(
     /// returned once, by `baton.CreateRotator` for a webhook. `Source` is `configuration` for
     /// an operator's command and `api` otherwise; `Runnable` is false for a command registered
     /// through the API before commands became the operator's, until the operator confirms it.
+    /// `PolicyDocument` is the rotator's execution policy, added to its steps' temporary key.
     Rotator {
         name: Option<String>,
         command: Option<String>,
@@ -672,6 +673,7 @@ wire!(
         create_date: Option<f64>,
         source: Option<String>,
         runnable: Option<bool>,
+        policy_document: Option<String>,
     }
 );
 

@@ -628,6 +628,7 @@ pub async fn rotators_round_trip(store: &dyn Store) {
         target: crate::RotatorTarget::Command("python3 rotate.py --flag 'quoted arg'".into()),
         timeout_ms: 120_000,
         created_at: 7,
+        execution_policy: None,
     };
     let webhook = crate::RotatorRecord {
         name: unique("hook-"),
@@ -637,6 +638,7 @@ pub async fn rotators_round_trip(store: &dyn Store) {
         },
         timeout_ms: 5_000,
         created_at: 8,
+        execution_policy: Some(r#"{"Version":"2012-10-17","Statement":[]}"#.into()),
     };
     store.insert_rotator(&webhook).await.unwrap();
     assert_eq!(

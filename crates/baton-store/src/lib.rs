@@ -221,6 +221,9 @@ pub struct RotatorRecord {
     /// How long one step may run before it counts as failed.
     pub timeout_ms: i64,
     pub created_at: Timestamp,
+    /// An IAM policy document added to the temporary key of each of its steps, beside the
+    /// rotation operations on the rotated secret (as a Lambda's execution role).
+    pub execution_policy: Option<String>,
 }
 
 /// What an external rotator runs for each step.

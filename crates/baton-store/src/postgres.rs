@@ -705,6 +705,7 @@ fn read_rotator(r: &Row) -> schema::RotatorRow {
         sealed_signing_secret: r.get(3),
         timeout_ms: r.get(4),
         created_at: r.get(5),
+        execution_policy: r.get(6),
     }
 }
 
@@ -1473,6 +1474,7 @@ impl Store for PostgresStore {
                     &r.sealed_signing_secret,
                     &r.timeout_ms,
                     &r.created_at,
+                    &r.execution_policy,
                 ],
             )
             .await

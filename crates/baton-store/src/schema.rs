@@ -416,6 +416,13 @@ ALTER TABLE audit_log ADD COLUMN user_agent TEXT NOT NULL DEFAULT '';
 CREATE INDEX secrets_namespace_created ON secrets (account_id, region, created_at, id);
 "#,
     ),
+    (
+        19,
+        r#"
+-- A webhook rotator's execution policy: an IAM policy added to its steps' temporary key.
+ALTER TABLE rotators ADD COLUMN execution_policy TEXT;
+"#,
+    ),
 ];
 
 /// A page of a namespace's secrets (not keys) in creation order, ascending; `$3` true keeps
@@ -592,11 +599,12 @@ pub const DELETE_SCHEDULE: &str = "DELETE FROM rotation_schedules WHERE secret_i
 pub const INSERT_SCHEDULE: &str =
     "INSERT INTO rotation_schedules (secret_id, next_rotation_at) VALUES ($1, $2)";
 pub const INSERT_ROTATOR: &str = "INSERT INTO rotators (name, kind, target, \
-    sealed_signing_secret, timeout_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+    sealed_signing_secret, timeout_ms, created_at, execution_policy) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
 pub const SELECT_ROTATOR: &str = "SELECT name, kind, target, sealed_signing_secret, timeout_ms, \
-    created_at FROM rotators WHERE name = $1";
+    created_at, execution_policy FROM rotators WHERE name = $1";
 pub const LIST_ROTATORS: &str = "SELECT name, kind, target, sealed_signing_secret, timeout_ms, \
-    created_at FROM rotators ORDER BY name";
+    created_at, execution_policy FROM rotators ORDER BY name";
 pub const DELETE_ROTATOR: &str = "DELETE FROM rotators WHERE name = $1";
 /// Skips a secret that no longer exists rather than failing the batch.
 /// Replaces a consumer's row only for the principal that owns it, or once its lease ended.
@@ -1060,6 +1068,7 @@ pub struct RotatorRow {
     pub sealed_signing_secret: Option<Vec<u8>>,
     pub timeout_ms: i64,
     pub created_at: i64,
+    pub execution_policy: Option<String>,
 }
 
 impl RotatorRow {
@@ -1078,6 +1087,7 @@ impl RotatorRow {
             sealed_signing_secret: sealed,
             timeout_ms: r.timeout_ms,
             created_at: r.created_at,
+            execution_policy: r.execution_policy.clone(),
         }
     }
 
@@ -1100,6 +1110,7 @@ impl RotatorRow {
             target,
             timeout_ms: self.timeout_ms,
             created_at: self.created_at,
+            execution_policy: self.execution_policy,
         })
     }
 }

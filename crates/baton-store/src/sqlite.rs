@@ -651,6 +651,7 @@ fn read_rotator(r: &Row<'_>) -> rusqlite::Result<schema::RotatorRow> {
         sealed_signing_secret: r.get(3)?,
         timeout_ms: r.get(4)?,
         created_at: r.get(5)?,
+        execution_policy: r.get(6)?,
     })
 }
 
@@ -1384,7 +1385,8 @@ impl Store for SqliteStore {
                     r.target,
                     r.sealed_signing_secret,
                     r.timeout_ms,
-                    r.created_at
+                    r.created_at,
+                    r.execution_policy
                 ],
             ) {
                 Ok(_) => Ok(()),

@@ -215,6 +215,7 @@ async fn populate(store: &dyn Store) {
             },
             timeout_ms: 30_000,
             created_at: 7,
+            execution_policy: Some(r#"{"Version":"2012-10-17","Statement":[]}"#.into()),
         })
         .await
         .unwrap();

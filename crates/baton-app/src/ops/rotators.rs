@@ -24,6 +24,7 @@ pub(crate) fn wire_rotator(r: baton_store::RotatorRecord) -> p::Rotator {
         signing_secret: None,
         create_date: Some(seconds(r.created_at)),
         source: Some("api".to_owned()),
+        policy_document: r.execution_policy,
     }
 }
 
@@ -68,9 +69,24 @@ impl Baton {
     /// Registers a webhook rotator: a URL that receives AWS's rotation event in a signed POST.
     /// Commands are refused: they run with the server's privileges, so only the operator
     /// defines them, in the server's configuration.
-    pub async fn create_rotator(&self, req: p::Rotator) -> Result<p::Rotator, ApiError> {
+    ///
+    /// A `PolicyDocument` is the rotator's execution policy. Giving a rotator one needs
+    /// `baton:PassRotatorPolicy` as well, as `iam:PassRole` guards a Lambda's role: whoever
+    /// can point a secret's rotation at the rotator hands its steps that policy.
+    pub async fn create_rotator(
+        &self,
+        caller: &Caller,
+        req: p::Rotator,
+    ) -> Result<p::Rotator, ApiError> {
         let name = required(&req.name, "name")?;
         baton_engine::commands::check_name(name).map_err(ApiError::InvalidParameter)?;
+        if let Some(document) = &req.policy_document {
+            crate::principals::checked_identity_policy(document)?;
+            self.authorize(
+                caller,
+                crate::authz::Target::named("baton:PassRotatorPolicy", "*"),
+            )?;
+        }
         let timeout_seconds = req.timeout_seconds;
         if let Some(t) = timeout_seconds
             && !(1..=ROTATOR_TIMEOUT_MAX_SECONDS).contains(&t)
@@ -115,6 +131,7 @@ impl Baton {
             },
             timeout_ms: timeout_seconds.unwrap_or(WEBHOOK_TIMEOUT_DEFAULT_SECONDS) * 1000,
             created_at: now_ms(),
+            execution_policy: req.policy_document.clone(),
         };
         match self.store.insert_rotator(&record).await {
             Ok(()) => {}
@@ -156,6 +173,7 @@ impl Baton {
                 create_date: None,
                 source: Some("configuration".to_owned()),
                 runnable: Some(true),
+                policy_document: c.policy,
             })
             .collect();
         rotators.extend(
