@@ -96,15 +96,17 @@ def test_sign_in_create_reveal_and_the_audit_entry(server, sm, page, unique_name
 
     # Reveal was a GetSecretValue, audited with the console as its user agent.
     arn = sm.describe_secret(SecretId=unique_name)["ARN"]
+    # The log's last 1,000 entries: the suite's server has written many before this test.
     status, out = awsraw.call(server, "baton.ListAuditEntries",
-                              {"Action": "secretsmanager:GetSecretValue", "MaxResults": 1000})
+                              {"Action": "secretsmanager:GetSecretValue", "AfterSeq": -1000, "MaxResults": 1000})
     assert status == 200, out
     mine = [e for e in out["Entries"] if e["Resource"] in (unique_name, arn)
             and e["UserAgent"] == "baton-console"]
     assert mine, [(e["Resource"], e.get("UserAgent")) for e in out["Entries"][-5:]]
     assert mine[-1]["Decision"] == "allow" and mine[-1]["Outcome"] == "ok", out["Entries"][-5:]
     # So is the sign-in.
-    status, out = awsraw.call(server, "baton.ListAuditEntries", {"Action": "baton:SignIn", "MaxResults": 1000})
+    status, out = awsraw.call(server, "baton.ListAuditEntries",
+                              {"Action": "baton:SignIn", "AfterSeq": -1000, "MaxResults": 1000})
     assert status == 200, out
     assert any(e["Decision"] == "allow" and e["UserAgent"] == "baton-console"
                and e["Principal"].endswith(":root") for e in out["Entries"]), out["Entries"][-3:]
