@@ -28,6 +28,7 @@ import {
 } from "@aws-sdk/client-secrets-manager";
 import {
   CreateAliasCommand,
+  CreateGrantCommand,
   CreateKeyCommand,
   DecryptCommand,
   DescribeKeyCommand,
@@ -38,6 +39,8 @@ import {
   GetPublicKeyCommand,
   InvalidCiphertextException,
   KMSClient,
+  ListGrantsCommand,
+  RevokeGrantCommand,
   RotateKeyOnDemandCommand,
   ScheduleKeyDeletionCommand,
   SignCommand,
@@ -162,7 +165,7 @@ test("rotation configuration and a resource policy", async () => {
   assert.equal((await sm.send(new GetResourcePolicyCommand({ SecretId: name }))).ResourcePolicy, undefined);
 });
 
-test("KMS: encrypt, decrypt and data keys through a rotation", async () => {
+test("KMS: encrypt, decrypt, data keys and grants through a rotation", async () => {
   const { KeyMetadata } = await kms.send(new CreateKeyCommand({ Description: "js key" }));
   assert.equal(KeyMetadata.KeySpec, "SYMMETRIC_DEFAULT");
   const alias = `alias/${prefix.replaceAll("/", "-")}`;
@@ -197,6 +200,19 @@ test("KMS: encrypt, decrypt and data keys through a rotation", async () => {
     CiphertextBlob: sealed.CiphertextBlob, EncryptionContext: { tenant: "t-2" },
   })).catch((e) => e);
   assert.ok(wrong instanceof InvalidCiphertextException, `${wrong}`);
+
+  // What Terraform's aws_kms_grant calls.
+  const grantee = `arn:aws:iam::${account}:role/js-app`;
+  const grant = await kms.send(new CreateGrantCommand({
+    KeyId: KeyMetadata.KeyId, GranteePrincipal: grantee, Operations: ["Decrypt", "GenerateDataKey"],
+    Name: "js-grant", Constraints: { EncryptionContextSubset: { tenant: "t-1" } },
+  }));
+  assert.equal(grant.GrantId.length, 64);
+  const { Grants } = await kms.send(new ListGrantsCommand({ KeyId: KeyMetadata.KeyId }));
+  assert.deepEqual(Grants.map((g) => [g.GrantId, g.Name, g.GranteePrincipal]), [[grant.GrantId, "js-grant", grantee]]);
+  assert.deepEqual(Grants[0].Constraints.EncryptionContextSubset, { tenant: "t-1" });
+  await kms.send(new RevokeGrantCommand({ KeyId: KeyMetadata.KeyId, GrantId: grant.GrantId }));
+  assert.deepEqual((await kms.send(new ListGrantsCommand({ KeyId: KeyMetadata.KeyId }))).Grants, []);
 
   const deletion = await kms.send(new ScheduleKeyDeletionCommand({ KeyId: KeyMetadata.KeyId, PendingWindowInDays: 7 }));
   assert.equal(deletion.KeyState, "PendingDeletion");

@@ -372,46 +372,78 @@ impl Baton {
 
     /// Decides one request and notes the decision for the audit log.
     pub(crate) fn authorize(&self, caller: &Caller, target: Target<'_>) -> Result<(), ApiError> {
+        let decision = self.decide(caller, &target)?;
+        self.conclude(caller, target, decision, None)
+    }
+
+    /// What the policies decide for the request, recording nothing; `None` for the
+    /// administrator.
+    pub(crate) fn decide(
+        &self,
+        caller: &Caller,
+        target: &Target<'_>,
+    ) -> Result<Option<Decision>, ApiError> {
         let principal = &caller.principal;
-        let decision = if principal.is_admin() {
-            None
-        } else {
-            let resource_policy = match target.resource_policy {
-                Some(text) => Some(Policy::parse(text, PolicyKind::Resource).map_err(|e| {
-                    ApiError::Internal(format!(
-                        "the resource policy of {} cannot be enforced: {e}",
-                        target.arn
-                    ))
-                })?),
-                None => None,
-            };
-            let ctx = self.context(caller, target.tags);
-            Some(baton_iam::evaluate(
-                PolicySet {
-                    identity: &principal.policies,
-                    resource: resource_policy.as_ref(),
-                    session: principal.session.as_ref(),
-                },
-                &Request {
-                    principal_arn: &principal.arn,
-                    account_id: &caller.account_id,
-                    action: target.action,
-                    resource: target.arn,
-                    context: &ctx,
-                },
-            ))
+        if principal.is_admin() {
+            return Ok(None);
+        }
+        let resource_policy = match target.resource_policy {
+            Some(text) => Some(Policy::parse(text, PolicyKind::Resource).map_err(|e| {
+                ApiError::Internal(format!(
+                    "the resource policy of {} cannot be enforced: {e}",
+                    target.arn
+                ))
+            })?),
+            None => None,
         };
+        let ctx = self.context(caller, target.tags);
+        Ok(Some(baton_iam::evaluate(
+            PolicySet {
+                identity: &principal.policies,
+                resource: resource_policy.as_ref(),
+                session: principal.session.as_ref(),
+            },
+            &Request {
+                principal_arn: &principal.arn,
+                account_id: &caller.account_id,
+                action: target.action,
+                resource: target.arn,
+                context: &ctx,
+            },
+        )))
+    }
+
+    /// Whether a KMS grant could turn `decision` into an allow: only an implicit deny that no
+    /// session policy caused can be.
+    pub(crate) fn grant_may_allow(decision: Option<&Decision>) -> bool {
+        matches!(decision, Some(Decision::ImplicitDeny { missing }) if !matches!(missing, Source::Session))
+    }
+
+    /// Records `decision` in the request's note and answers it. `grant` names a KMS grant
+    /// that allows the request: it turns an implicit deny into an allow, never an explicit
+    /// deny, and a session policy still bounds temporary credentials.
+    pub(crate) fn conclude(
+        &self,
+        caller: &Caller,
+        target: Target<'_>,
+        decision: Option<Decision>,
+        grant: Option<&str>,
+    ) -> Result<(), ApiError> {
         let mut note = caller.note.lock().unwrap_or_else(|e| e.into_inner());
-        match decision {
-            None => {
+        match (decision, grant) {
+            (None, _) => {
                 note.record(target.shown, "administrator".to_owned(), false);
                 Ok(())
             }
-            Some(d) if d.is_allowed() => {
+            (Some(d), _) if d.is_allowed() => {
                 note.record(target.shown, reason(&d), false);
                 Ok(())
             }
-            Some(d) => {
+            (Some(d), Some(grant)) if Self::grant_may_allow(Some(&d)) => {
+                note.record(target.shown, format!("allowed by grant {grant}"), false);
+                Ok(())
+            }
+            (Some(d), _) => {
                 note.record(target.shown, reason(&d), true);
                 Err(ApiError::AccessDenied(denial_message(caller, &target, &d)))
             }

@@ -91,6 +91,13 @@ pub enum ApiError {
     KmsConflict(String),
     #[error("{0}")]
     KmsInvalidArn(String),
+    #[error("{0}")]
+    KmsInvalidGrantToken(String),
+    #[error("{0}")]
+    KmsInvalidGrantId(String),
+    /// A request with `DryRun` that would have succeeded.
+    #[error("{0}")]
+    KmsDryRun(String),
     /// A failure on Baton's side. The message is generic; details go to the log only.
     #[error("{0}")]
     Internal(String),
@@ -149,6 +156,13 @@ impl ApiError {
             ApiError::KmsTag(_) => (bad, "TagException", Lower),
             ApiError::KmsConflict(_) => (bad, "ConflictException", Lower),
             ApiError::KmsInvalidArn(_) => (bad, "InvalidArnException", Lower),
+            ApiError::KmsInvalidGrantToken(_) => (bad, "InvalidGrantTokenException", Lower),
+            ApiError::KmsInvalidGrantId(_) => (bad, "InvalidGrantIdException", Lower),
+            ApiError::KmsDryRun(_) => (
+                StatusCode::PRECONDITION_FAILED,
+                "DryRunOperationException",
+                Lower,
+            ),
             ApiError::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLargeException",

@@ -169,6 +169,11 @@ const OPERATIONS: &[(&str, Checked)] = &[
     ("TrentService.GetKeyRotationStatus", Checked::Itself),
     ("TrentService.RotateKeyOnDemand", Checked::Itself),
     ("TrentService.ListKeyRotations", Checked::Itself),
+    ("TrentService.CreateGrant", Checked::Itself),
+    ("TrentService.ListGrants", Checked::Itself),
+    ("TrentService.ListRetirableGrants", Checked::OnStar),
+    ("TrentService.RetireGrant", Checked::Itself),
+    ("TrentService.RevokeGrant", Checked::Itself),
 ];
 /// What the request log and the audit entry say about who asked and what was decided.
 #[derive(Debug, Default)]
@@ -523,6 +528,11 @@ async fn serve_operation(
         "TrentService.DisableKeyRotation" => op!(kms_disable_key_rotation),
         "TrentService.GetKeyRotationStatus" => op!(kms_get_key_rotation_status),
         "TrentService.RotateKeyOnDemand" => op!(kms_rotate_key_on_demand),
+        "TrentService.CreateGrant" => op!(kms_create_grant),
+        "TrentService.ListGrants" => op!(kms_list_grants),
+        "TrentService.ListRetirableGrants" => op!(kms_list_retirable_grants),
+        "TrentService.RetireGrant" => op!(kms_retire_grant),
+        "TrentService.RevokeGrant" => op!(kms_revoke_grant),
         "TrentService.ListKeyRotations" => op!(kms_list_key_rotations),
         other => Err(ApiError::UnknownOperation(format!(
             "Baton does not support the operation {other}."

@@ -26,6 +26,8 @@ use baton_crypto::{CryptoError, DataKey, SecretBytes};
 use baton_proto::kms as k;
 use serde_json::{Value, json};
 
+mod grants;
+
 use crate::ApiError;
 use crate::authz::Target;
 use crate::ops::{Outcome, length_error, rotation_description, seconds};
@@ -745,6 +747,19 @@ impl Baton {
         text: &str,
         action: &str,
     ) -> Result<Key, ApiError> {
+        self.key_for_context(caller, text, action, None).await
+    }
+
+    /// As [`Baton::key_for`], for an operation that takes an encryption context: a grant's
+    /// constraints are checked against it. A grant of the key to the caller can allow what
+    /// the policies leave undecided (see [`grants`]).
+    pub(crate) async fn key_for_context(
+        &self,
+        caller: &Caller,
+        text: &str,
+        action: &str,
+        encryption_context: Option<&[(String, String)]>,
+    ) -> Result<Key, ApiError> {
         if text.is_empty() {
             return Err(length_error("keyId", "greater than or equal to", 1));
         }
@@ -757,18 +772,24 @@ impl Baton {
             (Some(key), _) => key.arn().to_owned(),
             (None, KeyRef::Key(a) | KeyRef::Alias(a) | KeyRef::Elsewhere(a)) => a.clone(),
         };
-        self.authorize(
-            caller,
-            Target {
-                action,
-                arn: &shown,
-                shown: &shown,
-                resource_policy: found
-                    .as_ref()
-                    .and_then(|k| k.secret.resource_policy.as_deref()),
-                tags: found.as_ref().map_or(&[], |k| &k.secret.tags),
-            },
-        )?;
+        let target = Target {
+            action,
+            arn: &shown,
+            shown: &shown,
+            resource_policy: found
+                .as_ref()
+                .and_then(|k| k.secret.resource_policy.as_deref()),
+            tags: found.as_ref().map_or(&[], |k| &k.secret.tags),
+        };
+        let decision = self.decide(caller, &target)?;
+        let grant = match &found {
+            Some(key) if Baton::grant_may_allow(decision.as_ref()) => {
+                self.allowing_grant(key, caller, action, encryption_context)
+                    .await?
+            }
+            _ => None,
+        };
+        self.conclude(caller, target, decision, grant.as_deref())?;
         found.ok_or_else(|| match r {
             KeyRef::Alias(a) => alias_not_found(&a),
             KeyRef::Key(a) | KeyRef::Elsewhere(a) => {
@@ -1329,11 +1350,19 @@ impl Baton {
     ) -> Result<Value, ApiError> {
         let plaintext = decode(&req.plaintext, "plaintext")?;
         bounded(&plaintext, "plaintext", MESSAGE_BYTES_MAX)?;
-        let key = self.key_of(caller, &req.key_id).await?;
+        let ctx = context(&req.encryption_context);
+        let key = self
+            .key_for_context(
+                caller,
+                required(&req.key_id, "keyId")?,
+                &caller.action,
+                Some(&ctx),
+            )
+            .await?;
         let (blob, version, alg) = self.encrypt_with(
             &key,
             &plaintext,
-            &context(&req.encryption_context),
+            &ctx,
             req.encryption_algorithm.as_deref(),
             "Encrypt",
         )?;
@@ -1425,7 +1454,9 @@ impl Baton {
         }
         let header = ck::parse_blob(blob.expose()).map_err(|_| invalid_ciphertext())?;
         let named = key_arn(&caller.account_id, &caller.region, &header.key_id);
-        let key = self.key_for(caller, &named, action).await?;
+        let key = self
+            .key_for_context(caller, &named, action, Some(ctx))
+            .await?;
         if let Some(requested) = key_id {
             let requested = self.find_key_ref(&key_ref(caller, requested)).await?;
             if requested.is_none_or(|r| r.meta.key_id != key.meta.key_id) {
@@ -1485,11 +1516,19 @@ impl Baton {
                 "kms:ReEncryptFrom",
             )
             .await?;
-        let target = self.key_for(caller, destination, "kms:ReEncryptTo").await?;
+        let destination_ctx = context(&req.destination_encryption_context);
+        let target = self
+            .key_for_context(
+                caller,
+                destination,
+                "kms:ReEncryptTo",
+                Some(&destination_ctx),
+            )
+            .await?;
         let (blob, version, alg) = self.encrypt_with(
             &target,
             &plain,
-            &context(&req.destination_encryption_context),
+            &destination_ctx,
             req.destination_encryption_algorithm.as_deref(),
             "ReEncrypt",
         )?;
@@ -1524,7 +1563,14 @@ impl Baton {
                 ));
             }
         };
-        let key = self.key_of(caller, &req.key_id).await?;
+        let key = self
+            .key_for_context(
+                caller,
+                required(&req.key_id, "keyId")?,
+                &caller.action,
+                Some(&context(&req.encryption_context)),
+            )
+            .await?;
         key.usable()?;
         key.needs_symmetric("GenerateDataKey")?;
         let mut bytes = vec![0u8; len];
@@ -1568,7 +1614,14 @@ impl Baton {
         let spec = KeySpec::parse(spec_name)
             .filter(|s| s.is_asymmetric())
             .ok_or_else(|| enum_error("keyPairSpec", spec_name, &pair_names))?;
-        let key = self.key_of(caller, &req.key_id).await?;
+        let key = self
+            .key_for_context(
+                caller,
+                required(&req.key_id, "keyId")?,
+                &caller.action,
+                Some(&context(&req.encryption_context)),
+            )
+            .await?;
         key.usable()?;
         key.needs_symmetric("GenerateDataKeyPair")?;
         let private = tokio::task::spawn_blocking(move || ck::generate_key_material(spec))

@@ -133,3 +133,46 @@ wire!(EnableKeyRotationRequest {
     key_id: Option<String>,
     rotation_period_in_days: Option<i64>,
 });
+
+wire!(GrantConstraints {
+    encryption_context_subset: Option<BTreeMap<String, String>>,
+    encryption_context_equals: Option<BTreeMap<String, String>>,
+});
+
+wire!(CreateGrantRequest {
+    key_id: Option<String>,
+    grantee_principal: Option<String>,
+    retiring_principal: Option<String>,
+    operations: Option<Vec<String>>,
+    constraints: Option<GrantConstraints>,
+    grant_tokens: Option<Vec<String>>,
+    name: Option<String>,
+    dry_run: Option<bool>,
+});
+
+wire!(ListGrantsRequest {
+    key_id: Option<String>,
+    limit: Option<i64>,
+    marker: Option<String>,
+    grant_id: Option<String>,
+    grantee_principal: Option<String>,
+});
+
+wire!(ListRetirableGrantsRequest {
+    retiring_principal: Option<String>,
+    limit: Option<i64>,
+    marker: Option<String>,
+});
+
+wire!(RetireGrantRequest {
+    grant_token: Option<String>,
+    key_id: Option<String>,
+    grant_id: Option<String>,
+    dry_run: Option<bool>,
+});
+
+wire!(RevokeGrantRequest {
+    key_id: Option<String>,
+    grant_id: Option<String>,
+    dry_run: Option<bool>,
+});

@@ -1109,6 +1109,54 @@ pub async fn the_audit_log_appends_a_gapless_chain(store: &dyn Store) {
     );
 }
 
+/// Grants are found by id, listed by key and by retiring principal, deleted once, and deleted
+/// with their key.
+pub async fn grants_round_trip_and_go_with_their_key(store: &dyn Store) {
+    let key = sample_secret("grant-key");
+    store.insert_secret(&key).await.unwrap();
+    let retiring = unique("arn:aws:iam::1:role/retirer-");
+    let grant = crate::GrantRecord {
+        grant_id: unique("g-"),
+        secret_id: key.id.clone(),
+        key_arn: key.arn.clone(),
+        grantee: "arn:aws:iam::1:role/app".into(),
+        retiring: Some(retiring.clone()),
+        name: Some("app-decrypt".into()),
+        token_hash: vec![7; 32],
+        body: r#"{"Operations":["Decrypt"]}"#.into(),
+        created_at: 5,
+    };
+    store.insert_grant(&grant).await.unwrap();
+    assert!(matches!(
+        store.insert_grant(&grant).await,
+        Err(StoreError::NameTaken)
+    ));
+    let second = crate::GrantRecord {
+        grant_id: unique("g-"),
+        retiring: None,
+        name: None,
+        created_at: 6,
+        ..grant.clone()
+    };
+    store.insert_grant(&second).await.unwrap();
+    assert_eq!(
+        store.find_grant(&grant.grant_id).await.unwrap(),
+        Some(grant.clone())
+    );
+    assert_eq!(
+        store.grants_of_key(&key.id).await.unwrap(),
+        vec![grant.clone(), second.clone()]
+    );
+    assert_eq!(
+        store.grants_retirable_by(&retiring).await.unwrap(),
+        vec![grant.clone()]
+    );
+    assert!(store.delete_grant(&grant.grant_id).await.unwrap());
+    assert!(!store.delete_grant(&grant.grant_id).await.unwrap());
+    store.delete_secret(&key).await.unwrap();
+    assert_eq!(store.find_grant(&second.grant_id).await.unwrap(), None);
+}
+
 /// A KMS key's keyring keeps its key metadata; aliases are unique, move between keys, list by
 /// namespace, and go with the key's secret.
 pub async fn keys_and_their_aliases_round_trip(store: &dyn Store) {
@@ -1501,6 +1549,7 @@ pub const CHECKS: &[&str] = &[
     "the_audit_log_appends_a_gapless_chain",
     "leases_fence_out_a_holder_that_lost_them",
     "keys_and_their_aliases_round_trip",
+    "grants_round_trip_and_go_with_their_key",
     "root_key_state_nodes_and_sealed_blobs_round_trip",
 ];
 

@@ -146,6 +146,24 @@ pub struct AliasRecord {
     pub updated_at: Timestamp,
 }
 
+/// A KMS grant: `grantee` may perform some operations with one key, under the grant's
+/// constraints, until the grant is retired or revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub grant_id: String,
+    /// The key's secret; deleting it deletes the grant.
+    pub secret_id: String,
+    pub key_arn: String,
+    pub grantee: String,
+    pub retiring: Option<String>,
+    pub name: Option<String>,
+    /// SHA-256 of the grant token; the token itself is returned once, by CreateGrant.
+    pub token_hash: Vec<u8>,
+    /// The operations and constraints, as JSON (`{"Operations": [...], "Constraints": {...}}`).
+    pub body: String,
+    pub created_at: Timestamp,
+}
+
 /// Who may call Baton: the bootstrap administrator, or a user or service whose identity
 /// policies say what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -589,6 +607,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// The aliases whose ARN starts with `arn_prefix`, by name.
     async fn list_aliases(&self, arn_prefix: &str) -> Result<Vec<AliasRecord>, StoreError>;
+
+    /// Stores a grant; `NameTaken` when its id is taken.
+    async fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError>;
+
+    async fn find_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>, StoreError>;
+
+    /// The grants of the key whose secret is `secret_id`, oldest first.
+    async fn grants_of_key(&self, secret_id: &str) -> Result<Vec<GrantRecord>, StoreError>;
+
+    /// The grants whose retiring principal is `principal`, oldest first.
+    async fn grants_retirable_by(&self, principal: &str) -> Result<Vec<GrantRecord>, StoreError>;
+
+    /// Deletes a grant; `false` when there was none.
+    async fn delete_grant(&self, grant_id: &str) -> Result<bool, StoreError>;
 
     /// [`Store::save_secret`], in a transaction that first checks `fence` against the lease
     /// (and locks it against takeover until commit): [`StoreError::FencedOut`] if lost.

@@ -745,6 +745,20 @@ fn read_alias(r: &Row) -> crate::AliasRecord {
     }
 }
 
+fn read_grant(r: &Row) -> crate::GrantRecord {
+    crate::GrantRecord {
+        grant_id: r.get(0),
+        secret_id: r.get(1),
+        key_arn: r.get(2),
+        grantee: r.get(3),
+        retiring: r.get(4),
+        name: r.get(5),
+        token_hash: r.get(6),
+        body: r.get(7),
+        created_at: r.get(8),
+    }
+}
+
 fn read_principal(r: &Row) -> crate::PrincipalRecord {
     crate::PrincipalRecord {
         name: r.get(0),
@@ -1185,6 +1199,54 @@ impl Store for PostgresStore {
             )
             .await?;
         Ok(n > 0)
+    }
+
+    async fn insert_grant(&self, g: &crate::GrantRecord) -> Result<(), StoreError> {
+        match self
+            .changed(
+                schema::INSERT_GRANT,
+                &[
+                    &g.grant_id,
+                    &g.secret_id,
+                    &g.key_arn,
+                    &g.grantee,
+                    &g.retiring,
+                    &g.name,
+                    &g.token_hash,
+                    &g.body,
+                    &g.created_at,
+                ],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Constraint(_)) => Err(StoreError::NameTaken),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn find_grant(&self, grant_id: &str) -> Result<Option<crate::GrantRecord>, StoreError> {
+        Ok(self
+            .rows(schema::SELECT_GRANT, &[&grant_id], read_grant)
+            .await?
+            .pop())
+    }
+
+    async fn grants_of_key(&self, secret_id: &str) -> Result<Vec<crate::GrantRecord>, StoreError> {
+        self.rows(schema::GRANTS_OF_KEY, &[&secret_id], read_grant)
+            .await
+    }
+
+    async fn grants_retirable_by(
+        &self,
+        principal: &str,
+    ) -> Result<Vec<crate::GrantRecord>, StoreError> {
+        self.rows(schema::GRANTS_RETIRABLE_BY, &[&principal], read_grant)
+            .await
+    }
+
+    async fn delete_grant(&self, grant_id: &str) -> Result<bool, StoreError> {
+        Ok(self.changed(schema::DELETE_GRANT, &[&grant_id]).await? > 0)
     }
 
     async fn update_alias(&self, a: &crate::AliasRecord) -> Result<bool, StoreError> {

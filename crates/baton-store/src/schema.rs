@@ -423,6 +423,27 @@ CREATE INDEX secrets_namespace_created ON secrets (account_id, region, created_a
 ALTER TABLE rotators ADD COLUMN execution_policy TEXT;
 "#,
     ),
+    (
+        20,
+        r#"
+-- KMS grants: a grantee principal may perform some operations with one key. `body` is the
+-- grant's operations and constraints as JSON; only the grant token's SHA-256 is kept.
+-- Deleting the key's secret deletes its grants.
+CREATE TABLE kms_grants (
+    grant_id TEXT PRIMARY KEY,
+    secret_id TEXT NOT NULL REFERENCES secrets (id) ON DELETE CASCADE,
+    key_arn TEXT NOT NULL,
+    grantee TEXT NOT NULL,
+    retiring TEXT,
+    name TEXT,
+    token_hash {blob} NOT NULL,
+    body TEXT NOT NULL,
+    created_at {bigint} NOT NULL
+);
+CREATE INDEX kms_grants_secret ON kms_grants (secret_id);
+CREATE INDEX kms_grants_retiring ON kms_grants (retiring);
+"#,
+    ),
 ];
 
 /// A page of a namespace's secrets (not keys) in creation order, ascending; `$3` true keeps
@@ -456,6 +477,17 @@ pub fn secret_arns_containing(like: &str, newest_first: bool) -> String {
 pub const SECRET_ARNS_PAGE_DESC: &str = "SELECT arn FROM secrets WHERE account_id = $1 \
     AND region = $2 AND key_meta IS NULL AND ($3 OR deleted_at IS NULL) \
     ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5";
+
+pub const INSERT_GRANT: &str = "INSERT INTO kms_grants (grant_id, secret_id, key_arn, grantee, \
+    retiring, name, token_hash, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub const SELECT_GRANT: &str = "SELECT grant_id, secret_id, key_arn, grantee, retiring, name, \
+    token_hash, body, created_at FROM kms_grants WHERE grant_id = $1";
+pub const GRANTS_OF_KEY: &str = "SELECT grant_id, secret_id, key_arn, grantee, retiring, name, \
+    token_hash, body, created_at FROM kms_grants WHERE secret_id = $1 ORDER BY created_at, grant_id";
+pub const GRANTS_RETIRABLE_BY: &str = "SELECT grant_id, secret_id, key_arn, grantee, retiring, \
+    name, token_hash, body, created_at FROM kms_grants WHERE retiring = $1 \
+    ORDER BY created_at, grant_id";
+pub const DELETE_GRANT: &str = "DELETE FROM kms_grants WHERE grant_id = $1";
 
 pub const INSERT_ALIAS: &str = "INSERT INTO kms_aliases (alias_arn, alias_name, key_id, \
     secret_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \

@@ -25,6 +25,7 @@ pub const SNAPSHOT_TABLES: &[&str] = &[
     "consumers",
     "plain_reads",
     "kms_aliases",
+    "kms_grants",
     "access_keys",
     "principals",
     "principal_policies",

@@ -691,6 +691,20 @@ fn read_alias(r: &Row<'_>) -> rusqlite::Result<crate::AliasRecord> {
     })
 }
 
+fn read_grant(r: &Row<'_>) -> rusqlite::Result<crate::GrantRecord> {
+    Ok(crate::GrantRecord {
+        grant_id: r.get(0)?,
+        secret_id: r.get(1)?,
+        key_arn: r.get(2)?,
+        grantee: r.get(3)?,
+        retiring: r.get(4)?,
+        name: r.get(5)?,
+        token_hash: r.get(6)?,
+        body: r.get(7)?,
+        created_at: r.get(8)?,
+    })
+}
+
 fn read_principal(r: &Row<'_>) -> rusqlite::Result<crate::PrincipalRecord> {
     Ok(crate::PrincipalRecord {
         name: r.get(0)?,
@@ -1119,6 +1133,57 @@ impl Store for SqliteStore {
     async fn list_aliases(&self, arn_prefix: &str) -> Result<Vec<crate::AliasRecord>, StoreError> {
         self.rows_by(schema::LIST_ALIASES, Some(arn_prefix), read_alias)
             .await
+    }
+
+    async fn insert_grant(&self, g: &crate::GrantRecord) -> Result<(), StoreError> {
+        let g = g.clone();
+        self.with(move |conn| {
+            match conn.execute(
+                &sql(schema::INSERT_GRANT),
+                params![
+                    g.grant_id,
+                    g.secret_id,
+                    g.key_arn,
+                    g.grantee,
+                    g.retiring,
+                    g.name,
+                    g.token_hash,
+                    g.body,
+                    g.created_at
+                ],
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) => match backend(e) {
+                    StoreError::Constraint(_) => Err(StoreError::NameTaken),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn find_grant(&self, grant_id: &str) -> Result<Option<crate::GrantRecord>, StoreError> {
+        Ok(self
+            .rows_by(schema::SELECT_GRANT, Some(grant_id), read_grant)
+            .await?
+            .pop())
+    }
+
+    async fn grants_of_key(&self, secret_id: &str) -> Result<Vec<crate::GrantRecord>, StoreError> {
+        self.rows_by(schema::GRANTS_OF_KEY, Some(secret_id), read_grant)
+            .await
+    }
+
+    async fn grants_retirable_by(
+        &self,
+        principal: &str,
+    ) -> Result<Vec<crate::GrantRecord>, StoreError> {
+        self.rows_by(schema::GRANTS_RETIRABLE_BY, Some(principal), read_grant)
+            .await
+    }
+
+    async fn delete_grant(&self, grant_id: &str) -> Result<bool, StoreError> {
+        self.delete_by(schema::DELETE_GRANT, grant_id).await
     }
 
     async fn insert_principal(&self, p: &crate::PrincipalRecord) -> Result<(), StoreError> {

@@ -86,6 +86,7 @@ conformance!(
     the_audit_log_appends_a_gapless_chain,
     leases_fence_out_a_holder_that_lost_them,
     keys_and_their_aliases_round_trip,
+    grants_round_trip_and_go_with_their_key,
     root_key_state_nodes_and_sealed_blobs_round_trip,
 );
 
@@ -161,6 +162,7 @@ async fn populate(store: &dyn Store) {
     conformance::principals_and_their_policies_round_trip(store).await;
     conformance::the_audit_log_appends_a_gapless_chain(store).await;
     conformance::keys_and_their_aliases_round_trip(store).await;
+    conformance::grants_round_trip_and_go_with_their_key(store).await;
     conformance::root_key_state_nodes_and_sealed_blobs_round_trip(store).await;
     // Rows the checks above clean up after themselves.
     let mut secret = conformance::sample_secret("backup-extra");
@@ -174,6 +176,20 @@ async fn populate(store: &dyn Store) {
             secret_id: secret.id.clone(),
             created_at: 4,
             updated_at: 4,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_grant(&baton_store::GrantRecord {
+            grant_id: "g-backup".into(),
+            secret_id: secret.id.clone(),
+            key_arn: secret.arn.clone(),
+            grantee: "arn:aws:iam::1:role/app".into(),
+            retiring: None,
+            name: Some("backup".into()),
+            token_hash: vec![3; 32],
+            body: r#"{"Operations":["Encrypt"]}"#.into(),
+            created_at: 4,
         })
         .await
         .unwrap();
