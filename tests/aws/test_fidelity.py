@@ -104,6 +104,25 @@ def test_describe_leaves_out_what_a_secret_does_not_have(server, sm, unique_name
     assert sm.describe_secret(SecretId=unique_name)["RotationEnabled"] is False
 
 
+def test_tags_are_an_empty_list_once_every_tag_is_removed(sm, unique_name):
+    """AWS leaves Tags out for a secret that was never tagged and answers [] after
+    UntagResource removes the last tag, in DescribeSecret and ListSecrets alike."""
+    sm.create_secret(Name=unique_name, SecretString="v")
+    assert "Tags" not in sm.describe_secret(SecretId=unique_name)
+    sm.tag_resource(SecretId=unique_name, Tags=[{"Key": "team", "Value": "a"}, {"Key": "env", "Value": "b"}])
+    sm.untag_resource(SecretId=unique_name, TagKeys=["team", "env"])
+    assert sm.describe_secret(SecretId=unique_name)["Tags"] == []
+    listed = sm.list_secrets(Filters=[{"Key": "name", "Values": [unique_name]}])["SecretList"]
+    assert [s.get("Tags") for s in listed] == [[]]
+    # A value written afterwards keeps it so (the flag is the secret's, not the request's).
+    sm.put_secret_value(SecretId=unique_name, SecretString="v2")
+    assert sm.describe_secret(SecretId=unique_name)["Tags"] == []
+    created_tagged = unique_name + "-2"
+    sm.create_secret(Name=created_tagged, SecretString="v", Tags=[{"Key": "k", "Value": "v"}])
+    sm.untag_resource(SecretId=created_tagged, TagKeys=["k"])
+    assert sm.describe_secret(SecretId=created_tagged)["Tags"] == []
+
+
 def test_update_key_description_changes_only_the_description(server):
     kms = server.client("kms")
     key = kms.create_key(Description="first")["KeyMetadata"]["KeyId"]

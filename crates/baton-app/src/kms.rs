@@ -631,6 +631,7 @@ impl Baton {
             description,
             kms_key_id: None,
             tags: Vec::new(),
+            tagged: false,
             resource_policy: Some(policy),
             rotation: RotationConfig {
                 lambda_arn: Some(baton_engine::KMS_ROTATOR.to_owned()),

@@ -29,6 +29,7 @@ pub fn plain_secret(id: &str, name: &str, wrapped_data_key: Vec<u8>) -> baton_co
         description: None,
         kms_key_id: None,
         tags: vec![],
+        tagged: false,
         resource_policy: None,
         rotation: Default::default(),
         created_at: 0,

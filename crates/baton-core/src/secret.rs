@@ -213,6 +213,9 @@ pub struct SecretRecord {
     pub description: Option<String>,
     pub kms_key_id: Option<String>,
     pub tags: Vec<Tag>,
+    /// Whether the secret has ever had a tag. As in AWS, DescribeSecret answers `Tags: []`
+    /// once every tag has been removed, and leaves `Tags` out for a secret never tagged.
+    pub tagged: bool,
     pub resource_policy: Option<String>,
     pub rotation: RotationConfig,
     pub created_at: Timestamp,
@@ -509,6 +512,7 @@ impl SecretRecord {
                 "A secret can have at most {TAGS_PER_SECRET_MAX} tags."
             )));
         }
+        self.tagged |= !self.tags.is_empty();
         self.last_changed_at = now;
         Ok(())
     }
@@ -592,6 +596,7 @@ pub(crate) mod tests {
             description: None,
             kms_key_id: None,
             tags: vec![],
+            tagged: false,
             resource_policy: None,
             rotation: RotationConfig::default(),
             created_at: 0,

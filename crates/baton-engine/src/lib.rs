@@ -859,6 +859,7 @@ mod tests {
             description: None,
             kms_key_id: None,
             tags: vec![],
+            tagged: false,
             resource_policy: None,
             rotation: RotationConfig {
                 enabled: true,

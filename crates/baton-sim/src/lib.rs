@@ -416,6 +416,7 @@ fn initial_secret() -> SecretRecord {
         description: None,
         kms_key_id: None,
         tags: Vec::new(),
+        tagged: false,
         resource_policy: None,
         rotation: RotationConfig::default(),
         created_at: 0,

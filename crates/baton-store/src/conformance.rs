@@ -51,6 +51,7 @@ pub fn sample_secret(name: &str) -> SecretRecord {
                 value: "prod".into(),
             },
         ],
+        tagged: true,
         resource_policy: None,
         rotation: RotationConfig {
             enabled: true,

@@ -269,6 +269,7 @@ fn read_secret_row(r: &Row) -> SecretRow {
         key_meta: r.get(22),
         rotation_configured_by: r.get(23),
         rotation_database_clone: r.get(24),
+        tagged: r.get(25),
     }
 }
 
@@ -627,6 +628,7 @@ async fn insert_in(
                 &row.key_meta,
                 &row.rotation_configured_by,
                 &row.rotation_database_clone,
+                &row.tagged,
             ],
         )
         .await
@@ -666,6 +668,7 @@ async fn save_in(
                 &row.wrapped_data_key,
                 &row.rotation_configured_by,
                 &row.rotation_database_clone,
+                &row.tagged,
             ],
         )
         .await

@@ -444,6 +444,15 @@ CREATE INDEX kms_grants_secret ON kms_grants (secret_id);
 CREATE INDEX kms_grants_retiring ON kms_grants (retiring);
 "#,
     ),
+    (
+        21,
+        r#"
+-- Whether a secret has ever had a tag: after every tag is removed DescribeSecret answers
+-- `Tags: []`, and leaves `Tags` out for a secret never tagged, as AWS does.
+ALTER TABLE secrets ADD COLUMN tagged BOOLEAN NOT NULL DEFAULT FALSE;
+UPDATE secrets SET tagged = TRUE WHERE id IN (SELECT secret_id FROM secret_tags);
+"#,
+    ),
 ];
 
 /// A page of a namespace's secrets (not keys) in creation order, ascending; `$3` true keeps
@@ -505,14 +514,15 @@ pub const SECRET_COLUMNS: &str = "id, account_id, region, name, arn, description
     resource_policy, rotation_enabled, rotation_lambda_arn, rotation_after_days, rotation_duration, \
     rotation_schedule, rotation_rules_set, last_rotated_at, created_at, last_changed_at, \
     last_accessed_at, deleted_at, purge_at, wrapped_data_key, revision, key_meta, \
-    rotation_configured_by, rotation_database_clone";
+    rotation_configured_by, rotation_database_clone, tagged";
 
 pub const INSERT_SECRET: &str = "INSERT INTO secrets (id, account_id, region, name, arn, \
     description, kms_key_id, resource_policy, rotation_enabled, rotation_lambda_arn, \
     rotation_after_days, rotation_duration, rotation_schedule, rotation_rules_set, last_rotated_at, \
     created_at, last_changed_at, last_accessed_at, deleted_at, purge_at, wrapped_data_key, revision, \
-    key_meta, rotation_configured_by, rotation_database_clone) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-    $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
+    key_meta, rotation_configured_by, rotation_database_clone, tagged) VALUES ($1, $2, $3, $4, $5, \
+    $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, \
+    $26)";
 
 /// Updates the mutable columns if the revision is unchanged. Parameters: $1 id, $2 expected
 /// revision, then the same values as [`SecretRow`] from description on.
@@ -522,7 +532,7 @@ pub const UPDATE_SECRET: &str = "UPDATE secrets SET description = $3, kms_key_id
     rotation_rules_set = $11, last_rotated_at = $12, last_changed_at = $13, \
     last_accessed_at = $14, deleted_at = $15, purge_at = $16, key_meta = $17, \
     wrapped_data_key = $18, rotation_configured_by = $19, rotation_database_clone = $20, \
-    revision = $2 + 1 \
+    tagged = $21, revision = $2 + 1 \
     WHERE id = $1 AND revision = $2";
 
 /// Versions with their labels, one row per (version, label); a version without labels has one
@@ -938,6 +948,7 @@ pub struct SecretRow {
     pub key_meta: Option<String>,
     pub rotation_configured_by: Option<String>,
     pub rotation_database_clone: Option<String>,
+    pub tagged: bool,
 }
 
 impl SecretRow {
@@ -976,6 +987,7 @@ impl SecretRow {
             key_meta: secret.key.as_ref().map(baton_core::KeyMeta::to_text),
             rotation_configured_by: secret.rotation.configured_by.clone(),
             rotation_database_clone: secret.rotation.database_clone.clone(),
+            tagged: secret.tagged,
         }
     }
 
@@ -1045,6 +1057,7 @@ impl SecretRow {
                 .into_iter()
                 .map(|(key, value)| Tag { key, value })
                 .collect(),
+            tagged: self.tagged,
             resource_policy: self.resource_policy,
             rotation: RotationConfig {
                 enabled: self.rotation_enabled,

@@ -265,6 +265,7 @@ fn read_secret_row(r: &Row<'_>) -> rusqlite::Result<SecretRow> {
         key_meta: r.get(22)?,
         rotation_configured_by: r.get(23)?,
         rotation_database_clone: r.get(24)?,
+        tagged: r.get(25)?,
     })
 }
 
@@ -580,7 +581,8 @@ fn insert_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<()
             row.revision,
             row.key_meta,
             row.rotation_configured_by,
-            row.rotation_database_clone
+            row.rotation_database_clone,
+            row.tagged
         ],
     )
     .map_err(backend)?;
@@ -612,7 +614,8 @@ fn save_in(tx: &rusqlite::Transaction<'_>, secret: &SecretRecord) -> Result<i64,
                 row.key_meta,
                 row.wrapped_data_key,
                 row.rotation_configured_by,
-                row.rotation_database_clone
+                row.rotation_database_clone,
+                row.tagged
             ],
         )
         .map_err(backend)?;

@@ -109,9 +109,12 @@ fn convert_tags(tags: &[p::Tag]) -> Result<Vec<Tag>, ApiError> {
         .collect()
 }
 
-fn wire_tags(tags: &[Tag]) -> Option<Vec<p::Tag>> {
-    (!tags.is_empty()).then(|| {
-        tags.iter()
+/// A secret's `Tags`: absent for a secret never tagged, `[]` once every tag was removed.
+fn wire_tags(secret: &SecretRecord) -> Option<Vec<p::Tag>> {
+    (secret.tagged || !secret.tags.is_empty()).then(|| {
+        secret
+            .tags
+            .iter()
             .map(|t| p::Tag {
                 key: Some(t.key.clone()),
                 value: Some(t.value.clone()),
@@ -310,7 +313,7 @@ impl Located {
             last_accessed_date: last_accessed_at.map(seconds),
             deleted_date: deleted_date(secret),
             next_rotation_date: secret.rotation.next_rotation_at.map(seconds),
-            tags: wire_tags(&secret.tags),
+            tags: wire_tags(secret),
             owning_service: None,
             created_date: Some(seconds(secret.created_at)),
             primary_region: replicated.then(|| secret.region.clone()),

@@ -189,6 +189,7 @@ impl Baton {
                 description: primary.description.clone(),
                 kms_key_id: replica.as_ref().and_then(|r| r.kms_key_id.clone()),
                 tags: primary.tags.clone(),
+                tagged: primary.tagged,
                 resource_policy: primary.resource_policy.clone(),
                 rotation: RotationConfig::default(),
                 created_at: now,

@@ -208,6 +208,7 @@ impl Baton {
             description: req.description.clone(),
             kms_key_id: req.kms_key_id.clone(),
             tags: Vec::new(),
+            tagged: false,
             resource_policy: None,
             rotation: RotationConfig::default(),
             created_at: now,
