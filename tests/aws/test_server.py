@@ -1,6 +1,7 @@
 """`baton serve` itself: first start, configuration, TLS, metrics, shutdown, limits, and what
 it leaves on disk and in its logs. Each test runs its own server on the embedded store."""
 
+import json
 import os
 import re
 import socket
@@ -98,7 +99,8 @@ def test_metrics_count_requests_by_operation_and_outcome(fresh):
 
 
 def test_values_never_reach_the_database_file_or_logs_in_plaintext(fresh):
-    srv = fresh(extra_env={"RUST_LOG": "trace"}).start()
+    # Every log line on: trace level and the access log.
+    srv = fresh(extra_env={"RUST_LOG": "trace"}, extra_args=["--access-log"]).start()
     client = srv.client()
     marker = "PLAINTEXT-MARKER-7f3a9c1e-never-on-disk"
     client.create_secret(Name="radioactive", SecretString=marker)
@@ -120,6 +122,25 @@ def test_values_never_reach_the_database_file_or_logs_in_plaintext(fresh):
     srv.stop()
     for path in [srv.data_dir / "baton.db"]:
         assert marker.encode() not in path.read_bytes()
+
+
+def test_the_access_log_is_off_unless_asked_for(fresh):
+    """The audit log records every request; the per-request log line is opt-in, even at
+    RUST_LOG=debug, and once on it names the request without its values."""
+    quiet = fresh(extra_env={"RUST_LOG": "debug"}).start()
+    quiet.client().create_secret(Name="quiet", SecretString="quiet-value-123456")
+    quiet.client().get_secret_value(SecretId="quiet")
+    quiet_log = quiet.read_log()
+    assert "baton::access" not in quiet_log and "latency_us" not in quiet_log, quiet_log[-2000:]
+    loud = fresh(extra_args=["--access-log", "--log-format", "json"]).start()
+    loud.client().create_secret(Name="loud", SecretString="loud-value-123456")
+    got = loud.client().get_secret_value(SecretId="loud")
+    lines = [json.loads(line) for line in loud.read_log().splitlines() if '"baton::access"' in line]
+    reads = [l for l in lines if l["fields"].get("operation") == "secretsmanager.GetSecretValue"]
+    assert len(reads) == 1, lines
+    assert reads[0]["fields"]["request_id"] == got["ResponseMetadata"]["RequestId"]
+    assert reads[0]["fields"]["status"] == 200 and reads[0]["fields"]["latency_us"] > 0
+    assert "loud-value-123456" not in loud.read_log()
 
 
 def test_connections_beyond_the_limit_are_refused_and_service_continues(fresh):

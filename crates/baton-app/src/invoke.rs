@@ -251,7 +251,10 @@ impl Baton {
             .increment(1);
         metrics::histogram!("baton_request_duration_seconds", "operation" => operation)
             .record(elapsed.as_secs_f64());
+        // The access log: off unless the operator asks for it (`baton serve --access-log`),
+        // since the audit log already records every request.
         tracing::info!(
+            target: "baton::access",
             request_id = %request.request_id,
             operation,
             status,
