@@ -805,6 +805,19 @@ impl Baton {
             .await
     }
 
+    /// As [`Baton::key_of`], for a request with an encryption context (see
+    /// [`Baton::key_for_context`]).
+    async fn key_of_context(
+        &self,
+        caller: &Caller,
+        key_id: &Option<String>,
+        encryption_context: &[(String, String)],
+    ) -> Result<Key, ApiError> {
+        let text = required(key_id, "keyId")?;
+        self.key_for_context(caller, text, &caller.action, Some(encryption_context))
+            .await
+    }
+
     /// Applies `change` to a key and saves it, retrying on a concurrent write.
     async fn update_key<T>(
         &self,
@@ -1352,14 +1365,7 @@ impl Baton {
         let plaintext = decode(&req.plaintext, "plaintext")?;
         bounded(&plaintext, "plaintext", MESSAGE_BYTES_MAX)?;
         let ctx = context(&req.encryption_context);
-        let key = self
-            .key_for_context(
-                caller,
-                required(&req.key_id, "keyId")?,
-                &caller.action,
-                Some(&ctx),
-            )
-            .await?;
+        let key = self.key_of_context(caller, &req.key_id, &ctx).await?;
         let (blob, version, alg) = self.encrypt_with(
             &key,
             &plaintext,
@@ -1564,26 +1570,15 @@ impl Baton {
                 ));
             }
         };
-        let key = self
-            .key_for_context(
-                caller,
-                required(&req.key_id, "keyId")?,
-                &caller.action,
-                Some(&context(&req.encryption_context)),
-            )
-            .await?;
+        let ctx = context(&req.encryption_context);
+        let key = self.key_of_context(caller, &req.key_id, &ctx).await?;
         key.usable()?;
         key.needs_symmetric("GenerateDataKey")?;
         let mut bytes = vec![0u8; len];
         baton_crypto::fill_random(&mut bytes)?;
         let data_key = SecretBytes::from(bytes);
-        let (blob, version, _) = self.encrypt_with(
-            &key,
-            &data_key,
-            &context(&req.encryption_context),
-            None,
-            "GenerateDataKey",
-        )?;
+        let (blob, version, _) =
+            self.encrypt_with(&key, &data_key, &ctx, None, "GenerateDataKey")?;
         let mut out = json!({
             "CiphertextBlob": b64(&blob),
             "KeyId": key.arn(),
@@ -1615,27 +1610,16 @@ impl Baton {
         let spec = KeySpec::parse(spec_name)
             .filter(|s| s.is_asymmetric())
             .ok_or_else(|| enum_error("keyPairSpec", spec_name, &pair_names))?;
-        let key = self
-            .key_for_context(
-                caller,
-                required(&req.key_id, "keyId")?,
-                &caller.action,
-                Some(&context(&req.encryption_context)),
-            )
-            .await?;
+        let ctx = context(&req.encryption_context);
+        let key = self.key_of_context(caller, &req.key_id, &ctx).await?;
         key.usable()?;
         key.needs_symmetric("GenerateDataKeyPair")?;
         let private = tokio::task::spawn_blocking(move || ck::generate_key_material(spec))
             .await
             .map_err(|e| ApiError::Internal(format!("key generation task failed: {e}")))??;
         let public = ck::public_key_der(spec, &private)?;
-        let (blob, version, _) = self.encrypt_with(
-            &key,
-            &private,
-            &context(&req.encryption_context),
-            None,
-            "GenerateDataKeyPair",
-        )?;
+        let (blob, version, _) =
+            self.encrypt_with(&key, &private, &ctx, None, "GenerateDataKeyPair")?;
         let mut out = json!({
             "PrivateKeyCiphertextBlob": b64(&blob),
             "PublicKey": b64(&public),

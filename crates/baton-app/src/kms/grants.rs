@@ -204,6 +204,20 @@ fn wire_grant(grant: &GrantRecord, body: Body, account_id: &str) -> Value {
     out
 }
 
+/// One page of `grants` in AWS's list shape (`Grants`, `Truncated`, `NextMarker`).
+fn grants_page<'a>(
+    grants: impl Iterator<Item = &'a GrantRecord>,
+    limit: &Option<i64>,
+    marker: &Option<String>,
+    account_id: &str,
+) -> Result<Value, ApiError> {
+    let grants = grants
+        .map(|grant| Ok(wire_grant(grant, body_of(grant)?, account_id)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let (grants, next) = page(grants, *limit, marker, 50)?;
+    Ok(paged("Grants", grants, next))
+}
+
 fn dry_run(flag: Option<bool>) -> Result<(), ApiError> {
     if flag == Some(true) {
         return Err(ApiError::KmsDryRun(
@@ -370,24 +384,15 @@ impl Baton {
         let key = self
             .key_for(caller, required(&req.key_id, "keyId")?, &caller.action)
             .await?;
-        let mut grants = Vec::new();
-        for grant in self.store.grants_of_key(&key.secret.id).await? {
-            if req
-                .grant_id
-                .as_ref()
-                .is_some_and(|id| *id != grant.grant_id)
-                || req
+        let grants = self.store.grants_of_key(&key.secret.id).await?;
+        let grants = grants.iter().filter(|grant| {
+            req.grant_id.as_ref().is_none_or(|id| *id == grant.grant_id)
+                && req
                     .grantee_principal
                     .as_ref()
-                    .is_some_and(|p| *p != grant.grantee)
-            {
-                continue;
-            }
-            let body = body_of(&grant)?;
-            grants.push(wire_grant(&grant, body, &caller.account_id));
-        }
-        let (grants, next) = page(grants, req.limit, &req.marker, 50)?;
-        Ok(paged("Grants", grants, next))
+                    .is_none_or(|p| *p == grant.grantee)
+        });
+        grants_page(grants, &req.limit, &req.marker, &caller.account_id)
     }
 
     /// ListRetirableGrants: the grants in the caller's namespace that `RetiringPrincipal` may
@@ -400,15 +405,11 @@ impl Baton {
         let retiring = required(&req.retiring_principal, "retiringPrincipal")?;
         check_principal("retiringPrincipal", retiring)?;
         let namespace = key_arn(&caller.account_id, &caller.region, "");
-        let mut grants = Vec::new();
-        for grant in self.store.grants_retirable_by(retiring).await? {
-            if grant.key_arn.starts_with(&namespace) {
-                let body = body_of(&grant)?;
-                grants.push(wire_grant(&grant, body, &caller.account_id));
-            }
-        }
-        let (grants, next) = page(grants, req.limit, &req.marker, 50)?;
-        Ok(paged("Grants", grants, next))
+        let grants = self.store.grants_retirable_by(retiring).await?;
+        let grants = grants
+            .iter()
+            .filter(|grant| grant.key_arn.starts_with(&namespace));
+        grants_page(grants, &req.limit, &req.marker, &caller.account_id)
     }
 
     /// RetireGrant, by its token or by key and grant id. The grant's retiring principal may
