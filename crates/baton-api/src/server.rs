@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub store: StoreChoice,
+    /// The embedded store's cache of secrets, in bytes (PostgreSQL has none).
+    pub cache_bytes: u64,
     /// Defaults to `<data_dir>/root.key`. Several nodes on one database share one root key.
     pub root_key_file: Option<PathBuf>,
     /// A root key obtained elsewhere (a command, KMS); when set, no file is read or created.
@@ -109,6 +111,7 @@ impl ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.to_path_buf(),
             store: StoreChoice::Sqlite,
+            cache_bytes: baton_store::CACHE_BYTES_DEFAULT,
             root_key_file: None,
             root_key: None,
             root_key_source: None,
@@ -261,7 +264,7 @@ impl Server {
             StoreChoice::Sqlite => {
                 let path = options.data_dir.join("baton.db");
                 Arc::new(
-                    SqliteStore::open(&path)
+                    SqliteStore::open_with_cache(&path, options.cache_bytes)
                         .with_context(|| format!("opening {}", path.display()))?,
                 )
             }
@@ -345,6 +348,12 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// What the store's cache holds: a handle that keeps answering once the server runs.
+    pub fn cache_usage(&self) -> impl Fn() -> Option<(usize, u64)> + Send + Sync + 'static {
+        let store = self.app.baton.store.clone();
+        move || store.cache_usage()
     }
 
     /// Serves until `shutdown` resolves, then drains open connections for up to the grace

@@ -127,7 +127,12 @@ impl Baton {
             }
             recorded.insert(secret.id.clone(), now);
         }
-        if let Err(e) = self.store.record_plain_read(&secret.id, now).await {
+        let written = self
+            .plain_read_writer
+            .write(&self.store, (secret.id.clone(), now))
+            .await
+            .unwrap_or_else(|| Err("the plain-read writer stopped".to_owned()));
+        if let Err(e) = written {
             tracing::warn!(error = %e, "could not record a plain read; gates wait the full delay only if it was recorded");
             // Forget the throttle entry so the next read tries again.
             let mut recorded = self.plain_reads.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,11 +166,14 @@ impl Baton {
             lease_expires_at: now + lease,
             principal: caller.principal.arn.clone(),
         };
-        if let ConsumerWrite::OwnedByAnother(_) = self
-            .store
-            .upsert_consumers(std::slice::from_ref(&record))
-            .await?
-        {
+        // Many watchers refetch at once after a change; their reports share one transaction.
+        let written = self
+            .consumer_report_writer
+            .write(&self.store, record.clone())
+            .await
+            .unwrap_or_else(|| Err("the consumer report writer stopped".to_owned()))
+            .map_err(|e| ApiError::Internal(format!("recording the consumer failed: {e}")))?;
+        if !written {
             return Err(owned_by_another(&record, &secret.arn));
         }
         if rotation_in_flight(secret) {

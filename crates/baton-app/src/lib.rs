@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod authz;
 pub mod backup;
+mod coalesce;
 mod consumers;
 pub mod delivery;
 mod error;

@@ -192,6 +192,10 @@ pub struct Baton {
     pub delivery_wake: tokio::sync::Notify,
     /// When this node last recorded a plain read of each secret (throttles the writes).
     pub(crate) plain_reads: Mutex<HashMap<String, i64>>,
+    /// Writes those records, many per transaction.
+    pub(crate) plain_read_writer: crate::coalesce::Coalescer<crate::coalesce::PlainReads>,
+    /// Writes keyring fetches' consumer records, many per transaction.
+    pub(crate) consumer_report_writer: crate::coalesce::Coalescer<crate::coalesce::ConsumerReports>,
     pub account_id: String,
     pub regions: Vec<String>,
     /// The audit log; `None` only for in-process use without a server.
@@ -237,6 +241,8 @@ impl Baton {
             consumer_reports: tokio::sync::watch::Sender::new(0),
             watch_wait_max: Duration::from_secs(20),
             plain_reads: Mutex::new(HashMap::new()),
+            plain_read_writer: Default::default(),
+            consumer_report_writer: Default::default(),
             events_retention: Duration::from_secs(30 * 24 * 3600),
             delivery_wake: tokio::sync::Notify::new(),
             account_id,

@@ -15,6 +15,8 @@ use hyper_util::rt::TokioExecutor;
 pub const ACCESS_KEY_ID: &str = "BTNBENCHMARK00000001";
 /// The version id of the readable secret [`fill_store`] adds.
 pub const READABLE_VERSION: &str = "00000000-0000-4000-8000-000000000001";
+/// The version id of the values [`fill_store`] writes.
+pub const FILL_VERSION: &str = "00000000-0000-4000-8000-0000000000f1";
 pub const SECRET_ACCESS_KEY: &str = "benchmark-secret-access-key-000000000000";
 
 /// A secret with no versions, tags or rotation in account 123456789012, us-east-1, with its
@@ -48,8 +50,8 @@ pub fn plain_secret(id: &str, name: &str, wrapped_data_key: Vec<u8>) -> baton_co
 }
 
 /// Fills an empty store with `n` secrets whose data keys `ring` wraps (one restore
-/// transaction), plus one readable secret named `readable` with a 256-byte value. The `n` are named
-/// `bench/0000000`…; their values cannot be opened (listing and re-wrapping need no value).
+/// transaction), plus one readable secret named `readable`. The `n` are named
+/// `bench/0000000`…; each, like `readable`, holds a 256-byte value (version [`FILL_VERSION`]).
 pub async fn fill_store(
     store: &baton_store::SqliteStore,
     ring: &baton_crypto::RootKey,
@@ -61,7 +63,7 @@ pub async fn fill_store(
     let mut template = plain_secret("tmpl", "benchtemplate", vec![0; 60]);
     template.add_version(
         baton_core::NewVersion {
-            version_id: "v1".into(),
+            version_id: FILL_VERSION.into(),
             kind: baton_core::SecretValueKind::String,
             sealed_value: vec![7; 96],
             labels: None,
@@ -73,6 +75,7 @@ pub async fn fill_store(
     let data_key = baton_crypto::DataKey::generate()?;
     for table in &mut snapshot.tables {
         let wrapped_at = table.columns.iter().position(|c| c == "wrapped_data_key");
+        let sealed_at = table.columns.iter().position(|c| c == "sealed_value");
         let rows = std::mem::take(&mut table.rows);
         for i in 0..n {
             let id = format!("sec-{i:08}");
@@ -89,6 +92,11 @@ pub async fn fill_store(
                     .collect();
                 if let Some(at) = wrapped_at {
                     copy[at] = baton_store::snapshot::Cell::Blob(ring.wrap(&data_key, &id)?);
+                }
+                if let Some(at) = sealed_at {
+                    copy[at] = baton_store::snapshot::Cell::Blob(
+                        data_key.seal(&[b'x'; 256], &baton_crypto::value_aad(&id, FILL_VERSION))?,
+                    );
                 }
                 table.rows.push(copy);
             }
@@ -223,7 +231,9 @@ pub fn load(
 }
 
 /// As [`load`], with connection `i` sending copies of `templates[i % len]`: the same load
-/// spread over several servers (nodes behind a load balancer).
+/// spread over several servers (nodes behind a load balancer). With more templates than
+/// connections, each request instead picks a template uniformly at random (a fixed
+/// pseudo-random sequence per connection): reads spread over many secrets.
 pub fn load_spread(
     rt: &tokio::runtime::Runtime,
     templates: &[http::Request<Bytes>],
@@ -240,11 +250,20 @@ pub fn load_spread(
         let mut tasks = Vec::with_capacity(concurrency);
         for i in 0..concurrency {
             let client = client.clone();
-            let template = templates[i % templates.len()].clone();
+            let templates = templates.clone();
+            let spread = templates.len() > concurrency;
             tasks.push(tokio::spawn(async move {
                 let mut latencies_us: Vec<u64> = Vec::with_capacity(100_000);
                 let mut errors = 0u64;
+                let mut sent = 0u64;
                 while Instant::now() < deadline {
+                    let template = if spread {
+                        sent += 1;
+                        let pick = splitmix64(((i as u64) << 40) ^ sent);
+                        &templates[(pick % templates.len() as u64) as usize]
+                    } else {
+                        &templates[i % templates.len()]
+                    };
                     let mut builder = http::Request::builder()
                         .method(template.method())
                         .uri(template.uri());
@@ -291,6 +310,14 @@ pub fn load_spread(
             errors,
         }
     })
+}
+
+/// A well-mixed 64-bit hash (SplitMix64's finalizer).
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The median, minimum and maximum.

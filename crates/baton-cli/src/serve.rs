@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// Use PostgreSQL at this URL instead of the embedded SQLite file (the default).
     #[arg(long, env = "BATON_DATABASE_URL")]
     database_url: Option<String>,
+    /// Memory for the embedded store's cache of secrets, as bytes or with a KiB, MiB or GiB
+    /// suffix (default 128MiB, at least 1MiB); beyond it, the least used secrets are evicted.
+    #[arg(long, env = "BATON_CACHE_SIZE")]
+    cache_size: Option<String>,
     /// Root key file; defaults to <data-dir>/root.key. Nodes sharing a database share it.
     #[arg(long, env = "BATON_ROOT_KEY_FILE", conflicts_with_all = ["root_key_command", "root_key_kms"])]
     root_key_file: Option<PathBuf>,
@@ -135,6 +139,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    cache_size: Option<String>,
     root_key_file: Option<PathBuf>,
     root_key_command: Option<String>,
     root_key_kms: Option<String>,
@@ -199,6 +204,27 @@ fn validate_account_id(id: &str) -> anyhow::Result<()> {
         bail!("account id must be 12 digits, got '{id}'");
     }
     Ok(())
+}
+
+/// A size in bytes: a number, optionally followed by KiB, MiB or GiB.
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => bail!("unknown unit {other:?}: write a number of bytes, or use KiB, MiB or GiB"),
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        anyhow::anyhow!("expected a number of bytes, optionally with KiB, MiB or GiB")
+    })?;
+    n.checked_mul(multiplier)
+        .ok_or_else(|| anyhow::anyhow!("the size is too large"))
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -293,6 +319,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (1..=10_000).contains(&root_key_rewrap_batch),
         "root_key_rewrap_batch must be between 1 and 10000 (got {root_key_rewrap_batch})"
     );
+    let cache_bytes = match args.cache_size.or(file.cache_size) {
+        Some(text) => parse_size(&text).with_context(|| format!("in cache_size {text:?}"))?,
+        None => baton_store::CACHE_BYTES_DEFAULT,
+    };
+    anyhow::ensure!(
+        cache_bytes >= baton_store::CACHE_BYTES_MIN,
+        "cache_size must be at least 1MiB (got {cache_bytes} bytes)"
+    );
     let options = ServeOptions {
         listen: args
             .listen
@@ -303,6 +337,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(url) => StoreChoice::Postgres(url),
             None => StoreChoice::Sqlite,
         },
+        cache_bytes,
         root_key_file,
         root_key,
         root_key_source,
@@ -444,6 +479,18 @@ mod tests {
             toml::from_str("regions = [\"eu-west-1\"]\nlog_format = \"json\"\n").unwrap();
         assert_eq!(ok.regions.unwrap(), ["eu-west-1"]);
         assert_eq!(ok.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_name_a_bad_one() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("128MiB").unwrap(), 128 << 20);
+        assert_eq!(parse_size("2 GiB").unwrap(), 2 << 30);
+        let err = parse_size("128MB").unwrap_err().to_string();
+        assert!(err.contains("\"MB\"") && err.contains("MiB"), "{err}");
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
     }
 
     #[test]

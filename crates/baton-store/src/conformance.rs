@@ -764,6 +764,28 @@ pub async fn plain_reads_keep_the_latest(store: &dyn Store) {
     );
     store.record_plain_read("no-such-secret", 1).await.unwrap();
     assert_eq!(store.last_plain_read("no-such-secret").await.unwrap(), None);
+
+    // A batch: the latest of each secret's reads is kept, an unknown secret is skipped, and a
+    // read older than the stored one changes nothing.
+    let other = sample_secret(&unique("read-"));
+    store.insert_secret(&other).await.unwrap();
+    store
+        .record_plain_reads(&[
+            (other.id.clone(), 2_000),
+            (secret.id.clone(), 8_000),
+            ("no-such-secret".to_owned(), 4_000),
+            (other.id.clone(), 7_000),
+            (other.id.clone(), 6_000),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last_plain_read(&secret.id).await.unwrap(),
+        Some(9_000)
+    );
+    assert_eq!(store.last_plain_read(&other.id).await.unwrap(), Some(7_000));
+    assert_eq!(store.last_plain_read("no-such-secret").await.unwrap(), None);
+    store.record_plain_reads(&[]).await.unwrap();
 }
 
 pub async fn committed_changes_are_published(store: &dyn Store) {

@@ -20,6 +20,7 @@ mod schema;
 pub mod snapshot;
 mod sqlite;
 
+pub use cache::{CACHE_BYTES_DEFAULT, CACHE_BYTES_MIN};
 pub use changes::ChangeFeed;
 pub use postgres::PostgresStore;
 pub use root_keys::{NodeRecord, RootKeyStateRecord, SealedBlob, SealedKind, SealedReplacement};
@@ -330,6 +331,12 @@ pub enum ConsumerWrite {
 /// The persistence interface. Both engines implement it identically; see [`conformance`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// How many secrets this engine's cache holds and the bytes it accounts for them; `None`
+    /// for an engine without one.
+    fn cache_usage(&self) -> Option<(usize, u64)> {
+        None
+    }
+
     /// Inserts a new secret with its versions. Fails with [`StoreError::NameTaken`] if the
     /// namespace already holds the name.
     async fn insert_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
@@ -555,6 +562,8 @@ pub trait Store: Send + Sync + 'static {
     /// Notes that a reader that does not report read the secret at `at` (kept if later than
     /// what is stored).
     async fn record_plain_read(&self, secret_id: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// [`Store::record_plain_read`] for many reads in one transaction (one commit, one fsync).
+    async fn record_plain_reads(&self, reads: &[(String, Timestamp)]) -> Result<(), StoreError>;
     async fn last_plain_read(&self, secret_id: &str) -> Result<Option<Timestamp>, StoreError>;
 
     /// Commits that changed a secret are published here, by secret id.

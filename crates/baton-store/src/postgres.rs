@@ -273,21 +273,139 @@ fn read_secret_row(r: &Row) -> SecretRow {
     }
 }
 
-/// Runs a statement keyed by a secret id and maps every row.
+/// Which secret the child tables are read for: the one with this id, or the one a `WHERE`
+/// clause on `secrets` finds (with the same arguments as that clause).
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    Id,
+    Where(&'a str),
+}
+
+impl Owner<'_> {
+    /// `statement` (keyed by `secret_id = $1`) for this owner. Keyed by a clause, it also
+    /// returns each row's `secret_id` as its last column, so that the caller can check that
+    /// every row belongs to the secret it found.
+    fn keyed(self, statement: &str) -> String {
+        match self {
+            Owner::Id => statement.to_owned(),
+            Owner::Where(clause) => {
+                let column = if statement.contains("secret_versions v ") {
+                    "v.secret_id"
+                } else {
+                    "secret_id"
+                };
+                statement
+                    .replacen(" FROM ", &format!(", {column} FROM "), 1)
+                    .replace(
+                        "secret_id = $1",
+                        &format!("secret_id = (SELECT id FROM secrets WHERE {clause})"),
+                    )
+            }
+        }
+    }
+}
+
+/// A child table's rows, with the secret ids they belong to (when keyed by a clause).
+type Owned<T> = (Vec<T>, Vec<String>);
+
+/// Runs a child statement for `owner` with these arguments and maps every row.
 async fn child_rows<T>(
     client: &impl GenericClient,
+    owner: Owner<'_>,
     statement: &str,
-    secret_id: &str,
+    args: &[&(dyn ToSql + Sync)],
     map: impl Fn(&Row) -> T,
-) -> Result<Vec<T>, StoreError> {
-    let statement = client.prepare_cached(statement).await.map_err(backend)?;
-    Ok(client
-        .query(&statement, &[&secret_id])
+) -> Result<Owned<T>, StoreError> {
+    let statement = client
+        .prepare_cached(&owner.keyed(statement))
         .await
-        .map_err(backend)?
+        .map_err(backend)?;
+    let rows = client.query(&statement, args).await.map_err(backend)?;
+    let owners = match owner {
+        Owner::Id => Vec::new(),
+        Owner::Where(_) => rows.iter().map(|r| r.get(r.len() - 1)).collect(),
+    };
+    Ok((rows.iter().map(map).collect(), owners))
+}
+
+struct Children {
+    versions: Owned<schema::VersionRow>,
+    tags: Owned<(String, String)>,
+    replicas: Owned<(String, Option<String>, Option<i64>)>,
+    policy: Owned<schema::PolicyRow>,
+    rotation: Owned<schema::RotationRow>,
+    next_rotation_at: Owned<i64>,
+}
+
+impl Children {
+    /// Whether every row belongs to this secret: false when a write between the statements
+    /// gave the clause another secret (a name deleted and taken again).
+    fn belong_to(&self, id: &str) -> bool {
+        [
+            &self.versions.1,
+            &self.tags.1,
+            &self.replicas.1,
+            &self.policy.1,
+            &self.rotation.1,
+            &self.next_rotation_at.1,
+        ]
         .iter()
-        .map(map)
-        .collect())
+        .all(|owners| owners.iter().all(|o| o == id))
+    }
+
+    fn assemble(self, row: SecretRow) -> Result<SecretRecord, StoreError> {
+        row.into_record(
+            self.versions.0,
+            self.tags.0,
+            self.replicas.0,
+            self.policy.0.into_iter().next(),
+            self.rotation.0.into_iter().next(),
+            self.next_rotation_at.0.into_iter().next(),
+        )
+    }
+}
+
+/// A secret's six child tables. Issued together, the queries are pipelined on the one
+/// connection: one round trip instead of six.
+async fn children(
+    client: &impl GenericClient,
+    owner: Owner<'_>,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<Children, StoreError> {
+    let (versions, tags, replicas, policy, rotation, next_rotation_at) = tokio::try_join!(
+        child_rows(
+            client,
+            owner,
+            schema::SELECT_VERSIONS_AND_LABELS,
+            args,
+            |r| { (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)) }
+        ),
+        child_rows(client, owner, schema::SELECT_TAGS, args, |r| {
+            (r.get(0), r.get(1))
+        }),
+        child_rows(client, owner, schema::SELECT_REPLICAS, args, |r| {
+            (r.get(0), r.get(1), r.get(2))
+        }),
+        child_rows(client, owner, schema::SELECT_POLICY, args, |r| {
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+        }),
+        child_rows(
+            client,
+            owner,
+            schema::SELECT_ROTATION,
+            args,
+            read_rotation_row
+        ),
+        child_rows(client, owner, schema::SELECT_SCHEDULE, args, |r| r.get(0)),
+    )?;
+    Ok(Children {
+        versions,
+        tags,
+        replicas,
+        policy,
+        rotation,
+        next_rotation_at,
+    })
 }
 
 async fn load_children(
@@ -295,30 +413,7 @@ async fn load_children(
     row: SecretRow,
 ) -> Result<SecretRecord, StoreError> {
     let id = row.id.clone();
-    // Issued together, the six queries are pipelined on the one connection: one round trip
-    // instead of six.
-    let (versions, tags, replicas, policy, rotation, next_rotation_at) = tokio::try_join!(
-        child_rows(client, schema::SELECT_VERSIONS_AND_LABELS, &id, |r| {
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
-        }),
-        child_rows(client, schema::SELECT_TAGS, &id, |r| (r.get(0), r.get(1))),
-        child_rows(client, schema::SELECT_REPLICAS, &id, |r| {
-            (r.get(0), r.get(1), r.get(2))
-        }),
-        child_rows(client, schema::SELECT_POLICY, &id, |r| {
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
-        }),
-        child_rows(client, schema::SELECT_ROTATION, &id, read_rotation_row),
-        child_rows(client, schema::SELECT_SCHEDULE, &id, |r| r.get(0)),
-    )?;
-    row.into_record(
-        versions,
-        tags,
-        replicas,
-        policy.into_iter().next(),
-        rotation.into_iter().next(),
-        next_rotation_at.into_iter().next(),
-    )
+    children(client, Owner::Id, &[&id]).await?.assemble(row)
 }
 
 /// Whether `name` is free in the namespace for a secret other than `except_id`.
@@ -344,6 +439,8 @@ async fn name_is_free(
     Ok(in_secrets.is_none_or(|id| id == except_id) && in_replicas.is_none())
 }
 
+/// The one secret a `WHERE` clause on `secrets` finds, in one round trip: its row and its
+/// child tables (each keyed by the same clause) are pipelined together.
 async fn find_one(
     client: &impl GenericClient,
     where_clause: &str,
@@ -353,10 +450,20 @@ async fn find_one(
         "SELECT {} FROM secrets WHERE {where_clause}",
         schema::SECRET_COLUMNS
     );
-    let statement = client.prepare_cached(&query).await.map_err(backend)?;
-    match client.query_opt(&statement, args).await.map_err(backend)? {
-        Some(row) => Ok(Some(load_children(client, read_secret_row(&row)).await?)),
-        None => Ok(None),
+    let row = async {
+        let statement = client.prepare_cached(&query).await.map_err(backend)?;
+        client.query_opt(&statement, args).await.map_err(backend)
+    };
+    let (row, children) =
+        tokio::try_join!(row, children(client, Owner::Where(where_clause), args))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let row = read_secret_row(&row);
+    if children.belong_to(&row.id) {
+        Ok(Some(children.assemble(row)?))
+    } else {
+        Ok(Some(load_children(client, row).await?))
     }
 }
 
@@ -1635,6 +1742,22 @@ impl Store for PostgresStore {
         self.changed(schema::RECORD_PLAIN_READ, &[&secret_id, &at])
             .await
             .map(drop)
+    }
+
+    async fn record_plain_reads(&self, reads: &[(String, Timestamp)]) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let record = tx
+            .prepare_cached(schema::RECORD_PLAIN_READ)
+            .await
+            .map_err(backend)?;
+        // Pipelined: every row's statement is sent before the first answer arrives.
+        let args: Vec<[&(dyn ToSql + Sync); 2]> =
+            reads.iter().map(|(id, at)| [id as _, at as _]).collect();
+        futures_util::future::try_join_all(args.iter().map(|a| tx.execute(&record, a)))
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn last_plain_read(&self, secret_id: &str) -> Result<Option<Timestamp>, StoreError> {

@@ -64,8 +64,15 @@ fn backend(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Opens (creating if needed) the database file and applies pending migrations, with the
+    /// default cache ([`crate::CACHE_BYTES_DEFAULT`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, crate::CACHE_BYTES_DEFAULT)
+    }
+
+    /// [`SqliteStore::open`] with a cache of secrets of about `cache_bytes` (at least
+    /// [`crate::CACHE_BYTES_MIN`]); beyond it, the least useful entries are evicted.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let lock = lock_exclusively(path)?;
         create_private(path)?;
         let mut conn = Connection::open(path).map_err(backend)?;
@@ -88,7 +95,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
-            cache: Arc::new(RecordCache::default()),
+            cache: Arc::new(RecordCache::with_bytes(cache_bytes)),
             changes: Arc::new(ChangeFeed::default()),
             _lock: Arc::new(lock),
         })
@@ -747,6 +754,10 @@ fn read_audit(r: &Row<'_>) -> rusqlite::Result<crate::AuditRecord> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn cache_usage(&self) -> Option<(usize, u64)> {
+        Some((self.cache.records(), self.cache.weight()))
+    }
+
     async fn insert_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
         let id = secret.id.clone();
         let secret = secret.clone();
@@ -1709,6 +1720,23 @@ impl Store for SqliteStore {
             conn.execute(&sql(schema::RECORD_PLAIN_READ), params![id, at])
                 .map(drop)
                 .map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_plain_reads(&self, reads: &[(String, Timestamp)]) -> Result<(), StoreError> {
+        let reads = reads.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            {
+                let mut record = tx
+                    .prepare_cached(&sql(schema::RECORD_PLAIN_READ))
+                    .map_err(backend)?;
+                for (id, at) in &reads {
+                    record.execute(params![id, at]).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
         })
         .await
     }
