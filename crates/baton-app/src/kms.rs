@@ -56,7 +56,9 @@ const ON_DEMAND_ROTATIONS_MAX: usize = 10;
 const SCHEDULED_CONFLICT_MS: i64 = 20 * 60 * 1000;
 const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 /// Parsed signing keys kept in memory, at most.
-const PARSED_KEYS_MAX: usize = 1024;
+pub(crate) const PARSED_KEYS_MAX: usize = 1024;
+/// Symmetric and HMAC key versions whose material stays open in memory.
+pub(crate) const OPENED_KEYS_MAX: usize = 4096;
 
 /// A KMS key as the operations see it.
 #[derive(Debug)]
@@ -851,7 +853,8 @@ impl Baton {
         ))
     }
 
-    fn key_material(&self, key: &Key, version_id: &str) -> Result<SecretBytes, ApiError> {
+    /// Opens a key version's material: unwraps the key's data key, then the version.
+    fn open_key_material(&self, key: &Key, version_id: &str) -> Result<SecretBytes, ApiError> {
         if key.secret.version(version_id).is_none() {
             return Err(ApiError::KmsInvalidCiphertext(format!(
                 "{} has no key version {version_id}.",
@@ -862,28 +865,30 @@ impl Baton {
             .map_err(|e| ApiError::Internal(format!("opening key material: {e}")))
     }
 
+    /// A symmetric or HMAC key version's material, opened at most once while it stays in
+    /// `opened_keys`: a request then unwraps nothing.
+    fn key_material(&self, key: &Key, version_id: &str) -> Result<Arc<SecretBytes>, ApiError> {
+        let cache_key = (key.secret.id.clone(), version_id.to_owned());
+        if let Some(found) = self.opened_keys.get(&cache_key) {
+            return Ok(found);
+        }
+        let material = Arc::new(self.open_key_material(key, version_id)?);
+        self.opened_keys.insert(cache_key, material.clone());
+        Ok(material)
+    }
+
     /// A signing key version, parsed once per process (RSA parsing checks the key, which costs
     /// more than a signature).
     fn parsed_key(&self, key: &Key, version_id: &str) -> Result<Arc<ck::ParsedKey>, ApiError> {
         let cache_key = (key.secret.id.clone(), version_id.to_owned());
-        if let Some(found) = self
-            .parsed_keys
-            .lock()
-            .ok()
-            .and_then(|cache| cache.get(&cache_key).cloned())
-        {
+        if let Some(found) = self.parsed_keys.get(&cache_key) {
             return Ok(found);
         }
         let parsed = Arc::new(ck::ParsedKey::parse(
             key.spec,
-            &self.key_material(key, version_id)?,
+            &self.open_key_material(key, version_id)?,
         )?);
-        if let Ok(mut cache) = self.parsed_keys.lock() {
-            if cache.len() >= PARSED_KEYS_MAX {
-                cache.clear();
-            }
-            cache.insert(cache_key, parsed.clone());
-        }
+        self.parsed_keys.insert(cache_key, parsed.clone());
         Ok(parsed)
     }
 
@@ -1796,7 +1801,7 @@ impl Baton {
         let key = self.key_of(caller, &req.key_id).await?;
         let (message, alg) = Self::mac_request(&key, &req, "GenerateMac")?;
         let version = key.current_version()?;
-        let tag = ck::mac(&self.key_material(&key, &version)?, alg, message.expose());
+        let tag = ck::mac(&*self.key_material(&key, &version)?, alg, message.expose());
         Ok(json!({
             "Mac": b64(&tag),
             "MacAlgorithm": alg.name(),

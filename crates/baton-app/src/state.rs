@@ -206,8 +206,12 @@ pub struct Baton {
     pub command_rotators: Arc<baton_engine::commands::CommandRotators>,
     signing_keys: Mutex<HashMap<String, CachedKey>>,
     /// Asymmetric KMS key versions parsed once, by (key's secret id, version id). A version's
-    /// material never changes, so entries are never stale; the map is bounded by clearing.
-    pub(crate) parsed_keys: Mutex<HashMap<(String, String), Arc<baton_crypto::kms::ParsedKey>>>,
+    /// material never changes, so entries are never stale; the least used are evicted.
+    pub(crate) parsed_keys:
+        quick_cache::sync::Cache<(String, String), Arc<baton_crypto::kms::ParsedKey>>,
+    /// Symmetric and HMAC KMS key versions' material, opened once (unwrapping the key's data
+    /// key, then the version), by (key's secret id, version id); zeroized when evicted.
+    pub(crate) opened_keys: quick_cache::sync::Cache<(String, String), Arc<SecretBytes>>,
 }
 
 impl std::fmt::Debug for Baton {
@@ -251,7 +255,8 @@ impl Baton {
             allow_private_webhooks: false,
             command_rotators: Arc::default(),
             signing_keys: Mutex::new(HashMap::new()),
-            parsed_keys: Mutex::new(HashMap::new()),
+            parsed_keys: quick_cache::sync::Cache::new(crate::kms::PARSED_KEYS_MAX),
+            opened_keys: quick_cache::sync::Cache::new(crate::kms::OPENED_KEYS_MAX),
         }
     }
 

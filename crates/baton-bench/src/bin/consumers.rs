@@ -14,6 +14,10 @@
 //!
 //! Run: `cargo build --release -p baton-cli && cargo run --release -p baton-bench --bin
 //! consumers-bench -- [--skip-t-gated]`
+//!
+//! With `--watchers 1000,10000`, it measures only propagation, to that many watchers, each
+//! count on a separate `baton serve` (so the server's memory per watch can be read from its
+//! RSS). 10,000 watchers need 10,000 open files in this process and as many in the server.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -174,33 +178,104 @@ fn agent_throughput(
     Ok(())
 }
 
+/// Starts `watchers` watching `KeyringCache`s of `bench/propagation` (which must exist), 256
+/// at a time, each with a connection of its own.
+fn start_watchers(
+    clients_rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    watchers: usize,
+) -> anyhow::Result<Vec<KeyringCache>> {
+    clients_rt.block_on(async {
+        let mut caches = Vec::with_capacity(watchers);
+        for start in (0..watchers).step_by(256) {
+            let batch = (start..watchers.min(start + 256)).map(|i| async move {
+                anyhow::Ok(
+                    KeyringCache::start(
+                        admin_client(addr)?,
+                        "bench/propagation",
+                        options("watcher", i),
+                    )
+                    .await?,
+                )
+            });
+            for cache in futures_util::future::join_all(batch).await {
+                caches.push(cache?);
+            }
+        }
+        anyhow::Ok(caches)
+    })
+}
+
 fn propagation(
     rt: &tokio::runtime::Runtime,
     clients_rt: &tokio::runtime::Runtime,
     addr: SocketAddr,
 ) -> anyhow::Result<()> {
-    const WATCHERS: usize = 100;
-    const TRIALS: usize = 20;
     let admin = admin_client(addr)?;
     rt.block_on(create(&admin, "bench/propagation", "v0-value"))?;
-    let caches = clients_rt.block_on(async {
-        let mut caches = Vec::new();
-        for i in 0..WATCHERS {
-            caches.push(
-                KeyringCache::start(
-                    admin_client(addr)?,
-                    "bench/propagation",
-                    options("watcher", i),
-                )
-                .await?,
-            );
+    let caches = start_watchers(clients_rt, addr, 100)?;
+    propagation_trials(rt, clients_rt, addr, &caches, 20)
+}
+
+/// Propagation to many watchers on a separate `baton serve`, with the server's memory per
+/// parked watch (its RSS with every watch parked, against before the watchers started).
+fn propagation_at_scale(
+    rt: &tokio::runtime::Runtime,
+    clients_rt: &tokio::runtime::Runtime,
+    watchers: usize,
+) -> anyhow::Result<()> {
+    let limit = (watchers + 1000).to_string();
+    let (mut child, addr, _dir) = spawn_server(&[
+        "--connections-max",
+        &limit,
+        "--connections-per-address-max",
+        &limit,
+    ])?;
+    let result = (|| -> anyhow::Result<()> {
+        let admin = admin_client(addr)?;
+        rt.block_on(create(&admin, "bench/propagation", "v0-value"))?;
+        std::thread::sleep(Duration::from_millis(1500));
+        let before = rss_kib(child.id())?;
+        let started = Instant::now();
+        let caches = start_watchers(clients_rt, addr, watchers)?;
+        let startup = started.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(1500));
+        let after = rss_kib(child.id())?;
+        println!(
+            "\n3b. {watchers} watchers on a separate baton serve: started in {startup:.1} s; server RSS {:.1} MiB before, {:.1} MiB with every watch parked: {:.0} bytes per watch",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            (after as f64 - before as f64) * 1024.0 / watchers as f64
+        );
+        propagation_trials(rt, clients_rt, addr, &caches, 10)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    if result.is_err() {
+        let log = std::fs::read_to_string(_dir.path().join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        eprintln!("the server's last log lines:");
+        for line in tail.iter().rev() {
+            eprintln!("  {line}");
         }
-        anyhow::Ok(caches)
-    })?;
+    }
+    result
+}
+
+/// `trials` times: a PutSecretValue, then the time until each cache holds the new version.
+fn propagation_trials(
+    rt: &tokio::runtime::Runtime,
+    clients_rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    caches: &[KeyringCache],
+    trials: usize,
+) -> anyhow::Result<()> {
+    let watchers = caches.len();
+    let admin = admin_client(addr)?;
     let (mut p50s, mut p99s, mut alls, mut rtts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for trial in 0..TRIALS {
+    for trial in 0..trials {
         // Let every watch be parked on the server.
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200 + watchers as u64 / 10));
         let waiters: Vec<_> = caches
             .iter()
             .map(|cache| {
@@ -222,16 +297,16 @@ fn propagation(
         let mut latencies: Vec<f64> = clients_rt.block_on(async {
             let mut out = Vec::new();
             for w in waiters {
-                let (held, at) = tokio::time::timeout(Duration::from_secs(30), w).await??;
+                let (held, at) = tokio::time::timeout(Duration::from_secs(60), w).await??;
                 anyhow::ensure!(held == version, "a watcher holds {held}, not {version}");
                 out.push(at.duration_since(started).as_secs_f64() * 1000.0);
             }
             anyhow::Ok(out)
         })?;
         latencies.sort_by(f64::total_cmp);
-        p50s.push(latencies[WATCHERS / 2]);
-        p99s.push(latencies[WATCHERS * 99 / 100]);
-        alls.push(latencies[WATCHERS - 1]);
+        p50s.push(latencies[watchers / 2]);
+        p99s.push(latencies[watchers * 99 / 100]);
+        alls.push(latencies[watchers - 1]);
         let rtt = Instant::now();
         rt.block_on(admin.call::<_, serde_json::Value>(
             "baton.GetSecretKeyring",
@@ -247,10 +322,10 @@ fn propagation(
     let (all, all_lo, all_hi) = median_and_spread(alls);
     let (rtt, rtt_lo, rtt_hi) = median_and_spread(rtts);
     println!(
-        "\n3. propagation: PutSecretValue sent until each of {WATCHERS} watching clients holds the new version, {TRIALS} trials"
+        "\n3. propagation: PutSecretValue sent until each of {watchers} watching clients holds the new version, {trials} trials"
     );
     println!(
-        "   p50 {p50:.1} ms [{p50_lo:.1}..{p50_hi:.1}], p99 {p99:.1} ms [{p99_lo:.1}..{p99_hi:.1}], all {WATCHERS} {all:.1} ms [{all_lo:.1}..{all_hi:.1}]"
+        "   p50 {p50:.1} ms [{p50_lo:.1}..{p50_hi:.1}], p99 {p99:.1} ms [{p99_lo:.1}..{p99_hi:.1}], all {watchers} {all:.1} ms [{all_lo:.1}..{all_hi:.1}]"
     );
     println!(
         "   reference: one signed GetSecretKeyring round trip {rtt:.2} ms [{rtt_lo:.2}..{rtt_hi:.2}]"
@@ -260,7 +335,6 @@ fn propagation(
         p50 / rtt,
         p99 / rtt
     );
-    drop(caches);
     Ok(())
 }
 
@@ -273,9 +347,11 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
-fn memory_per_watch(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-    use std::io::{Read as _, Write as _};
-    const CONNECTIONS: usize = 2000;
+/// Starts a separate `baton serve` (the release binary next to this one) with these extra
+/// flags, and waits until it accepts connections.
+fn spawn_server(
+    extra: &[&str],
+) -> anyhow::Result<(std::process::Child, SocketAddr, tempfile::TempDir)> {
     let baton = std::env::current_exe()?
         .parent()
         .context("no directory")?
@@ -306,15 +382,31 @@ fn memory_per_watch(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         )
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("server.log"))?)
+        .args(extra)
         .spawn()?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let result = (|| -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "baton serve did not start");
-            std::thread::sleep(Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("baton serve did not start");
         }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((child, addr, dir))
+}
+
+fn memory_per_watch(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    const CONNECTIONS: usize = 2000;
+    let (mut child, addr, _dir) = spawn_server(&[
+        "--connections-max",
+        "10000",
+        "--connections-per-address-max",
+        "10000",
+    ])?;
+    let result = (|| -> anyhow::Result<()> {
         let admin = admin_client(addr)?;
         let revision = rt.block_on(async {
             create(&admin, "bench/watched", "value").await?;
@@ -459,6 +551,23 @@ fn rotation_wall_time(
 
 fn main() -> anyhow::Result<()> {
     let skip_t_gated = std::env::args().any(|a| a == "--skip-t-gated");
+    let args: Vec<String> = std::env::args().collect();
+    // `--watchers 1000,10000`: only propagation at these scales, each on its own server.
+    if let Some(at) = args.iter().position(|a| a == "--watchers") {
+        let counts = args
+            .get(at + 1)
+            .context("--watchers needs a list, e.g. 1000,10000")?;
+        let clients_rt = runtime("clients")?;
+        let load_rt = runtime("load")?;
+        for count in counts.split(',') {
+            let n: usize = count
+                .parse()
+                .with_context(|| format!("--watchers: {count:?} is not a number"))?;
+            anyhow::ensure!(n >= 2, "--watchers: at least 2 watchers");
+            propagation_at_scale(&load_rt, &clients_rt, n)?;
+        }
+        return Ok(());
+    }
     let baton_rt = runtime("baton")?;
     let clients_rt = runtime("clients")?;
     let agent_rt = runtime("agent")?;
