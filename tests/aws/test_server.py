@@ -58,6 +58,32 @@ def test_config_file_values_apply_and_flags_override_them(fresh, tmp_path):
     assert arn.startswith(f"arn:aws:secretsmanager:ap-south-1:{srv.account_id}:secret:cfg-")
 
 
+def test_a_bad_cache_size_stops_the_server_with_the_reason(fresh):
+    for size, reason in [("128MB", '"MB"'), ("lots", "unknown unit \"lots\""), ("GiB", "expected a number"), ("4096", "at least 1MiB")]:
+        out = subprocess.run([str(BATON), "serve", "--cache-size", size], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1, out
+        assert reason in out.stderr and "cache_size" in out.stderr, out.stderr
+
+
+def test_a_cache_smaller_than_the_secrets_evicts_and_reads_stay_exact(fresh):
+    # 60 secrets of 40 KB each (2.4 MB sealed) through a 1 MiB cache: reads evict, and every
+    # read, before and after a write, returns the stored value.
+    srv = fresh(extra_args=["--cache-size", "1MiB"]).start()
+    sm = srv.client()
+    values = {f"evict/{i}": f"{i:03d}" + "v" * 40_000 for i in range(60)}
+    for name, value in values.items():
+        sm.create_secret(Name=name, SecretString=value)
+    for _ in range(2):
+        for name, value in values.items():
+            assert sm.get_secret_value(SecretId=name)["SecretString"] == value
+    for name in list(values)[::7]:
+        values[name] = "changed-" + values[name][:10]
+        sm.put_secret_value(SecretId=name, SecretString=values[name])
+        assert sm.get_secret_value(SecretId=name)["SecretString"] == values[name]
+    for name, value in values.items():
+        assert sm.get_secret_value(SecretId=name)["SecretString"] == value
+
+
 def test_sigterm_shuts_down_gracefully(fresh):
     srv = fresh().start()
     srv.client().list_secrets()

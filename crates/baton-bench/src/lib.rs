@@ -121,6 +121,67 @@ pub async fn fill_store(
     Ok(())
 }
 
+/// Starts a separate `baton serve` (the release binary next to the running one) on `data_dir`
+/// with the benchmark's administrator key and these extra flags, logging warnings to
+/// `<data_dir>/server.log`, and waits until it accepts connections.
+pub fn spawn_serve(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<(std::process::Child, SocketAddr)> {
+    use anyhow::Context as _;
+    let baton = std::env::current_exe()?
+        .parent()
+        .context("no directory")?
+        .join("baton");
+    anyhow::ensure!(
+        baton.exists(),
+        "{} is missing: run `cargo build --release -p baton-cli` first",
+        baton.display()
+    );
+    std::fs::create_dir_all(data_dir)?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let mut child = std::process::Command::new(&baton)
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--account-id",
+            "123456789012",
+        ])
+        .env("BATON_BOOTSTRAP_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("BATON_BOOTSTRAP_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(data_dir.join("server.log"))?)
+        .args(extra)
+        .spawn()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("baton serve did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((child, addr))
+}
+
+/// A process's resident memory, in KiB (Linux).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    use anyhow::Context as _;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
 /// A numeric command-line flag (`--rounds 5`), or `default` when absent.
 pub fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
     use anyhow::Context as _;

@@ -17,14 +17,18 @@
 //!
 //! With `--watchers 1000,10000`, it measures only propagation, to that many watchers, each
 //! count on a separate `baton serve` (so the server's memory per watch can be read from its
-//! RSS). 10,000 watchers need 10,000 open files in this process and as many in the server.
+//! RSS). Each watcher holds up to two connections (its parked watch and a refetch), so N
+//! watchers need about 2N open files in this process and as many in the server: with this
+//! machine's hard limit of 20,000 files, 5,000 is the most one process can run.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use baton_bench::{admin_client, load, median_and_spread, runtime, start_baton, start_reference};
+use baton_bench::{
+    admin_client, load, median_and_spread, rss_kib, runtime, start_baton, start_reference,
+};
 use baton_client::keyring::{KeyringCache, KeyringOptions};
 use baton_proto as p;
 use bytes::Bytes;
@@ -224,7 +228,8 @@ fn propagation_at_scale(
     clients_rt: &tokio::runtime::Runtime,
     watchers: usize,
 ) -> anyhow::Result<()> {
-    let limit = (watchers + 1000).to_string();
+    // A cache holds up to two connections: its parked watch and, while it refetches, a fetch.
+    let limit = (2 * watchers + 1000).to_string();
     let (mut child, addr, _dir) = spawn_server(&[
         "--connections-max",
         &limit,
@@ -252,7 +257,8 @@ fn propagation_at_scale(
     let _ = child.kill();
     let _ = child.wait();
     if result.is_err() {
-        let log = std::fs::read_to_string(_dir.path().join("server.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(_dir.path().join("data").join("server.log"))
+            .unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(10).collect();
         eprintln!("the server's last log lines:");
         for line in tail.iter().rev() {
@@ -338,62 +344,11 @@ fn propagation_trials(
     Ok(())
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
-}
-
-/// Starts a separate `baton serve` (the release binary next to this one) with these extra
-/// flags, and waits until it accepts connections.
 fn spawn_server(
     extra: &[&str],
 ) -> anyhow::Result<(std::process::Child, SocketAddr, tempfile::TempDir)> {
-    let baton = std::env::current_exe()?
-        .parent()
-        .context("no directory")?
-        .join("baton");
-    anyhow::ensure!(
-        baton.exists(),
-        "{} is missing: run `cargo build --release -p baton-cli` first",
-        baton.display()
-    );
     let dir = tempfile::tempdir()?;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let mut child = std::process::Command::new(&baton)
-        .args(["serve", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--account-id",
-            "123456789012",
-        ])
-        .env("BATON_BOOTSTRAP_ACCESS_KEY_ID", baton_bench::ACCESS_KEY_ID)
-        .env(
-            "BATON_BOOTSTRAP_SECRET_ACCESS_KEY",
-            baton_bench::SECRET_ACCESS_KEY,
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("server.log"))?)
-        .args(extra)
-        .spawn()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            anyhow::bail!("baton serve did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (child, addr) = baton_bench::spawn_serve(&dir.path().join("data"), extra)?;
     Ok((child, addr, dir))
 }
 
