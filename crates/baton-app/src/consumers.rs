@@ -172,7 +172,11 @@ impl Baton {
             .write(&self.store, record.clone())
             .await
             .unwrap_or_else(|| Err("the consumer report writer stopped".to_owned()))
-            .map_err(|e| ApiError::Internal(format!("recording the consumer failed: {e}")))?;
+            .map_err(|e| {
+                // As for every store error: the detail goes to the log, not to the caller.
+                tracing::error!(error = %e, "recording a consumer failed");
+                ApiError::Internal("An error occurred on the server side.".to_owned())
+            })?;
         if !written {
             return Err(owned_by_another(&record, &secret.arn));
         }
