@@ -269,7 +269,7 @@ impl Server {
                 )
             }
             StoreChoice::Postgres(url) => Arc::new(
-                PostgresStore::connect(url)
+                PostgresStore::connect_with_cache(url, options.cache_bytes)
                     .await
                     .context("connecting to PostgreSQL")?,
             ),

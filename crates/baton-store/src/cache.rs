@@ -17,7 +17,9 @@
 //! after the reader's insert, or the reader's second check sees the writer's bump (both are
 //! sequentially consistent), so a stale record never stays.
 //!
-//! PostgreSQL does not use it: other nodes write to the same database.
+//! PostgreSQL, where other nodes write to the same database, uses [`CheckedCache`] instead:
+//! nothing invalidates it, and a hit is served only after the database confirmed that the
+//! cached record is still the current one (see `postgres.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -206,6 +208,82 @@ impl RecordCache {
     /// Records cached.
     pub(crate) fn records(&self) -> usize {
         self.records.len()
+    }
+}
+
+/// A record a node cached from PostgreSQL, with what identifies its content: the secret's id
+/// and revision (every write of a secret raises its revision in the same transaction) and the
+/// database's incarnation (new after a restore or a migration, which can bring back an id at
+/// a revision it had before with other content).
+pub(crate) struct Checked {
+    pub(crate) record: SecretRecord,
+    pub(crate) incarnation: String,
+    weight: u64,
+}
+
+impl Checked {
+    /// Whether the database's current `(id, revision, incarnation)` for the lookup key is the
+    /// cached record's.
+    pub(crate) fn is_current(&self, id: &str, revision: i64, incarnation: Option<&str>) -> bool {
+        self.record.id == id
+            && self.record.revision == revision
+            && incarnation == Some(self.incarnation.as_str())
+    }
+}
+
+#[derive(Clone)]
+struct CheckedWeight;
+
+impl Weighter<String, Arc<Checked>> for CheckedWeight {
+    fn weight(&self, key: &String, entry: &Arc<Checked>) -> u64 {
+        key.len() as u64 + entry.weight
+    }
+}
+
+/// A byte-bounded, evicting map from lookup key (name or ARN) to the record last read under
+/// it. It is never invalidated: its user checks each hit against the database.
+pub(crate) struct CheckedCache {
+    entries: Cache<String, Arc<Checked>, CheckedWeight>,
+}
+
+impl CheckedCache {
+    /// A cache of about `bytes` (at least [`CACHE_BYTES_MIN`]).
+    pub(crate) fn with_bytes(bytes: u64) -> Self {
+        let bytes = bytes.max(CACHE_BYTES_MIN);
+        CheckedCache {
+            entries: Cache::with_weighter((bytes / 1024) as usize, bytes, CheckedWeight),
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Checked>> {
+        self.entries.get(key)
+    }
+
+    /// Caches `record` under `key`, as read in one snapshot with `incarnation`.
+    pub(crate) fn fill(&self, key: String, record: &SecretRecord, incarnation: String) {
+        let weight = record_bytes(record, &[]) + incarnation.len() as u64;
+        self.entries.insert(
+            key,
+            Arc::new(Checked {
+                record: record.clone(),
+                incarnation,
+                weight,
+            }),
+        );
+    }
+
+    pub(crate) fn remove(&self, key: &str) {
+        self.entries.remove(key);
+    }
+
+    /// Bytes held, by the cache's own accounting.
+    pub(crate) fn weight(&self) -> u64 {
+        self.entries.weight()
+    }
+
+    /// Lookup keys cached (a secret read by name and by ARN counts twice).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 

@@ -2,6 +2,17 @@
 //!
 //! Migrations take a transaction-scoped advisory lock, so nodes starting together apply each
 //! migration once. The pool is bounded; statements are prepared and cached per connection.
+//!
+//! Each node keeps a cache of the secrets it read ([`CheckedCache`]), which nothing invalidates:
+//! every read by name or ARN first asks the database for the secret's id, revision and the
+//! database's incarnation (one indexed row, one round trip), and answers from the cache only if
+//! all three are the cached record's. Every write of a secret raises its revision in the
+//! transaction that writes it (the guarded `UPDATE` of [`Store::save_secret`], or the bump of a
+//! re-wrapped data key), so a write committed on any node before the read began is seen.
+//! `store_incarnation` is this engine's alone (one row, created beside `schema_migrations`,
+//! not in backups): it changes when a migration is applied or a snapshot restored, the two
+//! writes that can bring back an id at a revision it had before with other content. A miss is
+//! read in one REPEATABLE READ snapshot, so a cached record's revision is its content's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +29,7 @@ use crate::snapshot::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::cache::{self, CheckedCache};
 use crate::root_keys;
 use crate::schema::{self, SecretRow};
 use crate::{
@@ -37,7 +49,21 @@ pub struct PostgresStore {
     /// Changes committed through this process. Changes other nodes commit are not seen here
     /// yet: cross-node notification comes with multi-node support.
     changes: Arc<ChangeFeed>,
+    cache: Arc<CheckedCache>,
 }
+
+/// The database's incarnation, which a cached record must share.
+const SELECT_INCARNATION: &str = "SELECT value FROM store_incarnation";
+/// Gives the database a new incarnation: every node's cached records stop matching.
+const NEW_INCARNATION: &str = "INSERT INTO store_incarnation (id, value) \
+    VALUES (1, md5(random()::text || clock_timestamp()::text)) \
+    ON CONFLICT (id) DO UPDATE SET value = excluded.value";
+/// What a cached secret read by name must match; see the module documentation.
+const CHECK_BY_NAME: &str = "SELECT id, revision, (SELECT value FROM store_incarnation) \
+    FROM secrets WHERE account_id = $1 AND region = $2 AND name = $3";
+/// What a cached secret read by ARN must match.
+const CHECK_BY_ARN: &str =
+    "SELECT id, revision, (SELECT value FROM store_incarnation) FROM secrets WHERE arn = $1";
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,8 +172,14 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 
 impl PostgresStore {
     /// Connects to `url` (a `postgres://` URL or a `key=value` string, with libpq's `sslmode`
-    /// and `sslrootcert`) and applies pending migrations.
+    /// and `sslrootcert`) and applies pending migrations, with the default cache of secrets.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_cache(url, cache::CACHE_BYTES_DEFAULT).await
+    }
+
+    /// [`PostgresStore::connect`] with a cache of secrets of about `cache_bytes` (at least
+    /// [`crate::CACHE_BYTES_MIN`]).
+    pub async fn connect_with_cache(url: &str, cache_bytes: u64) -> Result<Self, StoreError> {
         let pg = baton_dbtls::Postgres::from_connection_string(url)
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         let listen_with = (pg.config.clone(), pg.tls.clone());
@@ -166,6 +198,7 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             changes: Arc::new(ChangeFeed::default()),
+            cache: Arc::new(CheckedCache::with_bytes(cache_bytes)),
         };
         store.migrate().await.map_err(|e| match e {
             StoreError::Backend(reason) => {
@@ -216,6 +249,17 @@ impl PostgresStore {
         )
         .await
         .map_err(backend)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS store_incarnation (id INTEGER PRIMARY KEY CHECK (id = 1), \
+             value TEXT NOT NULL)",
+        )
+        .await
+        .map_err(backend)?;
+        let mut applied_any = tx
+            .query_opt(SELECT_INCARNATION, &[])
+            .await
+            .map_err(backend)?
+            .is_none();
         for (version, body) in schema::MIGRATIONS {
             let applied = tx
                 .query_opt(
@@ -236,9 +280,61 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(backend)?;
+                applied_any = true;
             }
         }
+        if applied_any {
+            tx.execute(NEW_INCARNATION, &[]).await.map_err(backend)?;
+        }
         tx.commit().await.map_err(backend)
+    }
+
+    /// The secret a lookup key names, from this node's cache when the database confirms that
+    /// the cached record is current (`check` returns its id, revision and the incarnation),
+    /// otherwise read whole in one snapshot and cached.
+    async fn find_checked(
+        &self,
+        key: String,
+        where_clause: &str,
+        check: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        if let Some(cached) = self.cache.get(&key) {
+            let statement = client.prepare_cached(check).await.map_err(backend)?;
+            match client.query_opt(&statement, args).await.map_err(backend)? {
+                None => {
+                    self.cache.remove(&key);
+                    return Ok(None);
+                }
+                Some(row) if cached.is_current(row.get(0), row.get(1), row.get(2)) => {
+                    return Ok(Some(cached.record.clone()));
+                }
+                Some(_) => {}
+            }
+        }
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(backend)?;
+        let incarnation = async {
+            let statement = tx
+                .prepare_cached(SELECT_INCARNATION)
+                .await
+                .map_err(backend)?;
+            tx.query_opt(&statement, &[]).await.map_err(backend)
+        };
+        let (incarnation, found) =
+            tokio::try_join!(incarnation, find_one(&tx, where_clause, args))?;
+        tx.commit().await.map_err(backend)?;
+        match (&found, incarnation) {
+            (Some(record), Some(row)) => self.cache.fill(key, record, row.get(0)),
+            _ => self.cache.remove(&key),
+        }
+        Ok(found)
     }
 }
 
@@ -454,8 +550,12 @@ async fn find_one(
         let statement = client.prepare_cached(&query).await.map_err(backend)?;
         client.query_opt(&statement, args).await.map_err(backend)
     };
-    let (row, children) =
-        tokio::try_join!(row, children(client, Owner::Where(where_clause), args))?;
+    // `biased`: the row is sent first, so children are never older than the row's revision.
+    let (row, children) = tokio::try_join!(
+        biased;
+        row,
+        children(client, Owner::Where(where_clause), args)
+    )?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -465,6 +565,89 @@ async fn find_one(
     } else {
         Ok(Some(load_children(client, row).await?))
     }
+}
+
+/// Appends one batch to the audit log in one transaction of two round trips: BEGIN, the lock
+/// and the chain's end pipelined, then the batch's insert and COMMIT pipelined. The caller
+/// rolls back if it fails.
+async fn append_audit_in(
+    client: &deadpool_postgres::Client,
+    entries: Vec<crate::AuditRecord>,
+    chain: crate::AuditChain,
+) -> Result<Vec<crate::AuditRecord>, StoreError> {
+    let lock = client
+        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+        .await
+        .map_err(backend)?;
+    let last = client
+        .prepare_cached(schema::LAST_AUDIT)
+        .await
+        .map_err(backend)?;
+    // `biased`: the statements must be sent in this order.
+    let (_, _, end) = tokio::try_join!(
+        biased;
+        async { client.batch_execute("BEGIN").await.map_err(backend) },
+        async {
+            client
+                .execute(&lock, &[&AUDIT_LOCK_KEY])
+                .await
+                .map_err(backend)
+        },
+        async { client.query_opt(&last, &[]).await.map_err(backend) },
+    )?;
+    let (mut seq, mut prev): (i64, Vec<u8>) = end.map(|r| (r.get(0), r.get(1))).unwrap_or_default();
+    let mut stored = Vec::with_capacity(entries.len());
+    for mut e in entries {
+        seq += 1;
+        e.seq = seq;
+        e.prev_hash = std::mem::take(&mut prev);
+        e.hash = chain(&e.prev_hash, &e);
+        prev = e.hash.clone();
+        stored.push(e);
+    }
+    // One statement for the whole batch: a round trip per entry would make every audited
+    // request wait for as many round trips as its batch has entries.
+    let column =
+        |f: fn(&crate::AuditRecord) -> String| -> Vec<String> { stored.iter().map(f).collect() };
+    let seqs: Vec<i64> = stored.iter().map(|e| e.seq).collect();
+    let ats: Vec<i64> = stored.iter().map(|e| e.at).collect();
+    let statuses: Vec<i64> = stored.iter().map(|e| e.status).collect();
+    let prevs: Vec<Vec<u8>> = stored.iter().map(|e| e.prev_hash.clone()).collect();
+    let hashes: Vec<Vec<u8>> = stored.iter().map(|e| e.hash.clone()).collect();
+    let request_ids = column(|e| e.request_id.clone());
+    let principals = column(|e| e.principal.clone());
+    let access_key_ids = column(|e| e.access_key_id.clone());
+    let actions = column(|e| e.action.clone());
+    let resources = column(|e| e.resource.clone());
+    let decisions = column(|e| e.decision.clone());
+    let outcomes = column(|e| e.outcome.clone());
+    let source_ips = column(|e| e.source_ip.clone());
+    let reasons = column(|e| e.reason.clone());
+    let user_agents = column(|e| e.user_agent.clone());
+    let args: [&(dyn ToSql + Sync); 15] = [
+        &seqs,
+        &ats,
+        &request_ids,
+        &principals,
+        &access_key_ids,
+        &actions,
+        &resources,
+        &decisions,
+        &outcomes,
+        &statuses,
+        &source_ips,
+        &reasons,
+        &prevs,
+        &hashes,
+        &user_agents,
+    ];
+    let insert = client.execute(schema::INSERT_AUDIT_BATCH_PG, &args);
+    // The insert and COMMIT pipelined: a failed insert makes PostgreSQL answer the COMMIT
+    // with a rollback.
+    tokio::try_join!(biased; async { insert.await.map_err(backend) }, async {
+        client.batch_execute("COMMIT").await.map_err(backend)
+    })?;
+    Ok(stored)
 }
 
 /// Serialises writers of events until commit, so that `seq` order is commit order and a
@@ -911,6 +1094,10 @@ const AUDIT_LOCK_KEY: i64 = 0x6261_746f_6e61_7564;
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn cache_usage(&self) -> Option<(usize, u64)> {
+        Some((self.cache.len(), self.cache.weight()))
+    }
+
     async fn insert_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(backend)?;
@@ -987,18 +1174,18 @@ impl Store for PostgresStore {
         region: &str,
         name: &str,
     ) -> Result<Option<SecretRecord>, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        find_one(
-            &client,
+        self.find_checked(
+            cache::name_key(account_id, region, name),
             "account_id = $1 AND region = $2 AND name = $3",
+            CHECK_BY_NAME,
             &[&account_id, &region, &name],
         )
         .await
     }
 
     async fn find_secret_by_arn(&self, arn: &str) -> Result<Option<SecretRecord>, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        find_one(&client, "arn = $1", &[&arn]).await
+        self.find_checked(cache::arn_key(arn), "arn = $1", CHECK_BY_ARN, &[&arn])
+            .await
     }
 
     async fn list_secrets(
@@ -1478,60 +1665,14 @@ impl Store for PostgresStore {
         entries: Vec<crate::AuditRecord>,
         chain: crate::AuditChain,
     ) -> Result<Vec<crate::AuditRecord>, StoreError> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(backend)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK_KEY])
-            .await
-            .map_err(backend)?;
-        let (mut seq, mut prev): (i64, Vec<u8>) = tx
-            .query_opt(schema::LAST_AUDIT, &[])
-            .await
-            .map_err(backend)?
-            .map(|r| (r.get(0), r.get(1)))
-            .unwrap_or_default();
-        let mut stored = Vec::with_capacity(entries.len());
-        for mut e in entries {
-            seq += 1;
-            e.seq = seq;
-            e.prev_hash = std::mem::take(&mut prev);
-            e.hash = chain(&e.prev_hash, &e);
-            prev = e.hash.clone();
-            stored.push(e);
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let appended = append_audit_in(&client, entries, chain).await;
+        if appended.is_err() {
+            // The transaction may still be open (a statement failed before COMMIT was sent);
+            // without a transaction this is only a warning.
+            let _ = client.batch_execute("ROLLBACK").await;
         }
-        // One statement for the whole batch: a round trip per entry would make every audited
-        // request wait for as many round trips as its batch has entries.
-        let column = |f: fn(&crate::AuditRecord) -> String| -> Vec<String> {
-            stored.iter().map(f).collect()
-        };
-        let seqs: Vec<i64> = stored.iter().map(|e| e.seq).collect();
-        let ats: Vec<i64> = stored.iter().map(|e| e.at).collect();
-        let statuses: Vec<i64> = stored.iter().map(|e| e.status).collect();
-        let prevs: Vec<Vec<u8>> = stored.iter().map(|e| e.prev_hash.clone()).collect();
-        let hashes: Vec<Vec<u8>> = stored.iter().map(|e| e.hash.clone()).collect();
-        tx.execute(
-            schema::INSERT_AUDIT_BATCH_PG,
-            &[
-                &seqs,
-                &ats,
-                &column(|e| e.request_id.clone()),
-                &column(|e| e.principal.clone()),
-                &column(|e| e.access_key_id.clone()),
-                &column(|e| e.action.clone()),
-                &column(|e| e.resource.clone()),
-                &column(|e| e.decision.clone()),
-                &column(|e| e.outcome.clone()),
-                &statuses,
-                &column(|e| e.source_ip.clone()),
-                &column(|e| e.reason.clone()),
-                &prevs,
-                &hashes,
-                &column(|e| e.user_agent.clone()),
-            ],
-        )
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(stored)
+        appended
     }
 
     async fn last_audit(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
@@ -1941,6 +2082,9 @@ impl Store for PostgresStore {
                 .map_err(backend)?;
             }
         }
+        // Ids come back at the revisions they had when the backup was taken, perhaps with
+        // other content than a node cached under them since.
+        tx.execute(NEW_INCARNATION, &[]).await.map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         self.changes.publish_all();
         Ok(())

@@ -112,6 +112,15 @@ async fn postgres_a_change_on_one_node_wakes_watchers_on_another() {
 /// A database of its own on the PostgreSQL server of `BATON_TEST_POSTGRES_URL`, for a restore,
 /// which needs an empty store. Dropped by the next run (names carry the process id).
 async fn empty_postgres(label: &str) -> Box<dyn Store> {
+    Box::new(
+        PostgresStore::connect(&empty_postgres_url(label).await)
+            .await
+            .unwrap(),
+    )
+}
+
+/// The URL of a new, empty database of its own (see [`empty_postgres`]).
+async fn empty_postgres_url(label: &str) -> String {
     let url = std::env::var("BATON_TEST_POSTGRES_URL").expect("BATON_TEST_POSTGRES_URL");
     let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -140,11 +149,7 @@ async fn empty_postgres(label: &str) -> Box<dyn Store> {
         admin.batch_execute(&statement).await.unwrap();
     }
     let (base, _) = url.rsplit_once('/').unwrap();
-    Box::new(
-        PostgresStore::connect(&format!("{base}/{name}"))
-            .await
-            .unwrap(),
-    )
+    format!("{base}/{name}")
 }
 
 /// Fills most tables, through the checks that leave their rows behind.
@@ -374,4 +379,154 @@ async fn every_table_of_the_schema_is_in_snapshots_or_left_out_on_purpose() {
         .collect();
     known.sort();
     assert_eq!(tables, known);
+}
+
+/// Node `a` answers reads from its cache of secrets only after the database confirmed the
+/// cached record is current, so every write node `b` commits is seen by `a`'s next read: each
+/// kind of write of a secret, a deletion, a name taken again, and a restore that brings an id
+/// back at a revision `a` has cached with other content.
+#[tokio::test]
+async fn postgres_a_node_reads_every_write_another_node_committed() {
+    use baton_core::{NewVersion, SecretValueKind};
+    use baton_store::{SealedKind, SealedReplacement};
+
+    let url = empty_postgres_url("cached").await;
+    let (a, b) = (
+        PostgresStore::connect(&url).await.unwrap(),
+        PostgresStore::connect(&url).await.unwrap(),
+    );
+    // What the database holds now, read by a node with nothing cached.
+    let truth = |name: String, arn: String| {
+        let url = url.clone();
+        async move {
+            let fresh = PostgresStore::connect(&url).await.unwrap();
+            let by_arn = fresh.find_secret_by_arn(&arn).await.unwrap();
+            let by_name = match &by_arn {
+                Some(s) => fresh
+                    .find_secret_by_name(&s.account_id, &s.region, &name)
+                    .await
+                    .unwrap(),
+                None => None,
+            };
+            (by_name, by_arn)
+        }
+    };
+    let secret = conformance::sample_secret("cached");
+    let (acct, region, name, arn) = (
+        secret.account_id.clone(),
+        secret.region.clone(),
+        secret.name.clone(),
+        secret.arn.clone(),
+    );
+    let read_a = || async {
+        (
+            a.find_secret_by_name(&acct, &region, &name).await.unwrap(),
+            a.find_secret_by_arn(&arn).await.unwrap(),
+        )
+    };
+    b.insert_secret(&secret).await.unwrap();
+    assert_eq!(read_a().await, truth(name.clone(), arn.clone()).await);
+    // Read twice: the second read is a hit.
+    assert_eq!(read_a().await.1.unwrap(), secret);
+    let (cached, _) = a.cache_usage().unwrap();
+    assert_eq!(cached, 2, "node a cached the secret by name and by ARN");
+
+    // A saved change: a new version that takes AWSCURRENT, and a new description.
+    let mut changed = b.find_secret_by_arn(&arn).await.unwrap().unwrap();
+    changed
+        .add_version(
+            NewVersion {
+                version_id: "v2".into(),
+                kind: SecretValueKind::String,
+                sealed_value: b"sealed-v2".to_vec(),
+                labels: None,
+            },
+            2_000,
+        )
+        .unwrap();
+    changed.description = Some("changed on node b".into());
+    b.save_secret(&changed).await.unwrap();
+    let (by_name, by_arn) = read_a().await;
+    assert_eq!(
+        by_arn.as_ref().unwrap().description.as_deref(),
+        Some("changed on node b")
+    );
+    assert_eq!(by_arn.as_ref().unwrap().versions.len(), 2);
+    assert_eq!((by_name, by_arn), truth(name.clone(), arn.clone()).await);
+
+    // The data key re-wrapped by a root key rotation.
+    let wrapped = b
+        .list_sealed(SealedKind::SecretDataKey, "", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|blob| blob.id == secret.id)
+        .unwrap();
+    b.replace_sealed(
+        SealedKind::SecretDataKey,
+        &[SealedReplacement {
+            id: secret.id.clone(),
+            old: wrapped.blob.clone(),
+            new: b"rewrapped".to_vec(),
+        }],
+    )
+    .await
+    .unwrap();
+    let (by_name, by_arn) = read_a().await;
+    assert_eq!(
+        by_arn.as_ref().unwrap().wrapped_data_key,
+        b"rewrapped".to_vec()
+    );
+    assert_eq!((by_name, by_arn), truth(name.clone(), arn.clone()).await);
+
+    // Deleted, then the name taken by another secret.
+    let current = b.find_secret_by_arn(&arn).await.unwrap().unwrap();
+    b.delete_secret(&current).await.unwrap();
+    assert_eq!(read_a().await, (None, None));
+    let mut again = conformance::sample_secret("cached");
+    again.account_id = acct.clone();
+    again.description = Some("the name taken again".into());
+    b.insert_secret(&again).await.unwrap();
+    let by_name = a.find_secret_by_name(&acct, &region, &name).await.unwrap();
+    assert_eq!(by_name, Some(again.clone()));
+
+    // A restore brings `again` back at revision 0 with its first content, after node a cached
+    // revision 1 with other content; node b then writes revision 1 once more, differently.
+    let backup = b.snapshot().await.unwrap();
+    let mut first = again.clone();
+    first.description = Some("revision 1, before the restore".into());
+    b.save_secret(&first).await.unwrap();
+    let cached = a
+        .find_secret_by_name(&acct, &region, &name)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (cached.revision, cached.description.as_deref()),
+        (1, Some("revision 1, before the restore"))
+    );
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!(
+            "TRUNCATE {} CASCADE",
+            baton_store::snapshot::SNAPSHOT_TABLES.join(", ")
+        ))
+        .await
+        .unwrap();
+    b.restore_snapshot(backup).await.unwrap();
+    let mut second = again.clone();
+    second.description = Some("revision 1, after the restore".into());
+    b.save_secret(&second).await.unwrap();
+    let read = a
+        .find_secret_by_name(&acct, &region, &name)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (read.revision, read.description.as_deref()),
+        (1, Some("revision 1, after the restore"))
+    );
 }
