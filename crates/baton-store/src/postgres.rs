@@ -641,7 +641,13 @@ async fn append_audit_in(
         &hashes,
         &user_agents,
     ];
-    let insert = client.execute(schema::INSERT_AUDIT_BATCH_PG, &args);
+    // Prepared first: executing a statement's text would prepare it in a round trip of its
+    // own, and the COMMIT sent meanwhile would run before the insert.
+    let statement = client
+        .prepare_cached(schema::INSERT_AUDIT_BATCH_PG)
+        .await
+        .map_err(backend)?;
+    let insert = client.execute(&statement, &args);
     // The insert and COMMIT pipelined: a failed insert makes PostgreSQL answer the COMMIT
     // with a rollback.
     tokio::try_join!(biased; async { insert.await.map_err(backend) }, async {

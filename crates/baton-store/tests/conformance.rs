@@ -127,20 +127,26 @@ async fn empty_postgres_url(label: &str) -> String {
         .unwrap();
     tokio::spawn(connection);
     let name = format!("baton_restore_{label}_{}", std::process::id());
-    // Databases of earlier runs go first.
+    // Databases of test processes that have ended go first. nextest runs each test in a
+    // process of its own, so a database whose process still runs belongs to a running test.
     let earlier = admin
         .query(
-            "SELECT datname::TEXT FROM pg_database WHERE datname LIKE 'baton_restore_%' \
-             AND datname NOT LIKE $1",
-            &[&format!("%_{}", std::process::id())],
+            "SELECT datname::TEXT FROM pg_database WHERE datname LIKE 'baton_restore_%'",
+            &[],
         )
         .await
         .unwrap();
     for row in earlier {
         let old: String = row.get(0);
-        let _ = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {old} WITH (FORCE)"))
-            .await;
+        let ended = old
+            .rsplit('_')
+            .next()
+            .is_none_or(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if ended {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {old} WITH (FORCE)"))
+                .await;
+        }
     }
     for statement in [
         format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
@@ -529,4 +535,58 @@ async fn postgres_a_node_reads_every_write_another_node_committed() {
         (read.revision, read.description.as_deref()),
         (1, Some("revision 1, after the restore"))
     );
+}
+
+/// Two nodes appending to one audit log at once, each batch as its writer task sends it: every
+/// append succeeds, and the log is one gapless chain with each batch a consecutive run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_nodes_append_to_one_audit_chain_at_once() {
+    use baton_store::{AuditChain, AuditRecord};
+    let url = empty_postgres_url("audit").await;
+    let chain: AuditChain = std::sync::Arc::new(|prev: &[u8], e: &AuditRecord| {
+        let mut h = prev.to_vec();
+        h.truncate(32);
+        h.extend_from_slice(e.seq.to_be_bytes().as_slice());
+        h.extend_from_slice(e.request_id.as_bytes());
+        h
+    });
+    let mut nodes = Vec::new();
+    for node in 0..2 {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        let chain = chain.clone();
+        nodes.push(tokio::spawn(async move {
+            let mut batches = Vec::new();
+            for batch in 0..40 {
+                let entries = (0..1 + batch % 7)
+                    .map(|i| AuditRecord {
+                        request_id: format!("node{node}-{batch}-{i}"),
+                        action: "secretsmanager:GetSecretValue".into(),
+                        decision: "allow".into(),
+                        ..Default::default()
+                    })
+                    .collect();
+                batches.push(store.append_audit(entries, chain.clone()).await.unwrap());
+            }
+            batches
+        }));
+    }
+    let mut appended = 0;
+    for node in nodes {
+        for batch in node.await.unwrap() {
+            appended += batch.len();
+            for pair in batch.windows(2) {
+                assert_eq!(pair[1].seq, pair[0].seq + 1, "a batch is a consecutive run");
+            }
+        }
+    }
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let listed = store.list_audit(0, 10_000).await.unwrap();
+    assert_eq!(listed.len(), appended);
+    for (i, pair) in listed.windows(2).enumerate() {
+        assert_eq!(pair[0].seq, i as i64 + 1, "no gaps");
+        assert_eq!(
+            pair[1].prev_hash, pair[0].hash,
+            "each links to its predecessor"
+        );
+    }
 }
