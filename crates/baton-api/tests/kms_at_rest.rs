@@ -55,15 +55,20 @@ async fn key_material_is_only_on_disk_encrypted() {
     }
     stop.send(()).unwrap();
     running.await.unwrap();
-    // The data directory stays locked while anything of the server lives: read a copy.
-    let copy = tempfile::tempdir().unwrap();
-    for name in ["baton.db", "baton.db-wal", "baton.db-shm"] {
-        if dir.path().join(name).exists() {
-            std::fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
+    // The data directory stays locked until the server's last task has dropped its store, and
+    // its connections checkpoint and remove the WAL as they close: wait for the lock rather
+    // than copy files that are still changing.
+    let mut store = None;
+    for _ in 0..400 {
+        match SqliteStore::open(&dir.path().join("baton.db")) {
+            Ok(opened) => {
+                store = Some(opened);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
         }
     }
-
-    let store = SqliteStore::open(&copy.path().join("baton.db")).unwrap();
+    let store = store.expect("the stopped server released its data directory within 10 s");
     let (root_key, created) = RootKey::load_or_create(&dir.path().join("root.key")).unwrap();
     assert!(!created, "the server's root key is read, not a new one");
     let mut files = Vec::new();

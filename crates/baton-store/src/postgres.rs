@@ -13,6 +13,9 @@
 //! not in backups): it changes when a migration is applied or a snapshot restored, the two
 //! writes that can bring back an id at a revision it had before with other content. A miss is
 //! read in one REPEATABLE READ snapshot, so a cached record's revision is its content's.
+//! Checks that arrive together go to the database as one statement ([`check`]).
+
+mod check;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,7 @@ pub struct PostgresStore {
     /// yet: cross-node notification comes with multi-node support.
     changes: Arc<ChangeFeed>,
     cache: Arc<CheckedCache>,
+    checker: Arc<check::Checker>,
 }
 
 /// The database's incarnation, which a cached record must share.
@@ -58,12 +62,6 @@ const SELECT_INCARNATION: &str = "SELECT value FROM store_incarnation";
 const NEW_INCARNATION: &str = "INSERT INTO store_incarnation (id, value) \
     VALUES (1, md5(random()::text || clock_timestamp()::text)) \
     ON CONFLICT (id) DO UPDATE SET value = excluded.value";
-/// What a cached secret read by name must match; see the module documentation.
-const CHECK_BY_NAME: &str = "SELECT id, revision, (SELECT value FROM store_incarnation) \
-    FROM secrets WHERE account_id = $1 AND region = $2 AND name = $3";
-/// What a cached secret read by ARN must match.
-const CHECK_BY_ARN: &str =
-    "SELECT id, revision, (SELECT value FROM store_incarnation) FROM secrets WHERE arn = $1";
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,6 +194,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("connection pool: {e}")))?;
         let store = PostgresStore {
+            checker: Arc::new(check::Checker::start(pool.clone())),
             pool,
             changes: Arc::new(ChangeFeed::default()),
             cache: Arc::new(CheckedCache::with_bytes(cache_bytes)),
@@ -290,29 +289,30 @@ impl PostgresStore {
     }
 
     /// The secret a lookup key names, from this node's cache when the database confirms that
-    /// the cached record is current (`check` returns its id, revision and the incarnation),
-    /// otherwise read whole in one snapshot and cached.
+    /// the cached record is current (the checker returns the id, revision and incarnation that
+    /// `check` has now), otherwise read whole in one snapshot and cached.
     async fn find_checked(
         &self,
         key: String,
         where_clause: &str,
-        check: &str,
+        check: check::CheckKey,
         args: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<SecretRecord>, StoreError> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
         if let Some(cached) = self.cache.get(&key) {
-            let statement = client.prepare_cached(check).await.map_err(backend)?;
-            match client.query_opt(&statement, args).await.map_err(backend)? {
+            match self.checker.check(check).await? {
                 None => {
                     self.cache.remove(&key);
                     return Ok(None);
                 }
-                Some(row) if cached.is_current(row.get(0), row.get(1), row.get(2)) => {
+                Some(now)
+                    if cached.is_current(&now.id, now.revision, now.incarnation.as_deref()) =>
+                {
                     return Ok(Some(cached.record.clone()));
                 }
                 Some(_) => {}
             }
         }
+        let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -1183,15 +1183,24 @@ impl Store for PostgresStore {
         self.find_checked(
             cache::name_key(account_id, region, name),
             "account_id = $1 AND region = $2 AND name = $3",
-            CHECK_BY_NAME,
+            check::CheckKey::Name {
+                account_id: account_id.to_owned(),
+                region: region.to_owned(),
+                name: name.to_owned(),
+            },
             &[&account_id, &region, &name],
         )
         .await
     }
 
     async fn find_secret_by_arn(&self, arn: &str) -> Result<Option<SecretRecord>, StoreError> {
-        self.find_checked(cache::arn_key(arn), "arn = $1", CHECK_BY_ARN, &[&arn])
-            .await
+        self.find_checked(
+            cache::arn_key(arn),
+            "arn = $1",
+            check::CheckKey::Arn(arn.to_owned()),
+            &[&arn],
+        )
+        .await
     }
 
     async fn list_secrets(

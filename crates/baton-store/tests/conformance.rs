@@ -590,3 +590,87 @@ async fn postgres_two_nodes_append_to_one_audit_chain_at_once() {
         );
     }
 }
+
+/// Reads on one node that run together (so their checks share statements), by name and by ARN
+/// over several secrets, while another node writes: every read that began after a write was
+/// acknowledged returns that write, and a name no secret has reads as nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_reads_checked_together_each_see_the_writes_committed_before_them() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let url = empty_postgres_url("together").await;
+    let writer = PostgresStore::connect(&url).await.unwrap();
+    let reader = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let secrets: Vec<_> = (0..4)
+        .map(|i| conformance::sample_secret(&format!("together-{i}")))
+        .collect();
+    for secret in &secrets {
+        writer.insert_secret(secret).await.unwrap();
+    }
+    // Readers that keep the node's checks in flight, so the reads below arrive mid-statement.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut background = Vec::new();
+    for task in 0..8 {
+        let (reader, stop, secrets) = (reader.clone(), stop.clone(), secrets.clone());
+        background.push(tokio::spawn(async move {
+            let mut reads = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let s = &secrets[(task + reads) % secrets.len()];
+                let found = reader.find_secret_by_arn(&s.arn).await.unwrap();
+                assert_eq!(found.map(|f| f.id), Some(s.id.clone()));
+                let found = reader
+                    .find_secret_by_name(&s.account_id, &s.region, &s.name)
+                    .await
+                    .unwrap();
+                assert_eq!(found.map(|f| f.id), Some(s.id.clone()));
+                let missing = reader
+                    .find_secret_by_name(&s.account_id, &s.region, "no-such-secret")
+                    .await
+                    .unwrap();
+                assert!(missing.is_none());
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for round in 0..100 {
+        let target = &secrets[round % secrets.len()];
+        let mut current = writer
+            .find_secret_by_arn(&target.arn)
+            .await
+            .unwrap()
+            .unwrap();
+        let description = format!("round {round}");
+        current.description = Some(description.clone());
+        writer.save_secret(&current).await.unwrap();
+        let reads: Vec<_> = (0..16)
+            .map(|i| {
+                let (reader, target) = (reader.clone(), target.clone());
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        reader.find_secret_by_arn(&target.arn).await
+                    } else {
+                        reader
+                            .find_secret_by_name(&target.account_id, &target.region, &target.name)
+                            .await
+                    }
+                })
+            })
+            .collect();
+        for read in reads {
+            let found = read.await.unwrap().unwrap().unwrap();
+            assert_eq!(
+                found.description.as_deref(),
+                Some(description.as_str()),
+                "a read that began after the write returned it"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for task in background {
+        total += task.await.unwrap();
+    }
+    assert!(total > 0, "the background readers ran");
+}
