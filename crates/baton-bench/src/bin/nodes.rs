@@ -9,11 +9,15 @@
 //! Needs a PostgreSQL server: `--database-url postgres://user@host/db` names a database to
 //! connect to; the benchmark creates a fresh database beside it and drops it at the end.
 //!
-//! Run: `cargo run --release -p baton-bench --bin nodes-bench -- --database-url URL [--rounds N] [--seconds S] [--audit required|best-effort]`
+//! With `--secrets N` (N > 1), every case reads N secrets, each request a secret and a node of
+//! the case picked uniformly at random, after each node has read every secret twice (so the
+//! caches hold them); the default reads one secret.
+//!
+//! Run: `cargo run --release -p baton-bench --bin nodes-bench -- --database-url URL [--rounds N] [--seconds S] [--secrets N] [--audit required|best-effort]`
 
 use anyhow::Context as _;
 use baton_bench::{
-    ACCESS_KEY_ID, SECRET_ACCESS_KEY, admin_client, alternate_cases, runtime, signed_post,
+    ACCESS_KEY_ID, SECRET_ACCESS_KEY, admin_client, alternate_cases, flag, runtime, signed_post,
     start_options, start_reference,
 };
 use bytes::Bytes;
@@ -51,12 +55,13 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(4);
+    let secrets = flag("--secrets", 1)?.max(1) as usize;
     let load_rt = runtime("load")?;
     let name = format!("baton_nodes_bench_{}", std::process::id());
     load_rt.block_on(admin_sql(&url, &format!("CREATE DATABASE {name}")))?;
     let (base, _) = url.rsplit_once('/').context("the URL names no database")?;
     let db_url = format!("{base}/{name}");
-    let result = run(&load_rt, &db_url, rounds, seconds, audit);
+    let result = run(&load_rt, &db_url, rounds, seconds, secrets, audit);
     load_rt.block_on(admin_sql(
         &url,
         &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
@@ -69,6 +74,7 @@ fn run(
     db_url: &str,
     rounds: usize,
     seconds: u64,
+    secrets: usize,
     audit: baton_app::audit::AuditMode,
 ) -> anyhow::Result<()> {
     let sqlite_dir = tempfile::tempdir()?;
@@ -101,32 +107,57 @@ fn run(
         nodes.push(start_options(rt, options)?);
     }
     let value = "x".repeat(256);
-    let body = json!({"SecretId": SECRET_NAME});
+    let names: Vec<String> = if secrets == 1 {
+        vec![SECRET_NAME.to_owned()]
+    } else {
+        (0..secrets)
+            .map(|i| format!("{SECRET_NAME}-{i:06}"))
+            .collect()
+    };
+    let target = "secretsmanager.GetSecretValue";
     for addr in [sqlite, nodes[0]] {
         let admin = admin_client(addr)?;
-        load_rt.block_on(admin.call::<_, serde_json::Value>(
-            "secretsmanager.CreateSecret",
-            &json!({"Name": SECRET_NAME, "SecretString": value}),
-        ))?;
+        for name in &names {
+            load_rt.block_on(admin.call::<_, serde_json::Value>(
+                "secretsmanager.CreateSecret",
+                &json!({"Name": name, "SecretString": value}),
+            ))?;
+        }
+    }
+    if secrets > 1 {
+        // The first read of a secret records its access date (a write); the second is cached.
+        for &addr in std::iter::once(&sqlite).chain(&nodes) {
+            let admin = admin_client(addr)?;
+            for name in names.iter().chain(&names) {
+                load_rt.block_on(
+                    admin.call::<_, serde_json::Value>(target, &json!({"SecretId": name})),
+                )?;
+            }
+        }
     }
     let response: serde_json::Value =
-        load_rt.block_on(admin_client(nodes[0])?.call("secretsmanager.GetSecretValue", &body))?;
+        load_rt.block_on(admin_client(nodes[0])?.call(target, &json!({"SecretId": names[0]})))?;
     let reference_rt = runtime("reference")?;
     let reference = start_reference(&reference_rt, Bytes::from(serde_json::to_vec(&response)?))?;
-    let target = "secretsmanager.GetSecretValue";
-    let get = |addr| signed_post(addr, target, &body);
+    // Every secret on every node of a case.
+    let get = |addrs: &[std::net::SocketAddr]| -> anyhow::Result<Vec<http::Request<Bytes>>> {
+        let mut requests = Vec::new();
+        for name in &names {
+            for &addr in addrs {
+                requests.push(signed_post(addr, target, &json!({"SecretId": name}))?);
+            }
+        }
+        Ok(requests)
+    };
     let cases: Vec<(&str, Vec<http::Request<Bytes>>)> = vec![
-        ("reference (bare hyper)", vec![get(reference)?]),
-        ("SQLite, 1 node", vec![get(sqlite)?]),
-        ("PostgreSQL, 1 node", vec![get(nodes[0])?]),
-        ("PostgreSQL, 2 nodes", vec![get(nodes[0])?, get(nodes[1])?]),
-        (
-            "PostgreSQL, 3 nodes",
-            nodes.iter().map(|&a| get(a)).collect::<Result<_, _>>()?,
-        ),
+        ("reference (bare hyper)", get(&[reference])?),
+        ("SQLite, 1 node", get(&[sqlite])?),
+        ("PostgreSQL, 1 node", get(&nodes[..1])?),
+        ("PostgreSQL, 2 nodes", get(&nodes[..2])?),
+        ("PostgreSQL, 3 nodes", get(&nodes)?),
     ];
     println!(
-        "GetSecretValue, 256-byte value, concurrency {CONCURRENCY} spread over the nodes, audit {audit:?}, {rounds} rounds of {seconds} s, cases alternating"
+        "GetSecretValue, 256-byte value, {secrets} secret(s), concurrency {CONCURRENCY} spread over the nodes, audit {audit:?}, {rounds} rounds of {seconds} s, cases alternating"
     );
     alternate_cases(load_rt, &cases, CONCURRENCY, rounds, seconds, (1, "SQLite"))?;
     Ok(())
