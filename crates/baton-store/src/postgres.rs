@@ -1901,19 +1901,28 @@ impl Store for PostgresStore {
     }
 
     async fn record_plain_reads(&self, reads: &[(String, Timestamp)]) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let record = tx
-            .prepare_cached(schema::RECORD_PLAIN_READ)
+        // One statement for the batch, each secret once (an upsert may not touch a row twice)
+        // and in id order, so that nodes recording the same secrets at once lock their rows in
+        // the same order and never deadlock.
+        let mut latest = std::collections::BTreeMap::<&str, Timestamp>::new();
+        for (id, at) in reads {
+            let slot = latest.entry(id.as_str()).or_insert(*at);
+            *slot = (*slot).max(*at);
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let (ids, ats): (Vec<&str>, Vec<Timestamp>) = latest.into_iter().unzip();
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let record = client
+            .prepare_cached(RECORD_PLAIN_READS)
             .await
             .map_err(backend)?;
-        // Pipelined: every row's statement is sent before the first answer arrives.
-        let args: Vec<[&(dyn ToSql + Sync); 2]> =
-            reads.iter().map(|(id, at)| [id as _, at as _]).collect();
-        futures_util::future::try_join_all(args.iter().map(|a| tx.execute(&record, a)))
+        client
+            .execute(&record, &[&ids, &ats])
             .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+            .map(drop)
+            .map_err(backend)
     }
 
     async fn last_plain_read(&self, secret_id: &str) -> Result<Option<Timestamp>, StoreError> {
@@ -2314,6 +2323,13 @@ impl Store for PostgresStore {
 }
 
 /// Milliseconds since the epoch by the database's clock.
+/// `RECORD_PLAIN_READ` for many secrets; `$1` is sorted and holds each id once.
+const RECORD_PLAIN_READS: &str = "INSERT INTO plain_reads (secret_id, last_read_at) \
+    SELECT r.id, r.at FROM unnest($1::text[], $2::bigint[]) AS r(id, at) \
+    WHERE EXISTS (SELECT 1 FROM secrets WHERE id = r.id) ORDER BY r.id \
+    ON CONFLICT (secret_id) DO UPDATE SET last_read_at = excluded.last_read_at \
+    WHERE excluded.last_read_at > plain_reads.last_read_at";
+
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// The channel on which every commit that changes a secret notifies its id to all nodes.
