@@ -258,8 +258,14 @@ impl ConsumerStatus {
 }
 
 /// A plain read (one by a client that does not report what it holds) is recorded at most once
-/// per this interval per secret on each node, so recording costs at most one write a second.
-pub const PLAIN_READ_RECORD_INTERVAL_MS: Timestamp = 1_000;
+/// per this interval per secret on each node, and the read that records waits for the record's
+/// commit. The stored time may therefore be this much older than the latest read, which
+/// [`plain_readers_until`] adds: readers count as present for this much longer after the last
+/// one. That is all it costs, since a gate with such readers waits the propagation delay from
+/// its phase's start, not from a read; so it is long enough that a node reading many secrets
+/// rarely waits for a commit (one read in 60 of a secret read once a second), and short next to
+/// the default propagation delay of five minutes.
+pub const PLAIN_READ_RECORD_INTERVAL_MS: Timestamp = 60_000;
 
 /// Until when a reader that does not report may still hold a view older than the secret's
 /// state, given the last recorded plain read: one propagation delay after it, plus the slack
