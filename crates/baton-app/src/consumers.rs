@@ -7,6 +7,7 @@ use baton_core::SecretRecord;
 use baton_proto as p;
 use baton_store::{ConsumerRecord, ConsumerWrite};
 
+use crate::plain_reads::Claim;
 use crate::state::{Baton, Caller, now_ms};
 use crate::{ApiError, wire::seconds};
 
@@ -108,36 +109,33 @@ fn rotation_in_flight(secret: &SecretRecord) -> bool {
 }
 
 impl Baton {
-    /// Records a read by a client that does not report what it holds. Reads with a rotation's
-    /// temporary key are the rotator's own and do not count. At most one write per secret per
-    /// `PLAIN_READ_RECORD_INTERVAL_MS` on this node; the engine allows for that slack.
+    /// Records a read by a client that does not report what it holds, and returns once a record
+    /// covering it has committed. Reads with a rotation's temporary key are the rotator's own and
+    /// do not count. At most one write per secret per `PLAIN_READ_RECORD_INTERVAL_MS` on this
+    /// node; the engine allows for that slack.
     pub(crate) async fn note_plain_read(&self, caller: &Caller, secret: &SecretRecord) {
         if caller.is_rotation() {
             return;
         }
         let now = now_ms();
-        {
-            let mut recorded = self.plain_reads.lock().unwrap_or_else(|e| e.into_inner());
-            match recorded.get(&secret.id) {
-                Some(&at) if now - at < baton_engine::PLAIN_READ_RECORD_INTERVAL_MS => return,
-                _ => {}
+        let recording = match self.plain_reads.claim(&secret.id, now) {
+            Claim::Record(recording) => recording,
+            // A failed record was logged by the read that wrote it.
+            Claim::Covered(covered) => {
+                crate::plain_reads::committed(covered).await;
+                return;
             }
-            if recorded.len() >= 100_000 {
-                recorded.clear();
-            }
-            recorded.insert(secret.id.clone(), now);
-        }
+        };
         let written = self
             .plain_read_writer
             .write(&self.store, (secret.id.clone(), now))
             .await
             .unwrap_or_else(|| Err("the plain-read writer stopped".to_owned()));
-        if let Err(e) = written {
+        if let Err(e) = &written {
             tracing::warn!(error = %e, "could not record a plain read; gates wait the full delay only if it was recorded");
-            // Forget the throttle entry so the next read tries again.
-            let mut recorded = self.plain_reads.lock().unwrap_or_else(|e| e.into_inner());
-            recorded.remove(&secret.id);
         }
+        self.plain_reads
+            .written(&secret.id, recording, written.is_ok());
     }
 
     /// A keyring fetch by a reporting consumer: it now holds the keyring it is answered with.

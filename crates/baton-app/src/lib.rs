@@ -19,6 +19,7 @@ mod invoke;
 mod kms;
 pub mod master_access;
 mod ops;
+mod plain_reads;
 mod principals;
 pub mod root_keys;
 mod state;

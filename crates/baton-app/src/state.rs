@@ -191,7 +191,7 @@ pub struct Baton {
     /// Wakes the delivery supervisor when subscriptions change.
     pub delivery_wake: tokio::sync::Notify,
     /// When this node last recorded a plain read of each secret (throttles the writes).
-    pub(crate) plain_reads: Mutex<HashMap<String, i64>>,
+    pub(crate) plain_reads: crate::plain_reads::PlainReadThrottle,
     /// Writes those records, many per transaction.
     pub(crate) plain_read_writer: crate::coalesce::Coalescer<crate::coalesce::PlainReads>,
     /// Writes keyring fetches' consumer records, many per transaction.
@@ -244,7 +244,7 @@ impl Baton {
             kicks: Arc::new(baton_engine::Kicks::default()),
             consumer_reports: tokio::sync::watch::Sender::new(0),
             watch_wait_max: Duration::from_secs(20),
-            plain_reads: Mutex::new(HashMap::new()),
+            plain_reads: Default::default(),
             plain_read_writer: Default::default(),
             consumer_report_writer: Default::default(),
             events_retention: Duration::from_secs(30 * 24 * 3600),
