@@ -2322,7 +2322,6 @@ impl Store for PostgresStore {
     }
 }
 
-/// Milliseconds since the epoch by the database's clock.
 /// `RECORD_PLAIN_READ` for many secrets; `$1` is sorted and holds each id once.
 const RECORD_PLAIN_READS: &str = "INSERT INTO plain_reads (secret_id, last_read_at) \
     SELECT r.id, r.at FROM unnest($1::text[], $2::bigint[]) AS r(id, at) \
@@ -2330,6 +2329,7 @@ const RECORD_PLAIN_READS: &str = "INSERT INTO plain_reads (secret_id, last_read_
     ON CONFLICT (secret_id) DO UPDATE SET last_read_at = excluded.last_read_at \
     WHERE excluded.last_read_at > plain_reads.last_read_at";
 
+/// Milliseconds since the epoch by the database's clock.
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// The channel on which every commit that changes a secret notifies its id to all nodes.
