@@ -295,3 +295,63 @@ def test_rotations_under_random_kills_and_pauses_keep_their_invariants(cluster):
                 cluster.restart(node)
         print(f"round {round_}: {action} on {victim and lease[0]}: ok")
     assert (violations, double_promotions) == (0, 0), f"seed {seed}"
+
+
+def audit_verify(node):
+    from conftest import BATON
+    from test_cli import env_for
+    out = subprocess.run([str(BATON), "audit", "verify", "--output", "json", "--page", "7"],
+                         env=env_for(node), capture_output=True, text=True, timeout=60)
+    return out.returncode, json.loads(out.stdout), out.stderr
+
+
+def test_each_node_appends_to_its_own_audit_chain_and_verify_checks_every_chain(cluster):
+    """Each node registers a chain of its own in the shared chain on its first entry and
+    appends to it without waiting for the others; `audit verify` (paged by 7, so pages cross
+    chains) checks every chain from any node and finds an edited entry in a node's chain, and a
+    chain removed whole after a later node's registration pinned its end."""
+    a, b, c = (n.client() for n in cluster.nodes)
+    a.create_secret(Name="chained/one", SecretString="chain-value")
+    for _ in range(5):
+        a.get_secret_value(SecretId="chained/one")
+    for client in (b, c):
+        for _ in range(5):
+            client.get_secret_value(SecretId="chained/one")
+    starts = cluster.sql("SELECT resource, chain_seq FROM audit_log WHERE chain = '' "
+                         "AND action = 'baton:StartAuditChain' ORDER BY chain_seq")
+    assert len(starts) == 3, starts
+    chains = [s[0] for s in starts]
+    counts = dict(cluster.sql("SELECT chain, COUNT(*) FROM audit_log GROUP BY chain"))
+    assert set(counts) == {"", *chains}, counts
+    assert all(int(counts[ch]) >= 5 for ch in chains), counts
+    # Positions in each chain are consecutive from 1; the whole log's seq is unique.
+    for ch in chains:
+        seqs = [int(r[0]) for r in cluster.sql(f"SELECT chain_seq FROM audit_log WHERE chain = '{ch}' ORDER BY chain_seq")]
+        assert seqs == list(range(1, len(seqs) + 1)), (ch, seqs)
+
+    total = sum(int(n) for n in counts.values())
+    rc, report, err = audit_verify(cluster.nodes[2])
+    assert rc == 0, (report, err)
+    assert report["Problems"] == [] and report["Chains"] == 4, report
+    assert report["Checked"] >= total, (report, total)
+
+    # An entry of node 1's chain, edited.
+    chain_b = chains[1]
+    cluster.sql(f"UPDATE audit_log SET decision = 'deny' WHERE chain = '{chain_b}' AND chain_seq = 3")
+    rc, report, _ = audit_verify(cluster.nodes[2])
+    assert rc == 1
+    assert [(p["Chain"], p["Seq"], "edited" in p["Problem"]) for p in report["Problems"]] == [(chain_b, 3, True)]
+    cluster.sql(f"UPDATE audit_log SET decision = 'allow' WHERE chain = '{chain_b}' AND chain_seq = 3")
+    rc, report, _ = audit_verify(cluster.nodes[2])
+    assert rc == 0, report
+
+    # Node 0's chain, removed whole: node 1's registration pinned its end, so node 2 (which
+    # never wrote to it) still finds the loss. Nothing is sent to node 0 afterwards.
+    pinned = json.loads(cluster.sql(f"SELECT reason FROM audit_log WHERE chain = '' AND resource = '{chains[1]}' "
+                                    "AND action = 'baton:StartAuditChain'")[0][0])["pins"]
+    assert [p[0] for p in pinned] == [chains[0]], pinned
+    cluster.sql(f"DELETE FROM audit_log WHERE chain = '{chains[0]}'")
+    rc, report, _ = audit_verify(cluster.nodes[2])
+    assert rc == 1
+    problems = [(p["Chain"], "removed from its end" in p["Problem"]) for p in report["Problems"]]
+    assert problems == [(chains[0], True)], report

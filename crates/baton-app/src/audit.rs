@@ -77,11 +77,10 @@ pub struct AuditLog {
     queue: mpsc::Sender<Message>,
     mode: AuditMode,
     healthy: Arc<AtomicBool>,
-    /// The newest entry this node appended: a log whose end is behind it was truncated.
-    last_written: Arc<Mutex<(i64, Vec<u8>)>>,
-    /// Set when an append landed at or below a seq this node had written: `(landed at, had
-    /// written up to)`.
-    truncated: Arc<Mutex<Option<(i64, i64)>>>,
+    /// The newest entry this node appended: a chain whose end is behind it was truncated.
+    last_written: Arc<Mutex<Written>>,
+    /// Set when an append landed at or below a position this node had written in that chain.
+    truncated: Arc<Mutex<Option<Truncation>>>,
     key: Arc<MacKey>,
 }
 
@@ -93,12 +92,14 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-/// The MAC of an entry given its predecessor's: covers every field and the seq, so an edited,
-/// moved or swapped entry no longer matches. The user agent, recorded since schema 17, is
-/// covered when it is not empty, so entries written before keep their hashes.
+/// The MAC of an entry given its predecessor's: covers every field and its position in its
+/// chain, so an edited, moved or swapped entry no longer matches. The user agent (recorded
+/// since schema 17) and the chain's name (since schema 22) are covered when not empty, so
+/// entries written before keep their hashes: their position in the shared chain is the `seq`
+/// they had. The whole log's `seq` is not covered; it only orders listings.
 pub fn entry_hash(key: &MacKey, prev: &[u8], e: &AuditRecord) -> Vec<u8> {
     let (seq, at, status) = (
-        e.seq.to_be_bytes(),
+        e.chain_seq.to_be_bytes(),
         e.at.to_be_bytes(),
         e.status.to_be_bytes(),
     );
@@ -121,12 +122,17 @@ pub fn entry_hash(key: &MacKey, prev: &[u8], e: &AuditRecord) -> Vec<u8> {
     if !e.user_agent.is_empty() {
         parts.extend([b"user-agent".as_slice(), e.user_agent.as_bytes()]);
     }
+    if !e.chain.is_empty() {
+        parts.extend([b"chain".as_slice(), e.chain.as_bytes()]);
+    }
     key.mac(&parts)
 }
 
 fn json_line(e: &AuditRecord) -> String {
     serde_json::json!({
         "seq": e.seq,
+        "chain": e.chain,
+        "chain_seq": e.chain_seq,
         "time": jiff::Timestamp::from_millisecond(e.at).map(|t| t.to_string()).unwrap_or_default(),
         "request_id": e.request_id,
         "principal": e.principal,
@@ -155,16 +161,21 @@ impl AuditLog {
             queue,
             mode: options.mode,
             healthy: Arc::new(AtomicBool::new(true)),
-            last_written: Arc::new(Mutex::new((0, Vec::new()))),
+            last_written: Arc::new(Mutex::new(Written::default())),
             truncated: Arc::new(Mutex::new(None)),
             key: key.clone(),
         };
         let chain: AuditChain =
             Arc::new(move |prev: &[u8], e: &AuditRecord| entry_hash(&key, prev, e));
+        let own = store.per_node_audit_chains().then(|| OwnChain {
+            id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            end: None,
+            genesis: None,
+        });
         tokio::spawn(writer(
             rx,
             store,
-            chain,
+            Appender { chain, own },
             options.file.clone(),
             log.healthy.clone(),
             log.last_written.clone(),
@@ -243,14 +254,147 @@ impl AuditLog {
     }
 }
 
+/// The newest entry a node appended: its chain, position and hash.
+#[derive(Debug, Clone, Default)]
+struct Written {
+    chain: String,
+    chain_seq: i64,
+}
+
+/// An append that landed at or below a position this node had already written in its chain.
+#[derive(Debug, Clone)]
+struct Truncation {
+    chain: String,
+    landed: i64,
+    had: i64,
+}
+
+/// A node process's own chain, where several nodes share the store.
+struct OwnChain {
+    /// `node-` and a random UUID: new for each process, so no two writers share a chain.
+    id: String,
+    /// Where the chain ends as this writer left it; `None` before the first append and after
+    /// a failed one, whose commit is unknown (the end is then read back).
+    end: Option<(i64, Vec<u8>)>,
+    /// The hash of the shared chain's entry that registered this chain; the chain's first
+    /// entry links to it.
+    genesis: Option<Vec<u8>>,
+}
+
+/// The pins a registration entry carries: for each chain, the end it had then.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Pins {
+    pins: Vec<(String, i64, String)>,
+}
+
+fn pins_of(registration: &AuditRecord) -> Vec<(String, i64, String)> {
+    serde_json::from_str::<Pins>(&registration.reason)
+        .map(|p| p.pins)
+        .unwrap_or_default()
+}
+
+/// Appends a batch where this node appends: the shared chain, or its own chain.
+struct Appender {
+    chain: AuditChain,
+    own: Option<OwnChain>,
+}
+
+impl Appender {
+    async fn append(
+        &mut self,
+        store: &dyn Store,
+        mut entries: Vec<AuditRecord>,
+    ) -> Result<Vec<AuditRecord>, baton_store::StoreError> {
+        let Some(own) = self.own.as_mut() else {
+            return store.append_audit(entries, self.chain.clone()).await;
+        };
+        let genesis = match &own.genesis {
+            Some(hash) => hash.clone(),
+            None => {
+                let hash = register(store, &self.chain, &own.id).await?;
+                own.genesis = Some(hash.clone());
+                hash
+            }
+        };
+        let (mut at, mut prev) = match own.end.take() {
+            Some(end) => end,
+            None => store
+                .audit_chain_end(&own.id)
+                .await?
+                .unwrap_or((0, genesis)),
+        };
+        for e in &mut entries {
+            at += 1;
+            e.chain = own.id.clone();
+            e.chain_seq = at;
+            e.prev_hash = std::mem::take(&mut prev);
+            e.hash = (self.chain)(&e.prev_hash, e);
+            prev = e.hash.clone();
+        }
+        let stored = store.append_audit_chained(entries).await?;
+        own.end = Some((at, prev));
+        Ok(stored)
+    }
+}
+
+/// Registers a node's chain in the shared chain: one entry naming it, which pins the end of
+/// every chain that has grown since it was last pinned, so that entries cut off the end of a
+/// chain whose node has stopped are still found by `verify`. Returns the entry's hash.
+async fn register(
+    store: &dyn Store,
+    chain: &AuditChain,
+    id: &str,
+) -> Result<Vec<u8>, baton_store::StoreError> {
+    let starts = store.audit_chain_starts().await?;
+    let mut pinned: std::collections::HashMap<String, i64> = Default::default();
+    for start in &starts {
+        for (c, seq, _) in pins_of(start) {
+            let at = pinned.entry(c).or_default();
+            *at = (*at).max(seq);
+        }
+    }
+    let mut pins = Pins::default();
+    for start in &starts {
+        if let Some((seq, hash)) = store.audit_chain_end(&start.resource).await?
+            && pinned.get(&start.resource).is_none_or(|p| *p < seq)
+        {
+            pins.pins
+                .push((start.resource.clone(), seq, hex::encode(hash)));
+        }
+    }
+    let entry = AuditRecord {
+        at: crate::state::now_ms(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        principal: "baton".to_owned(),
+        action: baton_store::START_AUDIT_CHAIN.to_owned(),
+        resource: id.to_owned(),
+        decision: "none".to_owned(),
+        outcome: "ok".to_owned(),
+        status: 200,
+        reason: serde_json::to_string(&pins).unwrap_or_default(),
+        user_agent: "baton-node".to_owned(),
+        ..Default::default()
+    };
+    let stored = store.append_audit(vec![entry], chain.clone()).await?;
+    tracing::info!(
+        chain = id,
+        "this node appends its audit entries to a chain of its own"
+    );
+    Ok(stored
+        .into_iter()
+        .next()
+        .map(|e| e.hash)
+        .unwrap_or_default())
+}
+
 async fn writer(
     mut rx: mpsc::Receiver<Message>,
     store: Arc<dyn Store>,
-    chain: AuditChain,
+    mut appender: Appender,
     file: Option<PathBuf>,
     healthy: Arc<AtomicBool>,
-    last_written: Arc<Mutex<(i64, Vec<u8>)>>,
-    truncated: Arc<Mutex<Option<(i64, i64)>>>,
+    last_written: Arc<Mutex<Written>>,
+    truncated: Arc<Mutex<Option<Truncation>>>,
 ) {
     let mut sink = file.as_ref().and_then(|path| {
         std::fs::OpenOptions::new()
@@ -281,24 +425,32 @@ async fn writer(
             true
         } else {
             let count = entries.len();
-            match store.append_audit(entries, chain.clone()).await {
+            match appender.append(&*store, entries).await {
                 Ok(stored) => {
                     if let (Some(first), Some(last)) = (stored.first(), stored.last())
                         && let Ok(mut mine) = last_written.lock()
                     {
-                        // Seqs only grow; a new entry at or below one this node already wrote
-                        // means entries were cut off the end of the log.
-                        if first.seq <= mine.0 {
+                        // Positions in a chain only grow; a new entry at or below one this node
+                        // already wrote means entries were cut off the end of its chain.
+                        if first.chain == mine.chain && first.chain_seq <= mine.chain_seq {
                             tracing::error!(
-                                written_up_to = mine.0,
-                                appended_at = first.seq,
+                                chain = %first.chain,
+                                written_up_to = mine.chain_seq,
+                                appended_at = first.chain_seq,
                                 "the audit log lost entries from its end; `baton audit verify` reports it"
                             );
                             if let Ok(mut t) = truncated.lock() {
-                                t.get_or_insert((first.seq, mine.0));
+                                t.get_or_insert(Truncation {
+                                    chain: first.chain.clone(),
+                                    landed: first.chain_seq,
+                                    had: mine.chain_seq,
+                                });
                             }
                         }
-                        *mine = (last.seq, last.hash.clone());
+                        *mine = Written {
+                            chain: last.chain.clone(),
+                            chain_seq: last.chain_seq,
+                        };
                     }
                     if let Some(file) = sink.as_mut() {
                         let mut text = String::new();
@@ -350,6 +502,8 @@ fn wire_entry(e: AuditRecord) -> p::AuditEntry {
         user_agent: Some(e.user_agent),
         prev_hash: Some(hex::encode(e.prev_hash)),
         hash: Some(hex::encode(e.hash)),
+        chain: Some(e.chain),
+        chain_seq: Some(e.chain_seq),
     }
 }
 
@@ -411,102 +565,190 @@ impl Baton {
         })
     }
 
-    /// Checks up to `MaxResults` entries after `AfterSeq`: consecutive seqs, each linked to its
-    /// predecessor, each matching its MAC.
+    /// Checks up to `MaxResults` entries from `AfterSeq` in `Chain` on, chain after chain:
+    /// consecutive positions, each entry linked to its predecessor (a node chain's first entry
+    /// to the shared chain's entry that registered it) and matching its MAC, and no chain
+    /// ending before an end that a later registration pinned or that this node wrote.
     pub async fn verify_audit_log(
         &self,
         req: p::VerifyAuditLogRequest,
     ) -> Result<p::VerifyAuditLogResponse, ApiError> {
         let limit = page_size(req.max_results, 10_000, VERIFY_MAX)?;
-        let after = req.after_seq.unwrap_or(0).max(0);
-        let mut problems = Vec::new();
-        let mut problem = |seq: i64, text: String| {
-            problems.push(p::AuditProblem {
-                seq: Some(seq),
-                problem: Some(text),
-            })
-        };
-        let mut prev_hash = Vec::new();
-        if after > 0 {
-            match self.store.list_audit(after - 1, 1).await?.pop() {
-                Some(e) if e.seq == after => prev_hash = e.hash,
-                _ => problem(
-                    after,
-                    format!("entry {after}, where this check starts, is missing"),
-                ),
-            }
-        }
-        let rows = self.store.list_audit(after, limit).await?;
         let Some(audit) = &self.audit else {
             return Err(ApiError::Internal(
                 "this Baton has no audit log to verify".to_owned(),
             ));
         };
-        let key = &audit.key;
-        let mut expected = after + 1;
-        for e in &rows {
-            if e.seq != expected {
-                problem(
-                    e.seq,
-                    format!("entries {expected} to {} are missing (removed)", e.seq - 1),
-                );
+        let starts = self.store.audit_chain_starts().await?;
+        let mut order: Vec<String> = vec![String::new()];
+        let mut geneses: std::collections::HashMap<&str, Vec<&[u8]>> = Default::default();
+        let mut pins: std::collections::HashMap<String, (i64, i64)> = Default::default();
+        for start in &starts {
+            if !order.contains(&start.resource) {
+                order.push(start.resource.clone());
             }
-            if !baton_crypto::constant_time_eq(&e.prev_hash, &prev_hash) {
-                problem(
-                    e.seq,
-                    "does not link to the entry before it (an entry was removed, inserted or \
-                     moved)"
-                        .to_owned(),
-                );
+            geneses
+                .entry(start.resource.as_str())
+                .or_default()
+                .push(&start.hash);
+            for (c, seq, _) in pins_of(start) {
+                let pin = pins.entry(c).or_insert((0, start.chain_seq));
+                if seq > pin.0 {
+                    *pin = (seq, start.chain_seq);
+                }
             }
-            if !baton_crypto::constant_time_eq(&entry_hash(key, &e.prev_hash, e), &e.hash) {
-                problem(
-                    e.seq,
-                    "its content does not match its MAC (the entry was edited or swapped)"
-                        .to_owned(),
-                );
-            }
-            prev_hash = e.hash.clone();
-            expected = e.seq + 1;
         }
-        let more = rows.len() == limit as usize;
-        if after == 0
-            && let Some((landed, had)) = audit.truncated.lock().ok().and_then(|t| *t)
+        let chain_name = req.chain.unwrap_or_default();
+        let Some(mut at) = order.iter().position(|c| *c == chain_name) else {
+            return Err(ApiError::Validation(format!(
+                "the audit log has no chain named {chain_name:?}"
+            )));
+        };
+        let mut after = req.after_seq.unwrap_or(0).max(0);
+        let mut problems = Vec::new();
+        let mut problem = |chain: &str, seq: i64, text: String| {
+            problems.push(p::AuditProblem {
+                seq: Some(seq),
+                chain: Some(chain.to_owned()),
+                problem: Some(text),
+            })
+        };
+        if at == 0
+            && after == 0
+            && let Some(t) = audit.truncated.lock().ok().and_then(|t| t.clone())
         {
             problem(
-                landed,
+                &t.chain,
+                t.landed,
                 format!(
-                    "this node had written entries up to {had}, then the log's end was at \
-                     {}: entries were removed from its end",
-                    landed - 1
+                    "this node had written entries up to {}, then the chain's end was at {}: \
+                     entries were removed from its end",
+                    t.had,
+                    t.landed - 1
                 ),
             );
         }
-        if !more {
-            // The chain cannot show that entries were cut off its end; this node remembers the
+        let key = &audit.key;
+        let mut checked = 0usize;
+        let mut prev_hash: Vec<u8>;
+        let more = loop {
+            let chain = order[at].as_str();
+            prev_hash = Vec::new();
+            let mut first_links: Vec<&[u8]> = Vec::new();
+            if after > 0 {
+                match self
+                    .store
+                    .list_audit_chain(chain, after - 1, 1)
+                    .await?
+                    .pop()
+                {
+                    Some(e) if e.chain_seq == after => prev_hash = e.hash,
+                    _ => problem(
+                        chain,
+                        after,
+                        format!("entry {after}, where this check starts, is missing"),
+                    ),
+                }
+            } else if let Some(g) = geneses.get(chain) {
+                first_links = g.clone();
+            }
+            let budget = limit - checked as u32;
+            let rows = self.store.list_audit_chain(chain, after, budget).await?;
+            let mut expected = after + 1;
+            for e in &rows {
+                if e.chain_seq != expected {
+                    problem(
+                        chain,
+                        e.chain_seq,
+                        format!(
+                            "entries {expected} to {} are missing (removed)",
+                            e.chain_seq - 1
+                        ),
+                    );
+                }
+                let links = if e.chain_seq == 1 && !first_links.is_empty() {
+                    first_links
+                        .iter()
+                        .any(|g| baton_crypto::constant_time_eq(&e.prev_hash, g))
+                } else {
+                    baton_crypto::constant_time_eq(&e.prev_hash, &prev_hash)
+                };
+                if !links {
+                    problem(
+                        chain,
+                        e.chain_seq,
+                        "does not link to the entry before it (an entry was removed, inserted \
+                         or moved)"
+                            .to_owned(),
+                    );
+                }
+                if !baton_crypto::constant_time_eq(&entry_hash(key, &e.prev_hash, e), &e.hash) {
+                    problem(
+                        chain,
+                        e.chain_seq,
+                        "its content does not match its MAC (the entry was edited or swapped)"
+                            .to_owned(),
+                    );
+                }
+                prev_hash = e.hash.clone();
+                expected = e.chain_seq + 1;
+            }
+            checked += rows.len();
+            let end = rows.last().map(|e| e.chain_seq).unwrap_or(after);
+            after = end;
+            if rows.len() == budget as usize {
+                break true;
+            }
+            // The chain's end: a chain cannot show that entries were cut off its end, but a
+            // later registration pinned where it ended then, and this node remembers the
             // newest entry it wrote.
-            let (mine, _) = audit
+            if let Some((pinned, by)) = pins.get(chain)
+                && *pinned > end
+            {
+                problem(
+                    chain,
+                    end + 1,
+                    format!(
+                        "the chain ends at entry {end}, but it reached entry {pinned} when \
+                         entry {by} of the shared chain was written (entries were removed \
+                         from its end)"
+                    ),
+                );
+            }
+            let mine = audit
                 .last_written
                 .lock()
                 .map(|g| g.clone())
                 .unwrap_or_default();
-            let end = rows.last().map(|e| e.seq).unwrap_or(after);
-            if mine > end {
+            if mine.chain == chain && mine.chain_seq > end {
                 problem(
+                    chain,
                     end + 1,
                     format!(
-                        "the log ends at entry {end}, but this node wrote entries up to {mine} \
-                         (entries were removed from its end)"
+                        "the chain ends at entry {end}, but this node wrote entries up to {} \
+                         (entries were removed from its end)",
+                        mine.chain_seq
                     ),
                 );
             }
-        }
+            if at + 1 == order.len() {
+                break false;
+            }
+            at += 1;
+            after = 0;
+            if checked as u32 == limit {
+                prev_hash = Vec::new();
+                break true;
+            }
+        };
         Ok(p::VerifyAuditLogResponse {
-            checked: Some(rows.len() as i64),
-            last_seq: Some(rows.last().map(|e| e.seq).unwrap_or(after)),
+            checked: Some(checked as i64),
+            chain: Some(order[at].clone()),
+            last_seq: Some(after),
             last_hash: Some(hex::encode(&prev_hash)),
             problems: Some(problems),
             more: Some(more),
+            chains: Some(order.len() as i64),
         })
     }
 }

@@ -117,6 +117,7 @@ impl Baton {
                 prev_hash: Vec::new(),
                 hash: Vec::new(),
                 user_agent: "baton-engine".to_owned(),
+                ..Default::default()
             };
             audit.record(entry, true).await.map_err(|e| {
                 format!("the audit log could not record the read of the master secret: {e}")

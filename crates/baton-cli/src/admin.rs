@@ -542,7 +542,9 @@ pub async fn run_audit(
         }
         AuditCommand::Verify { page } => {
             let mut after = 0;
+            let mut chain = String::new();
             let mut checked = 0;
+            let mut chains = 1;
             let mut problems = Vec::new();
             let last_hash = loop {
                 let r: p::VerifyAuditLogResponse = client
@@ -551,22 +553,30 @@ pub async fn run_audit(
                         &p::VerifyAuditLogRequest {
                             after_seq: Some(after),
                             max_results: Some(page),
+                            chain: Some(chain.clone()),
                         },
                     )
                     .await?;
                 checked += r.checked.unwrap_or(0);
                 after = r.last_seq.unwrap_or(after);
+                chain = r.chain.unwrap_or_default();
+                chains = r.chains.unwrap_or(chains);
                 problems.extend(r.problems.unwrap_or_default());
                 if r.more != Some(true) {
                     break r.last_hash.unwrap_or_default();
                 }
-                eprintln!("verified {checked} entries (through {after})");
+                eprintln!(
+                    "verified {checked} entries (through {})",
+                    position(&chain, after)
+                );
             };
             if format == OutputFormat::Json {
                 println!(
                     "{}",
                     serde_json::json!({
                         "Checked": checked,
+                        "Chains": chains,
+                        "Chain": chain,
                         "LastSeq": after,
                         "LastHash": last_hash,
                         "Problems": problems,
@@ -576,12 +586,17 @@ pub async fn run_audit(
                 for problem in &problems {
                     println!(
                         "entry {}: {}",
-                        problem.seq.unwrap_or_default(),
+                        position(
+                            problem.chain.as_deref().unwrap_or_default(),
+                            problem.seq.unwrap_or_default()
+                        ),
                         problem.problem.clone().unwrap_or_default()
                     );
                 }
                 println!(
-                    "checked {checked} entries; the log ends at {after} with hash {last_hash}"
+                    "checked {checked} entries in {chains} chain(s); the last chain ends at {} \
+                     with hash {last_hash}",
+                    position(&chain, after)
                 );
             }
             if problems.is_empty() {
@@ -596,5 +611,14 @@ pub async fn run_audit(
                 )
             }
         }
+    }
+}
+
+/// An entry's position as a person reads it: `7` in the shared chain, `node-…#7` in a node's.
+fn position(chain: &str, seq: i64) -> String {
+    if chain.is_empty() {
+        seq.to_string()
+    } else {
+        format!("{chain}#{seq}")
     }
 }

@@ -1848,6 +1848,7 @@ async fn audit_page(
 /// Runs the chain check over the whole log, page by page.
 async fn verify_audit(console: &Console, baton: &Baton, signed: &Signed) -> String {
     let mut after = 0i64;
+    let mut chain = String::new();
     let mut checked = 0i64;
     loop {
         let answer: Result<p::VerifyAuditLogResponse, _> = signed
@@ -1855,7 +1856,7 @@ async fn verify_audit(console: &Console, baton: &Baton, signed: &Signed) -> Stri
                 baton,
                 console,
                 "baton.VerifyAuditLog",
-                &json!({"AfterSeq": after, "MaxResults": 10_000}),
+                &json!({"AfterSeq": after, "Chain": chain, "MaxResults": 10_000}),
             )
             .await;
         match answer {
@@ -1864,20 +1865,33 @@ async fn verify_audit(console: &Console, baton: &Baton, signed: &Signed) -> Stri
                 checked += v.checked.unwrap_or_default();
                 let problems = v.problems.unwrap_or_default();
                 if let Some(first) = problems.first() {
+                    let chain = first.chain.clone().unwrap_or_default();
                     return format!(
-                        "The chain is broken: {} problem(s); the first at seq {}: {}",
+                        "The chain is broken: {} problem(s); the first at seq {}{}: {}",
                         problems.len(),
                         first.seq.unwrap_or_default(),
+                        if chain.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" of chain {chain}")
+                        },
                         first.problem.clone().unwrap_or_default()
                     );
                 }
                 let last = v.last_seq.unwrap_or(after);
-                if v.more != Some(true) || last <= after {
-                    return format!(
-                        "The chain is intact: {checked} entries checked, up to seq {last}."
-                    );
+                let next = v.chain.unwrap_or_default();
+                if v.more != Some(true) || (last <= after && next == chain) {
+                    let chains = v.chains.unwrap_or(1);
+                    return if chains > 1 {
+                        format!(
+                            "The chain is intact: {checked} entries checked in {chains} chains."
+                        )
+                    } else {
+                        format!("The chain is intact: {checked} entries checked, up to seq {last}.")
+                    };
                 }
                 after = last;
+                chain = next;
             }
         }
     }

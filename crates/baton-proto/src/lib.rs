@@ -511,6 +511,10 @@ wire!(AuditEntry {
     user_agent: Option<String>,
     prev_hash: Option<String>,
     hash: Option<String>,
+    /// The chain the entry belongs to: empty for the shared chain, else a node's own chain.
+    chain: Option<String>,
+    /// Its position in its chain.
+    chain_seq: Option<i64>,
 });
 
 wire!(ListAuditEntriesResponse {
@@ -521,25 +525,38 @@ wire!(ListAuditEntriesResponse {
     scanned: Option<i64>,
 });
 
-wire!(VerifyAuditLogRequest {
-    after_seq: Option<i64>,
-    max_results: Option<i64>,
-});
+wire!(
+    /// `baton.VerifyAuditLog`: checks the chains in order (the shared chain, then each node's
+    /// chain in the order they were registered), from `AfterSeq` in `Chain` (default: the
+    /// shared chain from its start).
+    VerifyAuditLogRequest {
+        after_seq: Option<i64>,
+        max_results: Option<i64>,
+        chain: Option<String>,
+    }
+);
 
 wire!(AuditProblem {
+    /// The position in its chain of the entry the problem is at.
     seq: Option<i64>,
+    /// That entry's chain (empty for the shared chain).
+    chain: Option<String>,
     problem: Option<String>,
 });
 
 wire!(VerifyAuditLogResponse {
     /// How many entries this call checked.
     checked: Option<i64>,
-    /// The last entry checked, and its hash: where the next call continues.
+    /// Where the next call continues: pass `Chain` and `LastSeq` as `Chain` and `AfterSeq`.
+    chain: Option<String>,
+    /// The last position checked in `Chain`, and the hash there.
     last_seq: Option<i64>,
     last_hash: Option<String>,
     problems: Option<Vec<AuditProblem>>,
-    /// Whether the log has entries after `LastSeq`.
+    /// Whether entries remain to check after `LastSeq` in `Chain` or in a later chain.
     more: Option<bool>,
+    /// How many chains the log has (the shared one included).
+    chains: Option<i64>,
 });
 
 wire!(DeleteAccessKeyRequest { access_key_id: Option<String> });

@@ -1086,7 +1086,8 @@ pub async fn the_audit_log_appends_a_gapless_chain(store: &dyn Store) {
     let marker = unique("req");
     let chain: crate::AuditChain = std::sync::Arc::new(|prev: &[u8], e: &AuditRecord| {
         let mut h = prev.to_vec();
-        h.extend_from_slice(e.seq.to_be_bytes().as_slice());
+        h.truncate(32);
+        h.extend_from_slice(e.chain_seq.to_be_bytes().as_slice());
         h.extend_from_slice(e.request_id.as_bytes());
         h
     });
@@ -1096,7 +1097,8 @@ pub async fn the_audit_log_appends_a_gapless_chain(store: &dyn Store) {
         decision: "allow".into(),
         ..Default::default()
     };
-    // Concurrent appenders (other tests, other nodes) each get a consecutive run of seqs.
+    // Concurrent appenders (other tests, other nodes) each get a consecutive run of the shared
+    // chain's positions.
     let (a, b) = tokio::join!(
         store.append_audit((0..3).map(entry).collect(), chain.clone()),
         store.append_audit((3..5).map(entry).collect(), chain.clone()),
@@ -1104,18 +1106,22 @@ pub async fn the_audit_log_appends_a_gapless_chain(store: &dyn Store) {
     let (a, b) = (a.unwrap(), b.unwrap());
     for run in [&a, &b] {
         for pair in run.windows(2) {
-            assert_eq!(pair[1].seq, pair[0].seq + 1);
+            assert_eq!(pair[1].chain_seq, pair[0].chain_seq + 1);
+            assert!(pair[1].seq > pair[0].seq, "seq grows along a run");
             assert_eq!(pair[1].prev_hash, pair[0].hash);
         }
+        assert!(run.iter().all(|e| e.chain.is_empty()), "the shared chain");
     }
     let (last_seq, last_hash) = store.last_audit().await.unwrap().unwrap();
     assert!(last_seq >= a[2].seq.max(b[1].seq));
     assert!(!last_hash.is_empty());
-    let first = a[0].seq.min(b[0].seq);
-    let listed = store.list_audit(first - 1, 1000).await.unwrap();
+    let (end, _) = store.audit_chain_end("").await.unwrap().unwrap();
+    assert!(end >= a[2].chain_seq.max(b[1].chain_seq));
+    let first = a[0].chain_seq.min(b[0].chain_seq);
+    let listed = store.list_audit_chain("", first - 1, 1000).await.unwrap();
     assert!(listed.len() >= 5);
     for pair in listed.windows(2) {
-        assert_eq!(pair[1].seq, pair[0].seq + 1, "no gaps");
+        assert_eq!(pair[1].chain_seq, pair[0].chain_seq + 1, "no gaps");
         assert_eq!(
             pair[1].prev_hash, pair[0].hash,
             "each links to its predecessor"
@@ -1129,6 +1135,91 @@ pub async fn the_audit_log_appends_a_gapless_chain(store: &dyn Store) {
     assert!(
         a.iter().chain(&b).all(|e| mine.contains(&e)),
         "read back as stored"
+    );
+    let by_seq = store
+        .list_audit(a[0].seq.min(b[0].seq) - 1, 1000)
+        .await
+        .unwrap();
+    assert!(
+        a.iter().chain(&b).all(|e| by_seq.contains(e)),
+        "the whole log's listing holds them too"
+    );
+}
+
+/// A chain appended by its one writer: stored as given with a `seq` each, listed in chain
+/// order, its end found; a second entry at a position the chain holds is refused and nothing
+/// of its batch is written; a registration entry is found among the chain starts.
+pub async fn a_writers_own_audit_chain_appends_as_given_and_cannot_fork(store: &dyn Store) {
+    use crate::AuditRecord;
+    let chain_id = unique("chain-");
+    let entry = |i: i64| AuditRecord {
+        request_id: format!("{chain_id}-{i}"),
+        action: "secretsmanager:GetSecretValue".into(),
+        decision: "allow".into(),
+        chain: chain_id.clone(),
+        chain_seq: i,
+        prev_hash: vec![i as u8],
+        hash: vec![i as u8 + 1],
+        ..Default::default()
+    };
+    let first = store
+        .append_audit_chained((1..=3).map(entry).collect())
+        .await
+        .unwrap();
+    let more = store
+        .append_audit_chained((4..=5).map(entry).collect())
+        .await
+        .unwrap();
+    assert!(more[0].seq > first[2].seq, "a later append has later seqs");
+    let listed = store.list_audit_chain(&chain_id, 0, 100).await.unwrap();
+    assert_eq!(listed, [first, more].concat(), "read back as stored");
+    assert_eq!(
+        store
+            .list_audit_chain(&chain_id, 3, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store.audit_chain_end(&chain_id).await.unwrap(),
+        Some((5, vec![6]))
+    );
+    // A fork: position 5 again, with 6 after it in the same batch.
+    let mut fork = entry(5);
+    fork.request_id = "forged".into();
+    assert!(
+        store
+            .append_audit_chained(vec![entry(6), fork])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .list_audit_chain(&chain_id, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(store.audit_chain_end("no-such-chain").await.unwrap(), None);
+
+    let registration = AuditRecord {
+        request_id: unique("start-"),
+        action: crate::START_AUDIT_CHAIN.into(),
+        resource: chain_id.clone(),
+        ..Default::default()
+    };
+    let chain: crate::AuditChain = std::sync::Arc::new(|_: &[u8], _: &AuditRecord| vec![7]);
+    store
+        .append_audit(vec![registration.clone()], chain)
+        .await
+        .unwrap();
+    let starts = store.audit_chain_starts().await.unwrap();
+    assert!(
+        starts
+            .iter()
+            .any(|s| s.resource == chain_id && s.request_id == registration.request_id)
     );
 }
 
@@ -1570,6 +1661,7 @@ pub const CHECKS: &[&str] = &[
     "subscriptions_keep_a_forward_cursor_and_dead_letters",
     "principals_and_their_policies_round_trip",
     "the_audit_log_appends_a_gapless_chain",
+    "a_writers_own_audit_chain_appends_as_given_and_cannot_fork",
     "leases_fence_out_a_holder_that_lost_them",
     "keys_and_their_aliases_round_trip",
     "grants_round_trip_and_go_with_their_key",

@@ -24,6 +24,7 @@ pub use cache::{CACHE_BYTES_DEFAULT, CACHE_BYTES_MIN};
 pub use changes::ChangeFeed;
 pub use postgres::PostgresStore;
 pub use root_keys::{NodeRecord, RootKeyStateRecord, SealedBlob, SealedKind, SealedReplacement};
+pub use schema::START_AUDIT_CHAIN;
 pub use sqlite::SqliteStore;
 
 /// Keeps the first occurrence of each item, in order.
@@ -188,7 +189,9 @@ pub struct PrincipalPolicyRecord {
 /// One entry of the audit log: one request, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AuditRecord {
-    /// Its position: consecutive from 1, assigned by [`Store::append_audit`].
+    /// Its position in the whole log, which orders listings: assigned by the store on append,
+    /// increasing, and consecutive on the embedded store. On PostgreSQL it comes from a
+    /// sequence, so it can have gaps and an entry can commit after one with a higher `seq`.
     pub seq: i64,
     pub at: Timestamp,
     pub request_id: String,
@@ -214,6 +217,10 @@ pub struct AuditRecord {
     /// What the request came through: the client's `User-Agent` (shortened, printable), or
     /// `baton-console`. Empty in entries written before it was recorded.
     pub user_agent: String,
+    /// The chain it belongs to: empty for the shared chain, else a node process's own chain.
+    pub chain: String,
+    /// Its position in its chain: consecutive from 1.
+    pub chain_seq: i64,
 }
 
 /// Computes an entry's hash from the previous hash; [`Store::append_audit`] calls it under the
@@ -493,18 +500,41 @@ pub trait Store: Send + Sync + 'static {
         principal_name: &str,
     ) -> Result<Vec<PrincipalPolicyRecord>, StoreError>;
 
-    /// Appends entries to the audit log in one transaction, under a lock that orders every
-    /// appender: each gets the next seq, `prev_hash` from its predecessor and `hash` from
-    /// `chain`. Returns the entries as stored.
+    /// Appends entries to the shared audit chain in one transaction, under a lock that orders
+    /// every appender: each gets the next `chain_seq` of the shared chain, `prev_hash` from its
+    /// predecessor, `hash` from `chain`, and its `seq`. Returns the entries as stored.
     async fn append_audit(
         &self,
         entries: Vec<AuditRecord>,
         chain: AuditChain,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Appends entries already chained by their one writer (`chain`, `chain_seq`, `prev_hash`
+    /// and `hash` set) in one transaction, without the shared lock; the store assigns `seq`.
+    /// Refuses a position its chain already holds, so a chain cannot fork.
+    async fn append_audit_chained(
+        &self,
+        entries: Vec<AuditRecord>,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Whether each node process should append to a chain of its own: true where several
+    /// nodes share the store.
+    fn per_node_audit_chains(&self) -> bool {
+        false
+    }
     /// The newest entry's seq and hash, if the log has any.
     async fn last_audit(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
-    /// Entries after `after_seq`, in order, at most `limit`.
+    /// Entries after `after_seq`, in `seq` order, at most `limit`.
     async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+    /// A chain's last position and hash, if it has entries.
+    async fn audit_chain_end(&self, chain: &str) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    /// One chain's entries after `after`, in chain order, at most `limit`.
+    async fn list_audit_chain(
+        &self,
+        chain: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The shared chain's entries that register node chains, in order.
+    async fn audit_chain_starts(&self) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// ARNs of secrets whose rotation in flight or whose schedule is due at or before `now`,
     /// soonest first, at most `limit`. Served by indexes on the due times, so its cost does not

@@ -271,7 +271,8 @@ impl PostgresStore {
                 let body = body
                     .replace("{blob}", "BYTEA")
                     .replace("{bigint}", "BIGINT")
-                    .replace("{serial}", "BIGSERIAL PRIMARY KEY");
+                    .replace("{serial}", "BIGSERIAL PRIMARY KEY")
+                    .replace("{audit_seq}", schema::AUDIT_SEQ_PG);
                 tx.batch_execute(&body).await.map_err(backend)?;
                 tx.execute(
                     "INSERT INTO schema_migrations (version) VALUES ($1)",
@@ -567,9 +568,9 @@ async fn find_one(
     }
 }
 
-/// Appends one batch to the audit log in one transaction of two round trips: BEGIN, the lock
-/// and the chain's end pipelined, then the batch's insert and COMMIT pipelined. The caller
-/// rolls back if it fails.
+/// Appends one batch to the shared audit chain in one transaction of two round trips: BEGIN,
+/// the lock and the chain's end pipelined, then the batch's insert and COMMIT pipelined. The
+/// caller rolls back if it fails.
 async fn append_audit_in(
     client: &deadpool_postgres::Client,
     entries: Vec<crate::AuditRecord>,
@@ -579,8 +580,14 @@ async fn append_audit_in(
         .prepare_cached("SELECT pg_advisory_xact_lock($1)")
         .await
         .map_err(backend)?;
-    let last = client
-        .prepare_cached(schema::LAST_AUDIT)
+    let end = client
+        .prepare_cached(schema::AUDIT_CHAIN_END)
+        .await
+        .map_err(backend)?;
+    // Prepared first: executing a statement's text would prepare it in a round trip of its
+    // own, and the COMMIT sent meanwhile would run before the insert.
+    let insert = client
+        .prepare_cached(schema::INSERT_AUDIT_BATCH_PG)
         .await
         .map_err(backend)?;
     // `biased`: the statements must be sent in this order.
@@ -593,39 +600,58 @@ async fn append_audit_in(
                 .await
                 .map_err(backend)
         },
-        async { client.query_opt(&last, &[]).await.map_err(backend) },
+        async { client.query_opt(&end, &[&""]).await.map_err(backend) },
     )?;
-    let (mut seq, mut prev): (i64, Vec<u8>) = end.map(|r| (r.get(0), r.get(1))).unwrap_or_default();
+    let (mut at, mut prev): (i64, Vec<u8>) = end.map(|r| (r.get(0), r.get(1))).unwrap_or_default();
     let mut stored = Vec::with_capacity(entries.len());
     for mut e in entries {
-        seq += 1;
-        e.seq = seq;
+        at += 1;
+        e.chain = String::new();
+        e.chain_seq = at;
         e.prev_hash = std::mem::take(&mut prev);
         e.hash = chain(&e.prev_hash, &e);
         prev = e.hash.clone();
         stored.push(e);
     }
-    // One statement for the whole batch: a round trip per entry would make every audited
-    // request wait for as many round trips as its batch has entries.
-    let column =
-        |f: fn(&crate::AuditRecord) -> String| -> Vec<String> { stored.iter().map(f).collect() };
-    let seqs: Vec<i64> = stored.iter().map(|e| e.seq).collect();
-    let ats: Vec<i64> = stored.iter().map(|e| e.at).collect();
-    let statuses: Vec<i64> = stored.iter().map(|e| e.status).collect();
-    let prevs: Vec<Vec<u8>> = stored.iter().map(|e| e.prev_hash.clone()).collect();
-    let hashes: Vec<Vec<u8>> = stored.iter().map(|e| e.hash.clone()).collect();
-    let request_ids = column(|e| e.request_id.clone());
-    let principals = column(|e| e.principal.clone());
-    let access_key_ids = column(|e| e.access_key_id.clone());
-    let actions = column(|e| e.action.clone());
-    let resources = column(|e| e.resource.clone());
-    let decisions = column(|e| e.decision.clone());
-    let outcomes = column(|e| e.outcome.clone());
-    let source_ips = column(|e| e.source_ip.clone());
-    let reasons = column(|e| e.reason.clone());
-    let user_agents = column(|e| e.user_agent.clone());
-    let args: [&(dyn ToSql + Sync); 15] = [
-        &seqs,
+    // The insert and COMMIT pipelined: a failed insert makes PostgreSQL answer the COMMIT
+    // with a rollback.
+    let (seqs, _) = tokio::try_join!(
+        biased;
+        insert_audit_rows(client, &insert, &stored),
+        async { client.batch_execute("COMMIT").await.map_err(backend) }
+    )?;
+    assign_seqs(&mut stored, seqs)?;
+    Ok(stored)
+}
+
+/// Inserts chained entries in one statement (a round trip per entry would make every audited
+/// request wait for as many round trips as its batch has entries), returning each row's
+/// `(chain_seq, seq)`.
+async fn insert_audit_rows(
+    client: &deadpool_postgres::Client,
+    insert: &tokio_postgres::Statement,
+    stored: &[crate::AuditRecord],
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    fn column<T>(stored: &[crate::AuditRecord], f: impl Fn(&crate::AuditRecord) -> T) -> Vec<T> {
+        stored.iter().map(f).collect()
+    }
+    let ats = column(stored, |e| e.at);
+    let request_ids = column(stored, |e| e.request_id.clone());
+    let principals = column(stored, |e| e.principal.clone());
+    let access_key_ids = column(stored, |e| e.access_key_id.clone());
+    let actions = column(stored, |e| e.action.clone());
+    let resources = column(stored, |e| e.resource.clone());
+    let decisions = column(stored, |e| e.decision.clone());
+    let outcomes = column(stored, |e| e.outcome.clone());
+    let statuses = column(stored, |e| e.status);
+    let source_ips = column(stored, |e| e.source_ip.clone());
+    let reasons = column(stored, |e| e.reason.clone());
+    let prevs = column(stored, |e| e.prev_hash.clone());
+    let hashes = column(stored, |e| e.hash.clone());
+    let user_agents = column(stored, |e| e.user_agent.clone());
+    let chains = column(stored, |e| e.chain.clone());
+    let chain_seqs = column(stored, |e| e.chain_seq);
+    let args: [&(dyn ToSql + Sync); 16] = [
         &ats,
         &request_ids,
         &principals,
@@ -640,20 +666,30 @@ async fn append_audit_in(
         &prevs,
         &hashes,
         &user_agents,
+        &chains,
+        &chain_seqs,
     ];
-    // Prepared first: executing a statement's text would prepare it in a round trip of its
-    // own, and the COMMIT sent meanwhile would run before the insert.
-    let statement = client
-        .prepare_cached(schema::INSERT_AUDIT_BATCH_PG)
+    Ok(client
+        .query(insert, &args)
         .await
-        .map_err(backend)?;
-    let insert = client.execute(&statement, &args);
-    // The insert and COMMIT pipelined: a failed insert makes PostgreSQL answer the COMMIT
-    // with a rollback.
-    tokio::try_join!(biased; async { insert.await.map_err(backend) }, async {
-        client.batch_execute("COMMIT").await.map_err(backend)
-    })?;
-    Ok(stored)
+        .map_err(backend)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Sets each entry's `seq` from the insert's `(chain_seq, seq)` rows (entries of one chain).
+fn assign_seqs(stored: &mut [crate::AuditRecord], seqs: Vec<(i64, i64)>) -> Result<(), StoreError> {
+    let seqs: std::collections::HashMap<i64, i64> = seqs.into_iter().collect();
+    for e in stored {
+        e.seq = *seqs.get(&e.chain_seq).ok_or_else(|| {
+            StoreError::Backend(format!(
+                "the audit insert returned no row for chain position {}",
+                e.chain_seq
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Serialises writers of events until commit, so that `seq` order is commit order and a
@@ -1092,6 +1128,8 @@ fn read_audit(r: &Row) -> crate::AuditRecord {
         prev_hash: r.get(12),
         hash: r.get(13),
         user_agent: r.get(14),
+        chain: r.get(15),
+        chain_seq: r.get(16),
     }
 }
 
@@ -1688,6 +1726,55 @@ impl Store for PostgresStore {
             let _ = client.batch_execute("ROLLBACK").await;
         }
         appended
+    }
+
+    async fn append_audit_chained(
+        &self,
+        mut entries: Vec<crate::AuditRecord>,
+    ) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        if entries.iter().any(|e| e.chain != entries[0].chain) {
+            return Err(StoreError::Backend(
+                "one chained audit append holds entries of one chain".to_owned(),
+            ));
+        }
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let insert = client
+            .prepare_cached(schema::INSERT_AUDIT_BATCH_PG)
+            .await
+            .map_err(backend)?;
+        // One statement, so one transaction of its own: one round trip, no lock.
+        let seqs = insert_audit_rows(&client, &insert, &entries).await?;
+        assign_seqs(&mut entries, seqs)?;
+        Ok(entries)
+    }
+
+    fn per_node_audit_chains(&self) -> bool {
+        true
+    }
+
+    async fn audit_chain_end(&self, chain: &str) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .rows(schema::AUDIT_CHAIN_END, &[&chain], |r| (r.get(0), r.get(1)))
+            .await?
+            .pop())
+    }
+
+    async fn list_audit_chain(
+        &self,
+        chain: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        self.rows(
+            schema::LIST_AUDIT_CHAIN,
+            &[&chain, &after, &i64::from(limit)],
+            read_audit,
+        )
+        .await
+    }
+
+    async fn audit_chain_starts(&self) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        self.rows(schema::AUDIT_CHAIN_STARTS, &[], read_audit).await
     }
 
     async fn last_audit(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {

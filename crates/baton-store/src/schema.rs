@@ -453,7 +453,33 @@ ALTER TABLE secrets ADD COLUMN tagged BOOLEAN NOT NULL DEFAULT FALSE;
 UPDATE secrets SET tagged = TRUE WHERE id IN (SELECT secret_id FROM secret_tags);
 "#,
     ),
+    (
+        22,
+        r#"
+-- Audit chains. `chain` '' is the shared chain, appended to under a lock: every entry of the
+-- embedded store, and on PostgreSQL one registration entry per node process
+-- (`baton:StartAuditChain`, naming the node's own chain). Each PostgreSQL node process appends
+-- its requests' entries to its own chain, so nodes never wait for each other. `chain_seq` is
+-- an entry's position in its chain (consecutive from 1); `seq` orders the whole log.
+ALTER TABLE audit_log ADD COLUMN chain TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_log ADD COLUMN chain_seq {bigint} NOT NULL DEFAULT 0;
+UPDATE audit_log SET chain_seq = seq;
+CREATE UNIQUE INDEX audit_log_chain ON audit_log (chain, chain_seq);
+CREATE INDEX audit_log_chain_starts ON audit_log (chain_seq)
+    WHERE chain = '' AND action = 'baton:StartAuditChain';
+{audit_seq}
+"#,
+    ),
 ];
+
+/// PostgreSQL: `seq` comes from a sequence, so that nodes appending to their own chains take
+/// positions without waiting for each other.
+pub const AUDIT_SEQ_PG: &str = "CREATE SEQUENCE audit_log_seq OWNED BY audit_log.seq;
+SELECT setval('audit_log_seq', COALESCE((SELECT MAX(seq) FROM audit_log), 0) + 1, false);
+ALTER TABLE audit_log ALTER COLUMN seq SET DEFAULT nextval('audit_log_seq');";
+
+/// The action of the shared chain's entry that registers a node's chain.
+pub const START_AUDIT_CHAIN: &str = "baton:StartAuditChain";
 
 /// A page of a namespace's secrets (not keys) in creation order, ascending; `$3` true keeps
 /// those scheduled for deletion. `$4` rows from `$5` on.
@@ -750,18 +776,46 @@ pub const DELIVERY_BACKLOG: &str = "SELECT COUNT(*) FROM subscriptions s JOIN ev
     ON e.seq > s.cursor_seq AND e.account_id = s.account_id AND e.region = s.region";
 pub const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
 pub const LAST_AUDIT: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
-pub const INSERT_AUDIT: &str = "INSERT INTO audit_log (seq, at, request_id, principal, \
+/// A chain's last entry: its position and hash.
+pub const AUDIT_CHAIN_END: &str = "SELECT chain_seq, hash FROM audit_log WHERE chain = $1 \
+    ORDER BY chain_seq DESC LIMIT 1";
+/// The columns every read of the audit log returns, in this order.
+macro_rules! audit_columns {
+    () => {
+        "seq, at, request_id, principal, access_key_id, action, resource, decision, outcome, \
+         status, source_ip, reason, prev_hash, hash, user_agent, chain, chain_seq"
+    };
+}
+pub const INSERT_AUDIT: &str = concat!(
+    "INSERT INTO audit_log (",
+    audit_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+);
+/// PostgreSQL: a whole batch of audit entries in one statement, one array per column; `seq`
+/// comes from the column's sequence.
+pub const INSERT_AUDIT_BATCH_PG: &str = "INSERT INTO audit_log (at, request_id, principal, \
     access_key_id, action, resource, decision, outcome, status, source_ip, reason, prev_hash, \
-    hash, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
-/// PostgreSQL: a whole batch of audit entries in one statement, one array per column.
-pub const INSERT_AUDIT_BATCH_PG: &str = "INSERT INTO audit_log (seq, at, request_id, principal, \
-    access_key_id, action, resource, decision, outcome, status, source_ip, reason, prev_hash, \
-    hash, user_agent) SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
-    $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], \
-    $12::text[], $13::bytea[], $14::bytea[], $15::text[])";
-pub const LIST_AUDIT: &str = "SELECT seq, at, request_id, principal, access_key_id, action, \
-    resource, decision, outcome, status, source_ip, reason, prev_hash, hash, user_agent \
-    FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+    hash, user_agent, chain, chain_seq) SELECT * FROM UNNEST($1::bigint[], $2::text[], \
+    $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], \
+    $10::text[], $11::text[], $12::bytea[], $13::bytea[], $14::text[], $15::text[], \
+    $16::bigint[]) RETURNING chain_seq, seq";
+pub const LIST_AUDIT: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+);
+/// One chain's entries after a position, in chain order.
+pub const LIST_AUDIT_CHAIN: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_log WHERE chain = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3"
+);
+/// The shared chain's registrations of node chains, in order (a partial index serves it).
+pub const AUDIT_CHAIN_STARTS: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_log WHERE chain = '' AND action = 'baton:StartAuditChain' ORDER BY chain_seq"
+);
 pub const DELETE_ACCESS_KEY: &str = "DELETE FROM access_keys WHERE access_key_id = $1";
 
 /// One row of [`SELECT_VERSIONS_AND_LABELS`]: version id, creation time, kind, sealed value, and

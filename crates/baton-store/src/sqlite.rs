@@ -232,7 +232,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             let body = body
                 .replace("{blob}", "BLOB")
                 .replace("{bigint}", "INTEGER")
-                .replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT");
+                .replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+                .replace("{audit_seq}", "");
             tx.execute_batch(&body).map_err(backend)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
@@ -749,7 +750,52 @@ fn read_audit(r: &Row<'_>) -> rusqlite::Result<crate::AuditRecord> {
         prev_hash: r.get(12)?,
         hash: r.get(13)?,
         user_agent: r.get(14)?,
+        chain: r.get(15)?,
+        chain_seq: r.get(16)?,
     })
+}
+
+/// Inserts entries whose chain fields are set, each at the log's next `seq`.
+fn insert_audit_rows(
+    tx: &rusqlite::Transaction<'_>,
+    entries: Vec<crate::AuditRecord>,
+) -> Result<Vec<crate::AuditRecord>, StoreError> {
+    let mut seq: i64 = tx
+        .prepare_cached(&sql(schema::LAST_AUDIT))
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(backend)?
+        .unwrap_or_default();
+    let mut insert = tx
+        .prepare_cached(&sql(schema::INSERT_AUDIT))
+        .map_err(backend)?;
+    let mut stored = Vec::with_capacity(entries.len());
+    for mut e in entries {
+        seq += 1;
+        e.seq = seq;
+        insert
+            .execute(params![
+                e.seq,
+                e.at,
+                e.request_id,
+                e.principal,
+                e.access_key_id,
+                e.action,
+                e.resource,
+                e.decision,
+                e.outcome,
+                e.status,
+                e.source_ip,
+                e.reason,
+                e.prev_hash,
+                e.hash,
+                e.user_agent,
+                e.chain,
+                e.chain_seq
+            ])
+            .map_err(backend)?;
+        stored.push(e);
+    }
+    Ok(stored)
 }
 
 #[async_trait]
@@ -1302,44 +1348,37 @@ impl Store for SqliteStore {
         self.with(move |conn| {
             // The write connection is the lock: one appender at a time, in one transaction.
             let tx = conn.transaction().map_err(backend)?;
-            let (mut seq, mut prev): (i64, Vec<u8>) = tx
-                .prepare_cached(&sql(schema::LAST_AUDIT))
-                .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            let (mut at, mut prev): (i64, Vec<u8>) = tx
+                .prepare_cached(&sql(schema::AUDIT_CHAIN_END))
+                .and_then(|mut s| s.query_row([""], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                 .map_err(backend)?
                 .unwrap_or_default();
-            let mut stored = Vec::with_capacity(entries.len());
-            {
-                let mut insert = tx
-                    .prepare_cached(&sql(schema::INSERT_AUDIT))
-                    .map_err(backend)?;
-                for mut e in entries {
-                    seq += 1;
-                    e.seq = seq;
+            let chained = entries
+                .into_iter()
+                .map(|mut e| {
+                    at += 1;
+                    e.chain = String::new();
+                    e.chain_seq = at;
                     e.prev_hash = std::mem::take(&mut prev);
                     e.hash = chain(&e.prev_hash, &e);
-                    insert
-                        .execute(params![
-                            e.seq,
-                            e.at,
-                            e.request_id,
-                            e.principal,
-                            e.access_key_id,
-                            e.action,
-                            e.resource,
-                            e.decision,
-                            e.outcome,
-                            e.status,
-                            e.source_ip,
-                            e.reason,
-                            e.prev_hash,
-                            e.hash,
-                            e.user_agent
-                        ])
-                        .map_err(backend)?;
                     prev = e.hash.clone();
-                    stored.push(e);
-                }
-            }
+                    e
+                })
+                .collect();
+            let stored = insert_audit_rows(&tx, chained)?;
+            tx.commit().map_err(backend)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn append_audit_chained(
+        &self,
+        entries: Vec<crate::AuditRecord>,
+    ) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let stored = insert_audit_rows(&tx, entries)?;
             tx.commit().map_err(backend)?;
             Ok(stored)
         })
@@ -1366,6 +1405,45 @@ impl Store for SqliteStore {
                     s.query_map(params![after_seq, limit], read_audit)?
                         .collect::<Result<Vec<_>, _>>()
                 })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn audit_chain_end(&self, chain: &str) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        let chain = chain.to_owned();
+        self.read(move |conn| {
+            conn.query_row(&sql(schema::AUDIT_CHAIN_END), [chain], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_audit_chain(
+        &self,
+        chain: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        let chain = chain.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::LIST_AUDIT_CHAIN))
+                .and_then(|mut s| {
+                    s.query_map(params![chain, after, limit], read_audit)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn audit_chain_starts(&self) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::AUDIT_CHAIN_STARTS))
+                .and_then(|mut s| s.query_map([], read_audit)?.collect::<Result<Vec<_>, _>>())
                 .map_err(backend)
         })
         .await

@@ -84,6 +84,7 @@ conformance!(
     subscriptions_keep_a_forward_cursor_and_dead_letters,
     principals_and_their_policies_round_trip,
     the_audit_log_appends_a_gapless_chain,
+    a_writers_own_audit_chain_appends_as_given_and_cannot_fork,
     leases_fence_out_a_holder_that_lost_them,
     keys_and_their_aliases_round_trip,
     grants_round_trip_and_go_with_their_key,
@@ -172,6 +173,7 @@ async fn populate(store: &dyn Store) {
     conformance::subscriptions_keep_a_forward_cursor_and_dead_letters(store).await;
     conformance::principals_and_their_policies_round_trip(store).await;
     conformance::the_audit_log_appends_a_gapless_chain(store).await;
+    conformance::a_writers_own_audit_chain_appends_as_given_and_cannot_fork(store).await;
     conformance::keys_and_their_aliases_round_trip(store).await;
     conformance::grants_round_trip_and_go_with_their_key(store).await;
     conformance::root_key_state_nodes_and_sealed_blobs_round_trip(store).await;
@@ -546,7 +548,7 @@ async fn postgres_two_nodes_append_to_one_audit_chain_at_once() {
     let chain: AuditChain = std::sync::Arc::new(|prev: &[u8], e: &AuditRecord| {
         let mut h = prev.to_vec();
         h.truncate(32);
-        h.extend_from_slice(e.seq.to_be_bytes().as_slice());
+        h.extend_from_slice(e.chain_seq.to_be_bytes().as_slice());
         h.extend_from_slice(e.request_id.as_bytes());
         h
     });
@@ -575,20 +577,78 @@ async fn postgres_two_nodes_append_to_one_audit_chain_at_once() {
         for batch in node.await.unwrap() {
             appended += batch.len();
             for pair in batch.windows(2) {
-                assert_eq!(pair[1].seq, pair[0].seq + 1, "a batch is a consecutive run");
+                assert_eq!(
+                    pair[1].chain_seq,
+                    pair[0].chain_seq + 1,
+                    "a batch is a consecutive run"
+                );
             }
         }
     }
     let store = PostgresStore::connect(&url).await.unwrap();
-    let listed = store.list_audit(0, 10_000).await.unwrap();
+    let listed = store.list_audit_chain("", 0, 10_000).await.unwrap();
     assert_eq!(listed.len(), appended);
     for (i, pair) in listed.windows(2).enumerate() {
-        assert_eq!(pair[0].seq, i as i64 + 1, "no gaps");
+        assert_eq!(pair[0].chain_seq, i as i64 + 1, "no gaps");
         assert_eq!(
             pair[1].prev_hash, pair[0].hash,
             "each links to its predecessor"
         );
     }
+}
+
+/// Two nodes append to chains of their own at once, with no lock between them: each chain is
+/// stored as its writer made it, and the whole log's `seq` gives every entry its own place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_nodes_append_to_their_own_audit_chains_at_once() {
+    use baton_store::AuditRecord;
+    let url = empty_postgres_url("chains").await;
+    let mut nodes = Vec::new();
+    for node in 0..2 {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        nodes.push(tokio::spawn(async move {
+            let chain = format!("node-{node}");
+            let mut at = 0i64;
+            let mut written = Vec::new();
+            for batch in 0..40 {
+                let entries: Vec<AuditRecord> = (0..1 + batch % 7)
+                    .map(|_| {
+                        at += 1;
+                        AuditRecord {
+                            request_id: format!("{chain}-{at}"),
+                            chain: chain.clone(),
+                            chain_seq: at,
+                            prev_hash: (at - 1).to_be_bytes().to_vec(),
+                            hash: at.to_be_bytes().to_vec(),
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                written.extend(store.append_audit_chained(entries).await.unwrap());
+            }
+            (chain, written)
+        }));
+    }
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let mut seqs = Vec::new();
+    for node in nodes {
+        let (chain, written) = node.await.unwrap();
+        assert_eq!(
+            store.list_audit_chain(&chain, 0, 10_000).await.unwrap(),
+            written
+        );
+        seqs.extend(written.iter().map(|e| e.seq));
+    }
+    let listed = store.list_audit(0, 10_000).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|e| e.seq)
+            .collect::<std::collections::BTreeSet<_>>(),
+        seqs.iter().copied().collect(),
+        "each entry has its own seq, and the listing holds them all"
+    );
+    assert_eq!(listed.len(), seqs.len());
 }
 
 /// Reads on one node that run together (so their checks share statements), by name and by ARN
