@@ -100,6 +100,7 @@ def test_verify_passes_on_an_untouched_log(fresh):
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert report["Problems"] == [] and report["Checked"] >= 3
+    assert report["Chains"] == 1 and report["Chain"] == "", "the embedded store keeps one chain"
 
 
 def tamper_then_verify(srv, sql, *params):
