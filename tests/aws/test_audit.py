@@ -273,6 +273,25 @@ def test_tail_and_search(fresh):
     assert bad.returncode != 0 and "RFC 3339" in bad.stderr
 
 
+def test_one_chain_is_listed_by_position_with_every_chains_end(fresh):
+    """`Chain` lists one chain by position (`AfterSeq`/`NextSeq` are `ChainSeq`s), and
+    `IncludeChains` names every chain with its end, read before the page; an unknown chain is
+    refused by name."""
+    srv, sm = start(fresh)
+    status, out = awsraw.call(srv, "baton.ListAuditEntries",
+                              {"Chain": "", "AfterSeq": 1, "MaxResults": 2, "IncludeChains": True})
+    assert status == 200, out
+    assert [e["ChainSeq"] for e in out["Entries"]] == [2, 3] and out["NextSeq"] == 3, out
+    (shared,) = out["Chains"]
+    assert shared["Chain"] == "" and shared["LastSeq"] >= 3, out
+    status, rest = awsraw.call(srv, "baton.ListAuditEntries", {"Chain": "", "AfterSeq": out["NextSeq"]})
+    assert status == 200 and "Chains" not in rest, rest
+    assert rest["Entries"][0]["ChainSeq"] == 4, rest
+    assert rest["Entries"][-1]["ChainSeq"] >= shared["LastSeq"], (rest, shared)
+    status, err = awsraw.call(srv, "baton.ListAuditEntries", {"Chain": "node-nope"})
+    assert status == 400 and "no chain named \"node-nope\"" in err["message"], err
+
+
 def test_the_leak_check_finds_a_planted_value(tmp_path):
     """The end-of-suite scan (conftest.pytest_sessionfinish) is only as good as its matcher."""
     from conftest import remember_sensitive, scan_for_leaks

@@ -355,3 +355,81 @@ def test_each_node_appends_to_its_own_audit_chain_and_verify_checks_every_chain(
     assert rc == 1
     problems = [(p["Chain"], "removed from its end" in p["Problem"]) for p in report["Problems"]]
     assert problems == [(chains[0], True)], report
+
+
+def test_audit_tail_follow_prints_an_entry_that_commits_after_a_later_one(cluster):
+    """Each node numbers its entries in its own chain, while `seq` orders the whole log, so an
+    entry can commit after another node's entry with a higher seq. `audit tail --follow` keeps
+    a position in every chain, so it prints that entry anyway. Here node 0's append is held
+    back: an open transaction holds the position in node 0's chain that the append needs."""
+    from conftest import BATON
+    from test_cli import env_for
+    a, b, c = (n.client() for n in cluster.nodes)
+    created = a.create_secret(Name="late/one", SecretString="late-value")
+    for client in (b, c):
+        client.get_secret_value(SecretId="late/one")
+    follower = subprocess.Popen([str(BATON), "audit", "tail", "--follow", "-n", "0", "--output", "json"],
+                                env=env_for(cluster.nodes[2]), stdout=subprocess.PIPE, text=True)
+    printed = []
+    threading.Thread(target=lambda: printed.extend(follower.stdout), daemon=True).start()
+
+    def wait_printed(request_id, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(json.loads(line).get("RequestId") == request_id for line in list(printed)):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"`audit tail --follow` did not print {request_id}: {printed}")
+
+    def wait_sql(query, want, timeout=15):
+        deadline = time.time() + timeout
+        while cluster.sql(query) != [[want]]:
+            assert time.time() < deadline, (query, cluster.sql(query))
+            time.sleep(0.05)
+
+    hold = None
+    try:
+        # The follower's own requests are audited too: once it prints one, it is following.
+        deadline = time.time() + 15
+        while not printed:
+            assert time.time() < deadline and follower.poll() is None, "the follower printed nothing"
+            time.sleep(0.1)
+        wait_printed(c.get_secret_value(SecretId="late/one")["ResponseMetadata"]["RequestId"])
+        chain_a = cluster.sql("SELECT chain FROM audit_log WHERE request_id = "
+                              f"'{created['ResponseMetadata']['RequestId']}'")[0][0]
+        assert chain_a.startswith("node-"), chain_a
+        # An open transaction takes node 0's next position (and a seq); node 0's next append
+        # takes a higher seq, then waits on the position until the transaction rolls back.
+        hold = subprocess.Popen(["psql", cluster.url, "-v", "ON_ERROR_STOP=1", "-q"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, text=True)
+        hold.stdin.write("BEGIN;\nINSERT INTO audit_log (at, request_id, principal, access_key_id, action, "
+                         "resource, decision, outcome, status, source_ip, reason, prev_hash, hash, user_agent, "
+                         "chain, chain_seq) SELECT at, 'held', principal, access_key_id, action, resource, "
+                         "decision, outcome, status, source_ip, reason, prev_hash, hash, user_agent, chain, "
+                         f"chain_seq + 1 FROM audit_log WHERE chain = '{chain_a}' ORDER BY chain_seq DESC LIMIT 1;\n")
+        hold.stdin.flush()
+        wait_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND state = 'idle in transaction'", "1")
+        late = {}
+        reader = threading.Thread(target=lambda: late.update(a.get_secret_value(SecretId="late/one")))
+        reader.start()
+        wait_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND wait_event_type = 'Lock'", "1")
+        later = b.get_secret_value(SecretId="late/one")["ResponseMetadata"]["RequestId"]
+        wait_printed(later)
+        time.sleep(1.5)  # the follower polls once a second: let it pass the later entry's seq
+        hold.stdin.write("ROLLBACK;\n")
+        hold.stdin.close()
+        hold.wait(timeout=15)
+        reader.join(timeout=15)
+        late_id = late["ResponseMetadata"]["RequestId"]
+        late_seq, later_seq = (int(cluster.sql(f"SELECT seq FROM audit_log WHERE request_id = '{r}'")[0][0])
+                               for r in (late_id, later))
+        assert late_seq < later_seq, (late_seq, later_seq)
+        wait_printed(late_id)
+        ids = [json.loads(line).get("RequestId") for line in printed]
+        assert ids.count(late_id) == 1 and ids.count(later) == 1, ids
+    finally:
+        follower.kill()
+        if hold and hold.poll() is None:
+            hold.kill()

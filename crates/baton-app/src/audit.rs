@@ -354,12 +354,9 @@ async fn register(
         }
     }
     let mut pins = Pins::default();
-    for start in &starts {
-        if let Some((seq, hash)) = store.audit_chain_end(&start.resource).await?
-            && pinned.get(&start.resource).is_none_or(|p| *p < seq)
-        {
-            pins.pins
-                .push((start.resource.clone(), seq, hex::encode(hash)));
+    for (chain, seq, hash) in store.audit_chain_ends().await? {
+        if !chain.is_empty() && seq > 0 && pinned.get(&chain).is_none_or(|p| *p < seq) {
+            pins.pins.push((chain, seq, hex::encode(hash)));
         }
     }
     let entry = AuditRecord {
@@ -526,17 +523,47 @@ impl Baton {
         req: p::ListAuditEntriesRequest,
     ) -> Result<p::ListAuditEntriesResponse, ApiError> {
         let limit = page_size(req.max_results, 100, LIST_MAX)?;
-        let after = match req.after_seq.unwrap_or(0) {
-            tail if tail < 0 => {
-                let last = self.store.last_audit().await?.map(|(s, _)| s).unwrap_or(0);
-                (last + tail).max(0)
-            }
-            after => after,
+        // Read before the page, so an entry after a chain's end here is on the page or later.
+        let ends = if req.include_chains == Some(true) || req.chain.is_some() {
+            Some(self.store.audit_chain_ends().await?)
+        } else {
+            None
         };
-        let rows = self.store.list_audit(after, limit).await?;
+        let rows = match &req.chain {
+            None => {
+                let after = match req.after_seq.unwrap_or(0) {
+                    tail if tail < 0 => {
+                        let last = self.store.last_audit().await?.map(|(s, _)| s).unwrap_or(0);
+                        (last + tail).max(0)
+                    }
+                    after => after,
+                };
+                self.store.list_audit(after, limit).await?
+            }
+            Some(chain) => {
+                let Some((_, end, _)) = ends.iter().flatten().find(|(c, _, _)| c == chain) else {
+                    return Err(ApiError::Validation(format!(
+                        "the audit log has no chain named {chain:?}"
+                    )));
+                };
+                let after = match req.after_seq.unwrap_or(0) {
+                    tail if tail < 0 => (end + tail).max(0),
+                    after => after,
+                };
+                self.store.list_audit_chain(chain, after, limit).await?
+            }
+        };
         let scanned = rows.len() as i64;
         let next_seq = (rows.len() == limit as usize)
-            .then(|| rows.last().map(|e| e.seq))
+            .then(|| {
+                rows.last().map(|e| {
+                    if req.chain.is_some() {
+                        e.chain_seq
+                    } else {
+                        e.seq
+                    }
+                })
+            })
             .flatten();
         let since = req.since.map(|s| (s * 1000.0) as i64);
         let until = req.until.map(|s| (s * 1000.0) as i64);
@@ -561,6 +588,16 @@ impl Baton {
         Ok(p::ListAuditEntriesResponse {
             entries: Some(entries),
             next_seq,
+            chains: ends
+                .filter(|_| req.include_chains == Some(true))
+                .map(|ends| {
+                    ends.into_iter()
+                        .map(|(chain, last, _)| p::AuditChainEnd {
+                            chain: Some(chain),
+                            last_seq: Some(last),
+                        })
+                        .collect()
+                }),
             scanned: Some(scanned),
         })
     }

@@ -407,6 +407,61 @@ async fn run(client: Client, format: OutputFormat, command: AdminOp) -> anyhow::
     }
 }
 
+/// Where `audit tail --follow` is in each chain. Each chain commits in its own order, so
+/// reading every chain after its position never passes over an entry, while a position in
+/// `seq` can pass over one that commits a moment after a later entry from another node.
+#[derive(Default)]
+struct ChainPositions(std::collections::HashMap<String, i64>);
+
+impl ChainPositions {
+    fn pass(&mut self, chain: &str, position: i64) {
+        let at = self.0.entry(chain.to_owned()).or_insert(0);
+        *at = (*at).max(position);
+    }
+
+    fn pass_entry(&mut self, e: &p::AuditEntry) {
+        self.pass(
+            e.chain.as_deref().unwrap_or_default(),
+            e.chain_seq.unwrap_or(0),
+        );
+    }
+
+    /// Every entry committed after the positions: the shared chain's, with every chain's
+    /// end, then each chain that has grown (a chain registered since starts from its start).
+    async fn poll(&mut self, client: &Client) -> anyhow::Result<Vec<p::AuditEntry>> {
+        let mut new = Vec::new();
+        let mut grown = vec![String::new()];
+        let mut include_chains = Some(true);
+        while let Some(chain) = grown.pop() {
+            loop {
+                let request = p::ListAuditEntriesRequest {
+                    after_seq: Some(self.0.get(&chain).copied().unwrap_or(0)),
+                    chain: Some(chain.clone()),
+                    include_chains: include_chains.take(),
+                    max_results: Some(1000),
+                    ..Default::default()
+                };
+                let r: p::ListAuditEntriesResponse =
+                    client.call("baton.ListAuditEntries", &request).await?;
+                for end in r.chains.unwrap_or_default() {
+                    let (name, last) = (end.chain.unwrap_or_default(), end.last_seq.unwrap_or(0));
+                    if !name.is_empty() && last > self.0.get(&name).copied().unwrap_or(0) {
+                        grown.push(name);
+                    }
+                }
+                for e in r.entries.unwrap_or_default() {
+                    self.pass_entry(&e);
+                    new.push(e);
+                }
+                if r.next_seq.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(new)
+    }
+}
+
 fn print_entry(format: OutputFormat, e: &p::AuditEntry) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string(e)?),
@@ -458,34 +513,47 @@ pub async fn run_audit(
             if lines < 0 {
                 bail!("--lines must be zero or more");
             }
+            // The newest entries by seq; to follow, every chain's end, read before them.
             let mut request = p::ListAuditEntriesRequest {
                 after_seq: Some(-lines),
                 max_results: Some(lines.clamp(1, 1000)),
+                include_chains: follow.then_some(true),
                 ..Default::default()
             };
+            let mut positions = ChainPositions::default();
             let mut printed = 0;
             loop {
                 let r: p::ListAuditEntriesResponse =
                     client.call("baton.ListAuditEntries", &request).await?;
-                let entries = r.entries.unwrap_or_default();
-                let mut last = request.after_seq.unwrap_or(0).max(0);
-                for e in &entries {
-                    if printed < lines || follow {
-                        print_entry(format, e)?;
+                for end in r.chains.unwrap_or_default() {
+                    positions.pass(&end.chain.unwrap_or_default(), end.last_seq.unwrap_or(0));
+                }
+                for e in r.entries.unwrap_or_default() {
+                    if printed < lines {
+                        print_entry(format, &e)?;
                         printed += 1;
                     }
-                    last = e.seq.unwrap_or(last);
+                    positions.pass_entry(&e);
                 }
-                request.after_seq = Some(last);
-                request.max_results = Some(1000);
-                if r.next_seq.is_some() {
-                    continue;
+                match r.next_seq {
+                    Some(next) => {
+                        request.after_seq = Some(next);
+                        request.max_results = Some(1000);
+                        request.include_chains = None;
+                    }
+                    None => break,
                 }
-                if !follow {
-                    return Ok(());
-                }
-                printed = lines;
+            }
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                let mut new = positions.poll(&client).await?;
+                new.sort_by_key(|e| e.seq);
+                for e in &new {
+                    print_entry(format, e)?;
+                }
             }
         }
         AuditCommand::Search {
@@ -517,6 +585,7 @@ pub async fn run_audit(
                 decision,
                 since: parse_time(&since)?,
                 until: parse_time(&until)?,
+                ..Default::default()
             };
             let mut found = 0;
             loop {

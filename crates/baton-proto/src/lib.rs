@@ -480,10 +480,16 @@ wire!(Credentials {
 wire!(GetSessionTokenResponse { credentials: Option<Credentials> });
 
 wire!(
-    /// `baton.ListAuditEntries`: the audit log in order, optionally filtered. Filters match
-    /// exactly, except `Resource` and `Action`, which take `*` wildcards.
+    /// `baton.ListAuditEntries`: the audit log in `Seq` order, optionally filtered. Filters
+    /// match exactly, except `Resource` and `Action`, which take `*` wildcards. With `Chain`,
+    /// one chain in chain order: `AfterSeq` and `NextSeq` are then positions in it
+    /// (`ChainSeq`). A chain commits in its own order, so a reader keeping a position in every
+    /// chain never passes over an entry that commits late, as one following `Seq` can on
+    /// several PostgreSQL nodes. `IncludeChains` adds every chain's end, read before the page.
     ListAuditEntriesRequest {
         after_seq: Option<i64>,
+        chain: Option<String>,
+        include_chains: Option<bool>,
         max_results: Option<i64>,
         principal: Option<String>,
         action: Option<String>,
@@ -517,10 +523,20 @@ wire!(AuditEntry {
     chain_seq: Option<i64>,
 });
 
+wire!(AuditChainEnd {
+    /// Empty for the shared chain, else a node's own chain.
+    chain: Option<String>,
+    /// Its last position (0 before its first entry).
+    last_seq: Option<i64>,
+});
+
 wire!(ListAuditEntriesResponse {
     entries: Option<Vec<AuditEntry>>,
-    /// Pass as `AfterSeq` for the next page; absent at the end of the log.
+    /// Pass as `AfterSeq` for the next page; absent at the end of the log (or of `Chain`).
     next_seq: Option<i64>,
+    /// With `IncludeChains`: the shared chain first, then the node chains in the order they
+    /// were registered.
+    chains: Option<Vec<AuditChainEnd>>,
     /// How many entries this page read (matching or not).
     scanned: Option<i64>,
 });

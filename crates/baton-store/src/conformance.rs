@@ -1212,7 +1212,7 @@ pub async fn a_writers_own_audit_chain_appends_as_given_and_cannot_fork(store: &
     };
     let chain: crate::AuditChain = std::sync::Arc::new(|_: &[u8], _: &AuditRecord| vec![7]);
     store
-        .append_audit(vec![registration.clone()], chain)
+        .append_audit(vec![registration.clone()], chain.clone())
         .await
         .unwrap();
     let starts = store.audit_chain_starts().await.unwrap();
@@ -1220,6 +1220,46 @@ pub async fn a_writers_own_audit_chain_appends_as_given_and_cannot_fork(store: &
         starts
             .iter()
             .any(|s| s.resource == chain_id && s.request_id == registration.request_id)
+    );
+    let ends = store.audit_chain_ends().await.unwrap();
+    assert_eq!(ends[0].0, "", "the shared chain comes first: {ends:?}");
+    assert_eq!(
+        ends.iter()
+            .filter(|(c, _, _)| *c == chain_id)
+            .collect::<Vec<_>>(),
+        [&(chain_id.clone(), 5, vec![6])],
+        "a registered chain is listed once, with its end"
+    );
+    // Registered again (a retry), still once; a chain registered before its first entry ends at 0.
+    store
+        .append_audit(vec![registration.clone()], chain.clone())
+        .await
+        .unwrap();
+    let empty = unique("chain-");
+    store
+        .append_audit(
+            vec![AuditRecord {
+                request_id: unique("start-"),
+                resource: empty.clone(),
+                ..registration
+            }],
+            chain,
+        )
+        .await
+        .unwrap();
+    let ends = store.audit_chain_ends().await.unwrap();
+    let at = |c: &str| ends.iter().position(|(name, _, _)| name == c);
+    assert_eq!(ends.iter().filter(|(c, _, _)| *c == chain_id).count(), 1);
+    assert!(
+        at(&chain_id) < at(&empty),
+        "in registration order: {ends:?}"
+    );
+    assert_eq!(ends[at(&empty).unwrap()], (empty.clone(), 0, vec![]));
+    let (_, shared_end, shared_hash) = &ends[0];
+    assert_eq!(
+        store.audit_chain_end("").await.unwrap(),
+        Some((*shared_end, shared_hash.clone())),
+        "the shared chain's end: {ends:?}"
     );
 }
 

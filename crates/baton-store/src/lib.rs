@@ -533,6 +533,9 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Every chain with its last position and hash (0 and empty before its first entry): the
+    /// shared chain first, then each node chain once, in the order they were registered.
+    async fn audit_chain_ends(&self) -> Result<Vec<(String, i64, Vec<u8>)>, StoreError>;
     /// The shared chain's entries that register node chains, in order.
     async fn audit_chain_starts(&self) -> Result<Vec<AuditRecord>, StoreError>;
 

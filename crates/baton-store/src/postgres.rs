@@ -1773,6 +1773,17 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn audit_chain_ends(&self) -> Result<Vec<(String, i64, Vec<u8>)>, StoreError> {
+        self.rows(schema::AUDIT_CHAIN_ENDS, &[], |r| {
+            (
+                r.get(0),
+                r.get::<_, Option<i64>>(1).unwrap_or(0),
+                r.get::<_, Option<Vec<u8>>>(2).unwrap_or_default(),
+            )
+        })
+        .await
+    }
+
     async fn audit_chain_starts(&self) -> Result<Vec<crate::AuditRecord>, StoreError> {
         self.rows(schema::AUDIT_CHAIN_STARTS, &[], read_audit).await
     }

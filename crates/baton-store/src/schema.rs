@@ -810,6 +810,14 @@ pub const LIST_AUDIT_CHAIN: &str = concat!(
     audit_columns!(),
     " FROM audit_log WHERE chain = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3"
 );
+/// Every chain with its last position and hash (NULL before its first entry): the shared
+/// chain first, then the node chains in the order they were registered. The registrations come
+/// from the partial index, and each end is a probe of the `(chain, chain_seq)` index.
+pub const AUDIT_CHAIN_ENDS: &str = "SELECT c.chain, (SELECT MAX(a.chain_seq) FROM audit_log a \
+    WHERE a.chain = c.chain), (SELECT a.hash FROM audit_log a WHERE a.chain = c.chain \
+    ORDER BY a.chain_seq DESC LIMIT 1) FROM (SELECT CAST('' AS TEXT) AS chain, CAST(0 AS BIGINT) AS first \
+    UNION ALL SELECT resource, MIN(chain_seq) FROM audit_log WHERE chain = '' \
+    AND action = 'baton:StartAuditChain' GROUP BY resource) c ORDER BY c.first";
 /// The shared chain's registrations of node chains, in order (a partial index serves it).
 pub const AUDIT_CHAIN_STARTS: &str = concat!(
     "SELECT ",

@@ -1440,6 +1440,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn audit_chain_ends(&self) -> Result<Vec<(String, i64, Vec<u8>)>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&sql(schema::AUDIT_CHAIN_ENDS))
+                .and_then(|mut s| {
+                    s.query_map([], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                            r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn audit_chain_starts(&self) -> Result<Vec<crate::AuditRecord>, StoreError> {
         self.read(move |conn| {
             conn.prepare_cached(&sql(schema::AUDIT_CHAIN_STARTS))
