@@ -5,9 +5,9 @@
 //! "BATONBK1" | format u32 | header length u32 | header (JSON) | tables | HMAC-SHA-256 | SHA-256
 //! ```
 //!
-//! - the header names the schema version, the time, the row count of each table and the audit
-//!   chain's head (seq and hash), so `audit verify` on the restored store can be compared with
-//!   it;
+//! - the header names the schema version, the time, the row count of each table, the audit
+//!   log's newest entry (seq and hash) and where each audit chain ends (position and hash), so
+//!   `audit verify` on the restored store can be compared with it;
 //! - each table: name, column names, row count, then each cell as a tag (0 null, 1 integer,
 //!   2 text, 3 bytes) and its value, lengths and integers big-endian;
 //! - the MAC (keyed by `root_key.mac_key("backup-file-v1")`) covers everything before it, and
@@ -35,8 +35,22 @@ pub struct BackupHeader {
     /// Milliseconds since the epoch, when the snapshot was read.
     pub created_at: i64,
     pub tables: Vec<TableCount>,
-    /// The last audit entry in the backup, if any.
+    /// The last audit entry in the backup (by seq), if any.
     pub audit_head: Option<AuditHead>,
+    /// Where each audit chain ends: the shared chain first, then the node chains by name.
+    /// Absent from backups written before chains.
+    #[serde(default)]
+    pub audit_chains: Vec<ChainEnd>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainEnd {
+    /// Empty for the shared chain.
+    pub chain: String,
+    /// The chain's last position.
+    pub seq: i64,
+    /// Hex of the entry's chained hash there.
+    pub hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +112,42 @@ fn audit_head(snapshot: &Snapshot) -> Option<AuditHead> {
         })
 }
 
+/// Each audit chain's last entry in a snapshot: the shared chain first, then by name. A
+/// snapshot from before chains (no `chain` column) has the shared chain alone, by `seq`.
+fn audit_chains(snapshot: &Snapshot) -> Vec<ChainEnd> {
+    let Some(table) = snapshot.table("audit_log") else {
+        return Vec::new();
+    };
+    let column = |name: &str| table.columns.iter().position(|c| c == name);
+    let (Some(hash_at), Some(seq_at)) = (
+        column("hash"),
+        column("chain_seq").or_else(|| column("seq")),
+    ) else {
+        return Vec::new();
+    };
+    let chain_at = column("chain");
+    let mut ends: std::collections::BTreeMap<&str, (i64, &[u8])> = Default::default();
+    for row in &table.rows {
+        let chain = match chain_at.map(|at| &row[at]) {
+            Some(Cell::Text(chain)) => chain.as_str(),
+            _ => "",
+        };
+        if let (Cell::Int(seq), Cell::Blob(hash)) = (&row[seq_at], &row[hash_at]) {
+            let end = ends.entry(chain).or_insert((*seq, hash));
+            if *seq > end.0 {
+                *end = (*seq, hash);
+            }
+        }
+    }
+    ends.into_iter()
+        .map(|(chain, (seq, hash))| ChainEnd {
+            chain: chain.to_owned(),
+            seq,
+            hash: hex::encode(hash),
+        })
+        .collect()
+}
+
 /// Writes a snapshot as a backup file.
 pub fn encode(snapshot: &Snapshot, root_key: &RootKey, created_at: i64) -> Vec<u8> {
     let header = BackupHeader {
@@ -113,6 +163,7 @@ pub fn encode(snapshot: &Snapshot, root_key: &RootKey, created_at: i64) -> Vec<u
             })
             .collect(),
         audit_head: audit_head(snapshot),
+        audit_chains: audit_chains(snapshot),
     };
     let header = serde_json::to_vec(&header).expect("the header serializes");
     let mut out = Vec::with_capacity(1 << 16);
@@ -419,6 +470,51 @@ mod tests {
                 hash: hex::encode([2u8; 32])
             })
         );
+    }
+
+    #[test]
+    fn a_backup_names_where_each_audit_chain_ends() {
+        let k = key();
+        let end = |chain: &str, seq: i64, byte: u8| ChainEnd {
+            chain: chain.into(),
+            seq,
+            hash: hex::encode([byte; 32]),
+        };
+        // Before chains: the shared chain alone, by seq.
+        let (header, _) = decode(&encode(&sample(), &k, 1), &k).unwrap();
+        assert_eq!(header.audit_chains, [end("", 2, 2)]);
+        // With chains: each chain's highest position, whatever the seq order of the rows.
+        let mut chained = sample();
+        let log = &mut chained.tables[1];
+        log.columns = ["seq", "hash", "chain", "chain_seq"]
+            .map(String::from)
+            .into();
+        let row = |seq: i64, byte: u8, chain: &str, at: i64| {
+            vec![
+                Cell::Int(seq),
+                Cell::Blob(vec![byte; 32]),
+                Cell::Text(chain.into()),
+                Cell::Int(at),
+            ]
+        };
+        log.rows = vec![
+            row(1, 1, "", 1),
+            row(2, 2, "node-b", 1),
+            row(3, 3, "", 2),
+            row(5, 5, "node-a", 1),
+            row(4, 4, "node-b", 2),
+        ];
+        let (header, _) = decode(&encode(&chained, &k, 1), &k).unwrap();
+        assert_eq!(
+            header.audit_chains,
+            [end("", 2, 3), end("node-a", 1, 5), end("node-b", 2, 4)]
+        );
+        assert_eq!(header.audit_head.map(|h| h.seq), Some(5));
+        // A header written before the field existed still reads.
+        let old =
+            r#"{"format":1,"schema_version":15,"created_at":1,"tables":[],"audit_head":null}"#;
+        let header: BackupHeader = serde_json::from_str(old).unwrap();
+        assert!(header.audit_chains.is_empty());
     }
 
     #[test]

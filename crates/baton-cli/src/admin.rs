@@ -10,7 +10,7 @@ use baton_proto as p;
 use clap::Subcommand;
 
 use crate::connect::{ConnectArgs, OutputFormat, ServerArgs};
-use crate::output::{date, show, table};
+use crate::output::{date, position, show, table};
 
 /// `baton admin …`. Each client command takes the connection flags; `backup` takes them
 /// without `--output`, which names its file, and `restore` works on a store, not a server.
@@ -680,14 +680,5 @@ pub async fn run_audit(
                 )
             }
         }
-    }
-}
-
-/// An entry's position as a person reads it: `7` in the shared chain, `node-…#7` in a node's.
-fn position(chain: &str, seq: i64) -> String {
-    if chain.is_empty() {
-        seq.to_string()
-    } else {
-        format!("{chain}#{seq}")
     }
 }

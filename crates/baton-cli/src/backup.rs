@@ -66,9 +66,7 @@ pub async fn backup(client: Client, args: BackupArgs) -> anyhow::Result<()> {
         file.len(),
         human_duration(started.elapsed()),
     );
-    if let Some(head) = &header.audit_head {
-        println!("audit chain head: seq {} hash {}", head.seq, head.hash);
-    }
+    print_chain_ends(&header, "");
     Ok(())
 }
 
@@ -120,13 +118,26 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         restored.rows,
         human_duration(started.elapsed())
     );
-    if let Some(head) = &restored.header.audit_head {
+    print_chain_ends(
+        &restored.header,
+        " (baton audit verify checks every chain up to its end)",
+    );
+    Ok(())
+}
+
+/// Where each audit chain ends in a backup, one line each, to compare with `audit verify`.
+fn print_chain_ends(header: &BackupHeader, note: &str) {
+    for end in &header.audit_chains {
         println!(
-            "audit chain head: seq {} hash {} (baton audit verify checks the chain up to it)",
-            head.seq, head.hash
+            "audit chain end: {} hash {}{note}",
+            crate::output::position(&end.chain, end.seq),
+            end.hash
         );
     }
-    Ok(())
+    // A backup written before chains names the newest entry only.
+    if let (true, Some(head)) = (header.audit_chains.is_empty(), &header.audit_head) {
+        println!("audit chain end: {} hash {}{note}", head.seq, head.hash);
+    }
 }
 
 /// The header of a backup whose checksum holds (the MAC is the restore's to check).

@@ -57,6 +57,16 @@ pub fn human_seconds(seconds: f64) -> String {
     human_duration(std::time::Duration::from_secs_f64(seconds.max(0.0)))
 }
 
+/// An audit entry's position as a person reads it: `7` in the shared chain, `node-…#7` in a
+/// node's.
+pub fn position(chain: &str, seq: i64) -> String {
+    if chain.is_empty() {
+        seq.to_string()
+    } else {
+        format!("{chain}#{seq}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
