@@ -2,6 +2,7 @@
 blind delay, a consumer that stays behind holds the gate, a consumer that dies drops out after
 its lease, and a long-poll watch wakes on a change."""
 
+import json
 import threading
 import time
 
@@ -161,6 +162,60 @@ def test_a_watch_returns_at_once_for_a_stale_revision_and_wakes_on_a_change(serv
     sm.delete_secret(SecretId=other, ForceDeleteWithoutRecovery=True)
     gone = call(server, "baton.WatchSecrets", {"Secrets": [{"SecretId": other, "Revision": other_revision}]})
     assert gone["Changed"] == [{"SecretId": other, "Deleted": True}]
+
+
+def test_a_watch_with_keyrings_answers_with_each_reported_and_audited_keyring(server, sm, unique_name):
+    """With `IncludeKeyrings`, a watch answers with the changed secret's keyring, reports it as
+    a fetch would, and names it in its audit entry. A caller allowed to watch but not to read
+    the keyring gets the change without it, and its watch is still audited as allowed."""
+    sm.create_secret(Name=unique_name, SecretString="first")
+    revision = fetch(server, unique_name, "watcher", "i-1")["Revision"]
+    result = {}
+
+    def watch(access_key=None, secret_key=None, key="body"):
+        status, body = awsraw.call(server, "baton.WatchSecrets", {
+            "Secrets": [{"SecretId": unique_name, "Revision": revision}], "WaitSeconds": 8,
+            "IncludeKeyrings": True, "Consumer": {"Application": "watcher", "InstanceId": "i-1"},
+            "LeaseSeconds": 30}, access_key=access_key, secret_key=secret_key)
+        assert status == 200, body
+        result[key] = body
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(0.3)
+    put = sm.put_secret_value(SecretId=unique_name, SecretString="second")
+    watcher.join(timeout=10)
+    (changed,) = result["body"]["Changed"]
+    ring = changed["Keyring"]
+    assert ring["Current"]["VersionId"] == put["VersionId"] and ring["Current"]["SecretString"] == "second"
+    assert ring["Revision"] == changed["Revision"] != revision
+    assert {v["SecretString"] for v in ring["Accepted"]} == {"first", "second"}
+    # Reported as held, as the fetch it replaces would have been.
+    (consumer,) = call(server, "baton.ListConsumers", {"SecretId": unique_name})["Consumers"]
+    assert consumer["CurrentVersionId"] == put["VersionId"], consumer
+    watches = [e for e in call(server, "baton.ListAuditEntries", {"AfterSeq": -50, "MaxResults": 50})["Entries"]
+               if e["Action"] == "baton:WatchSecrets"]
+    assert watches and f"answered with the keyrings of {unique_name}" in watches[-1]["Reason"], watches[-1:]
+    assert watches[-1]["Decision"] == "allow"
+
+    # Allowed to watch, not to read the keyring: the change comes without it.
+    name = unique_name.replace("/", "-")[:50] + "-w"
+    for target, body in [("baton.CreatePrincipal", {"Name": name, "Kind": "service"}),
+                         ("baton.PutPrincipalPolicy", {"PrincipalName": name, "PolicyName": "watch",
+                                                       "PolicyDocument": json.dumps({
+                                                           "Version": "2012-10-17", "Statement": [{
+                                                               "Effect": "Allow", "Action": "baton:WatchSecrets",
+                                                               "Resource": "*"}]})})]:
+        call(server, target, body)
+    key = call(server, "baton.CreateAccessKey", {"PrincipalName": name})["AccessKey"]
+    watch(key["AccessKeyId"], key["SecretAccessKey"], key="weak")
+    (changed,) = result["weak"]["Changed"]
+    assert "Keyring" not in changed and changed["Revision"] == ring["Revision"], changed
+    watches = [e for e in call(server, "baton.ListAuditEntries", {"AfterSeq": -50, "MaxResults": 50})["Entries"]
+               if e["Action"] == "baton:WatchSecrets" and e["Principal"].endswith(name)]
+    assert [(e["Decision"], "keyrings" in e["Reason"]) for e in watches] == [("allow", False)], watches
+    (consumer,) = call(server, "baton.ListConsumers", {"SecretId": unique_name})["Consumers"]
+    assert consumer["CurrentVersionId"] == put["VersionId"], "the refused read reported nothing"
 
 
 def test_consumer_and_watch_requests_are_validated(server, sm, unique_name):

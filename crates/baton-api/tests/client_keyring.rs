@@ -1,5 +1,5 @@
 //! baton-client's keyring cache against a real server over loopback: the watch delivers a new
-//! version, and unknown version ids cause one refresh at most per interval however many
+//! version (in its own answer, with no fetch after it), and unknown version ids cause one refresh at most per interval however many
 //! callers ask at once.
 
 mod common;
@@ -87,6 +87,31 @@ async fn the_watch_delivers_new_versions_and_unknown_ids_refresh_once_per_interv
         "pending is accepted, not used"
     );
     assert_eq!(ring.find(&pending).unwrap().expose_secret(), b"two");
+    // In the watch's answer: no keyring fetch of its own after the write.
+    let log = call(
+        &client,
+        "baton.ListAuditEntries",
+        serde_json::json!({"AfterSeq": -200, "MaxResults": 200}),
+    )
+    .await;
+    let entries = log["Entries"].as_array().unwrap();
+    let put_at = entries
+        .iter()
+        .rposition(|e| e["Action"] == "secretsmanager:PutSecretValue")
+        .unwrap();
+    let after: Vec<_> = entries[put_at..]
+        .iter()
+        .map(|e| (e["Action"].as_str().unwrap(), e["Reason"].as_str().unwrap()))
+        .collect();
+    assert!(
+        after.iter().all(|(a, _)| *a != "baton:GetSecretKeyring"),
+        "{after:?}"
+    );
+    assert!(
+        after.iter().any(|(a, r)| *a == "baton:WatchSecrets"
+            && r.contains("answered with the keyrings of app/key")),
+        "{after:?}"
+    );
 
     // The server knows what this instance holds.
     let consumers = call(

@@ -376,6 +376,11 @@ impl Baton {
         caller: &Caller,
         req: p::WatchSecretsRequest,
     ) -> Result<p::WatchSecretsResponse, ApiError> {
+        let keyrings = (req.include_keyrings == Some(true)).then_some(p::GetSecretKeyringRequest {
+            secret_id: None,
+            consumer: req.consumer,
+            lease_seconds: req.lease_seconds,
+        });
         let watched = req.secrets.unwrap_or_default();
         if watched.is_empty() || watched.len() > WATCHED_SECRETS_MAX {
             return Err(ApiError::InvalidParameter(format!(
@@ -421,12 +426,16 @@ impl Baton {
                                 arn: Some(caller_arn.clone()),
                                 revision: Some(revision),
                                 deleted: Some(deleted),
+                                keyring: None,
                             });
                         }
                     }
                 }
             }
             if !changed.is_empty() || tokio::time::Instant::now() >= deadline {
+                if let Some(keyring) = &keyrings {
+                    self.add_keyrings(caller, keyring, &mut changed).await;
+                }
                 return Ok(p::WatchSecretsResponse {
                     changed: Some(changed),
                 });
@@ -445,11 +454,54 @@ impl Baton {
     }
 }
 
+impl Baton {
+    /// Adds each changed secret's keyring to a watch's answer, read (and, with a consumer,
+    /// reported) exactly as `baton.GetSecretKeyring` would for this caller, which is the
+    /// action each read is authorized for. A keyring the caller may not read is left out:
+    /// the client's own fetch then fails with the reason. Each read checks with a note of its
+    /// own, so a keyring left out does not turn the watch's audit entry into a denial; the
+    /// entry names the secrets whose keyrings it carried.
+    async fn add_keyrings(
+        &self,
+        caller: &Caller,
+        request: &p::GetSecretKeyringRequest,
+        changed: &mut [p::WatchedSecret],
+    ) {
+        let reader = Caller {
+            operation: "GetSecretKeyring".to_owned(),
+            action: "baton:GetSecretKeyring".to_owned(),
+            note: Default::default(),
+            ..caller.clone()
+        };
+        let mut carried = Vec::new();
+        for w in changed.iter_mut().filter(|w| w.deleted != Some(true)) {
+            let request = p::GetSecretKeyringRequest {
+                secret_id: w.secret_id.clone(),
+                ..request.clone()
+            };
+            if let Ok(keyring) = self.get_secret_keyring(&reader, request).await {
+                carried.extend(w.secret_id.clone());
+                w.keyring = Some(keyring);
+            }
+        }
+        if !carried.is_empty()
+            && let Ok(mut note) = caller.note.lock()
+        {
+            note.reason = format!(
+                "{}; answered with the keyrings of {} (baton:GetSecretKeyring)",
+                note.reason,
+                carried.join(",")
+            );
+        }
+    }
+}
+
 fn gone(w: &p::WatchedSecret) -> p::WatchedSecret {
     p::WatchedSecret {
         secret_id: w.secret_id.clone(),
         arn: None,
         revision: None,
         deleted: Some(true),
+        keyring: None,
     }
 }

@@ -53,6 +53,10 @@ pub struct KeyringOptions {
     /// The least time between two refreshes caused by unknown version ids, so forged ids
     /// cannot make the cache hammer the server.
     pub unknown_refresh_interval: Duration,
+    /// Whether the watch asks for each changed keyring in its answer (one request per change)
+    /// rather than fetching it after (two). On by default; off is the protocol of servers
+    /// from before 2026-12-07, kept to compare the two (`consumers-bench --fetch-after-watch`).
+    pub keyrings_in_watch: bool,
 }
 
 impl KeyringOptions {
@@ -63,6 +67,7 @@ impl KeyringOptions {
             lease: Duration::from_secs(30),
             watch_wait: Duration::from_secs(20),
             unknown_refresh_interval: Duration::from_secs(1),
+            keyrings_in_watch: true,
         }
     }
 }
@@ -294,12 +299,18 @@ impl SetShared {
     }
 
     async fn refresh(&self, secret_id: &str, entry: &Entry) -> Result<Arc<Keyring>, ClientError> {
-        let ring = Arc::new(fetch(&self.client, secret_id, &self.options).await?);
+        let ring = fetch(&self.client, secret_id, &self.options).await?;
+        Ok(self.install(entry, ring))
+    }
+
+    /// Holds a keyring just read, and tells whoever waits for changes.
+    fn install(&self, entry: &Entry, ring: Keyring) -> Arc<Keyring> {
+        let ring = Arc::new(ring);
         entry.snapshot.store(ring.clone());
         self.refreshes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(ring)
+        ring
     }
 }
 
@@ -550,6 +561,13 @@ async fn watch_loop(shared: Arc<SetShared>) {
                     .collect(),
             ),
             wait_seconds: Some(wait.as_secs() as i64),
+            // Each changed keyring in the answer, reported as a fetch is: no second request.
+            include_keyrings: Some(shared.options.keyrings_in_watch),
+            consumer: Some(p::ConsumerIdentity {
+                application: Some(shared.options.application.clone()),
+                instance_id: Some(shared.options.instance_id.clone()),
+            }),
+            lease_seconds: Some(shared.options.lease.as_secs() as i64),
         };
         let call = shared
             .client
@@ -570,7 +588,16 @@ async fn watch_loop(shared: Arc<SetShared>) {
                 };
                 if let Some((_, entry)) = held.iter().find(|(held_id, _)| *held_id == id) {
                     // A deleted secret keeps its last keyring; its fetch fails until restored.
-                    failed |= shared.refresh(&id, entry).await.is_err();
+                    // A server that did not include the keyring (an older one, or a denial)
+                    // leaves it to a fetch of its own.
+                    let carried = changed.keyring.map(Keyring::from_wire);
+                    failed |= match carried {
+                        Some(Ok(ring)) => {
+                            shared.install(entry, ring);
+                            false
+                        }
+                        _ => shared.refresh(&id, entry).await.is_err(),
+                    };
                 }
             }
         }

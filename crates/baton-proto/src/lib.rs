@@ -844,14 +844,23 @@ wire!(WatchedSecret {
     arn: Option<String>,
     revision: Option<String>,
     deleted: Option<bool>,
+    /// With `IncludeKeyrings`, the changed secret's keyring, as `baton.GetSecretKeyring`
+    /// answers it; absent when the caller may not read it (its own fetch then says why).
+    keyring: Option<GetSecretKeyringResponse>,
 });
 
 wire!(
     /// `baton.WatchSecrets`: a long poll that answers as soon as one of the secrets' revision
-    /// differs from the one given, or after `WaitSeconds` with nothing changed.
+    /// differs from the one given, or after `WaitSeconds` with nothing changed. With
+    /// `IncludeKeyrings`, each changed secret comes with its keyring, read and reported (with
+    /// `Consumer` and `LeaseSeconds`) exactly as `baton.GetSecretKeyring` would, which needs
+    /// `baton:GetSecretKeyring` on it: one request where a watcher made two.
     WatchSecretsRequest {
         secrets: Option<Vec<WatchedSecret>>,
         wait_seconds: Option<i64>,
+        include_keyrings: Option<bool>,
+        consumer: Option<ConsumerIdentity>,
+        lease_seconds: Option<i64>,
     }
 );
 

@@ -17,9 +17,11 @@
 //!
 //! With `--watchers 1000,10000`, it measures only propagation, to that many watchers, each
 //! count on a separate `baton serve` (so the server's memory per watch can be read from its
-//! RSS). Each watcher holds up to two connections (its parked watch and a refetch), so N
+//! RSS). Each watcher holds up to two connections (its parked watch and a fetch), so N
 //! watchers need about 2N open files in this process and as many in the server: with this
-//! machine's hard limit of 20,000 files, 5,000 is the most one process can run.
+//! machine's hard limit of 20,000 files, 5,000 is the most one process can run. With
+//! `--fetch-after-watch` each cache's watch names the changes only and the cache fetches each
+//! keyring after it (two requests per change), to compare with keyrings in the watch's answer.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -38,6 +40,9 @@ const ROUNDS: usize = 5;
 fn options(application: &str, instance: usize) -> KeyringOptions {
     let mut o = KeyringOptions::new(application);
     o.instance_id = format!("{application}-{instance}");
+    // `--fetch-after-watch`: the watch names the changes only, and each cache fetches its
+    // keyring after (two requests per change, the protocol before keyrings in the watch).
+    o.keyrings_in_watch = !std::env::args().any(|a| a == "--fetch-after-watch");
     o
 }
 
