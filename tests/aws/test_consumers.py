@@ -164,21 +164,38 @@ def test_a_watch_returns_at_once_for_a_stale_revision_and_wakes_on_a_change(serv
     assert gone["Changed"] == [{"SecretId": other, "Deleted": True}]
 
 
-def test_a_watch_with_keyrings_answers_with_each_reported_and_audited_keyring(server, sm, unique_name):
-    """With `IncludeKeyrings`, a watch answers with the changed secret's keyring, reports it as
-    a fetch would, and names it in its audit entry. A caller allowed to watch but not to read
-    the keyring gets the change without it, and its watch is still audited as allowed."""
+def test_a_watch_answers_with_keyrings_and_the_next_watch_reports_them(server, sm, unique_name):
+    """With `IncludeKeyrings`, a watch answers with the changed secret's keyring and names it in
+    its audit entry, but does not count it as held: the answer may never reach the consumer.
+    The consumer's next watch reports what it installed (`Holdings`), and that is recorded on
+    arrival. A caller allowed to watch but neither to read the keyring nor to report gets the
+    change without the keyring, its holdings are not recorded, and its watch is still audited
+    as allowed, naming why."""
     sm.create_secret(Name=unique_name, SecretString="first")
-    revision = fetch(server, unique_name, "watcher", "i-1")["Revision"]
+    first = fetch(server, unique_name, "watcher", "i-1")
+    revision = first["Revision"]
     result = {}
 
-    def watch(access_key=None, secret_key=None, key="body"):
-        status, body = awsraw.call(server, "baton.WatchSecrets", {
-            "Secrets": [{"SecretId": unique_name, "Revision": revision}], "WaitSeconds": 8,
-            "IncludeKeyrings": True, "Consumer": {"Application": "watcher", "InstanceId": "i-1"},
-            "LeaseSeconds": 30}, access_key=access_key, secret_key=secret_key)
+    def watch(access_key=None, secret_key=None, key="body", holdings=None, wait=8):
+        request = {"Secrets": [{"SecretId": unique_name, "Revision": revision}], "WaitSeconds": wait,
+                   "IncludeKeyrings": True,
+                   "Consumer": {"Application": "watcher", "InstanceId": "i-1"}, "LeaseSeconds": 30}
+        if holdings is not None:
+            request["Holdings"] = holdings
+        status, body = awsraw.call(server, "baton.WatchSecrets", request,
+                                   access_key=access_key, secret_key=secret_key)
         assert status == 200, body
         result[key] = body
+
+    def held():
+        (consumer,) = call(server, "baton.ListConsumers", {"SecretId": unique_name})["Consumers"]
+        return consumer["CurrentVersionId"]
+
+    def last_watch(principal_suffix=""):
+        watches = [e for e in call(server, "baton.ListAuditEntries", {"AfterSeq": -50, "MaxResults": 50})["Entries"]
+                   if e["Action"] == "baton:WatchSecrets" and e["Principal"].endswith(principal_suffix)]
+        assert watches
+        return watches[-1]
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -190,15 +207,24 @@ def test_a_watch_with_keyrings_answers_with_each_reported_and_audited_keyring(se
     assert ring["Current"]["VersionId"] == put["VersionId"] and ring["Current"]["SecretString"] == "second"
     assert ring["Revision"] == changed["Revision"] != revision
     assert {v["SecretString"] for v in ring["Accepted"]} == {"first", "second"}
-    # Reported as held, as the fetch it replaces would have been.
-    (consumer,) = call(server, "baton.ListConsumers", {"SecretId": unique_name})["Consumers"]
-    assert consumer["CurrentVersionId"] == put["VersionId"], consumer
-    watches = [e for e in call(server, "baton.ListAuditEntries", {"AfterSeq": -50, "MaxResults": 50})["Entries"]
-               if e["Action"] == "baton:WatchSecrets"]
-    assert watches and f"answered with the keyrings of {unique_name}" in watches[-1]["Reason"], watches[-1:]
-    assert watches[-1]["Decision"] == "allow"
+    entry = last_watch()
+    assert f"answered with the keyrings of {unique_name}" in entry["Reason"], entry
+    assert entry["Decision"] == "allow"
+    # Answered is not held: the consumer still counts as holding what it fetched.
+    assert held() == first["Current"]["VersionId"]
 
-    # Allowed to watch, not to read the keyring: the change comes without it.
+    # The next watch says what it installed; that is the report.
+    holdings = [{"SecretId": unique_name, "CurrentVersionId": ring["Current"]["VersionId"],
+                 "AcceptedVersionIds": [v["VersionId"] for v in ring["Accepted"]]}]
+    revision = ring["Revision"]
+    watch(holdings=holdings, wait=0)
+    assert result["body"]["Changed"] == []
+    assert held() == put["VersionId"]
+    entry = last_watch()
+    assert f"recorded the holdings of {unique_name} (baton:ReportConsumer)" in entry["Reason"], entry
+
+    # Allowed to watch, not to read the keyring or to report: the change comes without the
+    # keyring, and the holdings it brings are not recorded.
     name = unique_name.replace("/", "-")[:50] + "-w"
     for target, body in [("baton.CreatePrincipal", {"Name": name, "Kind": "service"}),
                          ("baton.PutPrincipalPolicy", {"PrincipalName": name, "PolicyName": "watch",
@@ -208,14 +234,15 @@ def test_a_watch_with_keyrings_answers_with_each_reported_and_audited_keyring(se
                                                                "Resource": "*"}]})})]:
         call(server, target, body)
     key = call(server, "baton.CreateAccessKey", {"PrincipalName": name})["AccessKey"]
-    watch(key["AccessKeyId"], key["SecretAccessKey"], key="weak")
+    revision = first["Revision"]
+    stale = [{"SecretId": unique_name, "CurrentVersionId": first["Current"]["VersionId"]}]
+    watch(key["AccessKeyId"], key["SecretAccessKey"], key="weak", holdings=stale)
     (changed,) = result["weak"]["Changed"]
     assert "Keyring" not in changed and changed["Revision"] == ring["Revision"], changed
-    watches = [e for e in call(server, "baton.ListAuditEntries", {"AfterSeq": -50, "MaxResults": 50})["Entries"]
-               if e["Action"] == "baton:WatchSecrets" and e["Principal"].endswith(name)]
-    assert [(e["Decision"], "keyrings" in e["Reason"]) for e in watches] == [("allow", False)], watches
-    (consumer,) = call(server, "baton.ListConsumers", {"SecretId": unique_name})["Consumers"]
-    assert consumer["CurrentVersionId"] == put["VersionId"], "the refused read reported nothing"
+    entry = last_watch(name)
+    assert entry["Decision"] == "allow" and "answered with the keyrings" not in entry["Reason"], entry
+    assert "its holdings were not recorded" in entry["Reason"], entry
+    assert held() == put["VersionId"], "the refused report changed nothing"
 
 
 def test_consumer_and_watch_requests_are_validated(server, sm, unique_name):
@@ -234,6 +261,13 @@ def test_consumer_and_watch_requests_are_validated(server, sm, unique_name):
          "InvalidParameterException", "WaitSeconds must be between 0 and"),
         ("baton.GetSecretKeyring", {"SecretId": unique_name, "Consumer": {"Application": "a"}},
          "ValidationException", "InstanceId"),
+        ("baton.WatchSecrets", {"Secrets": [{"SecretId": unique_name}],
+                                "Holdings": [{"SecretId": unique_name}]},
+         "InvalidParameterException", "Holdings needs Consumer"),
+        ("baton.WatchSecrets", {"Secrets": [{"SecretId": unique_name}], "LeaseSeconds": 4,
+                                "Consumer": {"Application": "a", "InstanceId": "i"},
+                                "Holdings": [{"SecretId": unique_name}]},
+         "InvalidParameterException", "LeaseSeconds must be between 5 and 600"),
     ]
     for target, payload, error_type, message in cases:
         status, body = awsraw.call(server, target, payload)

@@ -1,5 +1,5 @@
 //! baton-client's keyring cache against a real server over loopback: the watch delivers a new
-//! version (in its own answer, with no fetch after it), and unknown version ids cause one refresh at most per interval however many
+//! version (in its own answer, with no fetch after it, and the next watch reports it), and unknown version ids cause one refresh at most per interval however many
 //! callers ask at once.
 
 mod common;
@@ -113,20 +113,30 @@ async fn the_watch_delivers_new_versions_and_unknown_ids_refresh_once_per_interv
         "{after:?}"
     );
 
-    // The server knows what this instance holds.
-    let consumers = call(
-        &client,
-        "baton.ListConsumers",
-        serde_json::json!({"SecretId": "app/key"}),
-    )
-    .await;
-    let held = &consumers["Consumers"][0];
-    assert_eq!(held["InstanceId"], cache.instance_id());
-    assert!(
-        held["AcceptedVersionIds"]
+    // The server knows what this instance holds once the next watch says so (the answer is not
+    // a report), well before the first heartbeat (a third of the 30 s lease).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let consumers = call(
+            &client,
+            "baton.ListConsumers",
+            serde_json::json!({"SecretId": "app/key"}),
+        )
+        .await;
+        let held = &consumers["Consumers"][0];
+        assert_eq!(held["InstanceId"], cache.instance_id());
+        if held["AcceptedVersionIds"]
             .as_array()
             .unwrap()
             .iter()
             .any(|v| v == pending.as_str())
-    );
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the next watch did not report the pending version: {held}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

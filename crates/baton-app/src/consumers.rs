@@ -93,6 +93,16 @@ fn check_versions_exist<'a>(
 }
 
 /// The refusal of a report for a consumer that another principal reports.
+/// What a report of holdings writes: one record per known secret, in order with the name
+/// the report gave it and, when a rotation of it is in flight, the ARN to wake.
+#[derive(Default)]
+struct HoldingsReport {
+    records: Vec<ConsumerRecord>,
+    names: Vec<String>,
+    kick: Vec<Option<String>>,
+    unknown: Vec<String>,
+}
+
 fn owned_by_another(record: &ConsumerRecord, secret_id: &str) -> ApiError {
     ApiError::AccessDenied(format!(
         "The consumer {}/{} of {secret_id} is reported by another principal until its lease \
@@ -164,7 +174,20 @@ impl Baton {
             lease_expires_at: now + lease,
             principal: caller.principal.arn.clone(),
         };
-        // Many watchers refetch at once after a change; their reports share one transaction.
+        let kick = rotation_in_flight(secret).then_some(secret.arn.as_str());
+        self.record_consumer(record, &secret.arn, kick).await
+    }
+
+    /// Writes one consumer record with the others that arrive meanwhile: many watchers report
+    /// at once after a change, and their reports share one transaction. Then wakes what waits
+    /// on reports: the rotation of `kick` (the secret's ARN, when one is in flight) and the
+    /// console's live views. `named` is how a refusal names the secret.
+    async fn record_consumer(
+        &self,
+        record: ConsumerRecord,
+        named: &str,
+        kick: Option<&str>,
+    ) -> Result<(), ApiError> {
         let written = self
             .consumer_report_writer
             .write(&self.store, record.clone())
@@ -176,11 +199,13 @@ impl Baton {
                 ApiError::Internal("An error occurred on the server side.".to_owned())
             })?;
         if !written {
-            return Err(owned_by_another(&record, &secret.arn));
+            return Err(owned_by_another(&record, named));
         }
-        if rotation_in_flight(secret) {
-            self.kicks.kick(&secret.arn);
+        if let Some(arn) = kick {
+            self.kicks.kick(arn);
         }
+        self.consumer_reports
+            .send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 
@@ -204,12 +229,41 @@ impl Baton {
                 holdings.len()
             )));
         }
+        let report = self
+            .holdings_report(caller, (&application, &instance_id), lease, &holdings)
+            .await?;
+        if let ConsumerWrite::OwnedByAnother(index) =
+            self.store.upsert_consumers(&report.records).await?
+        {
+            return Err(owned_by_another(
+                &report.records[index],
+                &report.names[index],
+            ));
+        }
+        for arn in report.kick.iter().flatten() {
+            self.kicks.kick(arn);
+        }
+        self.consumer_reports
+            .send_modify(|n| *n = n.wrapping_add(1));
+        Ok(p::ReportConsumerResponse {
+            lease_seconds: Some(lease / 1000),
+            unknown_secret_ids: Some(report.unknown),
+        })
+    }
+
+    /// The records a report of `holdings` writes, each checked as `baton.ReportConsumer`
+    /// checks it (authorized for `caller`'s action); holdings of secrets that do not exist are
+    /// named in `unknown`, not recorded.
+    async fn holdings_report(
+        &self,
+        caller: &Caller,
+        (application, instance_id): (&str, &str),
+        lease: i64,
+        holdings: &[p::ConsumerHolding],
+    ) -> Result<HoldingsReport, ApiError> {
         let now = now_ms();
-        let mut records = Vec::with_capacity(holdings.len());
-        let mut names = Vec::with_capacity(holdings.len());
-        let mut unknown = Vec::new();
-        let mut kick = Vec::new();
-        for holding in &holdings {
+        let mut report = HoldingsReport::default();
+        for holding in holdings {
             let secret_id = crate::ops::required(&holding.secret_id, "holdings.member.secretId")?;
             let accepted = holding.accepted_version_ids.clone().unwrap_or_default();
             if accepted.len() > ACCEPTED_VERSIONS_MAX {
@@ -223,7 +277,7 @@ impl Baton {
             let secret = match self.locate(caller, secret_id).await {
                 Ok(located) => located.secret,
                 Err(ApiError::ResourceNotFound(_)) => {
-                    unknown.push(secret_id.to_owned());
+                    report.unknown.push(secret_id.to_owned());
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -233,14 +287,14 @@ impl Baton {
                 secret_id,
                 accepted.iter().chain(&holding.current_version_id),
             )?;
-            if rotation_in_flight(&secret) {
-                kick.push(secret.arn.clone());
-            }
-            names.push(secret_id.to_owned());
-            records.push(ConsumerRecord {
+            report
+                .kick
+                .push(rotation_in_flight(&secret).then(|| secret.arn.clone()));
+            report.names.push(secret_id.to_owned());
+            report.records.push(ConsumerRecord {
                 secret_id: secret.id,
-                application: application.clone(),
-                instance_id: instance_id.clone(),
+                application: application.to_owned(),
+                instance_id: instance_id.to_owned(),
                 current_version: holding.current_version_id.clone(),
                 accepted_versions: accepted,
                 last_seen_at: now,
@@ -248,18 +302,7 @@ impl Baton {
                 principal: caller.principal.arn.clone(),
             });
         }
-        if let ConsumerWrite::OwnedByAnother(index) = self.store.upsert_consumers(&records).await? {
-            return Err(owned_by_another(&records[index], &names[index]));
-        }
-        for arn in &kick {
-            self.kicks.kick(arn);
-        }
-        self.consumer_reports
-            .send_modify(|n| *n = n.wrapping_add(1));
-        Ok(p::ReportConsumerResponse {
-            lease_seconds: Some(lease / 1000),
-            unknown_secret_ids: Some(unknown),
-        })
+        Ok(report)
     }
 
     /// `baton.ListConsumers`: who holds which version of a secret, and when it was last seen.
@@ -376,11 +419,27 @@ impl Baton {
         caller: &Caller,
         req: p::WatchSecretsRequest,
     ) -> Result<p::WatchSecretsResponse, ApiError> {
-        let keyrings = (req.include_keyrings == Some(true)).then_some(p::GetSecretKeyringRequest {
-            secret_id: None,
-            consumer: req.consumer,
-            lease_seconds: req.lease_seconds,
-        });
+        let include_keyrings = req.include_keyrings == Some(true);
+        let holdings = req.holdings.unwrap_or_default();
+        let reporter = if holdings.is_empty() {
+            None
+        } else {
+            let Some(consumer) = &req.consumer else {
+                return Err(ApiError::InvalidParameter(
+                    "Holdings needs Consumer: the consumer whose holdings they are.".to_owned(),
+                ));
+            };
+            if holdings.len() > HOLDINGS_MAX {
+                return Err(ApiError::InvalidParameter(format!(
+                    "Holdings may name at most {HOLDINGS_MAX} secrets; it named {}.",
+                    holdings.len()
+                )));
+            }
+            Some((
+                identity(&consumer.application, &consumer.instance_id)?,
+                lease_ms(req.lease_seconds)?,
+            ))
+        };
         let watched = req.secrets.unwrap_or_default();
         if watched.is_empty() || watched.len() > WATCHED_SECRETS_MAX {
             return Err(ApiError::InvalidParameter(format!(
@@ -413,6 +472,11 @@ impl Baton {
                 Err(e) => return Err(e),
             }
         }
+        // The watch is authorized: record what the consumer installed since its last one.
+        if let Some(((application, instance_id), lease)) = &reporter {
+            self.record_watch_holdings(caller, (application, instance_id), *lease, &holdings)
+                .await;
+        }
         loop {
             for (w, arn, caller_arn, _) in &entries {
                 match self.store.find_secret_by_arn(arn).await? {
@@ -433,8 +497,8 @@ impl Baton {
                 }
             }
             if !changed.is_empty() || tokio::time::Instant::now() >= deadline {
-                if let Some(keyring) = &keyrings {
-                    self.add_keyrings(caller, keyring, &mut changed).await;
+                if include_keyrings {
+                    self.add_keyrings(caller, &mut changed).await;
                 }
                 return Ok(p::WatchSecretsResponse {
                     changed: Some(changed),
@@ -455,18 +519,15 @@ impl Baton {
 }
 
 impl Baton {
-    /// Adds each changed secret's keyring to a watch's answer, read (and, with a consumer,
-    /// reported) exactly as `baton.GetSecretKeyring` would for this caller, which is the
-    /// action each read is authorized for. A keyring the caller may not read is left out:
-    /// the client's own fetch then fails with the reason. Each read checks with a note of its
-    /// own, so a keyring left out does not turn the watch's audit entry into a denial; the
-    /// entry names the secrets whose keyrings it carried.
-    async fn add_keyrings(
-        &self,
-        caller: &Caller,
-        request: &p::GetSecretKeyringRequest,
-        changed: &mut [p::WatchedSecret],
-    ) {
+    /// Adds each changed secret's keyring to a watch's answer, read exactly as
+    /// `baton.GetSecretKeyring` would read it for this caller, which is the action each read is
+    /// authorized for. It is not a report: the answer may never reach the consumer (one that
+    /// has stopped, say), so the consumer reports what it installed with its next watch. A
+    /// keyring the caller may not read is left out: the client's own fetch then fails with the
+    /// reason. Each read checks with a note of its own, so a keyring left out does not turn
+    /// the watch's audit entry into a denial; the entry names the secrets whose keyrings it
+    /// carried.
+    async fn add_keyrings(&self, caller: &Caller, changed: &mut [p::WatchedSecret]) {
         let reader = Caller {
             operation: "GetSecretKeyring".to_owned(),
             action: "baton:GetSecretKeyring".to_owned(),
@@ -475,23 +536,85 @@ impl Baton {
         };
         let mut carried = Vec::new();
         for w in changed.iter_mut().filter(|w| w.deleted != Some(true)) {
-            let request = p::GetSecretKeyringRequest {
-                secret_id: w.secret_id.clone(),
-                ..request.clone()
+            let Some(secret_id) = &w.secret_id else {
+                continue;
             };
-            if let Ok(keyring) = self.get_secret_keyring(&reader, request).await {
-                carried.extend(w.secret_id.clone());
+            if let Ok((keyring, _, _)) = self.read_keyring(&reader, secret_id).await {
+                carried.push(secret_id.clone());
                 w.keyring = Some(keyring);
             }
         }
-        if !carried.is_empty()
-            && let Ok(mut note) = caller.note.lock()
-        {
-            note.reason = format!(
-                "{}; answered with the keyrings of {} (baton:GetSecretKeyring)",
-                note.reason,
-                carried.join(",")
+        if !carried.is_empty() {
+            self.add_to_reason(
+                caller,
+                &format!(
+                    "answered with the keyrings of {} (baton:GetSecretKeyring)",
+                    carried.join(",")
+                ),
             );
+        }
+    }
+
+    /// Records the holdings a watch brings (what the consumer installed from its previous
+    /// answer) as `baton.ReportConsumer` would, authorized for `baton:ReportConsumer` with a
+    /// note of its own. It never fails the watch: a holding that cannot be recorded (a version
+    /// deleted since, a denial, a consumer reported by another principal) is named in the
+    /// watch's audit entry, and the consumer's heartbeat reports it, or fails, on its own.
+    async fn record_watch_holdings(
+        &self,
+        caller: &Caller,
+        identity: (&str, &str),
+        lease: i64,
+        holdings: &[p::ConsumerHolding],
+    ) {
+        let reporter = Caller {
+            operation: "ReportConsumer".to_owned(),
+            action: "baton:ReportConsumer".to_owned(),
+            note: Default::default(),
+            ..caller.clone()
+        };
+        let report = match self
+            .holdings_report(&reporter, identity, lease, holdings)
+            .await
+        {
+            Ok(report) => report,
+            Err(e) => {
+                self.add_to_reason(caller, &format!("its holdings were not recorded: {e}"));
+                return;
+            }
+        };
+        let writes = report
+            .records
+            .into_iter()
+            .zip(&report.names)
+            .zip(&report.kick)
+            .map(|((record, named), kick)| self.record_consumer(record, named, kick.as_deref()));
+        let outcomes = futures_util::future::join_all(writes).await;
+        let mut recorded = Vec::new();
+        for (named, outcome) in report.names.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => recorded.push(named.as_str()),
+                Err(e) => self.add_to_reason(
+                    caller,
+                    &format!("its holding of {named} was not recorded: {e}"),
+                ),
+            }
+        }
+        if !recorded.is_empty() {
+            self.add_to_reason(
+                caller,
+                &format!(
+                    "recorded the holdings of {} (baton:ReportConsumer)",
+                    recorded.join(",")
+                ),
+            );
+        }
+    }
+
+    /// Appends a clause to the reason the caller's audit entry gives.
+    fn add_to_reason(&self, caller: &Caller, clause: &str) {
+        if let Ok(mut note) = caller.note.lock() {
+            note.reason = format!("{}; {clause}", note.reason);
         }
     }
 }

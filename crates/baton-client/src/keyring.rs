@@ -70,6 +70,14 @@ impl KeyringOptions {
             keyrings_in_watch: true,
         }
     }
+
+    /// How reports name this instance.
+    fn identity(&self) -> p::ConsumerIdentity {
+        p::ConsumerIdentity {
+            application: Some(self.application.clone()),
+            instance_id: Some(self.instance_id.clone()),
+        }
+    }
 }
 
 fn default_instance_id() -> String {
@@ -528,10 +536,7 @@ async fn fetch(
             "baton.GetSecretKeyring",
             &p::GetSecretKeyringRequest {
                 secret_id: Some(secret_id.to_owned()),
-                consumer: Some(p::ConsumerIdentity {
-                    application: Some(options.application.clone()),
-                    instance_id: Some(options.instance_id.clone()),
-                }),
+                consumer: Some(options.identity()),
                 lease_seconds: Some(options.lease.as_secs() as i64),
             },
         )
@@ -539,16 +544,21 @@ async fn fetch(
     Keyring::from_wire(response)
 }
 
-/// One long-poll watch for every held secret; refetches each that changed. It restarts when a
-/// secret joins the set. On errors it keeps what it has and retries with capped backoff.
+/// One long-poll watch for every held secret; refetches each that changed, or installs the
+/// keyring the answer carried. The next watch reports what it installed (`Holdings`): an answer
+/// is not a report, since it may never have reached this process. It restarts when a secret
+/// joins the set. On errors it keeps what it has and retries with capped backoff.
 async fn watch_loop(shared: Arc<SetShared>) {
     let mut backoff = Duration::from_millis(250);
+    // Secrets whose keyring was installed from an answer and not yet reported.
+    let mut unreported: Vec<String> = Vec::new();
     loop {
         let held = shared.all();
         if held.is_empty() {
             shared.membership.notified().await;
             continue;
         }
+        unreported.retain(|id| held.iter().any(|(held_id, _)| held_id == id));
         let wait = shared.options.watch_wait;
         let request = p::WatchSecretsRequest {
             secrets: Some(
@@ -561,13 +571,16 @@ async fn watch_loop(shared: Arc<SetShared>) {
                     .collect(),
             ),
             wait_seconds: Some(wait.as_secs() as i64),
-            // Each changed keyring in the answer, reported as a fetch is: no second request.
+            // Each changed keyring in the answer: no second request for it.
             include_keyrings: Some(shared.options.keyrings_in_watch),
-            consumer: Some(p::ConsumerIdentity {
-                application: Some(shared.options.application.clone()),
-                instance_id: Some(shared.options.instance_id.clone()),
-            }),
+            consumer: Some(shared.options.identity()),
             lease_seconds: Some(shared.options.lease.as_secs() as i64),
+            holdings: Some(
+                held.iter()
+                    .filter(|(id, _)| unreported.contains(id))
+                    .map(|(id, entry)| holding(id, entry))
+                    .collect(),
+            ),
         };
         let call = shared
             .client
@@ -582,6 +595,8 @@ async fn watch_loop(shared: Arc<SetShared>) {
         };
         let mut failed = answer.is_err();
         if let Ok(answer) = answer {
+            // The server recorded the holdings on arrival.
+            unreported.clear();
             for changed in answer.changed.unwrap_or_default() {
                 let Some(id) = changed.secret_id else {
                     continue;
@@ -589,11 +604,12 @@ async fn watch_loop(shared: Arc<SetShared>) {
                 if let Some((_, entry)) = held.iter().find(|(held_id, _)| *held_id == id) {
                     // A deleted secret keeps its last keyring; its fetch fails until restored.
                     // A server that did not include the keyring (an older one, or a denial)
-                    // leaves it to a fetch of its own.
+                    // leaves it to a fetch of its own, which reports it.
                     let carried = changed.keyring.map(Keyring::from_wire);
                     failed |= match carried {
                         Some(Ok(ring)) => {
                             shared.install(entry, ring);
+                            unreported.push(id);
                             false
                         }
                         _ => shared.refresh(&id, entry).await.is_err(),
@@ -610,6 +626,16 @@ async fn watch_loop(shared: Arc<SetShared>) {
     }
 }
 
+/// What this instance holds of one secret, as a report states it.
+fn holding(secret_id: &str, entry: &Entry) -> p::ConsumerHolding {
+    let ring = entry.snapshot.load();
+    p::ConsumerHolding {
+        secret_id: Some(secret_id.to_owned()),
+        current_version_id: ring.current().map(|v| v.version_id.clone()),
+        accepted_version_ids: Some(ring.accepted.iter().map(|v| v.version_id.clone()).collect()),
+    }
+}
+
 /// Renews the lease with what this instance holds of every secret.
 async fn heartbeat_loop(shared: Arc<SetShared>) {
     let every = shared.options.lease / 3;
@@ -619,24 +645,12 @@ async fn heartbeat_loop(shared: Arc<SetShared>) {
         if held.is_empty() {
             continue;
         }
+        let identity = shared.options.identity();
         let report = p::ReportConsumerRequest {
-            application: Some(shared.options.application.clone()),
-            instance_id: Some(shared.options.instance_id.clone()),
+            application: identity.application,
+            instance_id: identity.instance_id,
             lease_seconds: Some(shared.options.lease.as_secs() as i64),
-            holdings: Some(
-                held.iter()
-                    .map(|(id, entry)| {
-                        let ring = entry.snapshot.load();
-                        p::ConsumerHolding {
-                            secret_id: Some(id.clone()),
-                            current_version_id: ring.current().map(|v| v.version_id.clone()),
-                            accepted_version_ids: Some(
-                                ring.accepted.iter().map(|v| v.version_id.clone()).collect(),
-                            ),
-                        }
-                    })
-                    .collect(),
-            ),
+            holdings: Some(held.iter().map(|(id, entry)| holding(id, entry)).collect()),
         };
         // A missed heartbeat is retried at the next beat; the lease outlasts two of them.
         let _: Result<p::ReportConsumerResponse, _> =

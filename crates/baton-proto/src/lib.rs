@@ -852,15 +852,19 @@ wire!(WatchedSecret {
 wire!(
     /// `baton.WatchSecrets`: a long poll that answers as soon as one of the secrets' revision
     /// differs from the one given, or after `WaitSeconds` with nothing changed. With
-    /// `IncludeKeyrings`, each changed secret comes with its keyring, read and reported (with
-    /// `Consumer` and `LeaseSeconds`) exactly as `baton.GetSecretKeyring` would, which needs
-    /// `baton:GetSecretKeyring` on it: one request where a watcher made two.
+    /// `IncludeKeyrings`, each changed secret comes with its keyring, read and authorized as
+    /// `baton.GetSecretKeyring` would (`baton:GetSecretKeyring`) but not reported: an answer
+    /// may never reach a consumer that has stopped. `Holdings` (with `Consumer` and
+    /// `LeaseSeconds`) is the consumer's word on what it holds once it has installed them,
+    /// recorded on arrival as `baton.ReportConsumer` records it: the next watch is the report,
+    /// so a change still costs one request where a watcher made two.
     WatchSecretsRequest {
         secrets: Option<Vec<WatchedSecret>>,
         wait_seconds: Option<i64>,
         include_keyrings: Option<bool>,
         consumer: Option<ConsumerIdentity>,
         lease_seconds: Option<i64>,
+        holdings: Option<Vec<ConsumerHolding>>,
     }
 );
 

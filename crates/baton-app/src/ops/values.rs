@@ -11,9 +11,35 @@ impl Baton {
         caller: &Caller,
         req: p::GetSecretKeyringRequest,
     ) -> Result<p::GetSecretKeyringResponse, ApiError> {
-        let located = self
-            .locate(caller, required(&req.secret_id, "secretId")?)
+        let (response, secret, view) = self
+            .read_keyring(caller, required(&req.secret_id, "secretId")?)
             .await?;
+        self.note_keyring_fetch(
+            caller,
+            &secret,
+            req.consumer.as_ref(),
+            req.lease_seconds,
+            &view,
+        )
+        .await?;
+        Ok(response)
+    }
+
+    /// A secret's keyring as `baton.GetSecretKeyring` answers it, authorized for `caller`,
+    /// with the secret and the keyring's versions; nothing is recorded.
+    pub(crate) async fn read_keyring(
+        &self,
+        caller: &Caller,
+        secret_id: &str,
+    ) -> Result<
+        (
+            p::GetSecretKeyringResponse,
+            SecretRecord,
+            baton_core::rotation::Keyring,
+        ),
+        ApiError,
+    > {
+        let located = self.locate(caller, secret_id).await?;
         self.authorize_key_use(caller, located.kms_key_id(), KMS_READ)?;
         let arn = located.arn();
         let secret = located.secret;
@@ -45,15 +71,7 @@ impl Baton {
             arn: Some(arn),
             revision: Some(secret.view_revision()),
         };
-        self.note_keyring_fetch(
-            caller,
-            &secret,
-            req.consumer.as_ref(),
-            req.lease_seconds,
-            &view,
-        )
-        .await?;
-        Ok(response)
+        Ok((response, secret, view))
     }
 
     /// Adds a version, or succeeds without change if the same token already holds the same
