@@ -94,13 +94,26 @@ def test_denials_are_recorded_with_their_reason(fresh):
     assert e["AccessKeyId"] == key["AccessKeyId"]
 
 
-def test_verify_passes_on_an_untouched_log(fresh):
+def test_verify_passes_on_an_untouched_log_and_names_where_its_chain_ends(fresh):
     srv, _ = start(fresh)
+    conn = db(srv)
+    (written,) = conn.execute("SELECT MAX(chain_seq) FROM audit_log").fetchone()
     out = verify(srv)
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert report["Problems"] == [] and report["Checked"] >= 3
     assert report["Chains"] == 1 and report["Chain"] == "", "the embedded store keeps one chain"
+    # The chain's end, as a backup names it: the position and the MAC stored there.
+    (end,) = report["Ends"]
+    assert end["Chain"] == "" and end["LastSeq"] >= written, (end, written)
+    assert conn.execute("SELECT lower(hex(hash)) FROM audit_log WHERE chain = '' AND chain_seq = ?",
+                        (end["LastSeq"],)).fetchall() == [(end["LastHash"],)], end
+    conn.close()
+    table = cli(srv, "audit", "verify").stdout
+    assert "the audit chain is intact" in table, table
+    (line,) = [l for l in table.splitlines() if l.startswith("audit chain end: ")]
+    at, hash_hex = int(line.split()[3]), line.split()[5]
+    assert at > end["LastSeq"] and len(hash_hex) == 64, "the first verify was audited after it"
 
 
 def tamper_then_verify(srv, sql, *params):

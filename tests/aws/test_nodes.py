@@ -334,6 +334,13 @@ def test_each_node_appends_to_its_own_audit_chain_and_verify_checks_every_chain(
     assert rc == 0, (report, err)
     assert report["Problems"] == [] and report["Chains"] == 4, report
     assert report["Checked"] >= total, (report, total)
+    # Every chain's end (pages of 7 cross chains), each the position and MAC stored there.
+    assert [e["Chain"] for e in report["Ends"]] == ["", *chains], report["Ends"]
+    for end in report["Ends"]:
+        stored = cluster.sql(f"SELECT encode(hash, 'hex') FROM audit_log WHERE chain = '{end['Chain']}' "
+                             f"AND chain_seq = {end['LastSeq']}")
+        assert stored == [[end["LastHash"]]], (end, stored)
+        assert end["LastSeq"] >= int(counts[end["Chain"]]), (end, counts)
 
     # An entry of node 1's chain, edited.
     chain_b = chains[1]

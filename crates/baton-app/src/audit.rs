@@ -595,6 +595,7 @@ impl Baton {
                         .map(|(chain, last, _)| p::AuditChainEnd {
                             chain: Some(chain),
                             last_seq: Some(last),
+                            last_hash: None,
                         })
                         .collect()
                 }),
@@ -668,6 +669,7 @@ impl Baton {
         let key = &audit.key;
         let mut checked = 0usize;
         let mut prev_hash: Vec<u8>;
+        let mut ends = Vec::new();
         let more = loop {
             let chain = order[at].as_str();
             prev_hash = Vec::new();
@@ -768,6 +770,11 @@ impl Baton {
                     ),
                 );
             }
+            ends.push(p::AuditChainEnd {
+                chain: Some(chain.to_owned()),
+                last_seq: Some(end),
+                last_hash: Some(hex::encode(&prev_hash)),
+            });
             if at + 1 == order.len() {
                 break false;
             }
@@ -786,6 +793,7 @@ impl Baton {
             problems: Some(problems),
             more: Some(more),
             chains: Some(order.len() as i64),
+            ends: Some(ends),
         })
     }
 }

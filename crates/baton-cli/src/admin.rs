@@ -615,6 +615,7 @@ pub async fn run_audit(
             let mut checked = 0;
             let mut chains = 1;
             let mut problems = Vec::new();
+            let mut ends = Vec::new();
             let last_hash = loop {
                 let r: p::VerifyAuditLogResponse = client
                     .call(
@@ -631,6 +632,7 @@ pub async fn run_audit(
                 chain = r.chain.unwrap_or_default();
                 chains = r.chains.unwrap_or(chains);
                 problems.extend(r.problems.unwrap_or_default());
+                ends.extend(r.ends.unwrap_or_default());
                 if r.more != Some(true) {
                     break r.last_hash.unwrap_or_default();
                 }
@@ -648,6 +650,7 @@ pub async fn run_audit(
                         "Chain": chain,
                         "LastSeq": after,
                         "LastHash": last_hash,
+                        "Ends": ends,
                         "Problems": problems,
                     })
                 );
@@ -662,11 +665,18 @@ pub async fn run_audit(
                         problem.problem.clone().unwrap_or_default()
                     );
                 }
-                println!(
-                    "checked {checked} entries in {chains} chain(s); the last chain ends at {} \
-                     with hash {last_hash}",
-                    position(&chain, after)
-                );
+                println!("checked {checked} entries in {chains} chain(s)");
+                // The same lines a backup prints, to compare with it.
+                for end in &ends {
+                    println!(
+                        "audit chain end: {} hash {}",
+                        position(
+                            end.chain.as_deref().unwrap_or_default(),
+                            end.last_seq.unwrap_or_default()
+                        ),
+                        end.last_hash.as_deref().unwrap_or_default()
+                    );
+                }
             }
             if problems.is_empty() {
                 if format == OutputFormat::Table {

@@ -528,6 +528,8 @@ wire!(AuditChainEnd {
     chain: Option<String>,
     /// Its last position (0 before its first entry).
     last_seq: Option<i64>,
+    /// In `baton.VerifyAuditLog`'s answer: the MAC there, in hex, as a backup names it.
+    last_hash: Option<String>,
 });
 
 wire!(ListAuditEntriesResponse {
@@ -573,6 +575,9 @@ wire!(VerifyAuditLogResponse {
     more: Option<bool>,
     /// How many chains the log has (the shared one included).
     chains: Option<i64>,
+    /// Each chain whose end this call reached, in the order checked, with its last position
+    /// and the hash there.
+    ends: Option<Vec<AuditChainEnd>>,
 });
 
 wire!(DeleteAccessKeyRequest { access_key_id: Option<String> });
