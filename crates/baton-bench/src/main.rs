@@ -22,6 +22,12 @@ use baton_bench::{
 };
 const SECRET_NAME: &str = "bench/db-password";
 
+/// With `--features mimalloc`, every allocation of this process (Baton, the reference and the
+/// load generator alike) goes to mimalloc instead of glibc's malloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Options {
     rounds: usize,
     seconds: u64,
