@@ -92,7 +92,17 @@ fn check_versions_exist<'a>(
     Ok(())
 }
 
-/// The refusal of a report for a consumer that another principal reports.
+/// A report, or a watch, names at most `HOLDINGS_MAX` holdings.
+fn check_holdings_count(holdings: &[p::ConsumerHolding]) -> Result<(), ApiError> {
+    if holdings.len() > HOLDINGS_MAX {
+        return Err(ApiError::InvalidParameter(format!(
+            "A report may name at most {HOLDINGS_MAX} secrets; it named {}.",
+            holdings.len()
+        )));
+    }
+    Ok(())
+}
+
 /// What a report of holdings writes: one record per known secret, in order with the name
 /// the report gave it and, when a rotation of it is in flight, the ARN to wake.
 #[derive(Default)]
@@ -103,6 +113,7 @@ struct HoldingsReport {
     unknown: Vec<String>,
 }
 
+/// The refusal of a report for a consumer that another principal reports.
 fn owned_by_another(record: &ConsumerRecord, secret_id: &str) -> ApiError {
     ApiError::AccessDenied(format!(
         "The consumer {}/{} of {secret_id} is reported by another principal until its lease \
@@ -223,12 +234,7 @@ impl Baton {
             // Only a lease renewal for no secret: nothing is read or written.
             self.nothing_to_authorize(caller, "an empty report acts on no secret");
         }
-        if holdings.len() > HOLDINGS_MAX {
-            return Err(ApiError::InvalidParameter(format!(
-                "A report may name at most {HOLDINGS_MAX} secrets; it named {}.",
-                holdings.len()
-            )));
-        }
+        check_holdings_count(&holdings)?;
         let report = self
             .holdings_report(caller, (&application, &instance_id), lease, &holdings)
             .await?;
@@ -429,12 +435,7 @@ impl Baton {
                     "Holdings needs Consumer: the consumer whose holdings they are.".to_owned(),
                 ));
             };
-            if holdings.len() > HOLDINGS_MAX {
-                return Err(ApiError::InvalidParameter(format!(
-                    "Holdings may name at most {HOLDINGS_MAX} secrets; it named {}.",
-                    holdings.len()
-                )));
-            }
+            check_holdings_count(&holdings)?;
             Some((
                 identity(&consumer.application, &consumer.instance_id)?,
                 lease_ms(req.lease_seconds)?,

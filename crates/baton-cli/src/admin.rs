@@ -669,12 +669,12 @@ pub async fn run_audit(
                 // The same lines a backup prints, to compare with it.
                 for end in &ends {
                     println!(
-                        "audit chain end: {} hash {}",
-                        position(
+                        "{}",
+                        crate::output::chain_end_line(
                             end.chain.as_deref().unwrap_or_default(),
-                            end.last_seq.unwrap_or_default()
-                        ),
-                        end.last_hash.as_deref().unwrap_or_default()
+                            end.last_seq.unwrap_or_default(),
+                            end.last_hash.as_deref().unwrap_or_default()
+                        )
                     );
                 }
             }

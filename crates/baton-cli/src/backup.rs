@@ -127,16 +127,13 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 
 /// Where each audit chain ends in a backup, one line each, to compare with `audit verify`.
 fn print_chain_ends(header: &BackupHeader, note: &str) {
+    use crate::output::chain_end_line;
     for end in &header.audit_chains {
-        println!(
-            "audit chain end: {} hash {}{note}",
-            crate::output::position(&end.chain, end.seq),
-            end.hash
-        );
+        println!("{}{note}", chain_end_line(&end.chain, end.seq, &end.hash));
     }
     // A backup written before chains names the newest entry only.
     if let (true, Some(head)) = (header.audit_chains.is_empty(), &header.audit_head) {
-        println!("audit chain end: {} hash {}{note}", head.seq, head.hash);
+        println!("{}{note}", chain_end_line("", head.seq, &head.hash));
     }
 }
 

@@ -67,6 +67,12 @@ pub fn position(chain: &str, seq: i64) -> String {
     }
 }
 
+/// Where an audit chain ends, as both a backup (and its restore) and `audit verify` print it,
+/// so the lines compare as they are.
+pub fn chain_end_line(chain: &str, seq: i64, hash: &str) -> String {
+    format!("audit chain end: {} hash {hash}", position(chain, seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
